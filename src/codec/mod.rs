@@ -1,0 +1,157 @@
+//! The codecs: one module per method. Each lossy codec turns an f32 tensor (seen as a matrix) into
+//! the bytes of one `.lowbit` section and back; the lossless codec works on the raw bytes of any dtype.
+//!
+//! The contract every lossy codec keeps (tests check it):
+//! - `encode` returns the section bytes, how many of them are side information (scales, codebooks,
+//!   factor headers, entropy-model tables), and the exact reconstruction that `decode` will produce
+//!   from those bytes, so the analysis stage measures error without decoding twice;
+//! - `decode(encode(x).bytes) == encode(x).reconstruction`, bit for bit;
+//! - everything `decode` needs is in the bytes or in the codec's `Params` (which the container stores
+//!   in its header); randomness comes from a seed held in `Params`;
+//! - `decode` never trusts the bytes: every count and length is checked before it is used, and a
+//!   damaged section gives `Error::Corrupt`, never a panic or an unbounded allocation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub mod lossless;
+pub mod lowrank;
+pub mod scalar;
+pub mod vq;
+
+/// How the matrix codecs see a tensor: `rows` = first dimension, `cols` = product of the others
+/// (a 1-D tensor is 1 x n, a scalar 1 x 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape2 {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Shape2 {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Shape2 { rows, cols }
+    }
+
+    /// Returns `None` if the element count overflows `usize`.
+    pub fn of(shape: &[usize]) -> Option<Self> {
+        match shape {
+            [] => Some(Shape2::new(1, 1)),
+            [n] => Some(Shape2::new(1, *n)),
+            [rows, rest @ ..] => {
+                let cols = rest.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))?;
+                rows.checked_mul(cols)?;
+                Some(Shape2::new(*rows, cols))
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One encoded tensor section.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The section bytes, exactly as stored in the container.
+    pub bytes: Vec<u8>,
+    /// How many of `bytes` are side information rather than payload (for the report's split).
+    pub side_bytes: usize,
+    /// What `decode` gives back from `bytes` (empty for the lossless codec, whose output is the input).
+    pub reconstruction: Vec<f32>,
+}
+
+/// The methods a user can name (`--method`), and the per-tensor choice the allocator records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Scalar,
+    Vq,
+    Lowrank,
+    Lossless,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::Scalar,
+        Method::Vq,
+        Method::Lowrank,
+        Method::Lossless,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Scalar => "scalar",
+            Method::Vq => "vq",
+            Method::Lowrank => "lowrank",
+            Method::Lossless => "lossless",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A codec and its parameters: what the container header stores for each tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "codec", rename_all = "lowercase")]
+pub enum CodecParams {
+    Scalar(scalar::Params),
+    Vq(vq::Params),
+    Lowrank(lowrank::Params),
+    /// Exact coding of the original bytes (any dtype).
+    Lossless,
+}
+
+impl CodecParams {
+    pub fn method(&self) -> Method {
+        match self {
+            CodecParams::Scalar(_) => Method::Scalar,
+            CodecParams::Vq(_) => Method::Vq,
+            CodecParams::Lowrank(_) => Method::Lowrank,
+            CodecParams::Lossless => Method::Lossless,
+        }
+    }
+
+    /// A short human-readable label, e.g. `scalar 4b g64 rot`.
+    pub fn label(&self) -> String {
+        match self {
+            CodecParams::Scalar(p) => p.label(),
+            CodecParams::Vq(p) => p.label(),
+            CodecParams::Lowrank(p) => p.label(),
+            CodecParams::Lossless => "lossless".to_string(),
+        }
+    }
+
+    /// Encodes an f32 tensor with a lossy codec. The lossless codec takes raw bytes: see
+    /// [`lossless::encode`].
+    pub fn encode(&self, values: &[f32], shape: Shape2) -> Result<Encoded> {
+        debug_assert_eq!(values.len(), shape.len());
+        match self {
+            CodecParams::Scalar(p) => scalar::encode(values, shape, p),
+            CodecParams::Vq(p) => vq::encode(values, shape, p),
+            CodecParams::Lowrank(p) => lowrank::encode(values, shape, p),
+            CodecParams::Lossless => {
+                unreachable!("the lossless codec works on raw bytes: call lossless::encode")
+            }
+        }
+    }
+
+    /// Decodes a lossy section back to `shape.len()` f32 values.
+    pub fn decode(&self, bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
+        match self {
+            CodecParams::Scalar(p) => scalar::decode(bytes, shape, p),
+            CodecParams::Vq(p) => vq::decode(bytes, shape, p),
+            CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
+            CodecParams::Lossless => {
+                unreachable!("the lossless codec works on raw bytes: call lossless::decode")
+            }
+        }
+    }
+}
