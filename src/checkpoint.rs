@@ -1,0 +1,98 @@
+//! An input file seen as a list of tensors: a safetensors checkpoint or a single `.npy` array.
+//! Only headers are parsed here; tensor bytes are sliced from the file one tensor at a time.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::container::SourceFormat;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::io::{npy, safetensors};
+
+/// The name given to the one array of a `.npy` file.
+pub const NPY_TENSOR_NAME: &str = "array";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file (validated against the file length).
+    pub range: Range<usize>,
+}
+
+impl InputTensor {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+/// What kind of file the first bytes say this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Safetensors,
+    Npy,
+    Lowbit,
+}
+
+const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Sniffs the kind from the file's bytes (a `.lowbit` is a safetensors file with format=lowbit).
+pub fn sniff(file: &[u8]) -> FileKind {
+    if file.starts_with(NPY_MAGIC) {
+        return FileKind::Npy;
+    }
+    // Only the header is parsed. A file that fails to parse is routed as safetensors, whose reader
+    // then reports what is wrong with it.
+    match safetensors::read_header(file) {
+        Ok(h) if h.metadata.get("format").map(String::as_str) == Some(crate::container::FORMAT_NAME) => {
+            FileKind::Lowbit
+        }
+        _ => FileKind::Safetensors,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub format: SourceFormat,
+    pub metadata: BTreeMap<String, String>,
+    /// In file order.
+    pub tensors: Vec<InputTensor>,
+}
+
+impl Checkpoint {
+    /// Parses the header of a safetensors or npy file held in memory.
+    pub fn parse(file: &[u8]) -> Result<Checkpoint> {
+        if file.starts_with(NPY_MAGIC) {
+            let h = npy::read_header(file)?;
+            let len = h.shape.iter().product::<usize>() * h.dtype.size();
+            return Ok(Checkpoint {
+                format: SourceFormat::Npy,
+                metadata: BTreeMap::new(),
+                tensors: vec![InputTensor {
+                    name: NPY_TENSOR_NAME.to_string(),
+                    dtype: h.dtype,
+                    shape: h.shape,
+                    range: h.data_start..h.data_start + len,
+                }],
+            });
+        }
+        let h = safetensors::read_header(file)?;
+        let data_start = h.data_start as usize;
+        let tensors = h
+            .tensors
+            .into_iter()
+            .map(|t| InputTensor {
+                name: t.name,
+                dtype: t.dtype,
+                shape: t.shape,
+                range: data_start + t.start as usize..data_start + t.end as usize,
+            })
+            .collect();
+        Ok(Checkpoint { format: SourceFormat::Safetensors, metadata: h.metadata, tensors })
+    }
+
+    pub fn parameters(&self) -> u64 {
+        self.tensors.iter().map(InputTensor::numel).sum()
+    }
+}

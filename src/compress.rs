@@ -1,0 +1,810 @@
+//! The pipeline: analyse (every codec option of every tensor, measured by encoding it) ->
+//! allocate (one option per tensor for the target) -> encode (stream the container) and its
+//! inverse, decompress. Also `inspect`. No printing, no paths: bytes in, bytes out, a report back.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::alloc::{self, OptionPoint};
+use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
+use crate::codec::{self, lossless, CodecParams, Method, Shape2};
+use crate::container::{self, Container, Manifest, SourceFormat, TensorRecord};
+use crate::dtype::{self, DType};
+use crate::error::{Error, Result};
+use crate::io::{npy, safetensors};
+use crate::progress::Progress;
+use crate::report::{
+    InputSummary, OptionReport, OutputSummary, RdPoint, Report, Spectrum, TargetSummary, TensorReport,
+    REPORT_SCHEMA_VERSION,
+};
+use crate::rng::Rng;
+
+/// Tensors with fewer parameters than this are always coded losslessly: a lossy codec's side
+/// information would cost more than it saves, and these are norms, biases and small tables.
+pub const MIN_LOSSY_PARAMETERS: u64 = 1024;
+/// How many singular values the report keeps per tensor.
+pub const SPECTRUM_LENGTH: usize = 64;
+
+/// What the user asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// Whole output file at most this many bits per parameter.
+    BitsPerWeight(f64),
+    /// Every tensor's relative Frobenius error at most this.
+    MaxError(f64),
+}
+
+/// A per-tensor rule chosen by name pattern (`--keep 'embeddings.*=8'`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    /// A glob: `*` matches any run of characters, `?` one character.
+    pub pattern: String,
+    pub rule: OverrideRule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OverrideRule {
+    /// Store the matching tensors exactly.
+    Lossless,
+    /// Code the matching tensors with the lowest-error option of at most this many bits per weight.
+    BitsPerWeight(f64),
+}
+
+impl std::str::FromStr for Override {
+    type Err = Error;
+
+    /// `PATTERN=BITS` or `PATTERN=lossless`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (pattern, rule) = s
+            .rsplit_once('=')
+            .ok_or_else(|| Error::option(format!("override '{s}' is not PATTERN=BITS or PATTERN=lossless")))?;
+        if pattern.is_empty() {
+            return Err(Error::option(format!("override '{s}' has an empty pattern")));
+        }
+        let rule = if rule == "lossless" {
+            OverrideRule::Lossless
+        } else {
+            let bits: f64 = rule
+                .parse()
+                .map_err(|_| Error::option(format!("override '{s}': '{rule}' is not a number of bits or 'lossless'")))?;
+            if !(bits > 0.0 && bits <= 64.0) {
+                return Err(Error::option(format!("override '{s}': bits must be in (0, 64]")));
+            }
+            OverrideRule::BitsPerWeight(bits)
+        };
+        Ok(Override { pattern: pattern.to_string(), rule })
+    }
+}
+
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rule {
+            OverrideRule::Lossless => write!(f, "{}=lossless", self.pattern),
+            OverrideRule::BitsPerWeight(b) => write!(f, "{}={b}", self.pattern),
+        }
+    }
+}
+
+/// Glob match with `*` and `?` (iterative, linear backtracking on the last `*`).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[derive(Clone, Debug)]
+pub struct CompressOptions {
+    pub target: Target,
+    /// `None` = auto: the allocator chooses the codec per tensor.
+    pub method: Option<Method>,
+    pub overrides: Vec<Override>,
+    /// Base seed of every random choice (rotations, sketches, k-means++).
+    pub seed: u64,
+    /// Compute singular-value spectra for the report.
+    pub spectra: bool,
+}
+
+impl CompressOptions {
+    pub fn new(target: Target) -> Self {
+        CompressOptions { target, method: None, overrides: Vec::new(), seed: 0, spectra: true }
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self.target {
+            Target::BitsPerWeight(b) if !(b.is_finite() && b > 0.0) => {
+                Err(Error::option(format!("--bpw must be a positive number, got {b}")))
+            }
+            Target::MaxError(e) if !(e.is_finite() && e >= 0.0) => {
+                Err(Error::option(format!("--max-error must be a non-negative number, got {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One measured option of one tensor.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub codec: CodecParams,
+    pub coded_bytes: u64,
+    pub side_bytes: u64,
+    /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
+    pub sq_error: f64,
+}
+
+/// Everything measured about one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorAnalysis {
+    pub candidates: Vec<Candidate>,
+    /// Sum of squares of the tensor (f64).
+    pub norm_sq: f64,
+    pub non_finite: u64,
+    /// Why only some codecs were tried (empty when all were).
+    pub restriction: String,
+    pub spectrum: Option<Vec<f32>>,
+}
+
+impl TensorAnalysis {
+    fn rel_mse(&self, c: &Candidate) -> f64 {
+        if c.sq_error == 0.0 {
+            0.0
+        } else {
+            c.sq_error / self.norm_sq.max(f64::MIN_POSITIVE)
+        }
+    }
+}
+
+/// Measures every applicable option of one tensor.
+pub fn analyse_tensor(file: &[u8], t: &InputTensor, opts: &CompressOptions) -> Result<TensorAnalysis> {
+    let raw = &file[t.range.clone()];
+    let exact = lossless::encode(raw, t.dtype)?;
+    let lossless_candidate = Candidate {
+        codec: CodecParams::Lossless,
+        coded_bytes: exact.bytes.len() as u64,
+        side_bytes: exact.side_bytes as u64,
+        sq_error: 0.0,
+    };
+    let mut analysis = TensorAnalysis {
+        candidates: vec![lossless_candidate],
+        norm_sq: 0.0,
+        non_finite: 0,
+        restriction: String::new(),
+        spectrum: None,
+    };
+    // The norm is measured for every float tensor, exact or not, so the report's error totals
+    // cover all of them.
+    let values = if t.dtype.is_lossy_compressible() { dtype::to_f32(t.dtype, raw) } else { Vec::new() };
+    analysis.non_finite = values.iter().filter(|v| !v.is_finite()).count() as u64;
+    analysis.norm_sq = values.iter().filter(|v| v.is_finite()).map(|&v| (v as f64) * (v as f64)).sum();
+    let rule = opts.overrides.iter().find(|o| glob_match(&o.pattern, &t.name)).map(|o| o.rule);
+    let restriction = if !t.dtype.is_lossy_compressible() {
+        Some(format!("{} is not a float type lowbit quantizes: stored exactly", t.dtype))
+    } else if t.shape.len() < 2 {
+        Some("1-D tensor (norm, bias): stored exactly".to_string())
+    } else if t.numel() < MIN_LOSSY_PARAMETERS {
+        Some(format!("fewer than {MIN_LOSSY_PARAMETERS} parameters: stored exactly"))
+    } else if opts.method == Some(Method::Lossless) {
+        Some("--method lossless".to_string())
+    } else if rule == Some(OverrideRule::Lossless) {
+        Some("kept exact by an override".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = restriction {
+        analysis.restriction = why;
+        return Ok(analysis);
+    }
+    if analysis.non_finite > 0 {
+        analysis.restriction = format!("{} NaN/Inf values: stored exactly", analysis.non_finite);
+        return Ok(analysis);
+    }
+    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+    let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
+    let mut params: Vec<CodecParams> = Vec::new();
+    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
+    if wants(Method::Scalar) {
+        params.extend(codec::scalar::candidates(shape, seed).into_iter().map(CodecParams::Scalar));
+    }
+    if wants(Method::Vq) {
+        params.extend(codec::vq::candidates(shape, seed).into_iter().map(CodecParams::Vq));
+    }
+    if wants(Method::Lowrank) {
+        params.extend(codec::lowrank::candidates(shape, seed).into_iter().map(CodecParams::Lowrank));
+    }
+    if opts.method.is_some() && params.is_empty() {
+        analysis.restriction = "the forced method does not apply to this shape: stored exactly".to_string();
+    }
+    for codec in params {
+        let encoded = codec.encode(&values, shape)?;
+        let sq_error = squared_error(&values, &encoded.reconstruction, t.dtype);
+        analysis.candidates.push(Candidate {
+            codec,
+            coded_bytes: encoded.bytes.len() as u64,
+            side_bytes: encoded.side_bytes as u64,
+            sq_error,
+        });
+    }
+    if opts.method.is_some() && analysis.candidates.len() > 1 {
+        // A forced method replaces the exact option (it stays only where the method cannot apply).
+        analysis.candidates.remove(0);
+    }
+    if let Some(OverrideRule::BitsPerWeight(bits)) = rule {
+        let numel = t.numel().max(1) as f64;
+        let bpw = |c: &Candidate| 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
+        let within: Vec<&Candidate> = analysis.candidates.iter().filter(|c| bpw(c) <= bits).collect();
+        let keep = if within.is_empty() {
+            analysis.candidates.iter().min_by_key(|c| c.coded_bytes).cloned()
+        } else {
+            within.into_iter().min_by(|a, b| a.sq_error.total_cmp(&b.sq_error)).cloned()
+        };
+        analysis.candidates = keep.into_iter().collect();
+        analysis.restriction = format!("override: at most {bits} bits per weight");
+    }
+    if opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {
+        analysis.spectrum =
+            Some(codec::lowrank::singular_values(&values, shape.rows, shape.cols, SPECTRUM_LENGTH, seed));
+    }
+    Ok(analysis)
+}
+
+/// Sum of squared differences, measured on what the user gets back: the reconstruction converted
+/// to the tensor's own dtype.
+fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
+    let round = |v: f32| match dtype {
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        _ => v,
+    };
+    original
+        .iter()
+        .zip(reconstruction)
+        .map(|(&a, &b)| {
+            let d = a as f64 - round(b) as f64;
+            d * d
+        })
+        .sum()
+}
+
+/// Runs `analyse` on every tensor: natively on all cores (results in tensor order, so the output does
+/// not depend on scheduling), in the browser on the calling thread.
+fn analyse_all(
+    file: &[u8],
+    ckpt: &Checkpoint,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Vec<TensorAnalysis>> {
+    progress.stage("analyse", ckpt.parameters());
+    let run = |i: usize| {
+        let t = &ckpt.tensors[i];
+        analyse_tensor(file, t, opts).map_err(|e| e.in_tensor(&t.name))
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(ckpt.tensors.len()).max(1);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let mut results: Vec<Option<Result<TensorAnalysis>>> = (0..ckpt.tensors.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, stop, run) = (&next, &stop, &run);
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= ckpt.tensors.len() || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if tx.send((i, run(i))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                let failed = r.is_err();
+                results[i] = Some(r);
+                progress.advance(ckpt.tensors[i].numel(), &ckpt.tensors[i].name);
+                if failed || progress.cancelled() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        // The first error in tensor order, so the message does not depend on scheduling.
+        results.into_iter().map(|r| r.unwrap_or(Err(Error::Cancelled))).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut out = Vec::with_capacity(ckpt.tensors.len());
+        for i in 0..ckpt.tensors.len() {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            out.push(run(i)?);
+            progress.advance(ckpt.tensors[i].numel(), &ckpt.tensors[i].name);
+        }
+        Ok(out)
+    }
+}
+
+/// The allocator's decision for a whole checkpoint, with everything measured on the way.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub checkpoint: Checkpoint,
+    pub analyses: Vec<TensorAnalysis>,
+    /// Index into each tensor's candidates.
+    pub choice: Vec<usize>,
+    pub manifest: Manifest,
+    pub header_len: u64,
+    pub output_bytes: u64,
+}
+
+fn distortion(a: &TensorAnalysis, c: &Candidate, numel: u64) -> f64 {
+    a.rel_mse(c) * numel as f64
+}
+
+fn option_points(ckpt: &Checkpoint, analyses: &[TensorAnalysis]) -> Vec<Vec<OptionPoint>> {
+    ckpt.tensors
+        .iter()
+        .zip(analyses)
+        .map(|(t, a)| {
+            a.candidates
+                .iter()
+                .map(|c| OptionPoint {
+                    bytes: container::section_len(t.numel(), c.coded_bytes),
+                    distortion: distortion(a, c, t.numel()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]) -> Manifest {
+    Manifest {
+        version: container::VERSION,
+        source_format: ckpt.format,
+        source_metadata: ckpt.metadata.clone(),
+        tensors: ckpt
+            .tensors
+            .iter()
+            .zip(analyses)
+            .zip(choice)
+            .map(|((t, a), &i)| {
+                let c = &a.candidates[i];
+                TensorRecord {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    codec: c.codec.clone(),
+                    coded_bytes: c.coded_bytes,
+                    side_bytes: c.side_bytes,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
+    let header = container::encode_header(manifest)?.len() as u64;
+    Ok((header, header + manifest.tensors.iter().map(TensorRecord::section_len).sum::<u64>()))
+}
+
+/// Analyses and allocates: what `compress` would write, without writing it (`lowbit plan`).
+pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) -> Result<Plan> {
+    opts.validate()?;
+    let checkpoint = Checkpoint::parse(file)?;
+    let analyses = analyse_all(file, &checkpoint, opts, progress)?;
+    let points = option_points(&checkpoint, &analyses);
+    let choice = match opts.target {
+        Target::BitsPerWeight(bpw) => {
+            let allowed = (bpw * checkpoint.parameters() as f64 / 8.0).floor() as u64;
+            // The header's size depends a little on the choice: allocate, measure, shrink the
+            // section budget by any excess, repeat (converges in one or two rounds).
+            let cheapest: Vec<usize> = points
+                .iter()
+                .map(|o| (0..o.len()).min_by_key(|&i| (o[i].bytes, i)).expect("every tensor has an option"))
+                .collect();
+            let (min_header, min_total) = output_size(&manifest_for(&checkpoint, &analyses, &cheapest))?;
+            if min_total > allowed {
+                return Err(Error::option(format!(
+                    "--bpw {bpw} is below the smallest file lowbit can make for this input: {:.3} bits per weight \
+                     ({min_total} bytes, of which {min_header} header; tensors stored exactly cannot shrink further)",
+                    8.0 * min_total as f64 / checkpoint.parameters().max(1) as f64
+                )));
+            }
+            let mut budget = allowed.saturating_sub(min_header);
+            let mut choice = cheapest;
+            for _ in 0..8 {
+                let Some(c) = alloc::allocate_budget(&points, budget) else { break };
+                let (_, total) = output_size(&manifest_for(&checkpoint, &analyses, &c))?;
+                if total <= allowed {
+                    choice = c;
+                    break;
+                }
+                budget = budget.saturating_sub(total - allowed);
+            }
+            choice
+        }
+        Target::MaxError(max_error) => {
+            let picks = alloc::allocate_max_error(&points, max_error, |t, i| {
+                analyses[t].rel_mse(&analyses[t].candidates[i]).sqrt()
+            });
+            picks
+                .into_iter()
+                .enumerate()
+                .map(|(t, p)| {
+                    // The exact option always qualifies unless a forced method removed it; then take
+                    // the most accurate option and say so in the report.
+                    p.unwrap_or_else(|| {
+                        let a = &analyses[t];
+                        (0..a.candidates.len())
+                            .min_by(|&x, &y| a.candidates[x].sq_error.total_cmp(&a.candidates[y].sq_error))
+                            .expect("every tensor has an option")
+                    })
+                })
+                .collect()
+        }
+    };
+    let manifest = manifest_for(&checkpoint, &analyses, &choice);
+    let (header_len, output_bytes) = output_size(&manifest)?;
+    Ok(Plan { checkpoint, analyses, choice, manifest, header_len, output_bytes })
+}
+
+/// Compresses a checkpoint (safetensors or npy bytes) to a `.lowbit` written to `out`; returns the
+/// report. `out` receives bytes only as tensors are encoded; callers that write files write to a
+/// temporary name and rename on success.
+pub fn compress(
+    file: &[u8],
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    let plan = plan(file, opts, progress).map_err(|e| e.in_file(file_name))?;
+    let header = container::encode_header(&plan.manifest)?;
+    let io_err = |e| Error::io("output", e);
+    out.write_all(&header).map_err(io_err)?;
+    progress.stage("encode", plan.checkpoint.parameters());
+    for (t, record) in plan.checkpoint.tensors.iter().zip(&plan.manifest.tensors) {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let raw = &file[t.range.clone()];
+        let bytes = match &record.codec {
+            CodecParams::Lossless => lossless::encode(raw, t.dtype)?.bytes,
+            lossy => lossy.encode(&dtype::to_f32(t.dtype, raw), Shape2::of(&t.shape).expect("checked"))?.bytes,
+        };
+        if bytes.len() as u64 != record.coded_bytes {
+            return Err(Error::invalid(format!(
+                "internal error: re-encoding gave {} bytes where the analysis measured {} (non-deterministic codec)",
+                bytes.len(),
+                record.coded_bytes
+            ))
+            .in_tensor(&t.name));
+        }
+        out.write_all(&bytes).map_err(io_err)?;
+        let padding = record.section_len() - record.coded_bytes;
+        out.write_all(&vec![0u8; padding as usize]).map_err(io_err)?;
+        progress.advance(t.numel(), &t.name);
+    }
+    out.flush().map_err(io_err)?;
+    Ok(build_report(&plan, file_name, file.len() as u64, opts, true))
+}
+
+/// The report for a plan (`written` says whether the file was produced).
+pub fn build_report(plan: &Plan, file_name: &str, input_bytes: u64, opts: &CompressOptions, written: bool) -> Report {
+    let ckpt = &plan.checkpoint;
+    let params = ckpt.parameters();
+    let mut tensors = Vec::with_capacity(ckpt.tensors.len());
+    let (mut payload, mut side, mut padding) = (0u64, 0u64, 0u64);
+    let (mut lossy_err, mut lossy_norm, mut twod_err, mut twod_norm) = (0.0, 0.0, 0.0, 0.0);
+    for ((t, a), &ci) in ckpt.tensors.iter().zip(&plan.analyses).zip(&plan.choice) {
+        let c = &a.candidates[ci];
+        let section = container::section_len(t.numel(), c.coded_bytes);
+        payload += c.coded_bytes - c.side_bytes;
+        side += c.side_bytes;
+        padding += section - c.coded_bytes;
+        let rel_mse = a.rel_mse(c);
+        if c.codec != CodecParams::Lossless {
+            lossy_err += c.sq_error;
+            lossy_norm += a.norm_sq;
+        }
+        if t.dtype.is_lossy_compressible() && t.shape.len() >= 2 {
+            twod_err += c.sq_error;
+            twod_norm += a.norm_sq;
+        }
+        let numel = t.numel().max(1) as f64;
+        let reason = if !a.restriction.is_empty() {
+            a.restriction.clone()
+        } else {
+            match opts.target {
+                Target::BitsPerWeight(_) => {
+                    "allocator: best error per byte at the file's equal-slope point".to_string()
+                }
+                Target::MaxError(e) => format!("cheapest option with relative error <= {e}"),
+            }
+        };
+        tensors.push(TensorReport {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            parameters: t.numel(),
+            codec: c.codec.clone(),
+            label: c.codec.label(),
+            section_bytes: section,
+            payload_bytes: c.coded_bytes - c.side_bytes,
+            side_bytes: c.side_bytes,
+            bits_per_weight: 8.0 * section as f64 / numel,
+            rel_error: rel_mse.sqrt(),
+            rel_mse,
+            snr_db: (rel_mse > 0.0).then(|| -10.0 * rel_mse.log10()),
+            non_finite: a.non_finite,
+            reason,
+            options: a
+                .candidates
+                .iter()
+                .enumerate()
+                .map(|(i, o)| OptionReport {
+                    label: o.codec.label(),
+                    bits_per_weight: 8.0 * container::section_len(t.numel(), o.coded_bytes) as f64 / numel,
+                    rel_mse: a.rel_mse(o),
+                    chosen: i == ci,
+                })
+                .collect(),
+        });
+    }
+    let points = option_points(ckpt, &plan.analyses);
+    let lossy_params: u64 = ckpt
+        .tensors
+        .iter()
+        .zip(&plan.analyses)
+        .filter(|(_, a)| a.candidates.iter().any(|c| c.codec != CodecParams::Lossless))
+        .map(|(t, _)| t.numel())
+        .sum();
+    let rd_curve = alloc::rd_curve(&points)
+        .into_iter()
+        .map(|p| RdPoint {
+            bits_per_weight: 8.0 * p.bytes as f64 / params.max(1) as f64,
+            rel_mse: p.distortion / lossy_params.max(1) as f64,
+        })
+        .collect();
+    let spectra = ckpt
+        .tensors
+        .iter()
+        .zip(&plan.analyses)
+        .filter_map(|(t, a)| a.spectrum.as_ref().map(|s| Spectrum { tensor: t.name.clone(), singular_values: s.clone() }))
+        .collect();
+    let ratio_of = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        lowbit_version: env!("CARGO_PKG_VERSION").to_string(),
+        input: InputSummary {
+            file: file_name.to_string(),
+            format: ckpt.format,
+            bytes: input_bytes,
+            parameters: params,
+            tensors: ckpt.tensors.len(),
+        },
+        target: TargetSummary {
+            kind: match opts.target {
+                Target::BitsPerWeight(_) => "bits_per_weight".into(),
+                Target::MaxError(_) => "max_error".into(),
+            },
+            value: match opts.target {
+                Target::BitsPerWeight(v) | Target::MaxError(v) => v,
+            },
+            method: opts.method.map(|m| m.name().to_string()).unwrap_or_else(|| "auto".into()),
+            overrides: opts.overrides.iter().map(|o| o.to_string()).collect(),
+        },
+        output: OutputSummary {
+            bytes: plan.output_bytes,
+            bits_per_weight: 8.0 * plan.output_bytes as f64 / params.max(1) as f64,
+            header_bytes: plan.header_len,
+            payload_bytes: payload,
+            side_bytes: side,
+            padding_bytes: padding,
+            ratio: ratio_of(input_bytes as f64, plan.output_bytes as f64),
+            rel_mse_lossy: ratio_of(lossy_err, lossy_norm),
+            rel_mse_2d: ratio_of(twod_err, twod_norm),
+            written,
+        },
+        distortion_measure: "sum over tensors of (relative squared error x parameter count): every parameter's \
+                             error counts relative to the mean square of its own tensor"
+            .into(),
+        tensors,
+        rd_curve,
+        spectra,
+        notes: Vec::new(),
+    }
+}
+
+/// What `decompress` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecompressSummary {
+    pub format: SourceFormat,
+    pub tensors: usize,
+    pub parameters: u64,
+    pub bytes_written: u64,
+}
+
+/// Decodes a `.lowbit` to the original kind of file (safetensors or npy), written to `out` tensor by
+/// tensor. Everything is validated before the first byte is written.
+pub fn decompress(file: &[u8], file_name: &str, progress: &mut dyn Progress, out: &mut dyn Write) -> Result<DecompressSummary> {
+    let c = Container::read(file).map_err(|e| e.in_file(file_name))?;
+    let m = &c.manifest;
+    let header = match m.source_format {
+        SourceFormat::Safetensors => {
+            let planned: Vec<safetensors::PlannedTensor> = m
+                .tensors
+                .iter()
+                .map(|t| safetensors::PlannedTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() })
+                .collect();
+            safetensors::encode_header(&planned, &m.source_metadata).map_err(|e| e.in_file(file_name))?
+        }
+        SourceFormat::Npy => {
+            let [t] = m.tensors.as_slice() else {
+                return Err(Error::corrupt("an npy source must have exactly one tensor").in_file(file_name));
+            };
+            npy::encode_header(t.dtype, &t.shape)
+        }
+    };
+    let io_err = |e| Error::io("output", e);
+    out.write_all(&header).map_err(io_err)?;
+    let parameters: u64 = m.tensors.iter().map(TensorRecord::numel).sum();
+    progress.stage("decode", parameters);
+    let mut written = header.len() as u64;
+    for (record, range) in m.tensors.iter().zip(&c.sections) {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let bytes = decode_tensor(&file[range.clone()], record).map_err(|e| e.in_tensor(&record.name).in_file(file_name))?;
+        out.write_all(&bytes).map_err(io_err)?;
+        written += bytes.len() as u64;
+        progress.advance(record.numel(), &record.name);
+    }
+    out.flush().map_err(io_err)?;
+    Ok(DecompressSummary { format: m.source_format, tensors: m.tensors.len(), parameters, bytes_written: written })
+}
+
+/// Decodes one section to the tensor's bytes in its own dtype.
+pub fn decode_tensor(section: &[u8], record: &TensorRecord) -> Result<Vec<u8>> {
+    let numel = usize::try_from(record.numel()).map_err(|_| Error::corrupt("too many elements for this machine"))?;
+    let bytes = match &record.codec {
+        CodecParams::Lossless => lossless::decode(section, record.dtype, numel)?,
+        lossy => {
+            let shape = Shape2::of(&record.shape).ok_or_else(|| Error::corrupt("shape overflows"))?;
+            let values = lossy.decode(section, shape)?;
+            if values.len() != numel {
+                return Err(Error::corrupt("the codec returned the wrong number of values"));
+            }
+            dtype::from_f32(record.dtype, &values)
+        }
+    };
+    if bytes.len() != numel * record.dtype.size() {
+        return Err(Error::corrupt("decoded tensor has the wrong length"));
+    }
+    Ok(bytes)
+}
+
+/// What `inspect` shows.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Inspection {
+    Checkpoint { format: SourceFormat, bytes: u64, parameters: u64, tensors: Vec<InspectedTensor> },
+    Lowbit { bytes: u64, parameters: u64, bits_per_weight: f64, header_bytes: u64, source_format: SourceFormat, tensors: Vec<InspectedTensor> },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectedTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub parameters: u64,
+    /// Bytes in the file (raw data for a checkpoint, the coded section for a `.lowbit`).
+    pub bytes: u64,
+    /// For a `.lowbit`: the codec label.
+    pub codec: Option<String>,
+    pub bits_per_weight: f64,
+}
+
+/// Lists the tensors of a checkpoint, or the contents and bits per weight of a `.lowbit`.
+pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
+    let bpw = |bytes: u64, n: u64| 8.0 * bytes as f64 / n.max(1) as f64;
+    match crate::checkpoint::sniff(file) {
+        FileKind::Lowbit => {
+            let c = Container::read(file).map_err(|e| e.in_file(file_name))?;
+            let tensors: Vec<InspectedTensor> = c
+                .manifest
+                .tensors
+                .iter()
+                .map(|r| InspectedTensor {
+                    name: r.name.clone(),
+                    dtype: r.dtype,
+                    shape: r.shape.clone(),
+                    parameters: r.numel(),
+                    bytes: r.section_len(),
+                    codec: Some(r.codec.label()),
+                    bits_per_weight: bpw(r.section_len(), r.numel()),
+                })
+                .collect();
+            let parameters = tensors.iter().map(|t| t.parameters).sum();
+            Ok(Inspection::Lowbit {
+                bytes: file.len() as u64,
+                parameters,
+                bits_per_weight: bpw(file.len() as u64, parameters),
+                header_bytes: c.header_bytes,
+                source_format: c.manifest.source_format,
+                tensors,
+            })
+        }
+        FileKind::Safetensors | FileKind::Npy => {
+            let ckpt = Checkpoint::parse(file).map_err(|e| e.in_file(file_name))?;
+            let tensors = ckpt
+                .tensors
+                .iter()
+                .map(|t| InspectedTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    parameters: t.numel(),
+                    bytes: t.range.len() as u64,
+                    codec: None,
+                    bits_per_weight: 8.0 * t.dtype.size() as f64,
+                })
+                .collect();
+            Ok(Inspection::Checkpoint { format: ckpt.format, bytes: file.len() as u64, parameters: ckpt.parameters(), tensors })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match("embeddings.*", "embeddings.word_embeddings.weight"));
+        assert!(glob_match("*.bias", "encoder.layer.0.attention.self.query.bias"));
+        assert!(glob_match("layer.?.w", "layer.3.w"));
+        assert!(!glob_match("layer.?.w", "layer.10.w"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("a*b", "acbd"));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn overrides_parse() {
+        assert_eq!(
+            "emb*=8".parse::<Override>().unwrap(),
+            Override { pattern: "emb*".into(), rule: OverrideRule::BitsPerWeight(8.0) }
+        );
+        assert_eq!("x=lossless".parse::<Override>().unwrap().rule, OverrideRule::Lossless);
+        assert!("x".parse::<Override>().is_err());
+        assert!("=3".parse::<Override>().is_err());
+        assert!("x=abc".parse::<Override>().is_err());
+        assert!("x=0".parse::<Override>().is_err());
+    }
+}

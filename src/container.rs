@@ -1,0 +1,202 @@
+//! The `.lowbit` container: a valid safetensors file whose tensors are the coded sections (dtype U8,
+//! one per original tensor, same name) and whose `__metadata__` holds the manifest that says how to
+//! decode them. Existing safetensors tools can list a `.lowbit`; lowbit can decode it.
+//! The byte layout is specified in docs/FORMAT.md; this module is its one implementation.
+//!
+//! Reading validates everything before anything is allocated for output: the safetensors header
+//! (by `io::safetensors`), the manifest, the one-to-one match between manifest records and
+//! sections, each tensor's shape and dtype, and the decompression-bomb bound: a section of `L` bytes
+//! may claim at most `MAX_ELEMENTS_PER_SECTION_BYTE * L` elements. The encoder pads sections that
+//! code better than that (all-constant tensors), so honest files always pass.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{CodecParams, Shape2};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::io::safetensors::{self, PlannedTensor};
+
+/// `__metadata__["format"]` of every `.lowbit` file.
+pub const FORMAT_NAME: &str = "lowbit";
+/// The `__metadata__` key that holds the manifest (a JSON document in a string).
+pub const MANIFEST_KEY: &str = "lowbit.manifest";
+/// The version this code writes and the newest it reads.
+pub const VERSION: u32 = 1;
+/// Decompression-bomb bound: the largest number of output elements one section byte may stand for.
+/// 4096 elements per byte is 0.002 bits per element, far below what any codec needs on real data.
+pub const MAX_ELEMENTS_PER_SECTION_BYTE: u64 = 4096;
+
+/// Where the compressed tensors came from, so that decompression writes the same kind of file back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Safetensors,
+    Npy,
+}
+
+/// Everything needed to decode the sections, stored as JSON in the header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    pub source_format: SourceFormat,
+    /// The source file's own `__metadata__` (safetensors), restored on decompression.
+    pub source_metadata: BTreeMap<String, String>,
+    /// In output order (the source file's order).
+    pub tensors: Vec<TensorRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRecord {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub codec: CodecParams,
+    /// Bytes of the section that the codec wrote; the rest of the section is zero padding.
+    pub coded_bytes: u64,
+    /// Of `coded_bytes`, how many are side information (for reports; the decoder does not need it).
+    pub side_bytes: u64,
+}
+
+impl TensorRecord {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+
+    /// The stored section length: the coded bytes, padded up to the decompression-bomb bound.
+    pub fn section_len(&self) -> u64 {
+        section_len(self.numel(), self.coded_bytes)
+    }
+}
+
+/// The section length for `coded_bytes` of codec output standing for `numel` elements.
+pub fn section_len(numel: u64, coded_bytes: u64) -> u64 {
+    coded_bytes.max(numel.div_ceil(MAX_ELEMENTS_PER_SECTION_BYTE))
+}
+
+/// The complete header (8-byte length + JSON) of a `.lowbit` with this manifest. Sections follow it
+/// in manifest order, each `record.section_len()` bytes long.
+pub fn encode_header(manifest: &Manifest) -> Result<Vec<u8>> {
+    let manifest_json = serde_json::to_string(manifest).expect("a manifest always serialises");
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), FORMAT_NAME.to_string());
+    metadata.insert(MANIFEST_KEY.to_string(), manifest_json);
+    let planned: Vec<PlannedTensor> = manifest
+        .tensors
+        .iter()
+        .map(|t| PlannedTensor { name: t.name.clone(), dtype: DType::U8, shape: vec![t.section_len() as usize] })
+        .collect();
+    safetensors::encode_header(&planned, &metadata)
+}
+
+/// A validated `.lowbit`: its manifest and, per record, the coded bytes' absolute range in the file.
+#[derive(Debug)]
+pub struct Container {
+    pub manifest: Manifest,
+    /// Absolute byte ranges of each record's coded bytes (padding excluded), in manifest order.
+    pub sections: Vec<std::ops::Range<usize>>,
+    /// Bytes of the file before the first section (8-byte length + JSON header).
+    pub header_bytes: u64,
+}
+
+impl Container {
+    /// Parses and validates a whole `.lowbit` file held in memory (an mmap natively).
+    pub fn read(file: &[u8]) -> Result<Container> {
+        let header = safetensors::read_header(file)?;
+        if header.metadata.get("format").map(String::as_str) != Some(FORMAT_NAME) {
+            return Err(Error::invalid(
+                "not a .lowbit file (a safetensors file without format=lowbit in its metadata)",
+            ));
+        }
+        let manifest_json = header
+            .metadata
+            .get(MANIFEST_KEY)
+            .ok_or_else(|| Error::corrupt(format!("the header has no '{MANIFEST_KEY}' entry")))?;
+        let manifest = parse_manifest(manifest_json)?;
+        let mut by_name: BTreeMap<&str, &safetensors::TensorEntry> = BTreeMap::new();
+        for entry in &header.tensors {
+            by_name.insert(entry.name.as_str(), entry);
+        }
+        if by_name.len() != manifest.tensors.len() {
+            return Err(Error::corrupt(format!(
+                "the manifest lists {} tensors but the file has {} sections",
+                manifest.tensors.len(),
+                by_name.len()
+            )));
+        }
+        let mut sections = Vec::with_capacity(manifest.tensors.len());
+        for record in &manifest.tensors {
+            let entry = by_name.get(record.name.as_str()).ok_or_else(|| {
+                Error::corrupt("the manifest names a tensor that has no section").in_tensor(&record.name)
+            })?;
+            validate_record(record, entry).map_err(|e| e.in_tensor(&record.name))?;
+            let start = header.data_start + entry.start;
+            sections.push(start as usize..(start + record.coded_bytes) as usize);
+        }
+        Ok(Container { manifest, sections, header_bytes: header.data_start })
+    }
+}
+
+fn parse_manifest(json: &str) -> Result<Manifest> {
+    // Read the version first so that a newer file gets "unsupported", not a confusing parse error.
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let version: VersionOnly =
+        serde_json::from_str(json).map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
+    if version.version > VERSION || version.version == 0 {
+        return Err(Error::unsupported(format!(
+            "format version {} (this lowbit reads versions 1 to {VERSION})",
+            version.version
+        )));
+    }
+    let manifest: Manifest =
+        serde_json::from_str(json).map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &manifest.tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(Error::corrupt("the manifest names this tensor twice").in_tensor(&t.name));
+        }
+    }
+    Ok(manifest)
+}
+
+fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> Result<()> {
+    if entry.dtype != DType::U8 || entry.shape.len() != 1 {
+        return Err(Error::corrupt("its section is not a 1-D U8 tensor"));
+    }
+    let section_len = entry.end - entry.start;
+    if record.coded_bytes > section_len {
+        return Err(Error::corrupt(format!(
+            "the manifest claims {} coded bytes but the section holds {section_len}",
+            record.coded_bytes
+        )));
+    }
+    if record.side_bytes > record.coded_bytes {
+        return Err(Error::corrupt("more side-information bytes than coded bytes"));
+    }
+    let numel = record
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|n| n.checked_mul(record.dtype.size() as u64).is_some())
+        .ok_or_else(|| Error::corrupt("its shape overflows"))?;
+    if numel > MAX_ELEMENTS_PER_SECTION_BYTE.saturating_mul(section_len) {
+        return Err(Error::corrupt(format!(
+            "it claims {numel} elements from a {section_len}-byte section (more than {MAX_ELEMENTS_PER_SECTION_BYTE} \
+             per byte): rejected as a decompression bomb"
+        )));
+    }
+    if Shape2::of(&record.shape).is_none() {
+        return Err(Error::corrupt("its shape overflows"));
+    }
+    let lossy = !matches!(record.codec, CodecParams::Lossless);
+    if lossy && !record.dtype.is_lossy_compressible() {
+        return Err(Error::corrupt(format!("a lossy codec on dtype {}", record.dtype)));
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The bitrate report: every figure the analysis, the allocator and the encoder measured, as plain
+//! data (serialised to `report.json`, schema in docs/REPORT.md) and rendered to a self-contained
+//! `report.html` with inline SVG charts. Sizes are coded sizes; nothing here is an estimate unless
+//! its name says so.
+
+use serde::Serialize;
+
+use crate::codec::CodecParams;
+use crate::container::SourceFormat;
+use crate::dtype::DType;
+use crate::svg;
+
+/// Bumped when a field changes meaning or disappears (adding fields does not bump it).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub lowbit_version: String,
+    pub input: InputSummary,
+    pub target: TargetSummary,
+    pub output: OutputSummary,
+    /// What the allocator minimised, in words.
+    pub distortion_measure: String,
+    pub tensors: Vec<TensorReport>,
+    /// The global rate-distortion curve the allocator worked on (convex-hull breakpoints).
+    pub rd_curve: Vec<RdPoint>,
+    /// Top singular values of the 2-D tensors where low rank was considered.
+    pub spectra: Vec<Spectrum>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InputSummary {
+    pub file: String,
+    pub format: SourceFormat,
+    pub bytes: u64,
+    pub parameters: u64,
+    pub tensors: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetSummary {
+    /// `"bits_per_weight"` or `"max_error"`.
+    pub kind: String,
+    pub value: f64,
+    /// `"auto"` or a codec name.
+    pub method: String,
+    pub overrides: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputSummary {
+    /// Size of the whole `.lowbit` file.
+    pub bytes: u64,
+    /// 8 * bytes / parameters: everything counted.
+    pub bits_per_weight: f64,
+    /// The container header (length prefix, JSON, manifest).
+    pub header_bytes: u64,
+    pub payload_bytes: u64,
+    pub side_bytes: u64,
+    /// Zero bytes that pad sections up to the decompression-bomb bound.
+    pub padding_bytes: u64,
+    pub ratio: f64,
+    /// Sum of squared errors / sum of squares over the lossily coded tensors.
+    pub rel_mse_lossy: f64,
+    /// Same over all floating-point tensors with two or more dimensions.
+    pub rel_mse_2d: f64,
+    /// Whether the file was written (false for `plan`).
+    pub written: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub parameters: u64,
+    pub codec: CodecParams,
+    pub label: String,
+    /// The section as stored (coded bytes + padding).
+    pub section_bytes: u64,
+    pub payload_bytes: u64,
+    pub side_bytes: u64,
+    /// 8 * section_bytes / parameters (the header is reported once, for the file).
+    pub bits_per_weight: f64,
+    /// ||W - W^||_F / ||W||_F after conversion back to the tensor's dtype.
+    pub rel_error: f64,
+    pub rel_mse: f64,
+    /// 10 log10(||W||^2 / ||W - W^||^2); infinite (null in JSON) for exact tensors.
+    pub snr_db: Option<f64>,
+    pub non_finite: u64,
+    /// Why this option was chosen (or why only the lossless one was available).
+    pub reason: String,
+    /// Every option measured for this tensor.
+    pub options: Vec<OptionReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OptionReport {
+    pub label: String,
+    pub bits_per_weight: f64,
+    pub rel_mse: f64,
+    pub chosen: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RdPoint {
+    pub bits_per_weight: f64,
+    /// The allocator's distortion, as relative MSE over the lossily coded parameters.
+    pub rel_mse: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Spectrum {
+    pub tensor: String,
+    pub singular_values: Vec<f32>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+
+    /// A self-contained HTML page: summary, per-tensor table and the charts.
+    pub fn to_html(&self) -> String {
+        let mut html = String::new();
+        html.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
+        html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+        html.push_str(&format!("<title>lowbit report: {}</title>\n", esc(&self.input.file)));
+        html.push_str(STYLE);
+        html.push_str("</head><body>\n");
+        html.push_str(&format!("<h1>lowbit report: {}</h1>\n", esc(&self.input.file)));
+        let o = &self.output;
+        html.push_str("<table class=\"summary\">\n");
+        for (k, v) in [
+            ("input", format!("{} bytes, {} parameters in {} tensors", self.input.bytes, self.input.parameters, self.input.tensors)),
+            ("target", format!("{} = {} (method {})", self.target.kind, self.target.value, self.target.method)),
+            ("output", format!("{} bytes{}", o.bytes, if o.written { "" } else { " (planned, not written)" })),
+            ("bits per weight", format!("{:.4} (whole file, everything counted)", o.bits_per_weight)),
+            ("ratio", format!("{:.3}x", o.ratio)),
+            ("header / payload / side / padding", format!("{} / {} / {} / {} bytes", o.header_bytes, o.payload_bytes, o.side_bytes, o.padding_bytes)),
+            ("relative MSE (lossy tensors)", format!("{:.4e}", o.rel_mse_lossy)),
+            ("relative MSE (2-D float tensors)", format!("{:.4e}", o.rel_mse_2d)),
+            ("distortion measure", self.distortion_measure.clone()),
+        ] {
+            html.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>\n", esc(k), esc(&v)));
+        }
+        html.push_str("</table>\n");
+        for note in &self.notes {
+            html.push_str(&format!("<p class=\"note\">{}</p>\n", esc(note)));
+        }
+        html.push_str("<h2>Bits per weight by tensor</h2>\n");
+        html.push_str(&svg::bar_chart(&self.bits_chart()));
+        html.push_str("<h2>Error by tensor</h2>\n");
+        html.push_str(&svg::bar_chart(&self.error_chart()));
+        html.push_str("<h2>Rate-distortion</h2>\n");
+        html.push_str(&svg::line_chart(&self.rd_chart()));
+        if !self.spectra.is_empty() {
+            html.push_str("<h2>Singular-value spectra</h2>\n");
+            html.push_str(&svg::line_chart(&self.spectra_chart()));
+        }
+        html.push_str("<h2>Tensors</h2>\n<table class=\"tensors\"><thead><tr>");
+        for h in ["tensor", "dtype", "shape", "codec", "bits/weight", "payload B", "side B", "rel. error", "SNR dB", "why"] {
+            html.push_str(&format!("<th>{h}</th>"));
+        }
+        html.push_str("</tr></thead><tbody>\n");
+        for t in &self.tensors {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.3e}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&t.name),
+                t.dtype,
+                t.shape,
+                esc(&t.label),
+                t.bits_per_weight,
+                t.payload_bytes,
+                t.side_bytes,
+                t.rel_error,
+                t.snr_db.map(|s| format!("{s:.1}")).unwrap_or_else(|| "exact".into()),
+                esc(&t.reason)
+            ));
+        }
+        html.push_str("</tbody></table>\n");
+        html.push_str(&format!(
+            "<p class=\"foot\">lowbit {} &middot; report schema {}</p>\n</body></html>\n",
+            esc(&self.lowbit_version),
+            self.schema_version
+        ));
+        html
+    }
+
+    fn bits_chart(&self) -> svg::BarChart {
+        svg::BarChart {
+            title: "Coded bits per weight (payload + side information)".into(),
+            value_axis: svg::Axis { label: "bits per weight".into(), scale: svg::Scale::Linear, range: None },
+            segment_names: vec!["payload".into(), "side information".into(), "padding".into()],
+            bars: self
+                .tensors
+                .iter()
+                .map(|t| {
+                    let per = |b: u64| 8.0 * b as f64 / (t.parameters.max(1)) as f64;
+                    let padding = t.section_bytes - t.payload_bytes - t.side_bytes;
+                    svg::Bar { label: t.name.clone(), segments: vec![per(t.payload_bytes), per(t.side_bytes), per(padding)] }
+                })
+                .collect(),
+            width: 900,
+        }
+    }
+
+    fn error_chart(&self) -> svg::BarChart {
+        svg::BarChart {
+            title: "Relative error ||W - W^||_F / ||W||_F (exact tensors show none)".into(),
+            value_axis: svg::Axis { label: "relative error".into(), scale: svg::Scale::Linear, range: None },
+            segment_names: vec!["relative error".into()],
+            bars: self.tensors.iter().map(|t| svg::Bar { label: t.name.clone(), segments: vec![t.rel_error] }).collect(),
+            width: 900,
+        }
+    }
+
+    fn rd_chart(&self) -> svg::Chart {
+        let mut series = vec![svg::Series {
+            name: "allocator's curve (whole model)".into(),
+            points: self.rd_curve.iter().map(|p| (p.bits_per_weight, p.rel_mse)).collect(),
+            mark: svg::Mark::Line,
+        }];
+        let lossy: Vec<&TensorReport> = self.tensors.iter().filter(|t| t.rel_mse > 0.0).collect();
+        if !lossy.is_empty() {
+            series.push(svg::Series {
+                name: "chosen (whole file)".into(),
+                points: vec![(self.output.bits_per_weight, self.output.rel_mse_lossy)],
+                mark: svg::Mark::Points,
+            });
+        }
+        svg::Chart {
+            title: "Rate-distortion: relative MSE of the lossy tensors vs bits per weight (sections only)".into(),
+            x: svg::Axis { label: "bits per weight".into(), scale: svg::Scale::Linear, range: None },
+            y: svg::Axis { label: "relative MSE".into(), scale: svg::Scale::Log10, range: None },
+            series,
+            width: 800,
+            height: 420,
+        }
+    }
+
+    fn spectra_chart(&self) -> svg::Chart {
+        svg::Chart {
+            title: "Singular values, normalised by the largest".into(),
+            x: svg::Axis { label: "index".into(), scale: svg::Scale::Linear, range: None },
+            y: svg::Axis { label: "sigma_i / sigma_1".into(), scale: svg::Scale::Log10, range: None },
+            series: self
+                .spectra
+                .iter()
+                .map(|s| {
+                    let top = s.singular_values.first().copied().unwrap_or(1.0).max(f32::MIN_POSITIVE) as f64;
+                    svg::Series {
+                        name: s.tensor.clone(),
+                        points: s.singular_values.iter().enumerate().map(|(i, &v)| ((i + 1) as f64, v as f64 / top)).collect(),
+                        mark: svg::Mark::Line,
+                    }
+                })
+                .collect(),
+            width: 800,
+            height: 420,
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "<style>
+body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1000px;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}th,td{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left;font-size:.9rem}
+table.tensors td:nth-child(n+5){text-align:right;font-variant-numeric:tabular-nums}
+svg{max-width:100%;height:auto}.note{background:#fff6d5;padding:.4rem .6rem}.foot{color:#777;font-size:.8rem}
+</style>
+";
