@@ -13,6 +13,7 @@ pub mod demo;
 pub mod dtype;
 pub mod entropy;
 pub mod error;
+pub mod io;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -1,0 +1,16 @@
+//! Readers and writers of the file formats lowbit takes in and gives back: `.safetensors`
+//! checkpoints and `.npy` arrays.
+//!
+//! Every reader here faces untrusted bytes: it validates the whole header (sizes, offsets, dtypes)
+//! before returning it, so later stages can slice the file without further checks, and it never
+//! panics or allocates in proportion to a count it read. Readers work on byte slices and lengths,
+//! never on paths, so the same code serves an mmap natively and a `Uint8Array` in the browser.
+//! What is accepted and rejected, and why, is in docs/READERS.md.
+
+pub mod npy;
+pub mod safetensors;
+
+/// Most dimensions a shape may have, in every format. numpy stops at 64 (32 before numpy 2) and
+/// PyTorch at 64 too; the bound keeps a hostile header from turning a long `[1,1,1,...]` list into a
+/// large allocation.
+pub const MAX_RANK: usize = 64;
