@@ -577,13 +577,19 @@ fn text_width(text: &str, font_size: f64) -> f64 {
     text.chars().count() as f64 * font_size * CHAR_WIDTH_EM
 }
 
-/// `text` cut to at most `max_chars` characters, with an ellipsis when cut.
+/// `text` cut to at most `max_chars` characters by replacing its middle with an ellipsis. Tensor names
+/// differ at both ends ("model.layers.17" ... "k_proj.weight"), so both ends are kept.
 fn truncate_chars(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
+    let length = text.chars().count();
+    if length <= max_chars {
         return text.to_string();
     }
-    let kept: String = text.chars().take(max_chars.saturating_sub(1)).collect();
-    format!("{kept}\u{2026}")
+    let kept = max_chars.saturating_sub(1);
+    let head = kept / 2;
+    let tail = kept - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(length - tail).collect();
+    format!("{start}\u{2026}{end}")
 }
 
 /// Writes the opening `<svg>` element, its accessible title, the shared style and a white background.
@@ -1373,7 +1379,7 @@ fn stackable(value: f64) -> bool {
 }
 
 /// Horizontal stacked bars, one row per bar, in the given order. The height grows with the number of
-/// bars (18 px a row); labels longer than the label column are cut with an ellipsis, and each row has a
+/// bars (18 px a row); labels longer than the label column lose their middle to an ellipsis, and each row has a
 /// tooltip with the full label and every segment's value. Segments that are negative or non-finite are
 /// not drawn (the tooltip still shows them). The value axis is drawn above the rows (and repeated below
 /// them when there are many rows); a linear value axis always includes 0.
@@ -1416,7 +1422,7 @@ pub fn bar_chart(chart: &BarChart) -> String {
     } else {
         Vec::new()
     };
-    let label_column = (width * 0.35).min(260.0);
+    let label_column = (width * 0.4).min(300.0);
     let max_label_chars = (((label_column - 10.0) / (TICK_FONT * CHAR_WIDTH_EM)) as usize).max(4);
     let plot_left = label_column;
     let plot_right = width - 24.0;
@@ -2076,8 +2082,13 @@ mod tests {
             .map(|i| {
                 let payload = 1000.0 + (rng.next_u64() % 4_000_000) as f64;
                 let side = payload * 0.02 + (i % 5) as f64 * 100.0;
+                let projection = ["q_proj", "k_proj", "v_proj", "o_proj", "mlp.down_proj"][i % 5];
                 Bar {
-                    label: format!("model.layers.{i}.self_attn.q_proj<weight> & \"bias\""),
+                    label: if i % 7 == 3 {
+                        format!("model.layers.{i}.self_attn.q_proj<weight> & \"bias\"")
+                    } else {
+                        format!("model.layers.{}.self_attn.{projection}.weight", i / 5)
+                    },
                     segments: vec![payload, side],
                 }
             })
@@ -2108,7 +2119,7 @@ mod tests {
             large.contains('\u{2026}'),
             "long labels are cut with an ellipsis"
         );
-        let full = "model.layers.149.self_attn.q_proj&lt;weight&gt; &amp; &quot;bias&quot;";
+        let full = "model.layers.143.self_attn.q_proj&lt;weight&gt; &amp; &quot;bias&quot;";
         assert!(large.contains(&format!("<title>{full}: payload ")));
         assert!(large.contains("(total "));
         // One tooltip group per bar.
@@ -2194,7 +2205,10 @@ mod tests {
         assert_eq!(format_value(12.3456), "12.35");
         assert_eq!(px(-0.001), "0");
         assert_eq!(px(f64::NAN), "0");
-        assert_eq!(truncate_chars("äöüß-long", 5), "äöüß\u{2026}");
+        assert_eq!(truncate_chars("äöüß-long", 6), "äö\u{2026}ong");
+        assert_eq!(truncate_chars("abcdefgh", 6), "ab\u{2026}fgh");
+        assert_eq!(truncate_chars("short", 5), "short");
+        assert_eq!(truncate_chars("abc", 1), "\u{2026}");
     }
 
     /// Writes one example of each chart for a visual check:
