@@ -593,6 +593,9 @@ fn truncate_chars(text: &str, max_chars: usize) -> String {
 }
 
 /// Writes the opening `<svg>` element, its accessible title, the shared style and a white background.
+///
+/// A `<style>` inside inline SVG applies to the whole HTML page, so its rule is scoped to the
+/// `lowbit-chart` class; the charts use no element ids, so any number of them can share one page.
 fn open_svg(out: &mut String, width: f64, height: f64, title: &str) {
     let title = escape_xml(title);
     let (w, h) = (px(width), px(height));
@@ -1130,10 +1133,7 @@ pub fn line_chart(chart: &Chart) -> String {
     let height = (chart.height as f64).max(MIN_HEIGHT);
     let (x_scale, y_scale) = (chart.x.scale, chart.y.scale);
     let drawable = |&(x, y): &(f64, f64)| plottable(x, x_scale) && plottable(y, y_scale);
-    let any_point = chart
-        .series
-        .iter()
-        .any(|s| s.points.iter().any(|p| drawable(p)));
+    let any_point = chart.series.iter().any(|s| s.points.iter().any(&drawable));
     if !any_point {
         return message_chart(&chart.title, width, height, "no data");
     }
@@ -2211,6 +2211,101 @@ mod tests {
         assert_eq!(truncate_chars("abc", 1), "\u{2026}");
     }
 
+    /// Random charts built from awkward values never panic and always give well-formed output with
+    /// finite coordinates.
+    #[test]
+    fn awkward_values_never_break_the_output() {
+        const AWKWARD: [f64; 16] = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            1e-9,
+            -1e-9,
+            1e-310,
+            1e300,
+            -1e300,
+            1e301,
+            7e20,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+        ];
+        let mut rng = crate::rng::Rng::new(3);
+        let mut pick = |rng: &mut crate::rng::Rng| {
+            let base = AWKWARD[rng.below(AWKWARD.len() as u64) as usize];
+            if rng.below(3) == 0 {
+                base * (1.0 + rng.uniform())
+            } else {
+                base
+            }
+        };
+        for case in 0..300 {
+            let scale = |bit: u64| {
+                if (case >> bit) & 1 == 1 {
+                    Scale::Log10
+                } else {
+                    Scale::Linear
+                }
+            };
+            let mut axis = |bit, rng: &mut crate::rng::Rng| Axis {
+                label: "a".into(),
+                scale: scale(bit),
+                range: (rng.below(4) == 0).then(|| (pick(rng), pick(rng))),
+            };
+            let x = axis(0, &mut rng);
+            let y = axis(1, &mut rng);
+            let series = (0..rng.below(3))
+                .map(|s| Series {
+                    name: format!("s{s}"),
+                    points: (0..rng.below(6))
+                        .map(|_| (pick(&mut rng), pick(&mut rng)))
+                        .collect(),
+                    mark: [Mark::Line, Mark::Points, Mark::LineAndPoints, Mark::Steps]
+                        [s as usize % 4],
+                })
+                .collect();
+            let chart = Chart {
+                title: "t".into(),
+                x: x.clone(),
+                y,
+                series,
+                width: 300,
+                height: 200,
+            };
+            let bars = BarChart {
+                title: "b".into(),
+                value_axis: x.clone(),
+                segment_names: vec!["p".into(), "s".into()],
+                bars: (0..rng.below(4))
+                    .map(|i| Bar {
+                        label: format!("t{i}"),
+                        segments: vec![pick(&mut rng), pick(&mut rng)],
+                    })
+                    .collect(),
+                width: 300,
+            };
+            let bins = rng.below(5) as usize;
+            let mut edges: Vec<f64> = (0..=bins).map(|_| pick(&mut rng)).collect();
+            edges.sort_by(f64::total_cmp);
+            let counts: Vec<u64> = (0..bins).map(|_| rng.below(1000)).collect();
+            let markers = [pick(&mut rng)];
+            for svg in [
+                line_chart(&chart),
+                bar_chart(&bars),
+                histogram("h", &x, &edges, &counts, &markers),
+            ] {
+                assert_well_formed(&svg);
+                assert!(
+                    !svg.contains("NaN\"") && !svg.contains("inf\""),
+                    "case {case}: {svg}"
+                );
+            }
+        }
+    }
+
     /// Writes one example of each chart for a visual check:
     /// `LOWBIT_SVG_DIR=/tmp cargo test --lib svg::tests::render_examples -- --ignored`.
     #[test]
@@ -2254,5 +2349,33 @@ mod tests {
         let mut empty = example_chart();
         empty.series.clear();
         write("lowbit_empty.svg", line_chart(&empty));
+        // Awkward ranges: 0..1e-9 against negative values, a lone point, a clipped fixed range.
+        let awkward = Chart {
+            title: "Awkward ranges".into(),
+            x: Axis::linear("step size"),
+            y: Axis::linear("change"),
+            series: vec![
+                Series {
+                    name: "tiny".into(),
+                    points: (0..=10)
+                        .map(|i| (i as f64 * 1e-10, -3.0 + (i * i) as f64 * 0.04))
+                        .collect(),
+                    mark: Mark::LineAndPoints,
+                },
+                Series {
+                    name: "lone point".into(),
+                    points: vec![(5e-10, -2.5)],
+                    mark: Mark::Line,
+                },
+            ],
+            width: 0,
+            height: 0,
+        };
+        write("lowbit_awkward.svg", line_chart(&awkward));
+        let mut log_bars = example_bars(6);
+        log_bars.value_axis = Axis::log10("bytes (log)");
+        log_bars.width = 480;
+        log_bars.title = String::new();
+        write("lowbit_bars_log.svg", bar_chart(&log_bars));
     }
 }
