@@ -2234,7 +2234,7 @@ mod tests {
             f64::MIN_POSITIVE,
         ];
         let mut rng = crate::rng::Rng::new(3);
-        let mut pick = |rng: &mut crate::rng::Rng| {
+        let pick = |rng: &mut crate::rng::Rng| {
             let base = AWKWARD[rng.below(AWKWARD.len() as u64) as usize];
             if rng.below(3) == 0 {
                 base * (1.0 + rng.uniform())
@@ -2250,7 +2250,7 @@ mod tests {
                     Scale::Linear
                 }
             };
-            let mut axis = |bit, rng: &mut crate::rng::Rng| Axis {
+            let axis = |bit, rng: &mut crate::rng::Rng| Axis {
                 label: "a".into(),
                 scale: scale(bit),
                 range: (rng.below(4) == 0).then(|| (pick(rng), pick(rng))),
