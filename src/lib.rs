@@ -17,6 +17,7 @@ pub mod io;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod svg;
 
 pub use compress::{
     compress, decompress, inspect, plan, CompressOptions, DecompressSummary, Inspection, Override, OverrideRule, Target,
