@@ -668,7 +668,7 @@ pub fn decompress(file: &[u8], file_name: &str, progress: &mut dyn Progress, out
             let [t] = m.tensors.as_slice() else {
                 return Err(Error::corrupt("an npy source must have exactly one tensor").in_file(file_name));
             };
-            npy::encode_header(t.dtype, &t.shape)
+            npy::encode_header(t.dtype, &t.shape).map_err(|e| e.in_file(file_name))?
         }
     };
     let io_err = |e| Error::io("output", e);

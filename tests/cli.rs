@@ -153,7 +153,7 @@ fn inspect_and_report_files() {
 fn npy_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let w = weights(4, 100, 32);
-    let mut file = lowbit::io::npy::encode_header(DType::F32, &[100, 32]);
+    let mut file = lowbit::io::npy::encode_header(DType::F32, &[100, 32]).unwrap();
     file.extend(lowbit::dtype::from_f32(DType::F32, &w));
     fs::write(dir.path().join("a.npy"), &file).unwrap();
     let o = lowbit(&["compress", "a.npy", "-o", "a.lowbit", "--bpw", "5", "--quiet"], dir.path());

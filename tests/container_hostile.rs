@@ -1,0 +1,55 @@
+//! Random damage to a valid `.lowbit` (header and sections): decoding must return an error or a
+//! well-formed file, never panic, and never allocate beyond what the file can justify.
+
+mod common;
+
+use lowbit::rng::Rng;
+use lowbit::{CompressOptions, NoProgress, Target};
+
+fn valid_lowbit(method: Option<lowbit::codec::Method>) -> Vec<u8> {
+    let mut opts = CompressOptions::new(Target::BitsPerWeight(6.0));
+    opts.method = method;
+    let mut out = Vec::new();
+    lowbit::compress(&common::mixed_checkpoint(), "in", &opts, &mut NoProgress, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn mutated_lowbit_files_never_panic() {
+    let mut rng = Rng::new(2024);
+    for method in [None, Some(lowbit::codec::Method::Scalar), Some(lowbit::codec::Method::Vq), Some(lowbit::codec::Method::Lowrank)] {
+        let good = valid_lowbit(method);
+        for case in 0..300 {
+            let mut bad = good.clone();
+            match case % 4 {
+                0 => {
+                    let at = rng.below(bad.len() as u64) as usize;
+                    bad[at] ^= 1 << rng.below(8);
+                }
+                1 => bad.truncate(rng.below(bad.len() as u64) as usize),
+                2 => {
+                    let at = rng.below(bad.len() as u64) as usize;
+                    bad[at] = rng.next_u64() as u8;
+                    let at = rng.below(bad.len() as u64) as usize;
+                    bad[at] = rng.next_u64() as u8;
+                }
+                _ => {
+                    // Damage inside the sections only (the header stays valid).
+                    let header = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+                    if header < bad.len() {
+                        for _ in 0..1 + rng.below(4) {
+                            let at = header + rng.below((bad.len() - header) as u64) as usize;
+                            bad[at] = rng.next_u64() as u8;
+                        }
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            if lowbit::decompress(&bad, "bad.lowbit", &mut NoProgress, &mut out).is_ok() {
+                // A decode that succeeds must still be a well-formed safetensors file.
+                lowbit::io::safetensors::read_header(&out).expect("a successful decode is well formed");
+            }
+            let _ = lowbit::inspect(&bad, "bad.lowbit");
+        }
+    }
+}
