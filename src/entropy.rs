@@ -58,7 +58,7 @@ pub fn decode(bytes: &[u8], count: usize, alphabet: u32) -> Result<Vec<u32>> {
 /// `contexts[i]` (< `n_contexts`). The decoder must know the same contexts beforehand.
 ///
 /// Panics if the caller breaks the contract (`symbols.len() != contexts.len()`, a symbol
-/// >= `alphabet`, a context >= `n_contexts`, `alphabet > MAX_ALPHABET`): these are programming
+/// not below `alphabet`, a context not below `n_contexts`, `alphabet > MAX_ALPHABET`): these are programming
 /// errors of the encoder side, never driven by untrusted bytes.
 pub fn encode_with_contexts(
     symbols: &[u32],

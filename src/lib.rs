@@ -7,5 +7,6 @@ pub mod dtype;
 pub mod entropy;
 pub mod error;
 pub mod rng;
+pub mod rotation;
 
 pub use error::{Error, Result};
