@@ -275,7 +275,7 @@ fn decode_uniform(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
     let mut r = Reader::new(bytes);
     let step = r.f32()?;
     let offsets = [r.f32()?, r.f32()?];
-    if !(step.is_finite() && step > 0.0) || offsets.iter().any(|o| !(o.abs() <= 0.5)) {
+    if !(step.is_finite() && step > 0.0) || offsets.iter().any(|o| o.is_nan() || o.abs() > 0.5) {
         return Err(Error::corrupt("scalar section has a bad step or offset"));
     }
     let limit = r.u16()? as u32;
