@@ -20,7 +20,10 @@
 //! Decoding trusts nothing: every count in a table is checked against what the caller says the
 //! block holds, and a table or stream that does not add up is `Error::corrupt`.
 
-use constriction::stream::model::ContiguousCategoricalEntropyModel;
+use std::borrow::Borrow;
+use std::num::NonZeroU32;
+
+use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel};
 use constriction::stream::stack::DefaultAnsCoder;
 use constriction::stream::{Decode, Encode};
 
@@ -32,7 +35,74 @@ const CODER_PRECISION: usize = 24;
 /// of probability at 24-bit precision: every used symbol needs at least one unit).
 pub const MAX_ALPHABET: u32 = 1 << 16;
 
-type Model = ContiguousCategoricalEntropyModel<u32, Vec<u32>, CODER_PRECISION>;
+/// A static model over the whole alphabet: `cdf[s]..cdf[s + 1]` is symbol `s`'s interval at the
+/// table precision (unused symbols have an empty interval and are never coded); `shift` scales it
+/// to the coder precision. Decoding finds a symbol through `lut` (one entry per table unit) when
+/// the table is small enough to afford it, else by binary search.
+struct Model {
+    cdf: Vec<u32>,
+    shift: u32,
+    lut: Option<Vec<u32>>,
+}
+
+impl Model {
+    /// `freqs[s]` for the whole alphabet, summing to `2^precision`.
+    fn new(freqs: impl Iterator<Item = u32>, precision: u32, with_lut: bool) -> Self {
+        let mut cdf = vec![0u32];
+        let mut acc = 0u32;
+        for f in freqs {
+            acc += f;
+            cdf.push(acc);
+        }
+        debug_assert_eq!(acc, 1 << precision);
+        let lut = with_lut.then(|| {
+            let mut lut = Vec::with_capacity(1 << precision);
+            for (s, w) in cdf.windows(2).enumerate() {
+                lut.extend(std::iter::repeat_n(s as u32, (w[1] - w[0]) as usize));
+            }
+            lut
+        });
+        Model {
+            cdf,
+            shift: CODER_PRECISION as u32 - precision,
+            lut,
+        }
+    }
+}
+
+impl EntropyModel<CODER_PRECISION> for Model {
+    type Symbol = u32;
+    type Probability = u32;
+}
+
+impl EncoderModel<CODER_PRECISION> for Model {
+    #[inline(always)]
+    fn left_cumulative_and_probability(
+        &self,
+        symbol: impl Borrow<u32>,
+    ) -> Option<(u32, NonZeroU32)> {
+        let s = *symbol.borrow() as usize;
+        let (lo, hi) = (*self.cdf.get(s)?, *self.cdf.get(s + 1)?);
+        Some((lo << self.shift, NonZeroU32::new((hi - lo) << self.shift)?))
+    }
+}
+
+impl DecoderModel<CODER_PRECISION> for Model {
+    #[inline(always)]
+    fn quantile_function(&self, quantile: u32) -> (u32, u32, NonZeroU32) {
+        // quantile < 2^24, so idx < 2^precision = cdf[last]: some symbol with a non-empty
+        // interval contains it, whatever the (possibly corrupt) stream says.
+        let idx = quantile >> self.shift;
+        let s = match &self.lut {
+            Some(lut) => lut[idx as usize] as usize,
+            None => self.cdf.partition_point(|&c| c <= idx) - 1,
+        };
+        let (lo, hi) = (self.cdf[s], self.cdf[s + 1]);
+        let p =
+            NonZeroU32::new((hi - lo) << self.shift).expect("a symbol found holds its quantile");
+        (s as u32, lo << self.shift, p)
+    }
+}
 
 /// Entropy-coded symbols: the bytes to store and how many of them are the model's table
 /// (side information).
@@ -89,9 +159,8 @@ pub fn encode_with_contexts(
     }
 
     let mut bits = BitWriter::default();
-    // Per context: the dense index of each symbol (u32::MAX when unused) and the model, or None
-    // when the context has a single symbol (nothing coded) or no symbols.
-    let mut dense = vec![u32::MAX; hist.len()];
+    // Per context: the model, or None when the context has a single symbol (nothing coded) or
+    // no symbols.
     let mut models: Vec<Option<Model>> = Vec::with_capacity(n_contexts as usize);
     for c in 0..n_contexts as usize {
         let h = &hist[c * a..(c + 1) * a];
@@ -106,16 +175,14 @@ pub fn encode_with_contexts(
             models.push(None);
             continue;
         }
-        for (i, &s) in used.iter().enumerate() {
-            dense[c * a + s as usize] = i as u32;
-        }
         let counts: Vec<u32> = used.iter().map(|&s| h[s as usize]).collect();
         let freqs = write_table(&mut bits, &used, &counts);
-        let shift = CODER_PRECISION as u32 - freqs_precision(&freqs);
-        let probs: Vec<u32> = freqs.iter().map(|&f| f << shift).collect();
-        let model = Model::from_nonzero_fixed_point_probabilities(&probs, false)
-            .expect("frequencies are positive and sum to 2^24");
-        models.push(Some(model));
+        let precision = freqs_precision(&freqs);
+        let mut full = vec![0u32; a];
+        for (&s, &f) in used.iter().zip(&freqs) {
+            full[s as usize] = f;
+        }
+        models.push(Some(Model::new(full.into_iter(), precision, false)));
     }
     let mut bytes = bits.finish();
     let table_bytes = bytes.len();
@@ -124,9 +191,8 @@ pub fn encode_with_contexts(
     let mut any = false;
     for (&s, &c) in symbols.iter().zip(contexts).rev() {
         if let Some(m) = &models[c as usize] {
-            let d = dense[c as usize * a + s as usize] as usize;
             coder
-                .encode_symbol(d, m)
+                .encode_symbol(s, m)
                 .expect("symbol has a nonzero probability");
             any = true;
         }
@@ -172,7 +238,7 @@ pub fn decode_with_contexts(
     enum Ctx {
         Absent,
         Constant(u32),
-        Coded(Model, Vec<u32>),
+        Coded(Model),
     }
     let mut reader = BitReader::new(bytes);
     let mut ctxs = Vec::with_capacity(n_contexts as usize);
@@ -196,13 +262,18 @@ pub fn decode_with_contexts(
             continue;
         }
         let (used, freqs, precision) = read_table(&mut reader, k as usize, alphabet)?;
-        let probs: Vec<u32> = freqs
-            .iter()
-            .map(|&f| f << (CODER_PRECISION as u32 - precision))
-            .collect();
-        let model = Model::from_nonzero_fixed_point_probabilities(&probs, false)
-            .map_err(|_| Error::corrupt("entropy table frequencies do not add up"))?;
-        ctxs.push(Ctx::Coded(model, used));
+        let mut full = vec![0u32; alphabet as usize];
+        for (&s, &f) in used.iter().zip(&freqs) {
+            full[s as usize] = f;
+        }
+        // A lookup table costs 2^precision entries: afford it when that is not much more than
+        // the symbols it will decode (bounded by the caller's count, not by the file).
+        let with_lut = (1usize << precision) <= 4 * n_c + 4096;
+        ctxs.push(Ctx::Coded(Model::new(
+            full.into_iter(),
+            precision,
+            with_lut,
+        )));
     }
     let payload = &bytes[reader.byte_position()..];
     let any_coded = ctxs.iter().any(|c| matches!(c, Ctx::Coded(..)));
@@ -231,11 +302,11 @@ pub fn decode_with_contexts(
     for &c in contexts {
         match &ctxs[c as usize] {
             Ctx::Constant(s) => out.push(*s),
-            Ctx::Coded(m, used) => {
+            Ctx::Coded(m) => {
                 let d = coder
                     .decode_symbol(m)
                     .map_err(|_| Error::corrupt("ANS stream is damaged"))?;
-                out.push(used[d]);
+                out.push(d);
             }
             Ctx::Absent => return Err(Error::corrupt("entropy context has no model")),
         }
@@ -287,50 +358,57 @@ fn best_exp_golomb(values: impl Iterator<Item = u64> + Clone) -> (u32, u64) {
         .expect("non-empty range")
 }
 
-/// Fixed-point frequencies summing to 2^precision, each >= 1, close to `counts` in the sense of
-/// coded size (greedy repair of the rounding error on the cheapest symbols).
+/// Fixed-point frequencies summing to 2^precision, each >= 1, proportional to `counts` (a
+/// scale factor found by bisection, then the last few units given to or taken from the most
+/// frequent symbols, where a unit changes the coded size least).
 fn quantize_counts(counts: &[u32], precision: u32) -> Vec<u32> {
     let total: u64 = counts.iter().map(|&c| c as u64).sum();
-    let target = 1u64 << precision;
-    let mut f: Vec<u32> = counts
-        .iter()
-        .map(|&c| ((c as u64 * target + total / 2) / total).max(1) as u32)
-        .collect();
-    let mut sum: i64 = f.iter().map(|&x| x as i64).sum();
-    let target = target as i64;
-    // Repair: move units where the cost change per unit is smallest. Costs: adding a unit to
-    // symbol i saves c_i*log2((f+1)/f); removing one costs c_i*log2(f/(f-1)).
-    while sum != target {
-        if sum > target {
-            let mut best = None;
-            let mut best_cost = f64::INFINITY;
-            for (i, (&fi, &ci)) in f.iter().zip(counts).enumerate() {
-                if fi > 1 {
-                    let cost = ci as f64 * (fi as f64 / (fi - 1) as f64).log2();
-                    if cost < best_cost {
-                        best_cost = cost;
-                        best = Some(i);
-                    }
-                }
-            }
-            let i = best.expect("sum > target >= k means some frequency exceeds 1");
-            let step = ((sum - target) as u32).min(f[i] - 1).min((f[i] / 8).max(1));
-            f[i] -= step;
-            sum -= step as i64;
-        } else {
-            let mut best = 0;
-            let mut best_gain = -1.0;
-            for (i, (&fi, &ci)) in f.iter().zip(counts).enumerate() {
-                let gain = ci as f64 * ((fi + 1) as f64 / fi as f64).log2();
-                if gain > best_gain {
-                    best_gain = gain;
-                    best = i;
-                }
-            }
-            let step = ((target - sum) as u32).min((f[best] / 8).max(1));
-            f[best] += step;
-            sum += step as i64;
+    let target = 1i64 << precision;
+    let scaled = |lambda: f64| -> Vec<u32> {
+        counts
+            .iter()
+            .map(|&c| ((c as f64 * lambda).round() as u32).max(1))
+            .collect()
+    };
+    let sum_of = |f: &[u32]| f.iter().map(|&x| x as i64).sum::<i64>();
+    // sum(lambda) is non-decreasing in lambda and exceeds the target at the upper end;
+    // bisect towards sum == target, then repair the remainder below.
+    let (mut lo, mut hi) = (0.0f64, 2.0 * target as f64 / total as f64);
+    let mut lambda = target as f64 / total as f64;
+    let mut f = scaled(lambda);
+    for _ in 0..40 {
+        let sum = sum_of(&f);
+        if sum == target {
+            break;
         }
+        if sum > target {
+            hi = lambda;
+        } else {
+            lo = lambda;
+        }
+        lambda = 0.5 * (lo + hi);
+        f = scaled(lambda);
+    }
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    order.sort_by(|&i, &j| counts[j].cmp(&counts[i]).then(i.cmp(&j)));
+    let mut sum = sum_of(&f);
+    while sum != target {
+        let before = sum;
+        for &i in &order {
+            if sum < target {
+                f[i] += 1;
+                sum += 1;
+            } else if sum > target && f[i] > 1 {
+                f[i] -= 1;
+                sum -= 1;
+            } else if sum == target {
+                break;
+            }
+        }
+        assert!(
+            sum != before,
+            "2^precision >= number of symbols, so units can always move"
+        );
     }
     f
 }
