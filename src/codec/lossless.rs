@@ -63,7 +63,9 @@ impl Layout {
         match self {
             Layout::F32 => {
                 let n = raw.len() / 4;
-                let mut planes = vec![Vec::with_capacity(n); 4];
+                let mut planes = (0..4)
+                    .map(|_| Vec::with_capacity(n))
+                    .collect::<Vec<Vec<u8>>>();
                 for w in raw.chunks_exact(4) {
                     let (b0, b1, b2, b3) = (w[0], w[1], w[2], w[3]);
                     planes[0].push((b3 << 1) | (b2 >> 7));
@@ -75,7 +77,9 @@ impl Layout {
             }
             Layout::BF16 => {
                 let n = raw.len() / 2;
-                let mut planes = vec![Vec::with_capacity(n); 2];
+                let mut planes = (0..2)
+                    .map(|_| Vec::with_capacity(n))
+                    .collect::<Vec<Vec<u8>>>();
                 for w in raw.chunks_exact(2) {
                     let (b0, b1) = (w[0], w[1]);
                     planes[0].push((b1 << 1) | (b0 >> 7));
@@ -85,7 +89,9 @@ impl Layout {
             }
             Layout::F16 => {
                 let n = raw.len() / 2;
-                let mut planes = vec![Vec::with_capacity(n); 3];
+                let mut planes = (0..3)
+                    .map(|_| Vec::with_capacity(n))
+                    .collect::<Vec<Vec<u8>>>();
                 for w in raw.chunks_exact(2) {
                     let (b0, b1) = (w[0], w[1]);
                     planes[0].push((b1 >> 2) & 0x1f);
@@ -96,7 +102,9 @@ impl Layout {
             }
             Layout::Bytes(size) => {
                 let n = raw.len() / size;
-                let mut planes = vec![Vec::with_capacity(n); size];
+                let mut planes = (0..size)
+                    .map(|_| Vec::with_capacity(n))
+                    .collect::<Vec<Vec<u8>>>();
                 for w in raw.chunks_exact(size) {
                     for (p, &b) in planes.iter_mut().zip(w) {
                         p.push(b);
