@@ -115,6 +115,8 @@ impl Layout {
         }
     }
 
+    // Several planes are read in lockstep at the same index: an index loop says that plainest.
+    #[allow(clippy::needless_range_loop)]
     fn join(self, planes: &[Vec<u8>], numel: usize) -> Vec<u8> {
         match self {
             Layout::F32 => {
