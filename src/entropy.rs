@@ -34,6 +34,10 @@ const CODER_PRECISION: usize = 24;
 /// Largest alphabet the tables handle (symbols are `u32` but tables assume < 2^16 + 1 entries
 /// of probability at 24-bit precision: every used symbol needs at least one unit).
 pub const MAX_ALPHABET: u32 = 1 << 16;
+/// Finest table precision the encoder chooses when fewer symbols allow (finer tables gain
+/// almost nothing, and the decoder's lookup tables, 2^precision entries per context, must stay
+/// in cache: at 2^16 entries per context, 256 contexts decoded 3x slower).
+const MAX_TABLE_PRECISION: u32 = 14;
 
 /// A static model over the whole alphabet: `cdf[s]..cdf[s + 1]` is symbol `s`'s interval at the
 /// table precision (unused symbols have an empty interval and are never coded); `shift` scales it
@@ -42,7 +46,7 @@ pub const MAX_ALPHABET: u32 = 1 << 16;
 struct Model {
     cdf: Vec<u32>,
     shift: u32,
-    lut: Option<Vec<u32>>,
+    lut: Option<Vec<u16>>,
 }
 
 impl Model {
@@ -58,7 +62,7 @@ impl Model {
         let lut = with_lut.then(|| {
             let mut lut = Vec::with_capacity(1 << precision);
             for (s, w) in cdf.windows(2).enumerate() {
-                lut.extend(std::iter::repeat_n(s as u32, (w[1] - w[0]) as usize));
+                lut.extend(std::iter::repeat_n(s as u16, (w[1] - w[0]) as usize));
             }
             lut
         });
@@ -268,7 +272,7 @@ pub fn decode_with_contexts(
         }
         // A lookup table costs 2^precision entries: afford it when that is not much more than
         // the symbols it will decode (bounded by the caller's count, not by the file).
-        let with_lut = (1usize << precision) <= 4 * n_c + 4096;
+        let with_lut = (1usize << precision) <= 4 * n_c + 4096 && alphabet <= 1 << 16;
         ctxs.push(Ctx::Coded(Model::new(
             full.into_iter(),
             precision,
@@ -430,7 +434,7 @@ fn write_table(bits: &mut BitWriter, used: &[u32], counts: &[u32]) -> Vec<u32> {
     };
     let (gap_k, gap_bits) = best_exp_golomb(gaps());
     let mut best: Option<(u64, u32, Vec<u32>, u32)> = None;
-    let max_precision = (min_precision + 12).clamp(min_precision, CODER_PRECISION as u32);
+    let max_precision = MAX_TABLE_PRECISION.max(min_precision);
     for precision in min_precision..=max_precision {
         let f = quantize_counts(counts, precision);
         let (freq_k, freq_bits) = best_exp_golomb(f[..k - 1].iter().map(|&x| x as u64 - 1));
