@@ -17,6 +17,7 @@ pub mod io;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod rotation;
 pub mod svg;
 
 pub use compress::{
