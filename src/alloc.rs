@@ -12,8 +12,8 @@
 //! - Error mode (`--max-error`): per tensor, the cheapest option whose error is at most the bound.
 //!
 //! The distortion of an option is whatever the caller measures; the pipeline uses the tensor's
-//! relative squared error times its parameter count (see `compress.rs`), so that every parameter's
-//! error counts relative to the scale of its own tensor.
+//! relative squared error, every tensor counting the same (see `distortion` in `compress.rs` for the
+//! measurement behind that choice).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -41,7 +41,10 @@ pub fn convex_hull(options: &[OptionPoint]) -> Vec<usize> {
     // Pareto front: strictly decreasing distortion as bytes grow.
     let mut front: Vec<usize> = Vec::new();
     for i in order {
-        if front.last().is_none_or(|&j| options[i].distortion < options[j].distortion) {
+        if front
+            .last()
+            .is_none_or(|&j| options[i].distortion < options[j].distortion)
+        {
             front.push(i);
         }
     }
@@ -75,7 +78,9 @@ impl Eq for Upgrade {}
 
 impl Ord for Upgrade {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.slope.total_cmp(&other.slope).then(other.tensor.cmp(&self.tensor))
+        self.slope
+            .total_cmp(&other.slope)
+            .then(other.tensor.cmp(&self.tensor))
     }
 }
 
@@ -101,7 +106,10 @@ pub fn allocate_budget(tensors: &[Vec<OptionPoint>], budget_bytes: u64) -> Optio
     let mut heap = BinaryHeap::new();
     for t in 0..tensors.len() {
         if hulls[t].len() > 1 {
-            heap.push(Upgrade { slope: slope(t, 0), tensor: t });
+            heap.push(Upgrade {
+                slope: slope(t, 0),
+                tensor: t,
+            });
         }
     }
     while let Some(Upgrade { tensor: t, .. }) = heap.pop() {
@@ -115,7 +123,10 @@ pub fn allocate_budget(tensors: &[Vec<OptionPoint>], budget_bytes: u64) -> Optio
         used += extra;
         position[t] = p + 1;
         if p + 2 < hulls[t].len() {
-            heap.push(Upgrade { slope: slope(t, p + 1), tensor: t });
+            heap.push(Upgrade {
+                slope: slope(t, p + 1),
+                tensor: t,
+            });
         }
     }
     Some(position.iter().zip(&hulls).map(|(&p, h)| h[p]).collect())
@@ -126,12 +137,20 @@ pub fn allocate_budget(tensors: &[Vec<OptionPoint>], budget_bytes: u64) -> Optio
 pub fn rd_curve(tensors: &[Vec<OptionPoint>]) -> Vec<OptionPoint> {
     let hulls: Vec<Vec<usize>> = tensors.iter().map(|o| convex_hull(o)).collect();
     let mut bytes: u64 = hulls.iter().zip(tensors).map(|(h, o)| o[h[0]].bytes).sum();
-    let mut distortion: f64 = hulls.iter().zip(tensors).map(|(h, o)| o[h[0]].distortion).sum();
+    let mut distortion: f64 = hulls
+        .iter()
+        .zip(tensors)
+        .map(|(h, o)| o[h[0]].distortion)
+        .sum();
     let mut steps: Vec<(f64, usize, usize)> = Vec::new();
     for (t, h) in hulls.iter().enumerate() {
         for p in 0..h.len().saturating_sub(1) {
             let (a, b) = (tensors[t][h[p]], tensors[t][h[p + 1]]);
-            steps.push(((a.distortion - b.distortion) / (b.bytes - a.bytes) as f64, t, p));
+            steps.push((
+                (a.distortion - b.distortion) / (b.bytes - a.bytes) as f64,
+                t,
+                p,
+            ));
         }
     }
     // Steepest first; within a tensor, hull slopes decrease, so its steps stay in order.
@@ -141,7 +160,10 @@ pub fn rd_curve(tensors: &[Vec<OptionPoint>]) -> Vec<OptionPoint> {
         let (a, b) = (tensors[t][hulls[t][p]], tensors[t][hulls[t][p + 1]]);
         bytes += b.bytes - a.bytes;
         distortion += b.distortion - a.distortion;
-        curve.push(OptionPoint { bytes, distortion: distortion.max(0.0) });
+        curve.push(OptionPoint {
+            bytes,
+            distortion: distortion.max(0.0),
+        });
     }
     curve
 }
@@ -175,7 +197,15 @@ mod tests {
 
     #[test]
     fn hull_drops_dominated_and_non_convex_points() {
-        let o = [p(10, 5.0), p(20, 4.9), p(20, 2.0), p(30, 1.0), p(25, 3.0), p(40, 0.9), p(50, 0.0)];
+        let o = [
+            p(10, 5.0),
+            p(20, 4.9),
+            p(20, 2.0),
+            p(30, 1.0),
+            p(25, 3.0),
+            p(40, 0.9),
+            p(50, 0.0),
+        ];
         let h = convex_hull(&o);
         // (20,4.9) and (25,3) are dominated or above the hull; (40,0.9) is above the segment 30-50.
         assert_eq!(h, vec![0, 2, 3, 6]);
@@ -193,10 +223,15 @@ mod tests {
             let tensors: Vec<Vec<OptionPoint>> = (0..n)
                 .map(|_| {
                     let k = 1 + rng.below(4) as usize;
-                    (0..k).map(|_| p(1 + rng.below(50), rng.uniform() * 10.0)).collect()
+                    (0..k)
+                        .map(|_| p(1 + rng.below(50), rng.uniform() * 10.0))
+                        .collect()
                 })
                 .collect();
-            let min_total: u64 = tensors.iter().map(|o| o.iter().map(|x| x.bytes).min().unwrap()).sum();
+            let min_total: u64 = tensors
+                .iter()
+                .map(|o| o.iter().map(|x| x.bytes).min().unwrap())
+                .sum();
             let budget = min_total + rng.below(80);
             let choice = allocate_budget(&tensors, budget).expect("the cheapest options fit");
             let bytes: u64 = choice.iter().zip(&tensors).map(|(&i, o)| o[i].bytes).sum();
@@ -207,7 +242,12 @@ mod tests {
             loop {
                 let b: u64 = idx.iter().zip(&tensors).map(|(&i, o)| o[i].bytes).sum();
                 if b <= budget {
-                    best = best.min(idx.iter().zip(&tensors).map(|(&i, o)| o[i].distortion).sum());
+                    best = best.min(
+                        idx.iter()
+                            .zip(&tensors)
+                            .map(|(&i, o)| o[i].distortion)
+                            .sum(),
+                    );
                 }
                 let mut t = 0;
                 while t < n {
@@ -222,7 +262,11 @@ mod tests {
                     break;
                 }
             }
-            let got: f64 = choice.iter().zip(&tensors).map(|(&i, o)| o[i].distortion).sum();
+            let got: f64 = choice
+                .iter()
+                .zip(&tensors)
+                .map(|(&i, o)| o[i].distortion)
+                .sum();
             let max_step: f64 = tensors
                 .iter()
                 .map(|o| {
@@ -245,8 +289,17 @@ mod tests {
         ];
         for point in rd_curve(&tensors) {
             let choice = allocate_budget(&tensors, point.bytes).unwrap();
-            let d: f64 = choice.iter().zip(&tensors).map(|(&i, o)| o[i].distortion).sum();
-            assert!((d - point.distortion).abs() < 1e-12, "at {} bytes: {d} vs {}", point.bytes, point.distortion);
+            let d: f64 = choice
+                .iter()
+                .zip(&tensors)
+                .map(|(&i, o)| o[i].distortion)
+                .sum();
+            assert!(
+                (d - point.distortion).abs() < 1e-12,
+                "at {} bytes: {d} vs {}",
+                point.bytes,
+                point.distortion
+            );
         }
     }
 

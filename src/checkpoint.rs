@@ -45,7 +45,10 @@ pub fn sniff(file: &[u8]) -> FileKind {
     // Only the header is parsed. A file that fails to parse is routed as safetensors, whose reader
     // then reports what is wrong with it.
     match safetensors::read_header(file) {
-        Ok(h) if h.metadata.get("format").map(String::as_str) == Some(crate::container::FORMAT_NAME) => {
+        Ok(h)
+            if h.metadata.get("format").map(String::as_str)
+                == Some(crate::container::FORMAT_NAME) =>
+        {
             FileKind::Lowbit
         }
         _ => FileKind::Safetensors,
@@ -89,7 +92,11 @@ impl Checkpoint {
                 range: data_start + t.start as usize..data_start + t.end as usize,
             })
             .collect();
-        Ok(Checkpoint { format: SourceFormat::Safetensors, metadata: h.metadata, tensors })
+        Ok(Checkpoint {
+            format: SourceFormat::Safetensors,
+            metadata: h.metadata,
+            tensors,
+        })
     }
 
     pub fn parameters(&self) -> u64 {

@@ -87,7 +87,11 @@ pub fn encode_header(manifest: &Manifest) -> Result<Vec<u8>> {
     let planned: Vec<PlannedTensor> = manifest
         .tensors
         .iter()
-        .map(|t| PlannedTensor { name: t.name.clone(), dtype: DType::U8, shape: vec![t.section_len() as usize] })
+        .map(|t| PlannedTensor {
+            name: t.name.clone(),
+            dtype: DType::U8,
+            shape: vec![t.section_len() as usize],
+        })
         .collect();
     safetensors::encode_header(&planned, &metadata)
 }
@@ -130,13 +134,18 @@ impl Container {
         let mut sections = Vec::with_capacity(manifest.tensors.len());
         for record in &manifest.tensors {
             let entry = by_name.get(record.name.as_str()).ok_or_else(|| {
-                Error::corrupt("the manifest names a tensor that has no section").in_tensor(&record.name)
+                Error::corrupt("the manifest names a tensor that has no section")
+                    .in_tensor(&record.name)
             })?;
             validate_record(record, entry).map_err(|e| e.in_tensor(&record.name))?;
             let start = header.data_start + entry.start;
             sections.push(start as usize..(start + record.coded_bytes) as usize);
         }
-        Ok(Container { manifest, sections, header_bytes: header.data_start })
+        Ok(Container {
+            manifest,
+            sections,
+            header_bytes: header.data_start,
+        })
     }
 }
 
@@ -146,16 +155,16 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
     struct VersionOnly {
         version: u32,
     }
-    let version: VersionOnly =
-        serde_json::from_str(json).map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
+    let version: VersionOnly = serde_json::from_str(json)
+        .map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
     if version.version > VERSION || version.version == 0 {
         return Err(Error::unsupported(format!(
             "format version {} (this lowbit reads versions 1 to {VERSION})",
             version.version
         )));
     }
-    let manifest: Manifest =
-        serde_json::from_str(json).map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
+    let manifest: Manifest = serde_json::from_str(json)
+        .map_err(|e| Error::corrupt(format!("the manifest is not valid: {e}")))?;
     let mut seen = std::collections::BTreeSet::new();
     for t in &manifest.tensors {
         if !seen.insert(t.name.as_str()) {
@@ -177,7 +186,9 @@ fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> R
         )));
     }
     if record.side_bytes > record.coded_bytes {
-        return Err(Error::corrupt("more side-information bytes than coded bytes"));
+        return Err(Error::corrupt(
+            "more side-information bytes than coded bytes",
+        ));
     }
     let numel = record
         .shape
@@ -196,7 +207,10 @@ fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> R
     }
     let lossy = !matches!(record.codec, CodecParams::Lossless);
     if lossy && !record.dtype.is_lossy_compressible() {
-        return Err(Error::corrupt(format!("a lossy codec on dtype {}", record.dtype)));
+        return Err(Error::corrupt(format!(
+            "a lossy codec on dtype {}",
+            record.dtype
+        )));
     }
     Ok(())
 }

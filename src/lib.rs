@@ -21,7 +21,8 @@ pub mod rotation;
 pub mod svg;
 
 pub use compress::{
-    compress, decompress, inspect, plan, CompressOptions, DecompressSummary, Inspection, Override, OverrideRule, Target,
+    compress, decompress, inspect, plan, CompressOptions, DecompressSummary, Inspection, Override,
+    OverrideRule, Target,
 };
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};

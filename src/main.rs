@@ -14,7 +14,11 @@ use lowbit::codec::Method;
 use lowbit::{CompressOptions, Inspection, Override, Progress, Report, Target};
 
 #[derive(Parser)]
-#[command(name = "lowbit", version, about = "Compress model checkpoints to a bit budget, on your own machine.")]
+#[command(
+    name = "lowbit",
+    version,
+    about = "Compress model checkpoints to a bit budget, on your own machine."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,7 +100,11 @@ impl Settings {
                 anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank or lossless)")
             })?),
         };
-        opts.overrides = self.keep.iter().map(|k| k.parse::<Override>()).collect::<Result<_, _>>()?;
+        opts.overrides = self
+            .keep
+            .iter()
+            .map(|k| k.parse::<Override>())
+            .collect::<Result<_, _>>()?;
         opts.seed = self.seed;
         Ok(opts)
     }
@@ -111,12 +119,18 @@ impl Bar {
     fn new(quiet: bool) -> Self {
         let bar = ProgressBar::with_draw_target(
             Some(0),
-            if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
+            if quiet {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
         );
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {percent:>3}% eta {eta:<4} {wide_msg}")
-                .expect("the template is valid")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {percent:>3}% eta {eta:<4} {wide_msg}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         Bar { bar }
@@ -160,7 +174,9 @@ impl std::ops::Deref for Input {
 
 fn open_input(path: &Path) -> Result<Input> {
     let file = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let meta = file.metadata().with_context(|| format!("{}: cannot stat", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?;
     if meta.is_dir() {
         bail!("{}: is a directory", path.display());
     }
@@ -171,7 +187,11 @@ fn open_input(path: &Path) -> Result<Input> {
     // the file while it is mapped is outside what any mmap-based reader can defend against.
     match unsafe { memmap2::Mmap::map(&file) } {
         Ok(m) => Ok(Input::Mapped(m)),
-        Err(_) => Ok(Input::Owned(fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?)),
+        Err(_) => {
+            Ok(Input::Owned(fs::read(path).with_context(|| {
+                format!("{}: cannot read", path.display())
+            })?))
+        }
     }
 }
 
@@ -186,7 +206,10 @@ fn check_not_same_file(input: &Path, output: &Path) -> Result<()> {
         _ => false,
     };
     if same {
-        bail!("{}: the output path is the input file; choose another output", output.display());
+        bail!(
+            "{}: the output path is the input file; choose another output",
+            output.display()
+        );
     }
     Ok(())
 }
@@ -198,18 +221,33 @@ fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.lowbit-tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let file = fs::File::create(&tmp).with_context(|| format!("{}: cannot write here", path.display()))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.lowbit-tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file =
+        fs::File::create(&tmp).with_context(|| format!("{}: cannot write here", path.display()))?;
     let mut out = BufWriter::new(file);
     let result = write(&mut out).and_then(|v| {
-        let file = out.into_inner().map_err(|e| anyhow!("{}: {}", path.display(), e.error()))?;
-        file.sync_all().with_context(|| format!("{}: cannot write", path.display()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.error()))?;
+        file.sync_all()
+            .with_context(|| format!("{}: cannot write", path.display()))?;
         Ok(v)
     });
     match result {
         Ok(v) => {
-            fs::rename(&tmp, path).with_context(|| format!("{}: cannot move the finished file into place", path.display()))?;
+            fs::rename(&tmp, path).with_context(|| {
+                format!(
+                    "{}: cannot move the finished file into place",
+                    path.display()
+                )
+            })?;
             Ok(v)
         }
         Err(e) => {
@@ -220,9 +258,14 @@ fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result
 }
 
 fn write_report(dir: &Path, report: &Report) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the report directory", dir.display()))?;
-    write_atomically(&dir.join("report.json"), |w| Ok(w.write_all(report.to_json().as_bytes())?))?;
-    write_atomically(&dir.join("report.html"), |w| Ok(w.write_all(report.to_html().as_bytes())?))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the report directory", dir.display()))?;
+    write_atomically(&dir.join("report.json"), |w| {
+        Ok(w.write_all(report.to_json().as_bytes())?)
+    })?;
+    write_atomically(&dir.join("report.html"), |w| {
+        Ok(w.write_all(report.to_html().as_bytes())?)
+    })?;
     Ok(())
 }
 
@@ -236,20 +279,38 @@ fn print_summary(report: &Report) {
         o.bytes,
         o.ratio,
         o.bits_per_weight,
-        if o.written { "" } else { " (plan, nothing written)" }
+        if o.written {
+            ""
+        } else {
+            " (plan, nothing written)"
+        }
     );
     println!(
         "header {} B, payload {} B, side information {} B, padding {} B; rel. MSE {:.3e} (lossy tensors), {:.3e} (2-D float tensors)",
         o.header_bytes, o.payload_bytes, o.side_bytes, o.padding_bytes, o.rel_mse_lossy, o.rel_mse_2d
     );
-    let width = report.tensors.iter().map(|t| t.name.len()).max().unwrap_or(6).clamp(6, 48);
-    println!("{:<width$}  {:>16}  {:<28}  {:>7}  {:>10}  {:>7}", "tensor", "shape", "codec", "bpw", "rel.err", "SNR dB");
+    let width = report
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 48);
+    println!(
+        "{:<width$}  {:>16}  {:<28}  {:>7}  {:>10}  {:>7}",
+        "tensor", "shape", "codec", "bpw", "rel.err", "SNR dB"
+    );
     for t in &report.tensors {
         let mut name = t.name.clone();
         if name.len() > width {
             name = format!("...{}", &name[name.len() - (width - 3)..]);
         }
-        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         println!(
             "{:<width$}  {:>16}  {:<28}  {:>7.3}  {:>10.3e}  {:>7}",
             name,
@@ -257,20 +318,29 @@ fn print_summary(report: &Report) {
             t.label,
             t.bits_per_weight,
             t.rel_error,
-            t.snr_db.map(|s| format!("{s:.1}")).unwrap_or_else(|| "exact".into())
+            t.snr_db
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "exact".into())
         );
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Compress { input, output, settings, report } => {
+        Command::Compress {
+            input,
+            output,
+            settings,
+            report,
+        } => {
             check_not_same_file(&input, &output)?;
             let opts = settings.options()?;
             let bytes = open_input(&input)?;
             let name = display_name(&input);
             let mut bar = Bar::new(cli.quiet || cli.json);
-            let report_data = write_atomically(&output, |w| Ok(lowbit::compress(&bytes, &name, &opts, &mut bar, w)?))?;
+            let report_data = write_atomically(&output, |w| {
+                Ok(lowbit::compress(&bytes, &name, &opts, &mut bar, w)?)
+            })?;
             drop(bar);
             if let Some(dir) = report {
                 write_report(&dir, &report_data)?;
@@ -286,7 +356,9 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = open_input(&input)?;
             let name = display_name(&input);
             let mut bar = Bar::new(cli.quiet || cli.json);
-            let summary = write_atomically(&output, |w| Ok(lowbit::decompress(&bytes, &name, &mut bar, w)?))?;
+            let summary = write_atomically(&output, |w| {
+                Ok(lowbit::decompress(&bytes, &name, &mut bar, w)?)
+            })?;
             drop(bar);
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -317,7 +389,8 @@ fn run(cli: Cli) -> Result<()> {
             let mut bar = Bar::new(cli.quiet || cli.json);
             let plan = lowbit::plan(&bytes, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
             drop(bar);
-            let report = lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);
+            let report =
+                lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);
             if cli.json {
                 println!("{}", report.to_json());
             } else if !cli.quiet {
@@ -329,15 +402,24 @@ fn run(cli: Cli) -> Result<()> {
             let opts = CompressOptions::new(Target::BitsPerWeight(bpw));
             let mut bar = Bar::new(cli.quiet || cli.json);
             let mut compressed = Vec::new();
-            let report = lowbit::compress(&input, "demo.safetensors", &opts, &mut bar, &mut compressed)?;
+            let report =
+                lowbit::compress(&input, "demo.safetensors", &opts, &mut bar, &mut compressed)?;
             let mut restored = Vec::new();
-            lowbit::decompress(&compressed, "demo.lowbit", &mut lowbit::NoProgress, &mut restored)?;
+            lowbit::decompress(
+                &compressed,
+                "demo.lowbit",
+                &mut lowbit::NoProgress,
+                &mut restored,
+            )?;
             drop(bar);
             if let Some(dir) = out {
-                fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+                fs::create_dir_all(&dir)
+                    .with_context(|| format!("{}: cannot create", dir.display()))?;
                 write_atomically(&dir.join("demo.safetensors"), |w| Ok(w.write_all(&input)?))?;
                 write_atomically(&dir.join("demo.lowbit"), |w| Ok(w.write_all(&compressed)?))?;
-                write_atomically(&dir.join("demo.restored.safetensors"), |w| Ok(w.write_all(&restored)?))?;
+                write_atomically(&dir.join("demo.restored.safetensors"), |w| {
+                    Ok(w.write_all(&restored)?)
+                })?;
                 write_report(&dir, &report)?;
             }
             if cli.json {
@@ -364,7 +446,12 @@ fn print_inspection(name: &str, inspection: &Inspection) {
     };
     println!("{header}");
     for t in tensors {
-        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         println!(
             "  {:<56} {:>5} {:>16} {:>12} B {:>7.3} bpw  {}",
             t.name,

@@ -127,24 +127,72 @@ impl Report {
         let mut html = String::new();
         html.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
         html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-        html.push_str(&format!("<title>lowbit report: {}</title>\n", esc(&self.input.file)));
+        html.push_str(&format!(
+            "<title>lowbit report: {}</title>\n",
+            esc(&self.input.file)
+        ));
         html.push_str(STYLE);
         html.push_str("</head><body>\n");
-        html.push_str(&format!("<h1>lowbit report: {}</h1>\n", esc(&self.input.file)));
+        html.push_str(&format!(
+            "<h1>lowbit report: {}</h1>\n",
+            esc(&self.input.file)
+        ));
         let o = &self.output;
         html.push_str("<table class=\"summary\">\n");
         for (k, v) in [
-            ("input", format!("{} bytes, {} parameters in {} tensors", self.input.bytes, self.input.parameters, self.input.tensors)),
-            ("target", format!("{} = {} (method {})", self.target.kind, self.target.value, self.target.method)),
-            ("output", format!("{} bytes{}", o.bytes, if o.written { "" } else { " (planned, not written)" })),
-            ("bits per weight", format!("{:.4} (whole file, everything counted)", o.bits_per_weight)),
+            (
+                "input",
+                format!(
+                    "{} bytes, {} parameters in {} tensors",
+                    self.input.bytes, self.input.parameters, self.input.tensors
+                ),
+            ),
+            (
+                "target",
+                format!(
+                    "{} = {} (method {})",
+                    self.target.kind, self.target.value, self.target.method
+                ),
+            ),
+            (
+                "output",
+                format!(
+                    "{} bytes{}",
+                    o.bytes,
+                    if o.written {
+                        ""
+                    } else {
+                        " (planned, not written)"
+                    }
+                ),
+            ),
+            (
+                "bits per weight",
+                format!("{:.4} (whole file, everything counted)", o.bits_per_weight),
+            ),
             ("ratio", format!("{:.3}x", o.ratio)),
-            ("header / payload / side / padding", format!("{} / {} / {} / {} bytes", o.header_bytes, o.payload_bytes, o.side_bytes, o.padding_bytes)),
-            ("relative MSE (lossy tensors)", format!("{:.4e}", o.rel_mse_lossy)),
-            ("relative MSE (2-D float tensors)", format!("{:.4e}", o.rel_mse_2d)),
+            (
+                "header / payload / side / padding",
+                format!(
+                    "{} / {} / {} / {} bytes",
+                    o.header_bytes, o.payload_bytes, o.side_bytes, o.padding_bytes
+                ),
+            ),
+            (
+                "relative MSE (lossy tensors)",
+                format!("{:.4e}", o.rel_mse_lossy),
+            ),
+            (
+                "relative MSE (2-D float tensors)",
+                format!("{:.4e}", o.rel_mse_2d),
+            ),
             ("distortion measure", self.distortion_measure.clone()),
         ] {
-            html.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>\n", esc(k), esc(&v)));
+            html.push_str(&format!(
+                "<tr><th>{}</th><td>{}</td></tr>\n",
+                esc(k),
+                esc(&v)
+            ));
         }
         html.push_str("</table>\n");
         for note in &self.notes {
@@ -161,7 +209,18 @@ impl Report {
             html.push_str(&svg::line_chart(&self.spectra_chart()));
         }
         html.push_str("<h2>Tensors</h2>\n<table class=\"tensors\"><thead><tr>");
-        for h in ["tensor", "dtype", "shape", "codec", "bits/weight", "payload B", "side B", "rel. error", "SNR dB", "why"] {
+        for h in [
+            "tensor",
+            "dtype",
+            "shape",
+            "codec",
+            "bits/weight",
+            "payload B",
+            "side B",
+            "rel. error",
+            "SNR dB",
+            "why",
+        ] {
             html.push_str(&format!("<th>{h}</th>"));
         }
         html.push_str("</tr></thead><tbody>\n");
@@ -192,15 +251,26 @@ impl Report {
     fn bits_chart(&self) -> svg::BarChart {
         svg::BarChart {
             title: "Coded bits per weight (payload + side information)".into(),
-            value_axis: svg::Axis { label: "bits per weight".into(), scale: svg::Scale::Linear, range: None },
-            segment_names: vec!["payload".into(), "side information".into(), "padding".into()],
+            value_axis: svg::Axis {
+                label: "bits per weight".into(),
+                scale: svg::Scale::Linear,
+                range: None,
+            },
+            segment_names: vec![
+                "payload".into(),
+                "side information".into(),
+                "padding".into(),
+            ],
             bars: self
                 .tensors
                 .iter()
                 .map(|t| {
                     let per = |b: u64| 8.0 * b as f64 / (t.parameters.max(1)) as f64;
                     let padding = t.section_bytes - t.payload_bytes - t.side_bytes;
-                    svg::Bar { label: t.name.clone(), segments: vec![per(t.payload_bytes), per(t.side_bytes), per(padding)] }
+                    svg::Bar {
+                        label: t.name.clone(),
+                        segments: vec![per(t.payload_bytes), per(t.side_bytes), per(padding)],
+                    }
                 })
                 .collect(),
             width: 900,
@@ -210,9 +280,20 @@ impl Report {
     fn error_chart(&self) -> svg::BarChart {
         svg::BarChart {
             title: "Relative error ||W - W^||_F / ||W||_F (exact tensors show none)".into(),
-            value_axis: svg::Axis { label: "relative error".into(), scale: svg::Scale::Linear, range: None },
+            value_axis: svg::Axis {
+                label: "relative error".into(),
+                scale: svg::Scale::Linear,
+                range: None,
+            },
             segment_names: vec!["relative error".into()],
-            bars: self.tensors.iter().map(|t| svg::Bar { label: t.name.clone(), segments: vec![t.rel_error] }).collect(),
+            bars: self
+                .tensors
+                .iter()
+                .map(|t| svg::Bar {
+                    label: t.name.clone(),
+                    segments: vec![t.rel_error],
+                })
+                .collect(),
             width: 900,
         }
     }
@@ -220,21 +301,47 @@ impl Report {
     fn rd_chart(&self) -> svg::Chart {
         let mut series = vec![svg::Series {
             name: "allocator's curve (whole model)".into(),
-            points: self.rd_curve.iter().map(|p| (p.bits_per_weight, p.rel_mse)).collect(),
+            points: self
+                .rd_curve
+                .iter()
+                .map(|p| (p.bits_per_weight, p.rel_mse))
+                .collect(),
             mark: svg::Mark::Line,
         }];
-        let lossy: Vec<&TensorReport> = self.tensors.iter().filter(|t| t.rel_mse > 0.0).collect();
-        if !lossy.is_empty() {
+        // The chosen point on the curve's own axes: sections only, mean relative MSE over the
+        // tensors that had a lossy option.
+        let codable: Vec<&TensorReport> = self
+            .tensors
+            .iter()
+            .filter(|t| t.options.iter().any(|o| o.rel_mse > 0.0))
+            .collect();
+        if !codable.is_empty() {
+            let section_bits: u64 = self.tensors.iter().map(|t| 8 * t.section_bytes).sum();
+            let mean_rel_mse =
+                codable.iter().map(|t| t.rel_mse).sum::<f64>() / codable.len() as f64;
             series.push(svg::Series {
-                name: "chosen (whole file)".into(),
-                points: vec![(self.output.bits_per_weight, self.output.rel_mse_lossy)],
+                name: "chosen".into(),
+                points: vec![(
+                    section_bits as f64 / self.input.parameters.max(1) as f64,
+                    mean_rel_mse,
+                )],
                 mark: svg::Mark::Points,
             });
         }
         svg::Chart {
-            title: "Rate-distortion: relative MSE of the lossy tensors vs bits per weight (sections only)".into(),
-            x: svg::Axis { label: "bits per weight".into(), scale: svg::Scale::Linear, range: None },
-            y: svg::Axis { label: "relative MSE".into(), scale: svg::Scale::Log10, range: None },
+            title:
+                "Rate-distortion: mean relative MSE per tensor vs bits per weight (sections only)"
+                    .into(),
+            x: svg::Axis {
+                label: "bits per weight".into(),
+                scale: svg::Scale::Linear,
+                range: None,
+            },
+            y: svg::Axis {
+                label: "mean relative MSE per tensor".into(),
+                scale: svg::Scale::Log10,
+                range: None,
+            },
             series,
             width: 800,
             height: 420,
@@ -244,16 +351,34 @@ impl Report {
     fn spectra_chart(&self) -> svg::Chart {
         svg::Chart {
             title: "Singular values, normalised by the largest".into(),
-            x: svg::Axis { label: "index".into(), scale: svg::Scale::Linear, range: None },
-            y: svg::Axis { label: "sigma_i / sigma_1".into(), scale: svg::Scale::Log10, range: None },
+            x: svg::Axis {
+                label: "index".into(),
+                scale: svg::Scale::Linear,
+                range: None,
+            },
+            y: svg::Axis {
+                label: "sigma_i / sigma_1".into(),
+                scale: svg::Scale::Log10,
+                range: None,
+            },
             series: self
                 .spectra
                 .iter()
                 .map(|s| {
-                    let top = s.singular_values.first().copied().unwrap_or(1.0).max(f32::MIN_POSITIVE) as f64;
+                    let top = s
+                        .singular_values
+                        .first()
+                        .copied()
+                        .unwrap_or(1.0)
+                        .max(f32::MIN_POSITIVE) as f64;
                     svg::Series {
                         name: s.tensor.clone(),
-                        points: s.singular_values.iter().enumerate().map(|(i, &v)| ((i + 1) as f64, v as f64 / top)).collect(),
+                        points: s
+                            .singular_values
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| ((i + 1) as f64, v as f64 / top))
+                            .collect(),
                         mark: svg::Mark::Line,
                     }
                 })
@@ -265,7 +390,10 @@ impl Report {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const STYLE: &str = "<style>

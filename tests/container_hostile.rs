@@ -10,14 +10,26 @@ fn valid_lowbit(method: Option<lowbit::codec::Method>) -> Vec<u8> {
     let mut opts = CompressOptions::new(Target::BitsPerWeight(6.0));
     opts.method = method;
     let mut out = Vec::new();
-    lowbit::compress(&common::mixed_checkpoint(), "in", &opts, &mut NoProgress, &mut out).unwrap();
+    lowbit::compress(
+        &common::mixed_checkpoint(),
+        "in",
+        &opts,
+        &mut NoProgress,
+        &mut out,
+    )
+    .unwrap();
     out
 }
 
 #[test]
 fn mutated_lowbit_files_never_panic() {
     let mut rng = Rng::new(2024);
-    for method in [None, Some(lowbit::codec::Method::Scalar), Some(lowbit::codec::Method::Vq), Some(lowbit::codec::Method::Lowrank)] {
+    for method in [
+        None,
+        Some(lowbit::codec::Method::Scalar),
+        Some(lowbit::codec::Method::Vq),
+        Some(lowbit::codec::Method::Lowrank),
+    ] {
         let good = valid_lowbit(method);
         for case in 0..300 {
             let mut bad = good.clone();
@@ -47,7 +59,8 @@ fn mutated_lowbit_files_never_panic() {
             let mut out = Vec::new();
             if lowbit::decompress(&bad, "bad.lowbit", &mut NoProgress, &mut out).is_ok() {
                 // A decode that succeeds must still be a well-formed safetensors file.
-                lowbit::io::safetensors::read_header(&out).expect("a successful decode is well formed");
+                lowbit::io::safetensors::read_header(&out)
+                    .expect("a successful decode is well formed");
             }
             let _ = lowbit::inspect(&bad, "bad.lowbit");
         }

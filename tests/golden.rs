@@ -14,29 +14,51 @@ fn golden_input() -> Vec<u8> {
 }
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
 fn check(name: &str, opts: &CompressOptions) {
     let input = golden_input();
     let mut out = Vec::new();
-    lowbit::compress(&input, "golden.safetensors", opts, &mut NoProgress, &mut out).expect("compresses");
+    lowbit::compress(
+        &input,
+        "golden.safetensors",
+        opts,
+        &mut NoProgress,
+        &mut out,
+    )
+    .expect("compresses");
     let path = golden_path(name);
     if std::env::var_os("LOWBIT_BLESS").is_some() {
         std::fs::write(&path, &out).unwrap();
         return;
     }
-    let expected = std::fs::read(&path).unwrap_or_else(|_| panic!("{} missing: bless it", path.display()));
-    assert!(out == expected, "{name}: the .lowbit bytes changed ({} vs {} bytes)", out.len(), expected.len());
+    let expected =
+        std::fs::read(&path).unwrap_or_else(|_| panic!("{} missing: bless it", path.display()));
+    assert!(
+        out == expected,
+        "{name}: the .lowbit bytes changed ({} vs {} bytes)",
+        out.len(),
+        expected.len()
+    );
     // The pinned file still decodes to the same tensors as a fresh one.
     let mut restored = Vec::new();
-    lowbit::decompress(&expected, name, &mut NoProgress, &mut restored).expect("the golden file decodes");
-    assert_eq!(common::tensors_of(&restored).len(), common::tensors_of(&input).len());
+    lowbit::decompress(&expected, name, &mut NoProgress, &mut restored)
+        .expect("the golden file decodes");
+    assert_eq!(
+        common::tensors_of(&restored).len(),
+        common::tensors_of(&input).len()
+    );
 }
 
 #[test]
 fn golden_auto_4bpw() {
-    check("mixed-auto-4bpw.lowbit", &CompressOptions::new(Target::BitsPerWeight(4.0)));
+    check(
+        "mixed-auto-4bpw.lowbit",
+        &CompressOptions::new(Target::BitsPerWeight(4.0)),
+    );
 }
 
 #[test]

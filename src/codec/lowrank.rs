@@ -28,6 +28,12 @@ pub fn decode(_bytes: &[u8], _shape: Shape2, _p: &Params) -> Result<Vec<f32>> {
     Err(Error::unsupported("lowrank codec not built yet"))
 }
 
-pub fn singular_values(_values: &[f32], _rows: usize, _cols: usize, _how_many: usize, _seed: u64) -> Vec<f32> {
+pub fn singular_values(
+    _values: &[f32],
+    _rows: usize,
+    _cols: usize,
+    _how_many: usize,
+    _seed: u64,
+) -> Vec<f32> {
     Vec::new()
 }

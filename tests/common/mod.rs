@@ -13,7 +13,11 @@ use lowbit::rng::Rng;
 pub fn safetensors_file(tensors: &[(&str, DType, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let planned: Vec<PlannedTensor> = tensors
         .iter()
-        .map(|(n, d, s, _)| PlannedTensor { name: n.to_string(), dtype: *d, shape: s.clone() })
+        .map(|(n, d, s, _)| PlannedTensor {
+            name: n.to_string(),
+            dtype: *d,
+            shape: s.clone(),
+        })
         .collect();
     let mut file = safetensors::encode_header(&planned, &BTreeMap::new()).expect("valid header");
     for (_, _, _, bytes) in tensors {
@@ -45,10 +49,30 @@ pub fn mixed_checkpoint() -> Vec<u8> {
     let ids: Vec<u8> = (0..77i64).flat_map(|i| i.to_le_bytes()).collect();
     let mask: Vec<u8> = (0..50u8).map(|i| i % 2).collect();
     safetensors_file(&[
-        ("layer.0.weight", DType::F32, vec![96, 128], dtype::from_f32(DType::F32, &f32m)),
-        ("layer.0.norm", DType::F32, vec![128], dtype::from_f32(DType::F32, &norm)),
-        ("layer.1.weight", DType::F16, vec![64, 96], dtype::from_f32(DType::F16, &f16m)),
-        ("layer.2.weight", DType::BF16, vec![80, 64], dtype::from_f32(DType::BF16, &bf16m)),
+        (
+            "layer.0.weight",
+            DType::F32,
+            vec![96, 128],
+            dtype::from_f32(DType::F32, &f32m),
+        ),
+        (
+            "layer.0.norm",
+            DType::F32,
+            vec![128],
+            dtype::from_f32(DType::F32, &norm),
+        ),
+        (
+            "layer.1.weight",
+            DType::F16,
+            vec![64, 96],
+            dtype::from_f32(DType::F16, &f16m),
+        ),
+        (
+            "layer.2.weight",
+            DType::BF16,
+            vec![80, 64],
+            dtype::from_f32(DType::BF16, &bf16m),
+        ),
         ("position_ids", DType::I64, vec![1, 77], ids),
         ("mask", DType::U8, vec![50], mask),
         ("empty", DType::F32, vec![0, 16], Vec::new()),
@@ -56,7 +80,11 @@ pub fn mixed_checkpoint() -> Vec<u8> {
 }
 
 pub fn lowbit(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lowbit")).args(args).current_dir(cwd).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the binary runs")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -69,7 +97,8 @@ pub fn tensors_of(file: &[u8]) -> BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>
     h.tensors
         .iter()
         .map(|t| {
-            let bytes = file[(h.data_start + t.start) as usize..(h.data_start + t.end) as usize].to_vec();
+            let bytes =
+                file[(h.data_start + t.start) as usize..(h.data_start + t.end) as usize].to_vec();
             (t.name.clone(), (t.dtype, t.shape.clone(), bytes))
         })
         .collect()
@@ -77,8 +106,15 @@ pub fn tensors_of(file: &[u8]) -> BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>
 
 /// Relative Frobenius error between two byte buffers of a float dtype.
 pub fn rel_error(dtype: DType, original: &[u8], restored: &[u8]) -> f64 {
-    let (a, b) = (dtype::to_f32(dtype, original), dtype::to_f32(dtype, restored));
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let (a, b) = (
+        dtype::to_f32(dtype, original),
+        dtype::to_f32(dtype, restored),
+    );
+    let num: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum();
     let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
