@@ -1,0 +1,615 @@
+//! k-means clustering of f32 vectors: the codebook trainer of the vector-quantization codec and the
+//! kernel that `cargo xtask bench` times against faiss.
+//!
+//! What it does: seeded k-means++ initialisation on a sample of the points, then Lloyd iterations
+//! (assign every point to its nearest centroid, move every centroid to the mean of its points) over
+//! all points, re-seeding empty clusters by splitting the largest one, and stopping early once the
+//! assignments no longer change.
+//!
+//! What it does not do: mini-batch or approximate search, weighting, or any GPU work (the GPU
+//! backend, when it exists, has its own kernel and is checked against [`assign`]).
+//!
+//! Determinism: the result depends only on the points, `k`, `iters` and the generator's seed.
+//! Distances are computed with separate multiplies and adds (never fused), in a fixed order, so the
+//! SIMD paths picked at run time and the plain path give identical bits; the assignment may run on
+//! several threads natively, but each point's result does not depend on the split, and centroid sums
+//! are accumulated in f64 in point order on one thread.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// Centroids of one k-means fit, row-major: centroid `j` is `centroids[j*dim .. (j+1)*dim]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Codebook {
+    pub dim: usize,
+    pub centroids: Vec<f32>,
+}
+
+impl Codebook {
+    /// Number of centroids.
+    pub fn k(&self) -> usize {
+        self.centroids.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn centroid(&self, j: usize) -> &[f32] {
+        &self.centroids[j * self.dim..(j + 1) * self.dim]
+    }
+}
+
+/// A fit with its history, for tests and reports.
+#[derive(Clone, Debug)]
+pub struct Fit {
+    pub codebook: Codebook,
+    /// Sum of squared distances of all points to their assigned centroid, after each assignment
+    /// step (so entry `i` is the objective of the centroids produced by update step `i - 1`).
+    pub objective: Vec<f64>,
+    /// Lloyd iterations run (assignment + update), at most `iters`.
+    pub iterations: usize,
+}
+
+/// k-means++ runs on a sample of at most this many points per centroid (faiss samples 256 per
+/// centroid for its training; seeding needs fewer).
+const INIT_POINTS_PER_CENTROID: usize = 16;
+/// Bound on the k-means++ work (centroids x sampled points), so that a large k stays affordable.
+const INIT_MAX_WORK: usize = 1 << 26;
+/// Centroids processed together by the assignment kernel (one or two SIMD registers wide).
+const LANES: usize = 16;
+/// Below this many (point, centroid) pairs an assignment runs on the calling thread only.
+#[cfg(not(target_arch = "wasm32"))]
+const MIN_PAIRS_PER_THREAD: usize = 1 << 20;
+
+/// Fits `k` centroids to `points` (`n = points.len() / dim` vectors of `dim` f32 each) with at most
+/// `iters` Lloyd iterations. If `k > n` the codebook has `n` entries (every point its own centroid
+/// before Lloyd). Errors on `dim == 0`, a length that is not a multiple of `dim`, `k == 0` with
+/// points present, or non-finite values.
+pub fn fit(points: &[f32], dim: usize, k: usize, iters: usize, rng: &mut Rng) -> Result<Codebook> {
+    Ok(fit_detailed(points, dim, k, iters, rng)?.codebook)
+}
+
+/// [`fit`], with the objective after each assignment step.
+pub fn fit_detailed(
+    points: &[f32],
+    dim: usize,
+    k: usize,
+    iters: usize,
+    rng: &mut Rng,
+) -> Result<Fit> {
+    check_points(points, dim)?;
+    let n = points.len() / dim;
+    if n == 0 {
+        return Ok(Fit {
+            codebook: Codebook {
+                dim,
+                centroids: Vec::new(),
+            },
+            objective: Vec::new(),
+            iterations: 0,
+        });
+    }
+    if k == 0 {
+        return Err(Error::invalid("k-means needs k >= 1"));
+    }
+    let k = k.min(n);
+    let mut codebook = init_plus_plus(points, dim, k, rng);
+    let mut objective = Vec::new();
+    let mut codes = vec![0u32; n];
+    let mut distances = vec![0f32; n];
+    let mut previous: Vec<u32> = Vec::new();
+    let mut iterations = 0;
+    for it in 0..iters {
+        assign_into(points, &codebook, &mut codes, &mut distances);
+        objective.push(distances.iter().map(|&d| d as f64).sum());
+        if it > 0 && codes == previous {
+            // The centroids are already the means of these clusters: a fixed point.
+            break;
+        }
+        update_centroids(points, &mut codebook, &mut codes, &distances);
+        iterations += 1;
+        std::mem::swap(&mut previous, &mut codes);
+        if codes.len() != n {
+            codes = vec![0u32; n];
+        }
+    }
+    Ok(Fit {
+        codebook,
+        objective,
+        iterations,
+    })
+}
+
+/// Nearest centroid of every point (lowest index among equals) and its squared Euclidean distance
+/// (clamped at 0; computed as ||x||^2 + (||c||^2 - 2 x.c), like faiss).
+pub fn assign(points: &[f32], dim: usize, codebook: &Codebook) -> Result<(Vec<u32>, Vec<f32>)> {
+    check_points(points, dim)?;
+    if codebook.dim != dim {
+        return Err(Error::invalid(format!(
+            "codebook of dimension {} for points of dimension {dim}",
+            codebook.dim
+        )));
+    }
+    let n = points.len() / dim;
+    if codebook.k() == 0 && n > 0 {
+        return Err(Error::invalid("cannot assign points to an empty codebook"));
+    }
+    let mut codes = vec![0u32; n];
+    let mut distances = vec![0f32; n];
+    assign_into(points, codebook, &mut codes, &mut distances);
+    Ok((codes, distances))
+}
+
+fn check_points(points: &[f32], dim: usize) -> Result<()> {
+    if dim == 0 {
+        return Err(Error::invalid("k-means needs a vector dimension >= 1"));
+    }
+    if points.len() % dim != 0 {
+        return Err(Error::invalid(format!(
+            "{} values do not make whole vectors of dimension {dim}",
+            points.len()
+        )));
+    }
+    if points.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "k-means needs finite values (found NaN or Inf)",
+        ));
+    }
+    Ok(())
+}
+
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = x - y;
+            d * d
+        })
+        .sum()
+}
+
+/// k-means++ (Arthur & Vassilvitskii): each new centroid is a sample point drawn with probability
+/// proportional to its squared distance to the nearest centroid so far.
+fn init_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Codebook {
+    let n = points.len() / dim;
+    let per_work = (INIT_MAX_WORK / k).clamp(k, INIT_POINTS_PER_CENTROID * k);
+    let m = n.min(per_work);
+    // Partial Fisher-Yates: the first m entries of `order` are a uniform sample without replacement.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for i in 0..m {
+        let j = i + rng.below((n - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    let mut sample = Vec::with_capacity(m * dim);
+    for &i in &order[..m] {
+        sample.extend_from_slice(&points[i as usize * dim..(i as usize + 1) * dim]);
+    }
+    drop(order);
+
+    let mut centroids = Vec::with_capacity(k * dim);
+    let first = rng.below(m as u64) as usize;
+    centroids.extend_from_slice(&sample[first * dim..(first + 1) * dim]);
+    let mut nearest: Vec<f32> = sample
+        .chunks_exact(dim)
+        .map(|p| squared_distance(p, &centroids[..dim]))
+        .collect();
+    for _ in 1..k {
+        let total: f64 = nearest.iter().map(|&d| d as f64).sum();
+        let chosen = if total > 0.0 {
+            let target = rng.uniform() * total;
+            let mut cumulative = 0.0f64;
+            let mut chosen = m - 1;
+            for (i, &d) in nearest.iter().enumerate() {
+                cumulative += d as f64;
+                if cumulative > target && d > 0.0 {
+                    chosen = i;
+                    break;
+                }
+            }
+            chosen
+        } else {
+            // Every sample point coincides with a centroid: any point will do.
+            rng.below(m as u64) as usize
+        };
+        let c = &sample[chosen * dim..(chosen + 1) * dim];
+        centroids.extend_from_slice(c);
+        for (d, p) in nearest.iter_mut().zip(sample.chunks_exact(dim)) {
+            let dc = squared_distance(p, c);
+            if dc < *d {
+                *d = dc;
+            }
+        }
+    }
+    Codebook { dim, centroids }
+}
+
+/// Moves each centroid to the mean of its points (sums in f64, in point order), then gives every
+/// empty cluster the member of the currently largest cluster that lies farthest from its centroid.
+/// That split never increases the objective: the moved point's distance becomes 0 and no other
+/// distance changes until the next assignment step, which can only lower them.
+fn update_centroids(points: &[f32], codebook: &mut Codebook, codes: &mut [u32], distances: &[f32]) {
+    let dim = codebook.dim;
+    let k = codebook.k();
+    let mut sums = vec![0f64; k * dim];
+    let mut counts = vec![0usize; k];
+    for (p, &c) in points.chunks_exact(dim).zip(codes.iter()) {
+        let c = c as usize;
+        counts[c] += 1;
+        for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(p) {
+            *s += v as f64;
+        }
+    }
+    for j in 0..k {
+        if counts[j] > 0 {
+            let inv = 1.0 / counts[j] as f64;
+            for (c, s) in codebook.centroids[j * dim..(j + 1) * dim]
+                .iter_mut()
+                .zip(&sums[j * dim..(j + 1) * dim])
+            {
+                *c = (s * inv) as f32;
+            }
+        }
+    }
+    let mut taken = vec![false; codes.len()];
+    for j in 0..k {
+        if counts[j] > 0 {
+            continue;
+        }
+        // Largest cluster, lowest index among equals.
+        let mut largest = 0;
+        for (i, &c) in counts.iter().enumerate() {
+            if c > counts[largest] {
+                largest = i;
+            }
+        }
+        if counts[largest] < 2 {
+            break; // nothing left to split (only possible when k > distinct assignments)
+        }
+        let mut farthest: Option<usize> = None;
+        for (i, (&c, &d)) in codes.iter().zip(distances).enumerate() {
+            if c as usize == largest && !taken[i] && farthest.is_none_or(|f| d > distances[f]) {
+                farthest = Some(i);
+            }
+        }
+        let Some(i) = farthest else { break };
+        taken[i] = true;
+        codebook.centroids[j * dim..(j + 1) * dim].copy_from_slice(&points[i * dim..(i + 1) * dim]);
+        codes[i] = j as u32;
+        counts[largest] -= 1;
+        counts[j] = 1;
+    }
+}
+
+/// The centroids laid out for the assignment kernel: blocks of `LANES` centroids, each block holding
+/// `dim` rows of `LANES` values `-2 c[j][d]`, and `LANES` values `||c_j||^2`. Padding centroids have
+/// coordinates 0 and norm +inf, so they are never nearest.
+struct Panel {
+    dim: usize,
+    blocks: usize,
+    coords: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+impl Panel {
+    fn new(codebook: &Codebook) -> Panel {
+        let dim = codebook.dim;
+        let k = codebook.k();
+        let blocks = k.div_ceil(LANES);
+        let mut coords = vec![0f32; blocks * dim * LANES];
+        let mut norms = vec![f32::INFINITY; blocks * LANES];
+        for (j, norm) in norms.iter_mut().enumerate().take(k) {
+            let (b, l) = (j / LANES, j % LANES);
+            let c = codebook.centroid(j);
+            *norm = c.iter().map(|v| v * v).sum();
+            for (d, &v) in c.iter().enumerate() {
+                coords[(b * dim + d) * LANES + l] = -2.0 * v;
+            }
+        }
+        Panel {
+            dim,
+            blocks,
+            coords,
+            norms,
+        }
+    }
+}
+
+fn assign_into(points: &[f32], codebook: &Codebook, codes: &mut [u32], distances: &mut [f32]) {
+    let panel = Panel::new(codebook);
+    let n = codes.len();
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let pairs = n.saturating_mul(codebook.k().max(1));
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1)
+            .min(pairs / MIN_PAIRS_PER_THREAD)
+            .min(16);
+        if threads >= 2 {
+            // Each point's result depends only on that point, so any split gives the same bits.
+            let chunk = n.div_ceil(threads);
+            let dim = codebook.dim;
+            std::thread::scope(|scope| {
+                for ((p, c), d) in points
+                    .chunks(chunk * dim)
+                    .zip(codes.chunks_mut(chunk))
+                    .zip(distances.chunks_mut(chunk))
+                {
+                    let panel = &panel;
+                    scope.spawn(move || assign_range(p, panel, c, d));
+                }
+            });
+            return;
+        }
+    }
+    assign_range(points, &panel, codes, distances);
+}
+
+fn assign_range(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the function is the plain kernel
+            // compiled with AVX2 enabled (no FMA, so the arithmetic is the same as the plain path).
+            unsafe { assign_range_avx2(points, panel, codes, distances) };
+            return;
+        }
+    }
+    assign_range_plain(points, panel, codes, distances);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn assign_range_avx2(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
+    assign_range_plain(points, panel, codes, distances)
+}
+
+#[inline(always)]
+fn assign_range_plain(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
+    match panel.dim {
+        1 => assign_fixed::<1>(points, panel, codes, distances),
+        2 => assign_fixed::<2>(points, panel, codes, distances),
+        3 => assign_fixed::<3>(points, panel, codes, distances),
+        4 => assign_fixed::<4>(points, panel, codes, distances),
+        5 => assign_fixed::<5>(points, panel, codes, distances),
+        6 => assign_fixed::<6>(points, panel, codes, distances),
+        7 => assign_fixed::<7>(points, panel, codes, distances),
+        8 => assign_fixed::<8>(points, panel, codes, distances),
+        _ => assign_any(points, panel, codes, distances),
+    }
+}
+
+/// The kernel for a dimension known at compile time: lanes run over centroids, so the inner loops
+/// are `LANES`-wide multiply-adds that the compiler turns into SIMD.
+#[inline(always)]
+fn assign_fixed<const D: usize>(
+    points: &[f32],
+    panel: &Panel,
+    codes: &mut [u32],
+    distances: &mut [f32],
+) {
+    for ((p, code), dist) in points
+        .chunks_exact(D)
+        .zip(codes.iter_mut())
+        .zip(distances.iter_mut())
+    {
+        let mut x = [0f32; D];
+        x.copy_from_slice(p);
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_block = [0u32; LANES];
+        for (b, (coords, norms)) in panel
+            .coords
+            .chunks_exact(D * LANES)
+            .zip(panel.norms.chunks_exact(LANES))
+            .enumerate()
+        {
+            let mut acc = [0f32; LANES];
+            acc.copy_from_slice(norms);
+            for (d, row) in coords.chunks_exact(LANES).enumerate() {
+                let xd = x[d];
+                for l in 0..LANES {
+                    acc[l] += xd * row[l];
+                }
+            }
+            for l in 0..LANES {
+                let better = acc[l] < best[l];
+                best[l] = if better { acc[l] } else { best[l] };
+                best_block[l] = if better { b as u32 } else { best_block[l] };
+            }
+        }
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        (*code, *dist) = reduce_lanes(&best, &best_block, norm);
+    }
+}
+
+/// Same arithmetic as [`assign_fixed`] for any dimension.
+fn assign_any(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
+    let dim = panel.dim;
+    for ((x, code), dist) in points
+        .chunks_exact(dim)
+        .zip(codes.iter_mut())
+        .zip(distances.iter_mut())
+    {
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_block = [0u32; LANES];
+        for b in 0..panel.blocks {
+            let mut acc = [0f32; LANES];
+            acc.copy_from_slice(&panel.norms[b * LANES..(b + 1) * LANES]);
+            for (d, &xd) in x.iter().enumerate() {
+                let row = &panel.coords[(b * dim + d) * LANES..(b * dim + d + 1) * LANES];
+                for l in 0..LANES {
+                    acc[l] += xd * row[l];
+                }
+            }
+            for l in 0..LANES {
+                if acc[l] < best[l] {
+                    best[l] = acc[l];
+                    best_block[l] = b as u32;
+                }
+            }
+        }
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        (*code, *dist) = reduce_lanes(&best, &best_block, norm);
+    }
+}
+
+/// The nearest centroid over all lanes: smallest partial distance, lowest centroid index among equals.
+#[inline(always)]
+fn reduce_lanes(best: &[f32; LANES], best_block: &[u32; LANES], norm: f32) -> (u32, f32) {
+    let mut index = u32::MAX;
+    let mut value = f32::INFINITY;
+    for l in 0..LANES {
+        let j = best_block[l] * LANES as u32 + l as u32;
+        if best[l] < value || (best[l] == value && j < index) {
+            value = best[l];
+            index = j;
+        }
+    }
+    if index == u32::MAX {
+        // Every partial distance overflowed to +inf (values near f32::MAX): take the first centroid.
+        return (0, f32::INFINITY);
+    }
+    (index, (norm + value).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points drawn around `centers` (row-major, `dim` each) with standard deviation `spread`.
+    fn mixture(centers: &[f32], dim: usize, per: usize, spread: f64, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut pts = Vec::new();
+        for _ in 0..per {
+            for c in centers.chunks_exact(dim) {
+                for &v in c {
+                    pts.push(v + (rng.normal() * spread) as f32);
+                }
+            }
+        }
+        pts
+    }
+
+    fn brute_force(points: &[f32], cb: &Codebook) -> Vec<(u32, f32)> {
+        points
+            .chunks_exact(cb.dim)
+            .map(|p| {
+                let mut best = (0u32, f32::INFINITY);
+                for j in 0..cb.k() {
+                    let d = squared_distance(p, cb.centroid(j));
+                    if d < best.1 {
+                        best = (j as u32, d);
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assign_matches_brute_force() {
+        let mut rng = Rng::new(5);
+        for dim in [1usize, 2, 3, 4, 7, 8, 11] {
+            for k in [1usize, 5, 16, 17, 40] {
+                let pts: Vec<f32> = (0..300 * dim).map(|_| rng.normal() as f32).collect();
+                let cb = Codebook {
+                    dim,
+                    centroids: (0..k * dim).map(|_| rng.normal() as f32).collect(),
+                };
+                let (codes, dists) = assign(&pts, dim, &cb).unwrap();
+                for (i, (want_code, want_dist)) in brute_force(&pts, &cb).into_iter().enumerate() {
+                    let got = squared_distance(
+                        &pts[i * dim..(i + 1) * dim],
+                        cb.centroid(codes[i] as usize),
+                    );
+                    // Either the same centroid, or one at the same distance up to rounding.
+                    assert!(
+                        codes[i] == want_code
+                            || (got - want_dist).abs() <= 1e-4 * (1.0 + want_dist),
+                        "dim {dim} k {k} point {i}"
+                    );
+                    assert!((dists[i] - got).abs() <= 1e-4 * (1.0 + got));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finds_well_separated_clusters() {
+        let dim = 3;
+        let centers: Vec<f32> = (0..8 * dim)
+            .map(|i| ((i * 7919) % 23) as f32 * 10.0)
+            .collect();
+        let pts = mixture(&centers, dim, 50, 0.1, 9);
+        let cb = fit(&pts, dim, 8, 30, &mut Rng::new(1)).unwrap();
+        assert_eq!(cb.k(), 8);
+        for c in centers.chunks_exact(dim) {
+            let nearest = (0..8)
+                .map(|j| squared_distance(c, cb.centroid(j)))
+                .fold(f32::INFINITY, f32::min);
+            assert!(
+                nearest < 0.05,
+                "a true center is {nearest} from the nearest centroid"
+            );
+        }
+    }
+
+    #[test]
+    fn lloyd_never_increases_the_objective() {
+        let mut rng = Rng::new(2);
+        let pts: Vec<f32> = (0..4000 * 4).map(|_| rng.normal() as f32).collect();
+        for k in [3usize, 64, 700] {
+            let fit = fit_detailed(&pts, 4, k, 25, &mut Rng::new(k as u64)).unwrap();
+            assert!(fit.objective.len() >= 2);
+            for w in fit.objective.windows(2) {
+                assert!(w[1] <= w[0] * (1.0 + 1e-6), "k {k}: {} -> {}", w[0], w[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn stops_when_assignments_settle() {
+        let centers = [0.0f32, 0.0, 100.0, 100.0];
+        let pts = mixture(&centers, 2, 20, 0.5, 3);
+        let fit = fit_detailed(&pts, 2, 2, 50, &mut Rng::new(4)).unwrap();
+        assert!(fit.iterations < 10, "ran {} iterations", fit.iterations);
+    }
+
+    #[test]
+    fn more_centroids_than_points() {
+        let pts = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let fit = fit_detailed(&pts, 2, 10, 5, &mut Rng::new(0)).unwrap();
+        assert_eq!(fit.codebook.k(), 3);
+        assert_eq!(*fit.objective.last().unwrap(), 0.0);
+        // Identical points: k-means++ runs out of distinct points, Lloyd must still terminate.
+        let same = vec![0.5f32; 40];
+        let cb = fit_detailed(&same, 4, 6, 5, &mut Rng::new(0))
+            .unwrap()
+            .codebook;
+        assert_eq!(cb.k(), 6);
+        assert!(cb.centroids.iter().all(|&v| v == 0.5));
+    }
+
+    #[test]
+    fn same_seed_same_codebook() {
+        let mut rng = Rng::new(8);
+        let pts: Vec<f32> = (0..30_000 * 8).map(|_| rng.normal() as f32).collect();
+        // Large enough for the threaded path natively.
+        let a = fit(&pts, 8, 64, 4, &mut Rng::new(11)).unwrap();
+        let b = fit(&pts, 8, 64, 4, &mut Rng::new(11)).unwrap();
+        assert_eq!(a, b);
+        let mut codes_plain = vec![0u32; 30_000];
+        let mut dist_plain = vec![0f32; 30_000];
+        assign_range_plain(&pts, &Panel::new(&a), &mut codes_plain, &mut dist_plain);
+        let (codes, dists) = assign(&pts, 8, &a).unwrap();
+        assert_eq!(codes, codes_plain);
+        assert_eq!(dists, dist_plain);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let mut rng = Rng::new(0);
+        assert!(fit(&[1.0, 2.0, 3.0], 2, 1, 1, &mut rng).is_err());
+        assert!(fit(&[1.0, 2.0], 0, 1, 1, &mut rng).is_err());
+        assert!(fit(&[1.0, f32::NAN], 2, 1, 1, &mut rng).is_err());
+        assert!(fit(&[1.0, 2.0], 2, 0, 1, &mut rng).is_err());
+        assert_eq!(fit(&[], 2, 4, 1, &mut rng).unwrap().k(), 0);
+    }
+}
