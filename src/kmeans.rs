@@ -358,7 +358,97 @@ fn assign_range(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn assign_range_avx2(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
-    assign_range_plain(points, panel, codes, distances)
+    match panel.dim {
+        2 => avx2::assign_fixed::<2>(points, panel, codes, distances),
+        3 => avx2::assign_fixed::<3>(points, panel, codes, distances),
+        4 => avx2::assign_fixed::<4>(points, panel, codes, distances),
+        5 => avx2::assign_fixed::<5>(points, panel, codes, distances),
+        6 => avx2::assign_fixed::<6>(points, panel, codes, distances),
+        7 => avx2::assign_fixed::<7>(points, panel, codes, distances),
+        8 => avx2::assign_fixed::<8>(points, panel, codes, distances),
+        _ => assign_range_plain(points, panel, codes, distances),
+    }
+}
+
+/// The AVX2 kernel, written with intrinsics because the compiler does not keep the index select of
+/// the plain kernel in SIMD registers. Same operations in the same order as [`assign_fixed`]
+/// (multiply, then add; strict `<`), so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{pairwise_sum, reduce_lanes, Panel, LANES};
+    use std::arch::x86_64::*;
+
+    const _: () = assert!(
+        LANES == 16,
+        "the kernel holds a block in two 8-lane registers"
+    );
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn assign_fixed<const D: usize>(
+        points: &[f32],
+        panel: &Panel,
+        codes: &mut [u32],
+        distances: &mut [f32],
+    ) {
+        assert_eq!(panel.coords.len(), panel.blocks * D * LANES);
+        assert_eq!(panel.norms.len(), panel.blocks * LANES);
+        for ((p, code), dist) in points
+            .chunks_exact(D)
+            .zip(codes.iter_mut())
+            .zip(distances.iter_mut())
+        {
+            let mut x = [_mm256_setzero_ps(); D];
+            for (xd, &v) in x.iter_mut().zip(p) {
+                *xd = _mm256_set1_ps(v);
+            }
+            let mut best_lo = _mm256_set1_ps(f32::INFINITY);
+            let mut best_hi = best_lo;
+            let mut block_lo = _mm256_setzero_ps();
+            let mut block_hi = block_lo;
+            let mut block = _mm256_setzero_ps();
+            let one = _mm256_set1_ps(1.0);
+            for b in 0..panel.blocks {
+                // SAFETY: block b's norms are LANES floats at b*LANES and its coordinates D*LANES
+                // floats at b*D*LANES; the lengths are asserted above. Unaligned loads.
+                unsafe {
+                    let norms = panel.norms.as_ptr().add(b * LANES);
+                    let coords = panel.coords.as_ptr().add(b * D * LANES);
+                    let mut terms = [[_mm256_setzero_ps(); 2]; D];
+                    for (d, (term, xd)) in terms.iter_mut().zip(&x).enumerate() {
+                        let row = coords.add(d * LANES);
+                        term[0] = _mm256_mul_ps(*xd, _mm256_loadu_ps(row));
+                        term[1] = _mm256_mul_ps(*xd, _mm256_loadu_ps(row.add(8)));
+                    }
+                    let dot = pairwise_sum(&mut terms, |a, b| {
+                        [_mm256_add_ps(a[0], b[0]), _mm256_add_ps(a[1], b[1])]
+                    });
+                    let acc_lo = _mm256_add_ps(_mm256_loadu_ps(norms), dot[0]);
+                    let acc_hi = _mm256_add_ps(_mm256_loadu_ps(norms.add(8)), dot[1]);
+                    let better_lo = _mm256_cmp_ps::<_CMP_LT_OQ>(acc_lo, best_lo);
+                    let better_hi = _mm256_cmp_ps::<_CMP_LT_OQ>(acc_hi, best_hi);
+                    best_lo = _mm256_blendv_ps(best_lo, acc_lo, better_lo);
+                    best_hi = _mm256_blendv_ps(best_hi, acc_hi, better_hi);
+                    block_lo = _mm256_blendv_ps(block_lo, block, better_lo);
+                    block_hi = _mm256_blendv_ps(block_hi, block, better_hi);
+                }
+                block = _mm256_add_ps(block, one);
+            }
+            let mut best = [0f32; LANES];
+            let mut best_block = [0f32; LANES];
+            // SAFETY: both arrays hold 16 floats; unaligned stores.
+            unsafe {
+                _mm256_storeu_ps(best.as_mut_ptr(), best_lo);
+                _mm256_storeu_ps(best.as_mut_ptr().add(8), best_hi);
+                _mm256_storeu_ps(best_block.as_mut_ptr(), block_lo);
+                _mm256_storeu_ps(best_block.as_mut_ptr().add(8), block_hi);
+            }
+            let mut norm = 0f32;
+            for &v in p {
+                norm += v * v;
+            }
+            (*code, *dist) = reduce_lanes(&best, &best_block, norm);
+        }
+    }
 }
 
 #[inline(always)]
@@ -393,25 +483,37 @@ fn assign_fixed<const D: usize>(
         let mut x = [0f32; D];
         x.copy_from_slice(p);
         let mut best = [f32::INFINITY; LANES];
-        let mut best_block = [0u32; LANES];
+        let mut best_block = [0f32; LANES];
         for (b, (coords, norms)) in panel
             .coords
             .chunks_exact(D * LANES)
             .zip(panel.norms.chunks_exact(LANES))
             .enumerate()
         {
-            let mut acc = [0f32; LANES];
-            acc.copy_from_slice(norms);
-            for (d, row) in coords.chunks_exact(LANES).enumerate() {
-                let xd = x[d];
+            let mut terms = [[0f32; LANES]; D];
+            for ((term, row), &xd) in terms.iter_mut().zip(coords.chunks_exact(LANES)).zip(&x) {
                 for l in 0..LANES {
-                    acc[l] += xd * row[l];
+                    term[l] = xd * row[l];
                 }
             }
+            let dot = pairwise_sum(&mut terms, |a, b| {
+                let mut s = [0f32; LANES];
+                for l in 0..LANES {
+                    s[l] = a[l] + b[l];
+                }
+                s
+            });
+            let mut acc = [0f32; LANES];
+            for l in 0..LANES {
+                acc[l] = norms[l] + dot[l];
+            }
+            // The block index is kept as f32 (exact below 2^24) so that both selects use the
+            // same float mask and stay in SIMD registers.
+            let block = b as f32;
             for l in 0..LANES {
                 let better = acc[l] < best[l];
                 best[l] = if better { acc[l] } else { best[l] };
-                best_block[l] = if better { b as u32 } else { best_block[l] };
+                best_block[l] = if better { block } else { best_block[l] };
             }
         }
         let norm: f32 = x.iter().map(|v| v * v).sum();
@@ -428,20 +530,30 @@ fn assign_any(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut 
         .zip(distances.iter_mut())
     {
         let mut best = [f32::INFINITY; LANES];
-        let mut best_block = [0u32; LANES];
+        let mut best_block = [0f32; LANES];
         for b in 0..panel.blocks {
-            let mut acc = [0f32; LANES];
-            acc.copy_from_slice(&panel.norms[b * LANES..(b + 1) * LANES]);
-            for (d, &xd) in x.iter().enumerate() {
+            let mut terms = vec![[0f32; LANES]; dim];
+            for (d, (term, &xd)) in terms.iter_mut().zip(x).enumerate() {
                 let row = &panel.coords[(b * dim + d) * LANES..(b * dim + d + 1) * LANES];
                 for l in 0..LANES {
-                    acc[l] += xd * row[l];
+                    term[l] = xd * row[l];
                 }
+            }
+            let dot = pairwise_sum(&mut terms, |a, b| {
+                let mut s = [0f32; LANES];
+                for l in 0..LANES {
+                    s[l] = a[l] + b[l];
+                }
+                s
+            });
+            let mut acc = [0f32; LANES];
+            for l in 0..LANES {
+                acc[l] = panel.norms[b * LANES + l] + dot[l];
             }
             for l in 0..LANES {
                 if acc[l] < best[l] {
                     best[l] = acc[l];
-                    best_block[l] = b as u32;
+                    best_block[l] = b as f32;
                 }
             }
         }
@@ -450,13 +562,32 @@ fn assign_any(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut 
     }
 }
 
+/// Sums `terms` in a fixed pairwise order (adjacent pairs, level by level, an odd last term carried
+/// up), so that the dot product's dependency chain is log2(dim) additions deep rather than dim, and
+/// every kernel adds in the same order. Leaves `terms` scrambled.
+#[inline(always)]
+fn pairwise_sum<T: Copy>(terms: &mut [T], add: impl Fn(T, T) -> T) -> T {
+    let mut len = terms.len();
+    while len > 1 {
+        let half = len / 2;
+        for i in 0..half {
+            terms[i] = add(terms[2 * i], terms[2 * i + 1]);
+        }
+        if len % 2 == 1 {
+            terms[half] = terms[len - 1];
+        }
+        len = half + len % 2;
+    }
+    terms[0]
+}
+
 /// The nearest centroid over all lanes: smallest partial distance, lowest centroid index among equals.
 #[inline(always)]
-fn reduce_lanes(best: &[f32; LANES], best_block: &[u32; LANES], norm: f32) -> (u32, f32) {
+fn reduce_lanes(best: &[f32; LANES], best_block: &[f32; LANES], norm: f32) -> (u32, f32) {
     let mut index = u32::MAX;
     let mut value = f32::INFINITY;
     for l in 0..LANES {
-        let j = best_block[l] * LANES as u32 + l as u32;
+        let j = best_block[l] as u32 * LANES as u32 + l as u32;
         if best[l] < value || (best[l] == value && j < index) {
             value = best[l];
             index = j;
