@@ -36,6 +36,18 @@ fn points(seed: u64) -> Vec<f32> {
     out
 }
 
+/// CPU seconds used so far by this process, all threads (Linux: /proc/self/stat, 100 ticks per
+/// second); `None` elsewhere. On a shared machine this is steadier than the wall time.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 fn main() -> lowbit::Result<()> {
     let path = std::env::args()
         .nth(1)
@@ -46,11 +58,18 @@ fn main() -> lowbit::Result<()> {
 
     let mut seconds = Vec::new();
     let mut mse = 0.0;
+    let mut iterations = 0;
+    let mut cpu = 0.0;
     for _ in 0..REPEATS {
+        let cpu_start = cpu_seconds();
         let start = Instant::now();
-        let codebook = kmeans::fit(&data, DIM, K, ITERS, &mut Rng::new(1234))?;
+        let fit = kmeans::fit_detailed(&data, DIM, K, ITERS, &mut Rng::new(1234))?;
         seconds.push(start.elapsed().as_secs_f64());
-        let (_, distances) = kmeans::assign(&data, DIM, &codebook)?;
+        if let (Some(a), Some(b)) = (cpu_start, cpu_seconds()) {
+            cpu += (b - a) / REPEATS as f64;
+        }
+        iterations = fit.iterations;
+        let (_, distances) = kmeans::assign(&data, DIM, &fit.codebook)?;
         mse = distances.iter().map(|&d| d as f64).sum::<f64>() / (N * DIM) as f64;
     }
     seconds.sort_by(f64::total_cmp);
@@ -58,7 +77,7 @@ fn main() -> lowbit::Result<()> {
         .map(|t| t.get())
         .unwrap_or(1);
     println!(
-        "{{\"job\":\"kmeans\",\"impl\":\"lowbit\",\"n\":{N},\"dim\":{DIM},\"k\":{K},\"iters\":{ITERS},\"threads\":{threads},\"seconds\":{:.4},\"best_seconds\":{:.4},\"mse\":{mse:.6}}}",
+        "{{\"job\":\"kmeans\",\"impl\":\"lowbit\",\"n\":{N},\"dim\":{DIM},\"k\":{K},\"iters\":{ITERS},\"iterations_run\":{iterations},\"threads\":{threads},\"seconds\":{:.4},\"best_seconds\":{:.4},\"cpu_seconds\":{cpu:.3},\"mse\":{mse:.6}}}",
         seconds[REPEATS / 2],
         seconds[0]
     );

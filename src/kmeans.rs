@@ -141,7 +141,7 @@ fn check_points(points: &[f32], dim: usize) -> Result<()> {
     if dim == 0 {
         return Err(Error::invalid("k-means needs a vector dimension >= 1"));
     }
-    if points.len() % dim != 0 {
+    if !points.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "{} values do not make whole vectors of dimension {dim}",
             points.len()
@@ -313,9 +313,9 @@ impl Panel {
 
 fn assign_into(points: &[f32], codebook: &Codebook, codes: &mut [u32], distances: &mut [f32]) {
     let panel = Panel::new(codebook);
-    let n = codes.len();
     #[cfg(not(target_arch = "wasm32"))]
     {
+        let n = codes.len();
         let pairs = n.saturating_mul(codebook.k().max(1));
         let threads = std::thread::available_parallelism()
             .map(|t| t.get())
@@ -345,6 +345,11 @@ fn assign_into(points: &[f32], codebook: &Codebook, codes: &mut [u32], distances
 fn assign_range(points: &[f32], panel: &Panel, codes: &mut [u32], distances: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") && (2..=8).contains(&panel.dim) {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { avx512::assign_range(points, panel, codes, distances) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above); the function is the plain kernel
             // compiled with AVX2 enabled (no FMA, so the arithmetic is the same as the plain path).
@@ -367,6 +372,129 @@ fn assign_range_avx2(points: &[f32], panel: &Panel, codes: &mut [u32], distances
         7 => avx2::assign_fixed::<7>(points, panel, codes, distances),
         8 => avx2::assign_fixed::<8>(points, panel, codes, distances),
         _ => assign_range_plain(points, panel, codes, distances),
+    }
+}
+
+/// The AVX-512 kernel: one register holds a block of 16 centroids, and two points go through each
+/// block together (two independent dependency chains, shared loads of the block). Same operations in
+/// the same order as [`assign_fixed`], so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{pairwise_sum, Panel, LANES};
+    use std::arch::x86_64::*;
+
+    const _: () = assert!(
+        LANES == 16,
+        "the kernel holds a block in one 16-lane register"
+    );
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn assign_range(
+        points: &[f32],
+        panel: &Panel,
+        codes: &mut [u32],
+        distances: &mut [f32],
+    ) {
+        match panel.dim {
+            2 => assign_fixed::<2>(points, panel, codes, distances),
+            3 => assign_fixed::<3>(points, panel, codes, distances),
+            4 => assign_fixed::<4>(points, panel, codes, distances),
+            5 => assign_fixed::<5>(points, panel, codes, distances),
+            6 => assign_fixed::<6>(points, panel, codes, distances),
+            7 => assign_fixed::<7>(points, panel, codes, distances),
+            8 => assign_fixed::<8>(points, panel, codes, distances),
+            _ => unreachable!("the caller checks 2 <= dim <= 8"),
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn assign_fixed<const D: usize>(
+        points: &[f32],
+        panel: &Panel,
+        codes: &mut [u32],
+        distances: &mut [f32],
+    ) {
+        let n = codes.len();
+        let pairs = n / 2;
+        for i in 0..pairs {
+            let (a, b) = (2 * i, 2 * i + 1);
+            let results = nearest::<D, 2>(
+                [&points[a * D..(a + 1) * D], &points[b * D..(b + 1) * D]],
+                panel,
+            );
+            (codes[a], distances[a]) = results[0];
+            (codes[b], distances[b]) = results[1];
+        }
+        if n % 2 == 1 {
+            let a = n - 1;
+            (codes[a], distances[a]) = nearest::<D, 1>([&points[a * D..(a + 1) * D]], panel)[0];
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn nearest<const D: usize, const P: usize>(
+        points: [&[f32]; P],
+        panel: &Panel,
+    ) -> [(u32, f32); P] {
+        assert_eq!(panel.coords.len(), panel.blocks * D * LANES);
+        assert_eq!(panel.norms.len(), panel.blocks * LANES);
+        let mut x = [[_mm512_setzero_ps(); D]; P];
+        for (xp, p) in x.iter_mut().zip(points) {
+            for (xd, &v) in xp.iter_mut().zip(p) {
+                *xd = _mm512_set1_ps(v);
+            }
+        }
+        let mut best = [_mm512_set1_ps(f32::INFINITY); P];
+        let mut best_block = [_mm512_setzero_ps(); P];
+        let mut block = _mm512_setzero_ps();
+        let one = _mm512_set1_ps(1.0);
+        for b in 0..panel.blocks {
+            // SAFETY: block b's norms are LANES floats at b*LANES and its coordinates D*LANES
+            // floats at b*D*LANES; the lengths are asserted above. Unaligned loads.
+            unsafe {
+                let norms = _mm512_loadu_ps(panel.norms.as_ptr().add(b * LANES));
+                let coords = panel.coords.as_ptr().add(b * D * LANES);
+                let mut rows = [_mm512_setzero_ps(); D];
+                for (d, row) in rows.iter_mut().enumerate() {
+                    *row = _mm512_loadu_ps(coords.add(d * LANES));
+                }
+                for p in 0..P {
+                    let mut terms = [_mm512_setzero_ps(); D];
+                    for d in 0..D {
+                        terms[d] = _mm512_mul_ps(x[p][d], rows[d]);
+                    }
+                    let dot = pairwise_sum(&mut terms, |a, b| _mm512_add_ps(a, b));
+                    let acc = _mm512_add_ps(norms, dot);
+                    let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(acc, best[p]);
+                    best[p] = _mm512_mask_blend_ps(better, best[p], acc);
+                    best_block[p] = _mm512_mask_blend_ps(better, best_block[p], block);
+                }
+            }
+            block = _mm512_add_ps(block, one);
+        }
+        // The reduction of `reduce_lanes` in registers: the smallest value, then the lowest
+        // centroid index (exact in f32 below 2^24) among the lanes holding it.
+        let lane_index = _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        );
+        let lanes = _mm512_set1_ps(LANES as f32);
+        let mut out = [(0u32, 0f32); P];
+        for p in 0..P {
+            let value = _mm512_reduce_min_ps(best[p]);
+            let mut norm = 0f32;
+            for &v in points[p] {
+                norm += v * v;
+            }
+            out[p] = if value == f32::INFINITY {
+                (0, f32::INFINITY)
+            } else {
+                let holders = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(best[p], _mm512_set1_ps(value));
+                let index = _mm512_add_ps(_mm512_mul_ps(best_block[p], lanes), lane_index);
+                let j = _mm512_mask_reduce_min_ps(holders, index);
+                (j as u32, (norm + value).max(0.0))
+            };
+        }
+        out
     }
 }
 
@@ -584,18 +712,20 @@ fn pairwise_sum<T: Copy>(terms: &mut [T], add: impl Fn(T, T) -> T) -> T {
 /// The nearest centroid over all lanes: smallest partial distance, lowest centroid index among equals.
 #[inline(always)]
 fn reduce_lanes(best: &[f32; LANES], best_block: &[f32; LANES], norm: f32) -> (u32, f32) {
-    let mut index = u32::MAX;
+    // Branch-free, so that the compiler keeps it in SIMD registers: the branches of a plain scan
+    // mispredict and cost as much as the distance computation at k = 256.
     let mut value = f32::INFINITY;
-    for l in 0..LANES {
-        let j = best_block[l] as u32 * LANES as u32 + l as u32;
-        if best[l] < value || (best[l] == value && j < index) {
-            value = best[l];
-            index = j;
-        }
+    for &v in best {
+        value = if v < value { v } else { value };
     }
-    if index == u32::MAX {
+    if value == f32::INFINITY {
         // Every partial distance overflowed to +inf (values near f32::MAX): take the first centroid.
         return (0, f32::INFINITY);
+    }
+    let mut index = u32::MAX;
+    for l in 0..LANES {
+        let j = best_block[l] as u32 * LANES as u32 + l as u32;
+        index = index.min(if best[l] == value { j } else { u32::MAX });
     }
     (index, (norm + value).max(0.0))
 }
@@ -732,6 +862,37 @@ mod tests {
         let (codes, dists) = assign(&pts, 8, &a).unwrap();
         assert_eq!(codes, codes_plain);
         assert_eq!(dists, dist_plain);
+    }
+
+    /// Every SIMD kernel this CPU has gives the plain kernel's bits, for every dimension.
+    #[test]
+    fn simd_kernels_match_the_plain_kernel() {
+        let mut rng = Rng::new(12);
+        for dim in 2..=8 {
+            let n = 301;
+            let pts: Vec<f32> = (0..n * dim).map(|_| rng.normal() as f32).collect();
+            let cb = Codebook {
+                dim,
+                centroids: (0..37 * dim).map(|_| rng.normal() as f32).collect(),
+            };
+            let panel = Panel::new(&cb);
+            let mut want = (vec![0u32; n], vec![0f32; n]);
+            assign_range_plain(&pts, &panel, &mut want.0, &mut want.1);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut got = (vec![0u32; n], vec![0f32; n]);
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present (checked).
+                    unsafe { assign_range_avx2(&pts, &panel, &mut got.0, &mut got.1) };
+                    assert_eq!(got, want, "avx2, dim {dim}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512F is present (checked).
+                    unsafe { avx512::assign_range(&pts, &panel, &mut got.0, &mut got.1) };
+                    assert_eq!(got, want, "avx512, dim {dim}");
+                }
+            }
+        }
     }
 
     #[test]
