@@ -537,8 +537,9 @@ mod tests {
             assert!(rel < last, "k {k}: relative MSE {rel} >= {last}");
             last = rel;
         }
-        // At 2 bits per weight (d4, k256) a Gaussian source cannot beat D(R) = 2^-4 = 0.0625, and
-        // a trained VQ of dimension 4 should land within a factor 2 of it.
+        // At 2 bits per weight (d4, k256) a Gaussian source cannot beat D(R) = 2^-4 = 0.0625 (on
+        // average; this is in-sample, 32 vectors per entry, so the bound is a sanity check), and a
+        // trained VQ of dimension 4 should land within a factor 2 of it (measured: 0.086).
         assert!(last > 0.0625 && last < 0.125, "relative MSE {last}");
         let plain = encode(&w, shape, &params(4, 256, false)).unwrap();
         assert!(mse(&w, &plain.reconstruction) / energy > last);
