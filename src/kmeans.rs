@@ -155,19 +155,16 @@ fn check_points(points: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
-fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = x - y;
-            d * d
-        })
-        .sum()
-}
-
 /// k-means++ (Arthur & Vassilvitskii): each new centroid is a sample point drawn with probability
 /// proportional to its squared distance to the nearest centroid so far.
+///
+/// The sample is held coordinate by coordinate (one row of `m` values per dimension) so that the
+/// distance update runs over points in SIMD lanes. Squared distances are also summed in f64 per
+/// block of `INIT_BLOCK` points, so that a draw walks the block sums and then one block, instead of
+/// two serial passes over the whole sample. At k = 4096 the serial version took a fifth of the
+/// encode time.
 fn init_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Codebook {
+    const INIT_BLOCK: usize = 64;
     let n = points.len() / dim;
     let per_work = (INIT_MAX_WORK / k).clamp(k, INIT_POINTS_PER_CENTROID * k);
     let m = n.min(per_work);
@@ -177,47 +174,74 @@ fn init_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Codebo
         let j = i + rng.below((n - i) as u64) as usize;
         order.swap(i, j);
     }
-    let mut sample = Vec::with_capacity(m * dim);
-    for &i in &order[..m] {
-        sample.extend_from_slice(&points[i as usize * dim..(i as usize + 1) * dim]);
+    let mut sample = vec![0f32; m * dim];
+    for (i, &p) in order[..m].iter().enumerate() {
+        for d in 0..dim {
+            sample[d * m + i] = points[p as usize * dim + d];
+        }
     }
     drop(order);
+    let sample_point = |i: usize| -> Vec<f32> { (0..dim).map(|d| sample[d * m + i]).collect() };
+
+    let blocks = m.div_ceil(INIT_BLOCK);
+    let mut nearest = vec![f32::INFINITY; m];
+    let mut block_sums = vec![0f64; blocks];
+    let mut scratch = vec![0f32; m];
+    // Lowers `nearest` to the distance to `c` and refreshes the block sums.
+    let mut add_centroid = |c: &[f32], nearest: &mut [f32], block_sums: &mut [f64]| {
+        scratch.fill(0.0);
+        for (d, &cd) in c.iter().enumerate() {
+            for (acc, &v) in scratch.iter_mut().zip(&sample[d * m..(d + 1) * m]) {
+                let t = v - cd;
+                *acc += t * t;
+            }
+        }
+        for (near, &dc) in nearest.iter_mut().zip(scratch.iter()) {
+            *near = if dc < *near { dc } else { *near };
+        }
+        for (sum, block) in block_sums.iter_mut().zip(nearest.chunks(INIT_BLOCK)) {
+            *sum = block.iter().map(|&d| d as f64).sum();
+        }
+    };
 
     let mut centroids = Vec::with_capacity(k * dim);
-    let first = rng.below(m as u64) as usize;
-    centroids.extend_from_slice(&sample[first * dim..(first + 1) * dim]);
-    let mut nearest: Vec<f32> = sample
-        .chunks_exact(dim)
-        .map(|p| squared_distance(p, &centroids[..dim]))
-        .collect();
+    let first = sample_point(rng.below(m as u64) as usize);
+    add_centroid(&first, &mut nearest, &mut block_sums);
+    centroids.extend_from_slice(&first);
     for _ in 1..k {
-        let total: f64 = nearest.iter().map(|&d| d as f64).sum();
+        let total: f64 = block_sums.iter().sum();
         let chosen = if total > 0.0 {
             let target = rng.uniform() * total;
-            let mut cumulative = 0.0f64;
-            let mut chosen = m - 1;
-            for (i, &d) in nearest.iter().enumerate() {
-                cumulative += d as f64;
-                if cumulative > target && d > 0.0 {
-                    chosen = i;
-                    break;
-                }
-            }
-            chosen
+            draw(&nearest, &block_sums, INIT_BLOCK, target)
         } else {
             // Every sample point coincides with a centroid: any point will do.
             rng.below(m as u64) as usize
         };
-        let c = &sample[chosen * dim..(chosen + 1) * dim];
-        centroids.extend_from_slice(c);
-        for (d, p) in nearest.iter_mut().zip(sample.chunks_exact(dim)) {
-            let dc = squared_distance(p, c);
-            if dc < *d {
-                *d = dc;
-            }
-        }
+        let c = sample_point(chosen);
+        add_centroid(&c, &mut nearest, &mut block_sums);
+        centroids.extend_from_slice(&c);
     }
     Codebook { dim, centroids }
+}
+
+/// The first point whose running sum of `weights` passes `target` (0 <= target < total), found
+/// through the block sums; points of weight 0 are never drawn. Falls back to the last point of
+/// positive weight when rounding leaves the target unreached.
+fn draw(weights: &[f32], block_sums: &[f64], block: usize, target: f64) -> usize {
+    let mut cumulative = 0.0f64;
+    for (b, &sum) in block_sums.iter().enumerate() {
+        if cumulative + sum > target {
+            for (i, &w) in weights[b * block..].iter().take(block).enumerate() {
+                cumulative += w as f64;
+                if cumulative > target && w > 0.0 {
+                    return b * block + i;
+                }
+            }
+        } else {
+            cumulative += sum;
+        }
+    }
+    weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)
 }
 
 /// Moves each centroid to the mean of its points (sums in f64, in point order), then gives every
@@ -733,6 +757,16 @@ fn reduce_lanes(best: &[f32; LANES], best_block: &[f32; LANES], norm: f32) -> (u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let d = x - y;
+                d * d
+            })
+            .sum()
+    }
 
     /// Points drawn around `centers` (row-major, `dim` each) with standard deviation `spread`.
     fn mixture(centers: &[f32], dim: usize, per: usize, spread: f64, seed: u64) -> Vec<f32> {
