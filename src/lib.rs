@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod entropy;
 pub mod error;
 pub mod io;
+pub mod kmeans;
 pub mod progress;
 pub mod report;
 pub mod rng;
