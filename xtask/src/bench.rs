@@ -227,6 +227,14 @@ fn row(method: &str) -> Map<String, Value> {
     m
 }
 
+/// A kernel row before any figure: the job and implementation named, for skipped and failed rows.
+fn kernel_row(job: &str, implementation: &str) -> Map<String, Value> {
+    let mut m = row(&format!("{job} {implementation}"));
+    m.insert("job".into(), json!(job));
+    m.insert("impl".into(), json!(implementation));
+    m
+}
+
 fn status_row(mut m: Map<String, Value>, status: String) -> Value {
     m.insert("status".into(), json!(status));
     Value::Object(m)
@@ -636,7 +644,7 @@ fn kernels(paths: &Paths, results: &mut Results) -> Result<(), String> {
             .join(format!("{}.rs", job.example));
         let mut lowbit_ok = false;
         if !example.is_file() {
-            let m = row(&format!("{} lowbit", job.job));
+            let m = kernel_row(job.job, "lowbit");
             let r = status_row(m, format!("skipped: examples/{}.rs missing", job.example));
             Results::push(&mut results.kernels, &mut results.failures, r);
         } else {
@@ -657,11 +665,11 @@ fn kernels(paths: &Paths, results: &mut Results) -> Result<(), String> {
         }
         let script = paths.bench_script(job.script);
         if !script.is_file() {
-            let m = row(&format!("{} reference", job.job));
+            let m = kernel_row(job.job, "reference");
             let r = status_row(m, format!("skipped: benches/{} missing", job.script));
             Results::push(&mut results.kernels, &mut results.failures, r);
         } else if !lowbit_ok || !input.is_file() {
-            let m = row(&format!("{} reference", job.job));
+            let m = kernel_row(job.job, "reference");
             let why = format!("skipped: no input ({} did not write it)", job.example);
             Results::push(
                 &mut results.kernels,
@@ -695,7 +703,7 @@ fn kernel_rows(
                     "failed: no {{\"job\":\"{job}\"}} JSON lines in the output: {}",
                     setup::tail(&ran.stdout, 3)
                 );
-                let r = status_row(row(&format!("{job} {kind}")), msg);
+                let r = status_row(kernel_row(job, kind), msg);
                 Results::push(&mut results.kernels, &mut results.failures, r);
                 return false;
             }
@@ -717,7 +725,7 @@ fn kernel_rows(
             true
         }
         Err(e) => {
-            let r = status_row(row(&format!("{job} {kind}")), format!("failed: {e}"));
+            let r = status_row(kernel_row(job, kind), format!("failed: {e}"));
             Results::push(&mut results.kernels, &mut results.failures, r);
             false
         }

@@ -365,11 +365,7 @@ fn kernels(rows: &[Value]) -> String {
             secs(num(r, "seconds")),
             error,
             versus,
-            if text(r, "job").is_empty() {
-                format!("{}: {}", text(r, "method"), status(r))
-            } else {
-                status(r)
-            },
+            status(r),
         ]);
     }
     let mut out = String::from("### Kernels (CPU)\n\n");
