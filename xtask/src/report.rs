@@ -188,7 +188,13 @@ fn rate_distortion(rows: &[Value]) -> String {
         };
         cells.push(vec![
             text(r, "method"),
-            fixed(num(r, "bits_per_weight"), 3),
+            match num(r, "bits_per_weight_tensors") {
+                Some(all) => format!(
+                    "{} ({all:.3} all tensors)",
+                    fixed(num(r, "bits_per_weight"), 3)
+                ),
+                None => fixed(num(r, "bits_per_weight"), 3),
+            },
             sci(num(r, "rel_mse")),
             fixed(num(r, "cos_mean"), 5),
             fixed(num(r, "cos_min"), 5),
@@ -216,7 +222,8 @@ fn rate_distortion(rows: &[Value]) -> String {
         &cells,
     );
     out += "\nbits/weight: lowbit = 8 x whole .lowbit file / parameters; gguf = bits per block / weights \
-            per block as llama.cpp stores them (1-D tensors and headers not counted: favours the reference). \
+            per block as llama.cpp stores them, and in brackets over all tensors (1-D tensors kept as stored, \
+            file header not counted); the comparisons use the block figure, which favours the reference. \
             gguf times are its numpy port, not llama.cpp's C code. vs reference: the cheapest reference whose \
             mean cosine lowbit matches or beats, and the difference in bits per weight.\n\n";
 
