@@ -1,0 +1,733 @@
+//! `cargo xtask bench`: lowbit measured beside the reference tools on the same input, same machine,
+//! same run (see shared/design/TARGETS.md for the rows and the targets).
+//!
+//! Three sections: rate-distortion on all-MiniLM-L6-v2 (lowbit at several bits per weight against
+//! llama.cpp's block quantizers), lossless (against zipnn and zstd), and kernels (the Rust examples
+//! `bench_svd` / `bench_kmeans` against their Python references). Every figure here is measured by
+//! the harness or by a reference script from files; nothing is taken from lowbit's own report:
+//! bits per weight come from the file size and the parameter count in the safetensors header.
+//! A row whose tool is not there yet is printed as `skipped: <why>`; a tool that is there and fails
+//! makes the row `failed: <why>` and the whole run exit non-zero.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Map, Value};
+
+use crate::report;
+use crate::setup::{self, Paths};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Section {
+    Minilm,
+    Lossless,
+    Kernels,
+}
+
+pub struct Options {
+    /// Only 4 bpw (with the Q4_0 reference beside it) and the kernels.
+    pub quick: bool,
+    pub only: Option<Section>,
+    /// Repetitions of each lowbit compress/decompress (median reported); None = 1 lossy, 3 lossless.
+    pub repeat: Option<usize>,
+    /// Also run xz -9e in the lossless section (about 4 minutes on 2 cores).
+    pub xz: bool,
+    /// Keep the compressed and restored files under target/bench/work.
+    pub keep: bool,
+}
+
+impl Options {
+    fn runs(&self, section: Section) -> bool {
+        match self.only {
+            Some(only) => only == section,
+            None => !(self.quick && section == Section::Lossless),
+        }
+    }
+}
+
+/// Bits per weight lowbit is asked for in the full run (`--quick`: 4 only).
+const LOWBIT_BPW: &[u32] = &[3, 4, 5, 7];
+/// llama.cpp block formats measured as references, highest rate first.
+const GGUF_TYPES: &[&str] = &["Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"];
+
+/// Rows gathered by the sections, written to latest.json and rendered to latest.md.
+#[derive(Default)]
+pub struct Results {
+    pub rate_distortion: Vec<Value>,
+    pub lossless: Vec<Value>,
+    pub kernels: Vec<Value>,
+    pub failures: Vec<String>,
+}
+
+impl Results {
+    /// Records a row's outcome: failures are also collected for the exit status.
+    fn push(rows: &mut Vec<Value>, failures: &mut Vec<String>, row: Value) {
+        report::print_row(&row);
+        if let Some(status) = row.get("status").and_then(Value::as_str) {
+            if status.starts_with("failed") {
+                let name = row.get("method").and_then(Value::as_str).unwrap_or("?");
+                failures.push(format!("{name}: {status}"));
+            }
+        }
+        rows.push(row);
+    }
+}
+
+/// The lowbit CLI, or why there is none to measure yet.
+enum Lowbit {
+    Ready(PathBuf),
+    Missing(String),
+}
+
+pub fn run(options: &Options) -> Result<i32, String> {
+    let paths = Paths::resolve()?;
+    fs::create_dir_all(paths.work()).map_err(|e| format!("{}: {e}", paths.work().display()))?;
+
+    println!("[1/4] real data: {}", paths.data.display());
+    setup::fetch_data(&paths)?;
+
+    println!(
+        "[2/4] python venv with the reference tools: {}",
+        paths.venv.display()
+    );
+    setup::ensure_venv(&paths)?;
+    let python_env = setup::python_versions(&paths)?;
+    println!("  {python_env}");
+    let machine = setup::machine(&paths);
+    println!("  {machine}");
+
+    let needs_lowbit = options.runs(Section::Minilm) || options.runs(Section::Lossless);
+    let lowbit = if needs_lowbit {
+        println!("[3/4] building lowbit (release)");
+        prepare_lowbit(&paths)
+    } else {
+        Lowbit::Missing("not needed".into())
+    };
+    if let Lowbit::Missing(why) = &lowbit {
+        println!("  lowbit rows will be skipped: {why}");
+    }
+
+    println!("[4/4] measuring");
+    let mut results = Results::default();
+    if options.runs(Section::Minilm) {
+        println!("== rate-distortion: all-MiniLM-L6-v2");
+        minilm(&paths, options, &lowbit, &mut results)?;
+    }
+    if options.runs(Section::Lossless) {
+        println!("== lossless: all-MiniLM-L6-v2, fp32 and bf16");
+        lossless(&paths, options, &lowbit, &mut results)?;
+    }
+    if options.runs(Section::Kernels) {
+        println!("== kernels");
+        kernels(&paths, &mut results)?;
+    }
+
+    let document = json!({
+        "machine": machine,
+        "python": python_env,
+        "options": {
+            "quick": options.quick,
+            "only": options.only.map(|s| format!("{s:?}").to_lowercase()),
+            "repeat": options.repeat,
+            "xz": options.xz,
+        },
+        "rate_distortion": results.rate_distortion,
+        "lossless": results.lossless,
+        "kernels": results.kernels,
+        "failures": results.failures,
+    });
+    let markdown = report::markdown(&document);
+    let json_path = paths.out.join("latest.json");
+    let md_path = paths.out.join("latest.md");
+    let pretty = serde_json::to_string_pretty(&document).map_err(|e| e.to_string())?;
+    fs::write(&json_path, pretty + "\n").map_err(|e| format!("{}: {e}", json_path.display()))?;
+    fs::write(&md_path, &markdown).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    println!("\n{markdown}");
+    println!("wrote {} and {}", md_path.display(), json_path.display());
+    if results.failures.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("{} row(s) failed:", results.failures.len());
+        for f in &results.failures {
+            eprintln!("  {f}");
+        }
+        Ok(1)
+    }
+}
+
+/// Builds the lowbit binary (or takes `$LOWBIT_BIN`, for trying the harness against another build)
+/// and checks that it has the `compress` command with `--bpw`.
+fn prepare_lowbit(paths: &Paths) -> Lowbit {
+    let binary = match std::env::var_os("LOWBIT_BIN") {
+        Some(bin) => {
+            println!("  using LOWBIT_BIN={}", PathBuf::from(&bin).display());
+            PathBuf::from(bin)
+        }
+        None => {
+            let manifest = paths.root.join("Cargo.toml");
+            let build = setup::run(
+                Command::new("cargo")
+                    .args(["build", "--release", "--bin", "lowbit", "--manifest-path"])
+                    .arg(&manifest),
+            );
+            if let Err(e) = build {
+                return Lowbit::Missing(format!("lowbit binary missing (build failed: {e})"));
+            }
+            match target_dir(&manifest) {
+                Ok(dir) => dir.join("release").join("lowbit"),
+                Err(e) => return Lowbit::Missing(e),
+            }
+        }
+    };
+    if !binary.is_file() {
+        return Lowbit::Missing(format!("lowbit binary missing ({})", binary.display()));
+    }
+    // The skeleton's binary builds but does nothing: only a CLI that documents `--bpw` is measured.
+    match setup::run(Command::new(&binary).args(["compress", "--help"])) {
+        Ok(ran) if ran.stdout.contains("--bpw") || ran.stderr.contains("--bpw") => {
+            Lowbit::Ready(binary)
+        }
+        Ok(_) => Lowbit::Missing("lowbit CLI has no `compress --bpw` yet".into()),
+        Err(e) => Lowbit::Missing(format!("lowbit CLI has no `compress` command yet ({e})")),
+    }
+}
+
+/// Cargo's target directory for lowbit (honours CARGO_TARGET_DIR and .cargo/config.toml).
+fn target_dir(manifest: &Path) -> Result<PathBuf, String> {
+    let ran = setup::run(
+        Command::new("cargo")
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--manifest-path",
+            ])
+            .arg(manifest),
+    )?;
+    let meta: Value =
+        serde_json::from_str(&ran.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    meta.get("target_directory")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata has no target_directory".into())
+}
+
+fn python(paths: &Paths) -> Command {
+    let mut cmd = Command::new(paths.python());
+    // torch (imported by zipnn and gguf) warns on import; the warnings are noise in failure messages.
+    cmd.env("PYTHONWARNINGS", "ignore");
+    cmd
+}
+
+fn row(method: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("method".into(), json!(method));
+    m
+}
+
+/// A kernel row before any figure: the job and implementation named, for skipped and failed rows.
+fn kernel_row(job: &str, implementation: &str) -> Map<String, Value> {
+    let mut m = row(&format!("{job} {implementation}"));
+    m.insert("job".into(), json!(job));
+    m.insert("impl".into(), json!(implementation));
+    m
+}
+
+fn status_row(mut m: Map<String, Value>, status: String) -> Value {
+    m.insert("status".into(), json!(status));
+    Value::Object(m)
+}
+
+/// Downstream and weight-space quality of a restored MiniLM: relmse.py + minilm_eval.py.
+fn evaluate(paths: &Paths, restored: &Path, into: &mut Map<String, Value>) -> Result<(), String> {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let ran = setup::run(
+        python(paths)
+            .arg(paths.bench_script("relmse.py"))
+            .arg(&model)
+            .arg(restored),
+    )?;
+    let mse = setup::json_lines(&ran.stdout)
+        .into_iter()
+        .next()
+        .ok_or("relmse.py printed no JSON")?;
+    into.insert("rel_mse".into(), mse["rel_mse"].clone());
+    into.insert(
+        "max_tensor_rel_mse".into(),
+        mse["max_tensor_rel_mse"].clone(),
+    );
+    into.insert("max_tensor".into(), mse["max_tensor"].clone());
+    let ran = setup::run(
+        python(paths)
+            .arg(paths.shared.join("tools").join("minilm_eval.py"))
+            .arg(paths.minilm_dir())
+            .arg(restored),
+    )?;
+    // Output: "sentences=256 cos_mean=0.96145 cos_min=0.91966 nn_agreement=0.660"
+    let line = ran
+        .stdout
+        .lines()
+        .find(|l| l.contains("cos_mean="))
+        .ok_or_else(|| {
+            format!(
+                "minilm_eval.py printed no figures: {}",
+                setup::tail(&ran.stdout, 3)
+            )
+        })?;
+    for pair in line.split_whitespace() {
+        if let Some((key, value)) = pair.split_once('=') {
+            let number: f64 = value
+                .parse()
+                .map_err(|_| format!("minilm_eval.py: cannot read {pair}"))?;
+            into.insert(key.to_string(), json!(number));
+        }
+    }
+    for key in ["cos_mean", "cos_min", "nn_agreement"] {
+        if !into.contains_key(key) {
+            return Err(format!("minilm_eval.py output lacks {key}: {line}"));
+        }
+    }
+    Ok(())
+}
+
+fn remove(paths: &[&Path], options: &Options) {
+    if !options.keep {
+        for p in paths {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn minilm(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let count = setup::count_parameters(&model)?;
+    println!(
+        "  {}: {} parameters in {} tensors",
+        model.display(),
+        count.parameters,
+        count.tensors
+    );
+    let work = paths.work();
+    let bpws: &[u32] = if options.quick { &[4] } else { LOWBIT_BPW };
+    let repeat = options.repeat.unwrap_or(1).max(1);
+    for &bpw in bpws {
+        let method = format!("lowbit --bpw {bpw}");
+        let mut m = row(&method);
+        m.insert("kind".into(), json!("lowbit"));
+        m.insert("bpw_requested".into(), json!(bpw));
+        let bin = match lowbit {
+            Lowbit::Ready(bin) => bin,
+            Lowbit::Missing(why) => {
+                let r = status_row(m, format!("skipped: {why}"));
+                Results::push(&mut results.rate_distortion, &mut results.failures, r);
+                continue;
+            }
+        };
+        let packed = work.join(format!("minilm-bpw{bpw}.lowbit"));
+        let restored = work.join(format!("minilm-bpw{bpw}.restored.safetensors"));
+        let outcome = lowbit_round_trip(
+            bin,
+            &model,
+            &packed,
+            &restored,
+            &["--bpw", &bpw.to_string()],
+            repeat,
+            &mut m,
+        )
+        .and_then(|()| {
+            let size = setup::file_size(&packed)?;
+            m.insert("compressed_bytes".into(), json!(size));
+            m.insert(
+                "bits_per_weight".into(),
+                json!(8.0 * size as f64 / count.parameters as f64),
+            );
+            let back = setup::count_parameters(&restored)?;
+            if back.parameters != count.parameters || back.tensors != count.tensors {
+                return Err(format!(
+                    "restored file has {} parameters in {} tensors, the original {} in {}",
+                    back.parameters, back.tensors, count.parameters, count.tensors
+                ));
+            }
+            evaluate(paths, &restored, &mut m)
+        });
+        remove(&[&packed, &restored], options);
+        let r = match outcome {
+            Ok(()) => status_row(m, "ok".into()),
+            Err(e) => status_row(m, format!("failed: {e}")),
+        };
+        Results::push(&mut results.rate_distortion, &mut results.failures, r);
+    }
+
+    let types: Vec<&str> = if options.quick {
+        vec!["Q4_0"]
+    } else {
+        GGUF_TYPES.to_vec()
+    };
+    let gguf_dir = work.join("gguf");
+    let ran = setup::run(
+        python(paths)
+            .arg(paths.bench_script("gguf_reference.py"))
+            .arg(&model)
+            .arg(&gguf_dir)
+            .arg("--types")
+            .arg(types.join(",")),
+    );
+    let lines = match ran {
+        Ok(ran) => setup::json_lines(&ran.stdout),
+        Err(e) => {
+            let r = status_row(row("gguf reference"), format!("failed: {e}"));
+            Results::push(&mut results.rate_distortion, &mut results.failures, r);
+            return Ok(());
+        }
+    };
+    for line in lines {
+        let type_name = line["type"].as_str().unwrap_or("?").to_string();
+        let mut m = row(&format!("gguf {type_name}"));
+        m.insert("kind".into(), json!("reference"));
+        m.insert(
+            "bits_per_weight".into(),
+            line["bits_per_weight_format"].clone(),
+        );
+        m.insert(
+            "bits_per_weight_tensors".into(),
+            line["bits_per_weight_tensors"].clone(),
+        );
+        m.insert("quantize_seconds".into(), line["quantize_seconds"].clone());
+        m.insert(
+            "dequantize_seconds".into(),
+            line["dequantize_seconds"].clone(),
+        );
+        let restored = PathBuf::from(line["restored"].as_str().unwrap_or_default());
+        let r = match evaluate(paths, &restored, &mut m) {
+            Ok(()) => status_row(m, "ok".into()),
+            Err(e) => status_row(m, format!("failed: {e}")),
+        };
+        remove(&[&restored], options);
+        Results::push(&mut results.rate_distortion, &mut results.failures, r);
+    }
+    Ok(())
+}
+
+/// `lowbit compress INPUT -o PACKED ARGS --quiet` then `lowbit decompress PACKED -o RESTORED --quiet`,
+/// `repeat` times; median wall times go into `m`.
+fn lowbit_round_trip(
+    bin: &Path,
+    input: &Path,
+    packed: &Path,
+    restored: &Path,
+    args: &[&str],
+    repeat: usize,
+    m: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let mut compress = Vec::new();
+    let mut decompress = Vec::new();
+    for _ in 0..repeat {
+        let _ = fs::remove_file(packed);
+        let _ = fs::remove_file(restored);
+        let c = setup::run(
+            Command::new(bin)
+                .arg("compress")
+                .arg(input)
+                .arg("-o")
+                .arg(packed)
+                .args(args)
+                .arg("--quiet"),
+        )?;
+        if !packed.is_file() {
+            return Err(format!(
+                "compress exited 0 but wrote no {}",
+                packed.display()
+            ));
+        }
+        let d = setup::run(
+            Command::new(bin)
+                .arg("decompress")
+                .arg(packed)
+                .arg("-o")
+                .arg(restored)
+                .arg("--quiet"),
+        )?;
+        if !restored.is_file() {
+            return Err(format!(
+                "decompress exited 0 but wrote no {}",
+                restored.display()
+            ));
+        }
+        compress.push(c.seconds);
+        decompress.push(d.seconds);
+    }
+    m.insert("compress_seconds".into(), json!(setup::median(&compress)));
+    m.insert(
+        "decompress_seconds".into(),
+        json!(setup::median(&decompress)),
+    );
+    m.insert("repeat".into(), json!(repeat));
+    Ok(())
+}
+
+fn lossless(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    let fp32 = paths.minilm_dir().join("model.safetensors");
+    let work = paths.work();
+    let bf16 = work.join("minilm-bf16.safetensors");
+    if !bf16.is_file() {
+        setup::run(
+            python(paths)
+                .arg(paths.bench_script("cast_bf16.py"))
+                .arg(&fp32)
+                .arg(&bf16),
+        )?;
+    }
+    let repeat = options.repeat.unwrap_or(3).max(1);
+    let inputs = [("fp32", &fp32, "float32"), ("bf16", &bf16, "bfloat16")];
+    for (label, input, dtype) in inputs {
+        let original_size = setup::file_size(input)?;
+        // lowbit
+        let mut m = row("lowbit --method lossless");
+        m.insert("kind".into(), json!("lowbit"));
+        m.insert("input".into(), json!(label));
+        m.insert("input_bytes".into(), json!(original_size));
+        let r = match lowbit {
+            Lowbit::Missing(why) => status_row(m, format!("skipped: {why}")),
+            Lowbit::Ready(bin) => {
+                let packed = work.join(format!("minilm-{label}.lossless.lowbit"));
+                let restored = work.join(format!("minilm-{label}.lossless.safetensors"));
+                let outcome = lowbit_round_trip(
+                    bin,
+                    input,
+                    &packed,
+                    &restored,
+                    &["--method", "lossless"],
+                    repeat,
+                    &mut m,
+                )
+                .and_then(|()| {
+                    let size = setup::file_size(&packed)?;
+                    m.insert("compressed_bytes".into(), json!(size));
+                    m.insert("ratio".into(), json!(original_size as f64 / size as f64));
+                    let same = setup::sha256(input)? == setup::sha256(&restored)?;
+                    m.insert("round_trip".into(), json!(same));
+                    if same {
+                        Ok(())
+                    } else {
+                        Err("restored file differs from the original (sha256)".into())
+                    }
+                });
+                remove(&[&packed, &restored], options);
+                match outcome {
+                    Ok(()) => status_row(m, "ok".into()),
+                    Err(e) => status_row(m, format!("failed: {e}")),
+                }
+            }
+        };
+        Results::push(&mut results.lossless, &mut results.failures, r);
+
+        // zipnn
+        let ran = setup::run(
+            python(paths)
+                .arg(paths.bench_script("zipnn_reference.py"))
+                .arg(input)
+                .args(["--dtype", dtype, "--repeat", &repeat.to_string()]),
+        );
+        reference_rows(ran, "zipnn", label, results);
+
+        // zstd (and xz): -19 and xz take minutes, so on the fp32 file only.
+        let mut cmd = python(paths);
+        cmd.arg(paths.bench_script("zstd_reference.py")).arg(input);
+        if label == "fp32" {
+            cmd.args(["--levels", "3,19"]);
+            if options.xz {
+                cmd.arg("--xz");
+            }
+        } else {
+            cmd.args(["--levels", "3"]);
+        }
+        reference_rows(setup::run(&mut cmd), "zstd", label, results);
+    }
+    if !options.keep {
+        let _ = fs::remove_file(&bf16);
+    }
+    Ok(())
+}
+
+/// Turns a lossless reference script's JSON lines into rows (one failed row if it crashed).
+fn reference_rows(ran: Result<setup::Ran, String>, what: &str, input: &str, results: &mut Results) {
+    match ran {
+        Ok(ran) => {
+            let lines = setup::json_lines(&ran.stdout);
+            if lines.is_empty() {
+                let msg = format!("failed: printed no JSON: {}", setup::tail(&ran.stderr, 3));
+                let r = status_row(row(what), msg);
+                Results::push(&mut results.lossless, &mut results.failures, r);
+            }
+            for line in lines {
+                let mut m = row(line["reference"].as_str().unwrap_or(what));
+                m.insert("kind".into(), json!("reference"));
+                m.insert("input".into(), json!(input));
+                for key in [
+                    "input_bytes",
+                    "compressed_bytes",
+                    "ratio",
+                    "compress_seconds",
+                    "decompress_seconds",
+                    "repeat",
+                    "threads",
+                    "round_trip",
+                ] {
+                    if let Some(v) = line.get(key) {
+                        m.insert(key.into(), v.clone());
+                    }
+                }
+                let ok = line["round_trip"].as_bool() == Some(true);
+                let status = if ok {
+                    "ok".to_string()
+                } else {
+                    "failed: round trip differs".to_string()
+                };
+                Results::push(
+                    &mut results.lossless,
+                    &mut results.failures,
+                    status_row(m, status),
+                );
+            }
+        }
+        Err(e) => {
+            let r = status_row(row(&format!("{what} ({input})")), format!("failed: {e}"));
+            Results::push(&mut results.lossless, &mut results.failures, r);
+        }
+    }
+}
+
+/// One kernel job: the Rust example writes the input to a file and times lowbit; the Python
+/// reference times the reference tools on that same file.
+struct KernelJob {
+    job: &'static str,
+    example: &'static str,
+    script: &'static str,
+    /// Arguments after the input path: rows and columns (svd) or points and dimension (kmeans).
+    shape: [&'static str; 2],
+}
+
+const KERNEL_JOBS: &[KernelJob] = &[
+    KernelJob {
+        job: "svd",
+        example: "bench_svd",
+        script: "svd_reference.py",
+        shape: ["768", "3072"],
+    },
+    KernelJob {
+        job: "kmeans",
+        example: "bench_kmeans",
+        script: "kmeans_reference.py",
+        shape: ["100000", "8"],
+    },
+];
+
+fn kernels(paths: &Paths, results: &mut Results) -> Result<(), String> {
+    for job in KERNEL_JOBS {
+        let input = paths.work().join(format!("{}.f32", job.job));
+        let _ = fs::remove_file(&input);
+        let example = paths
+            .root
+            .join("examples")
+            .join(format!("{}.rs", job.example));
+        let mut lowbit_ok = false;
+        if !example.is_file() {
+            let m = kernel_row(job.job, "lowbit");
+            let r = status_row(m, format!("skipped: examples/{}.rs missing", job.example));
+            Results::push(&mut results.kernels, &mut results.failures, r);
+        } else {
+            let ran = setup::run(
+                Command::new("cargo")
+                    .current_dir(&paths.root)
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--release",
+                        "--example",
+                        job.example,
+                        "--",
+                    ])
+                    .arg(&input),
+            );
+            lowbit_ok = kernel_rows(ran, job.job, "lowbit", results);
+        }
+        let script = paths.bench_script(job.script);
+        if !script.is_file() {
+            let m = kernel_row(job.job, "reference");
+            let r = status_row(m, format!("skipped: benches/{} missing", job.script));
+            Results::push(&mut results.kernels, &mut results.failures, r);
+        } else if !lowbit_ok || !input.is_file() {
+            let m = kernel_row(job.job, "reference");
+            let why = format!("skipped: no input ({} did not write it)", job.example);
+            Results::push(
+                &mut results.kernels,
+                &mut results.failures,
+                status_row(m, why),
+            );
+        } else {
+            let ran = setup::run(python(paths).arg(&script).arg(&input).args(job.shape));
+            kernel_rows(ran, job.job, "reference", results);
+        }
+        let _ = fs::remove_file(&input);
+    }
+    Ok(())
+}
+
+/// Rows from a kernel program's JSON lines; true if at least one row came out.
+fn kernel_rows(
+    ran: Result<setup::Ran, String>,
+    job: &str,
+    kind: &str,
+    results: &mut Results,
+) -> bool {
+    match ran {
+        Ok(ran) => {
+            let lines: Vec<Value> = setup::json_lines(&ran.stdout)
+                .into_iter()
+                .filter(|l| l.get("job").and_then(Value::as_str) == Some(job))
+                .collect();
+            if lines.is_empty() {
+                let msg = format!(
+                    "failed: no {{\"job\":\"{job}\"}} JSON lines in the output: {}",
+                    setup::tail(&ran.stdout, 3)
+                );
+                let r = status_row(kernel_row(job, kind), msg);
+                Results::push(&mut results.kernels, &mut results.failures, r);
+                return false;
+            }
+            for line in lines {
+                let Value::Object(mut m) = line else { continue };
+                let implementation = m
+                    .get("impl")
+                    .and_then(Value::as_str)
+                    .unwrap_or(kind)
+                    .to_string();
+                m.insert("method".into(), json!(format!("{job} {implementation}")));
+                m.insert("kind".into(), json!(kind));
+                Results::push(
+                    &mut results.kernels,
+                    &mut results.failures,
+                    status_row(m, "ok".into()),
+                );
+            }
+            true
+        }
+        Err(e) => {
+            let r = status_row(kernel_row(job, kind), format!("failed: {e}"));
+            Results::push(&mut results.kernels, &mut results.failures, r);
+            false
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! lowbit's project chores, run as `cargo xtask <command>` (alias in .cargo/config.toml).
+//!
+//! Only `bench` for now. This crate is not part of lowbit's build: it has its own workspace, lock
+//! file and target directory, and depends on serde_json alone.
+
+mod bench;
+mod report;
+mod setup;
+
+use bench::{Options, Section};
+
+const USAGE: &str = "\
+usage: cargo xtask bench [--quick] [--only minilm|lossless|kernels] [--repeat N] [--xz] [--keep]
+
+  bench     lowbit beside the reference tools on the same data and machine (shared/design/TARGETS.md):
+            rate-distortion on all-MiniLM-L6-v2 (lowbit at 3, 4, 5, 7 bpw vs gguf Q8_0..Q4_0),
+            lossless (lowbit vs zipnn and zstd, fp32 and bf16), kernels (SVD, k-means examples vs
+            scikit-learn / numpy / faiss). Writes target/bench/latest.md and target/bench/latest.json.
+            First run: fetches the real data and creates target/bench-venv (several GB, minutes).
+
+  --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
+  --only S  one section: minilm, lossless or kernels
+  --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
+  --xz      add xz -9e to the lossless references (about 4 minutes more)
+  --keep    keep compressed and restored files in target/bench/work
+
+environment: LOWBIT_DATA (data dir, default ~/.cache/lowbit-data), LOWBIT_SHARED (default ../shared),
+             LOWBIT_BIN (measure this lowbit binary instead of building one)";
+
+fn parse_bench(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        only: None,
+        repeat: None,
+        xz: false,
+        keep: false,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--quick" => options.quick = true,
+            "--xz" => options.xz = true,
+            "--keep" => options.keep = true,
+            "--only" => {
+                i += 1;
+                options.only = Some(match args.get(i).map(String::as_str) {
+                    Some("minilm") => Section::Minilm,
+                    Some("lossless") => Section::Lossless,
+                    Some("kernels") => Section::Kernels,
+                    other => {
+                        return Err(format!(
+                            "--only takes minilm, lossless or kernels, not {other:?}"
+                        ))
+                    }
+                });
+            }
+            "--repeat" => {
+                i += 1;
+                let n = args
+                    .get(i)
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or("--repeat takes a positive integer")?;
+                options.repeat = Some(n);
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+        i += 1;
+    }
+    Ok(options)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("bench") => match parse_bench(&args[1..]) {
+            Ok(options) => match bench::run(&options) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}\n\n{USAGE}");
+                2
+            }
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            0
+        }
+        Some(other) => {
+            eprintln!("error: unknown command {other}\n\n{USAGE}");
+            2
+        }
+        None => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

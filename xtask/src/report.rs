@@ -1,0 +1,419 @@
+//! Renders the benchmark results (the JSON document of `bench.rs`) as markdown tables, lowbit rows
+//! beside the reference rows with the comparison the targets are stated in (TARGETS.md).
+//!
+//! Pure formatting: no figure is computed here except ratios and differences of measured figures.
+
+use serde_json::Value;
+
+/// Downstream targets of TARGETS.md section 1: each reference's quality at 1.5 fewer bits per weight
+/// (whole file). (reference it derives from, minimum mean cosine, maximum bits per weight).
+const RATE_TARGETS: &[(&str, f64, f64)] = &[
+    ("Q8_0", 0.9998, 7.0),
+    ("Q5_0", 0.9895, 4.0),
+    ("Q4_0", 0.9615, 3.0),
+];
+
+fn num(row: &Value, key: &str) -> Option<f64> {
+    row.get(key).and_then(Value::as_f64)
+}
+
+fn text(row: &Value, key: &str) -> String {
+    match row.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}")).unwrap_or_default()
+}
+
+fn sci(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2e}")).unwrap_or_default()
+}
+
+/// Seconds with 3 significant figures or so: 0.0123, 0.456, 12.3, 123.
+fn secs(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x < 1.0 => format!("{x:.3}"),
+        Some(x) if x < 100.0 => format!("{x:.2}"),
+        Some(x) => format!("{x:.0}"),
+        None => String::new(),
+    }
+}
+
+fn is_ok(row: &Value) -> bool {
+    row.get("status").and_then(Value::as_str) == Some("ok")
+}
+
+fn is_lowbit(row: &Value) -> bool {
+    row.get("kind").and_then(Value::as_str) == Some("lowbit")
+}
+
+/// Status cell: "ok", or the reason shortened to one table cell.
+fn status(row: &Value) -> String {
+    let s = text(row, "status").replace('|', "/").replace('\n', " ");
+    if s.chars().count() > 160 {
+        let cut: String = s.chars().take(157).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    out += &format!("|{}\n", "---|".repeat(headers.len()));
+    for r in rows {
+        out += &format!("| {} |\n", r.join(" | "));
+    }
+    out
+}
+
+/// One line per finished row on the terminal while the run goes on.
+pub fn print_row(row: &Value) {
+    let mut parts = vec![text(row, "method")];
+    for key in [
+        "input",
+        "bits_per_weight",
+        "rel_mse",
+        "cos_mean",
+        "cos_min",
+        "nn_agreement",
+        "ratio",
+        "power_iters",
+        "seconds",
+        "rel_error",
+        "mse",
+        "compress_seconds",
+        "decompress_seconds",
+    ] {
+        if let Some(v) = row.get(key) {
+            parts.push(format!("{key}={v}"));
+        }
+    }
+    parts.push(format!("[{}]", text(row, "status")));
+    println!("  -> {}", parts.join(" "));
+}
+
+pub fn markdown(doc: &Value) -> String {
+    let machine = &doc["machine"];
+    let python = &doc["python"];
+    let mut out = String::new();
+    out += &format!(
+        "## Run of {} (commit {}{})\n\n",
+        text(machine, "date"),
+        text(machine, "git_commit")
+            .chars()
+            .take(12)
+            .collect::<String>(),
+        if machine["git_dirty"].as_bool() == Some(true) {
+            ", with uncommitted changes"
+        } else {
+            ""
+        }
+    );
+    out += &format!(
+        "Machine: {} ({} logical CPUs), {:.1} GiB memory, {}; {}.  \n",
+        text(machine, "cpu_model"),
+        text(machine, "nproc"),
+        num(machine, "memory_gib").unwrap_or(f64::NAN),
+        text(machine, "os"),
+        text(machine, "rustc"),
+    );
+    let packages = python["packages"]
+        .as_object()
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("-")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    out += &format!(
+        "Python {}: {}; numpy BLAS: {}; OPENBLAS_CORETYPE={}.  \n",
+        text(python, "python"),
+        packages,
+        blas(python),
+        text(python, "OPENBLAS_CORETYPE"),
+    );
+    out += &format!("Options: {}.\n\n", doc["options"]);
+
+    let rd = doc["rate_distortion"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !rd.is_empty() {
+        out += &rate_distortion(&rd);
+    }
+    let ll = doc["lossless"].as_array().cloned().unwrap_or_default();
+    if !ll.is_empty() {
+        out += &lossless(&ll);
+    }
+    let k = doc["kernels"].as_array().cloned().unwrap_or_default();
+    if !k.is_empty() {
+        out += &kernels(&k);
+    }
+    out
+}
+
+fn blas(python: &Value) -> String {
+    match &python["blas"] {
+        Value::Array(libs) => libs
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} ({} threads, {})",
+                    text(l, "internal_api"),
+                    text(l, "version"),
+                    text(l, "num_threads"),
+                    text(l, "architecture")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn rate_distortion(rows: &[Value]) -> String {
+    let references: Vec<&Value> = rows.iter().filter(|r| !is_lowbit(r) && is_ok(r)).collect();
+    let mut cells = Vec::new();
+    for r in rows {
+        let versus = if is_lowbit(r) && is_ok(r) {
+            versus_reference(r, &references)
+        } else {
+            String::new()
+        };
+        cells.push(vec![
+            text(r, "method"),
+            match num(r, "bits_per_weight_tensors") {
+                Some(all) => format!(
+                    "{} ({all:.3} all tensors)",
+                    fixed(num(r, "bits_per_weight"), 3)
+                ),
+                None => fixed(num(r, "bits_per_weight"), 3),
+            },
+            sci(num(r, "rel_mse")),
+            fixed(num(r, "cos_mean"), 5),
+            fixed(num(r, "cos_min"), 5),
+            fixed(num(r, "nn_agreement"), 3),
+            secs(num(r, "compress_seconds").or(num(r, "quantize_seconds"))),
+            secs(num(r, "decompress_seconds").or(num(r, "dequantize_seconds"))),
+            versus,
+            status(r),
+        ]);
+    }
+    let mut out = String::from("### Rate-distortion: all-MiniLM-L6-v2\n\n");
+    out += &table(
+        &[
+            "method",
+            "bits/weight",
+            "rel. MSE (2-D)",
+            "cos mean",
+            "cos min",
+            "NN kept",
+            "compress s",
+            "decompress s",
+            "vs reference",
+            "status",
+        ],
+        &cells,
+    );
+    out += "\nbits/weight: lowbit = 8 x whole .lowbit file / parameters; gguf = bits per block / weights \
+            per block as llama.cpp stores them, and in brackets over all tensors (1-D tensors kept as stored, \
+            file header not counted); the comparisons use the block figure, which favours the reference. \
+            gguf times are its numpy port, not llama.cpp's C code. vs reference: the cheapest reference whose \
+            mean cosine lowbit matches or beats, and the difference in bits per weight.\n\n";
+
+    let lowbit_ok: Vec<&Value> = rows.iter().filter(|r| is_lowbit(r) && is_ok(r)).collect();
+    let mut target_cells = Vec::new();
+    for &(reference, min_cos, max_bpw) in RATE_TARGETS {
+        let best = lowbit_ok
+            .iter()
+            .filter(|r| num(r, "bits_per_weight").is_some_and(|b| b <= max_bpw))
+            .filter_map(|r| num(r, "cos_mean").map(|c| (c, *r)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let (row_name, bpw, cos, met) = match best {
+            Some((c, r)) => (
+                text(r, "method"),
+                fixed(num(r, "bits_per_weight"), 3),
+                format!("{c:.5}"),
+                if c >= min_cos { "yes" } else { "no" }.to_string(),
+            ),
+            None => (
+                "no lowbit row at this rate".into(),
+                String::new(),
+                String::new(),
+                "not measured".into(),
+            ),
+        };
+        target_cells.push(vec![
+            format!("cos mean >= {min_cos} at <= {max_bpw} bpw ({reference} - 1.5 bits)"),
+            row_name,
+            bpw,
+            cos,
+            met,
+        ]);
+    }
+    out += &table(
+        &[
+            "target (TARGETS.md section 1)",
+            "best lowbit row at that rate",
+            "bits/weight",
+            "cos mean",
+            "met",
+        ],
+        &target_cells,
+    );
+    out += "\n";
+    out
+}
+
+/// "matches Q5_0 at -1.48 bpw": the cheapest reference whose mean cosine this row reaches.
+fn versus_reference(row: &Value, references: &[&Value]) -> String {
+    let (Some(cos), Some(bpw)) = (num(row, "cos_mean"), num(row, "bits_per_weight")) else {
+        return String::new();
+    };
+    let matched = references
+        .iter()
+        .filter(|r| num(r, "cos_mean").is_some_and(|c| c <= cos))
+        .filter_map(|r| num(r, "bits_per_weight").map(|b| (b, *r)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    match matched {
+        Some((ref_bpw, r)) => format!(
+            "reaches {} quality at {:+.2} bpw",
+            text(r, "method"),
+            bpw - ref_bpw
+        ),
+        None if references.is_empty() => String::new(),
+        None => "below every reference's quality".into(),
+    }
+}
+
+fn lossless(rows: &[Value]) -> String {
+    let mut cells = Vec::new();
+    for r in rows {
+        let zipnn = rows.iter().find(|z| {
+            text(z, "method") == "zipnn" && text(z, "input") == text(r, "input") && is_ok(z)
+        });
+        let versus = match (is_lowbit(r) && is_ok(r), zipnn) {
+            (true, Some(z)) => match (
+                num(r, "ratio"),
+                num(z, "ratio"),
+                num(r, "compress_seconds"),
+                num(z, "compress_seconds"),
+                num(r, "decompress_seconds"),
+                num(z, "decompress_seconds"),
+            ) {
+                (Some(a), Some(b), Some(ca), Some(cb), Some(da), Some(db)) => format!(
+                    "ratio x{:.3}, compress time x{:.2}, decompress time x{:.2}",
+                    a / b,
+                    ca / cb,
+                    da / db
+                ),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        cells.push(vec![
+            text(r, "method"),
+            text(r, "input"),
+            text(r, "input_bytes"),
+            text(r, "compressed_bytes"),
+            fixed(num(r, "ratio"), 3),
+            secs(num(r, "compress_seconds")),
+            secs(num(r, "decompress_seconds")),
+            text(r, "round_trip"),
+            versus,
+            status(r),
+        ]);
+    }
+    let mut out =
+        String::from("### Lossless: all-MiniLM-L6-v2 (fp32 file, and the same cast to bf16)\n\n");
+    out += &table(
+        &[
+            "method",
+            "input",
+            "bytes in",
+            "bytes out",
+            "ratio",
+            "compress s",
+            "decompress s",
+            "round trip",
+            "vs zipnn",
+            "status",
+        ],
+        &cells,
+    );
+    out += "\nratio = input file bytes / compressed bytes (whole files). Times: wall clock, median of the \
+            repetitions; lowbit's include process start and file I/O, the references' are in-memory. \
+            round trip: output identical to the input (sha256 for lowbit, bytes for the references).\n\n";
+    out
+}
+
+fn kernels(rows: &[Value]) -> String {
+    let mut cells = Vec::new();
+    for r in rows {
+        let error = num(r, "rel_error")
+            .map(|e| format!("rel. error {e:.4}"))
+            .or_else(|| num(r, "mse").map(|e| format!("MSE {e:.5}")))
+            .unwrap_or_default();
+        let versus = if is_lowbit(r) && is_ok(r) {
+            kernel_versus(r, rows)
+        } else {
+            String::new()
+        };
+        cells.push(vec![
+            text(r, "job"),
+            text(r, "impl"),
+            text(r, "power_iters"),
+            secs(num(r, "seconds")),
+            error,
+            versus,
+            status(r),
+        ]);
+    }
+    let mut out = String::from("### Kernels (CPU)\n\n");
+    out += &table(
+        &[
+            "job",
+            "impl",
+            "power iters",
+            "seconds",
+            "error",
+            "time vs reference",
+            "status",
+        ],
+        &cells,
+    );
+    out += "\nsvd: rank 128 of a 768 x 3072 f32 matrix (rows scaled by 0.97^i), 10 oversamples, rel. Frobenius \
+            error; reference scikit-learn randomized_svd at the same power iterations. kmeans: 100k x 8 f32, \
+            k = 256, 20 iterations, all points; reference faiss-cpu Kmeans. Both read the same input file, \
+            written by the Rust example. Seconds as each program reports them (median or best, see its source).\n\n";
+    out
+}
+
+/// Time ratio against the reference of the same job (sklearn at equal power iterations; faiss).
+fn kernel_versus(row: &Value, rows: &[Value]) -> String {
+    let job = text(row, "job");
+    let reference_impl = match job.as_str() {
+        "svd" => "sklearn",
+        "kmeans" => "faiss",
+        _ => return String::new(),
+    };
+    let iters = row.get("power_iters");
+    let reference = rows.iter().find(|r| {
+        text(r, "job") == job
+            && text(r, "impl") == reference_impl
+            && (job != "svd" || r.get("power_iters").or_else(|| r.get("n_iter")) == iters)
+    });
+    match (reference, num(row, "seconds")) {
+        (Some(r), Some(s)) => match num(r, "seconds") {
+            Some(rs) if rs > 0.0 => format!("x{:.2} of {reference_impl}", s / rs),
+            _ => String::new(),
+        },
+        _ => format!("no {reference_impl} row"),
+    }
+}
