@@ -536,3 +536,156 @@ fn mutated_npy_never_panic_nor_escape_the_file() {
         "accepted {accepted}, refused {refused}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cross-check with the Python `safetensors` and `numpy` packages (run by hand: it needs a Python
+// with both installed, e.g. `python3 -m venv /tmp/v && /tmp/v/bin/pip install safetensors numpy`,
+// then `LOWBIT_PYTHON=/tmp/v/bin/python cargo test --test readers_hostile -- --ignored`).
+
+const PYTHON_CHECK: &str = r#"
+import sys, numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+d = sys.argv[1]
+with safe_open(d + "/ours.safetensors", framework="numpy") as f:
+    assert f.metadata() == {"format": "pt", "note": "written by lowbit"}, f.metadata()
+    assert sorted(f.keys()) == sorted(["w.f32", "w.f16", "w.i64", "w.u8", "w.bool", "w.bf16", "w.f8", "empty", "scalar"]), f.keys()
+    assert (f.get_tensor("w.f32") == np.arange(6, dtype=np.float32).reshape(2, 3)).all()
+    assert (f.get_tensor("w.f16") == np.arange(4, dtype=np.float16)).all()
+    assert (f.get_tensor("w.i64") == -np.arange(3, dtype=np.int64)).all()
+    assert (f.get_tensor("w.u8") == np.arange(5, dtype=np.uint8)).all()
+    assert f.get_tensor("w.bool").tolist() == [True, False, True]
+    assert f.get_tensor("empty").shape == (0, 4)
+    assert f.get_tensor("scalar").shape == ()
+    assert f.get_slice("w.bf16").get_dtype() == "BF16" and f.get_slice("w.bf16").get_shape() == [2, 2]
+    assert f.get_slice("w.f8").get_dtype() == "F8_E4M3"
+for name, dt in [("f4", "<f4"), ("f2", "<f2"), ("i8", "<i8"), ("b1", "|b1")]:
+    a = np.load(d + "/ours_" + name + ".npy")
+    assert a.dtype == np.dtype(dt) and a.shape == (2, 3), (name, a.dtype, a.shape)
+    assert (a == np.arange(6).reshape(2, 3).astype(dt)).all(), name
+save_file({"b": np.ones((3, 2), np.float16), "a": np.zeros(7, np.int32), "e": np.zeros((0,), np.float64)},
+          d + "/theirs.safetensors", metadata={"k": "v"})
+np.save(d + "/theirs_f4.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+np.save(d + "/theirs_u2.npy", np.arange(5, dtype=np.uint16))
+np.save(d + "/theirs_b1.npy", np.array(True))
+np.save(d + "/theirs_i1.npy", np.zeros((2, 0, 3), np.int8))
+np.save(d + "/theirs_fortran.npy", np.asfortranarray(np.ones((2, 3), np.float32)))
+np.save(d + "/theirs_be.npy", np.ones(3, ">f4"))
+print("python ok")
+"#;
+
+#[test]
+#[ignore = "needs LOWBIT_PYTHON pointing at a Python with safetensors and numpy"]
+fn python_reads_what_we_write_and_we_read_what_it_writes() {
+    let python = std::env::var("LOWBIT_PYTHON").expect("set LOWBIT_PYTHON");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+
+    let planned = |name: &str, dtype, shape: &[usize]| PlannedTensor {
+        name: name.to_string(),
+        dtype,
+        shape: shape.to_vec(),
+    };
+    let tensors = [
+        (
+            planned("w.f32", DType::F32, &[2, 3]),
+            (0..6)
+                .flat_map(|i| (i as f32).to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            planned("w.f16", DType::F16, &[4]),
+            (0..4)
+                .flat_map(|i| half::f16::from_f32(i as f32).to_le_bytes())
+                .collect(),
+        ),
+        (
+            planned("w.i64", DType::I64, &[3]),
+            (0..3).flat_map(|i: i64| (-i).to_le_bytes()).collect(),
+        ),
+        (planned("empty", DType::F32, &[0, 4]), vec![]),
+        (planned("w.u8", DType::U8, &[5]), (0..5).collect()),
+        (planned("w.bool", DType::Bool, &[3]), vec![1, 0, 1]),
+        (planned("w.bf16", DType::BF16, &[2, 2]), vec![0; 8]),
+        (planned("w.f8", DType::F8E4M3, &[3]), vec![0; 3]),
+        (
+            planned("scalar", DType::F64, &[]),
+            1.5f64.to_le_bytes().to_vec(),
+        ),
+    ];
+    let meta = BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("note".to_string(), "written by lowbit".to_string()),
+    ]);
+    let plan: Vec<PlannedTensor> = tensors.iter().map(|(t, _)| t.clone()).collect();
+    let mut file = safetensors::encode_header(&plan, &meta).unwrap();
+    for (_, data) in &tensors {
+        file.extend_from_slice(data);
+    }
+    std::fs::write(path("ours.safetensors"), &file).unwrap();
+    for (name, dtype) in [
+        ("f4", DType::F32),
+        ("f2", DType::F16),
+        ("i8", DType::I64),
+        ("b1", DType::Bool),
+    ] {
+        let mut f = npy::encode_header(dtype, &[2, 3]).unwrap();
+        for i in 0..6u8 {
+            f.extend_from_slice(&match dtype {
+                DType::F32 => (i as f32).to_le_bytes().to_vec(),
+                DType::F16 => half::f16::from_f32(i as f32).to_le_bytes().to_vec(),
+                DType::I64 => (i as i64).to_le_bytes().to_vec(),
+                _ => vec![u8::from(i != 0)],
+            });
+        }
+        std::fs::write(path(&format!("ours_{name}.npy")), f).unwrap();
+    }
+
+    let out = std::process::Command::new(python)
+        .args(["-c", PYTHON_CHECK, dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "python ok");
+
+    let theirs = std::fs::read(path("theirs.safetensors")).unwrap();
+    let h = safetensors::read_header(&theirs).unwrap();
+    check_safetensors_invariants(&theirs, &h);
+    assert_eq!(
+        h.metadata,
+        BTreeMap::from([("k".to_string(), "v".to_string())])
+    );
+    let summary: Vec<_> = h
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.dtype, t.shape.clone()))
+        .collect();
+    for expected in [
+        ("b", DType::F16, vec![3, 2]),
+        ("a", DType::I32, vec![7]),
+        ("e", DType::F64, vec![0]),
+    ] {
+        assert!(summary.contains(&expected), "{summary:?}");
+    }
+    for (name, dtype, shape) in [
+        ("f4", DType::F32, vec![3, 4]),
+        ("u2", DType::U16, vec![5]),
+        ("b1", DType::Bool, vec![]),
+        ("i1", DType::I8, vec![2, 0, 3]),
+    ] {
+        let f = std::fs::read(path(&format!("theirs_{name}.npy"))).unwrap();
+        let h = npy::read_header(&f).unwrap();
+        assert_eq!((h.dtype, h.shape), (dtype, shape), "{name}");
+    }
+    for refused in ["theirs_fortran.npy", "theirs_be.npy"] {
+        let f = std::fs::read(path(refused)).unwrap();
+        assert!(
+            matches!(npy::read_header(&f), Err(Error::Unsupported { .. })),
+            "{refused}"
+        );
+    }
+}
