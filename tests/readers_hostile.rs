@@ -458,6 +458,7 @@ fn mutated_safetensors_never_panic_nor_escape_the_file() {
             }
         }
     }
+    eprintln!("safetensors mutations: accepted {accepted}, refused {refused}");
     // Both outcomes must occur, or the test exercises only one side of the reader.
     assert!(
         accepted > 100 && refused > 1000,
@@ -531,6 +532,7 @@ fn mutated_npy_never_panic_nor_escape_the_file() {
             }
         }
     }
+    eprintln!("npy mutations: accepted {accepted}, refused {refused}");
     assert!(
         accepted > 100 && refused > 1000,
         "accepted {accepted}, refused {refused}"

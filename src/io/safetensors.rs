@@ -401,8 +401,9 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                 names.insert(key.clone());
                 entries.push((key, entry));
             }
+            // A syntax error between entries belongs to no tensor.
+            *self.current_key.borrow_mut() = None;
         }
-        *self.current_key.borrow_mut() = None;
         Ok(RawHeader { entries, metadata })
     }
 }
@@ -666,6 +667,13 @@ mod tests {
         let dup = r#"{"a":{"dtype":"U8","dtype":"F32","shape":[2],"data_offsets":[0,2]}}"#;
         let err = read_header(&file_with_json(dup, 8)).unwrap_err();
         assert!(err.to_string().contains("tensor 'a'"), "{err}");
+    }
+
+    #[test]
+    fn errors_between_entries_name_no_tensor() {
+        let json = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]} "b":{}}"#;
+        let err = read_header(&file_with_json(json, 1)).unwrap_err();
+        assert!(!err.to_string().contains("tensor '"), "{err}");
     }
 
     #[test]
