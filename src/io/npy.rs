@@ -280,6 +280,11 @@ fn parse_dict(text: &str) -> Result<Dict> {
                     "npy header: 'fortran_order' is not True or False",
                 ))
             }
+            ("shape", Literal::Int(n)) => {
+                return Err(Error::invalid(format!(
+                    "npy header: 'shape' is the integer {n}, not a tuple (a 1-d shape is ({n},))"
+                )))
+            }
             ("shape", _) => {
                 return Err(Error::invalid(
                     "npy header: 'shape' is not a tuple of non-negative integers",

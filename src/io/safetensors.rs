@@ -401,8 +401,9 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                 names.insert(key.clone());
                 entries.push((key, entry));
             }
+            // A syntax error between entries belongs to no tensor.
+            *self.current_key.borrow_mut() = None;
         }
-        *self.current_key.borrow_mut() = None;
         Ok(RawHeader { entries, metadata })
     }
 }
@@ -517,7 +518,7 @@ impl<'de> Visitor<'de> for ShapeVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
         let mut dims = Vec::new();
-        while let Some(d) = seq.next_element::<u64>()? {
+        while let Some(d) = seq.next_element_seed(Integer("a shape dimension"))? {
             if dims.len() == MAX_RANK {
                 return Err(de::Error::custom(format!(
                     "shape has more than {MAX_RANK} dimensions"
@@ -549,15 +550,37 @@ impl<'de> Visitor<'de> for OffsetsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u64; 2], A::Error> {
         let start = seq
-            .next_element::<u64>()?
+            .next_element_seed(Integer("a data offset"))?
             .ok_or_else(|| de::Error::invalid_length(0, &self))?;
         let end = seq
-            .next_element::<u64>()?
+            .next_element_seed(Integer("a data offset"))?
             .ok_or_else(|| de::Error::invalid_length(1, &self))?;
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(3, &self));
         }
         Ok([start, end])
+    }
+}
+
+/// A non-negative integer that fits in u64; the label says which field it is for the error message.
+struct Integer(&'static str);
+
+impl<'de> DeserializeSeed<'de> for Integer {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_u64(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Integer {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: a non-negative integer below 2^64", self.0)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
     }
 }
 
@@ -597,7 +620,7 @@ mod tests {
             u64::from_le_bytes(head[..8].try_into().unwrap()) as usize,
             head.len() - 8
         );
-        let data_len = 24 + 10 + 0 + 1;
+        let data_len = 24 + 10 + 1; // F32[2,3], BF16[5], I64[0,4], U8 scalar
         let mut file = head.clone();
         file.resize(head.len() + data_len, 7);
         let h = read_header(&file).unwrap();
@@ -644,6 +667,13 @@ mod tests {
         let dup = r#"{"a":{"dtype":"U8","dtype":"F32","shape":[2],"data_offsets":[0,2]}}"#;
         let err = read_header(&file_with_json(dup, 8)).unwrap_err();
         assert!(err.to_string().contains("tensor 'a'"), "{err}");
+    }
+
+    #[test]
+    fn errors_between_entries_name_no_tensor() {
+        let json = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]} "b":{}}"#;
+        let err = read_header(&file_with_json(json, 1)).unwrap_err();
+        assert!(!err.to_string().contains("tensor '"), "{err}");
     }
 
     #[test]
