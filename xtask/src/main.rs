@@ -1,16 +1,21 @@
 //! lowbit's project chores, run as `cargo xtask <command>` (alias in .cargo/config.toml).
 //!
-//! Only `bench` for now. This crate is not part of lowbit's build: it has its own workspace, lock
+//! `test` (the README's test command) and `bench`. This crate is not part of lowbit's build: it has its own workspace, lock
 //! file and target directory, and depends on serde_json alone.
 
 mod bench;
 mod report;
 mod setup;
+mod test;
 
 use bench::{Options, Section};
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--quick] [--only minilm|lossless|kernels] [--repeat N] [--xz] [--keep]
+usage: cargo xtask test
+       cargo xtask bench [--quick] [--only minilm|lossless|kernels] [--repeat N] [--xz] [--keep]
+
+  test      every test (what CI runs): installs the wasm32 target, checks that the library builds
+            for wasm32, then cargo test
 
   bench     lowbit beside the reference tools on the same data and machine (shared/design/TARGETS.md):
             rate-distortion on all-MiniLM-L6-v2 (lowbit at 3, 4, 5, 7 bpw vs gguf Q8_0..Q4_0),
@@ -84,6 +89,13 @@ fn main() {
             Err(e) => {
                 eprintln!("error: {e}\n\n{USAGE}");
                 2
+            }
+        },
+        Some("test") => match test::run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
             }
         },
         Some("-h" | "--help" | "help") => {
