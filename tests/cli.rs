@@ -57,8 +57,11 @@ fn round_trip_every_method_and_dtype() {
             if exact {
                 assert_eq!(bytes, b2, "{method}: {name} must come back bit-exact");
             } else if !bytes.is_empty() {
+                // At 12 bits per weight the allocator can afford accurate options; vq and low rank,
+                // when forced, only offer what pays for itself on these small tensors.
+                let bound = if matches!(method, "auto" | "scalar") { 0.01 } else { 0.75 };
                 let err = rel_error(*dtype, bytes, b2);
-                assert!(err < 0.5, "{method}: {name} rel. error {err}");
+                assert!(err < bound, "{method}: {name} rel. error {err}");
             }
         }
         let bpw = report["output"]["bits_per_weight"].as_f64().unwrap();
