@@ -6,6 +6,7 @@ pub mod codec;
 pub mod dtype;
 pub mod entropy;
 pub mod error;
+pub mod linalg;
 pub mod rng;
 
 pub use error::{Error, Result};
