@@ -1,8 +1,8 @@
 //! Rust side of the SVD speed benchmark (TARGETS.md section 3): builds the 768 x 3072 test matrix
 //! (Gaussian entries from `Rng::new(42)`, row `i` scaled by 0.97^i), writes it as raw little-endian
 //! f32 (row-major) to the path given as the first argument so that `benches/svd_reference.py` times
-//! the same matrix, then times lowbit's rank-128 RSI (10 oversamples) at q = 2 and q = 4, median of
-//! 5 runs, single thread. Prints one JSON object per line:
+//! the same matrix, then times lowbit's rank-128 RSI (10 oversamples) at q = 0, 1, 2 and 4, median
+//! of 5 runs, single thread (q = 0 and 1 show which q first reaches a given error). Prints one JSON object per line:
 //! `{"job":"svd","impl":"lowbit","power_iters":2,"seconds":...,"rel_error":...}`.
 //!
 //! Run: `cargo run --release --example bench_svd -- /tmp/svd_768x3072.f32`
@@ -34,7 +34,7 @@ fn main() -> std::io::Result<()> {
 
     let w = view_row_major(&values, ROWS, COLS);
     let norm = frobenius_norm(w);
-    for power_iters in [2usize, 4] {
+    for power_iters in [0usize, 1, 2, 4] {
         let mut times = Vec::new();
         let mut rel_error = f64::NAN;
         for run in 0..5 {

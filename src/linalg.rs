@@ -172,7 +172,7 @@ fn rsi_tall(
     let (m, n) = (w.nrows(), w.ncols());
     debug_assert!(m >= n && k <= n);
     let l = (k + oversample).min(n);
-    let omega = Mat::<f32>::from_fn(n, l, |_, _| rng.normal() as f32);
+    let omega = gaussian_matrix(n, l, rng);
 
     let mut q = orthonormalize(product(w, omega.as_ref()).as_ref()); // m x l
     for _ in 0..power_iters {
@@ -190,6 +190,34 @@ fn rsi_tall(
     let vt = Mat::<f32>::from_fn(k, n, |i, j| svd.V()[(j, i)] as f32);
     let sigma = (0..k).map(|j| svd.S()[j] as f32).collect();
     Ok(Svd { u, sigma, vt })
+}
+
+/// A `rows x cols` matrix of independent standard normal entries, filled column by column.
+///
+/// Marsaglia's polar method, keeping both values of each accepted pair: about twice as fast as
+/// `Rng::normal` (one `ln` and one `sqrt` per two values, no trigonometry), which matters here
+/// because the sketch is drawn on every call.
+pub fn gaussian_matrix(rows: usize, cols: usize, rng: &mut Rng) -> Mat<f32> {
+    let mut out = Mat::<f32>::zeros(rows, cols);
+    let mut spare: Option<f32> = None;
+    for j in 0..cols {
+        for i in 0..rows {
+            out[(i, j)] = match spare.take() {
+                Some(x) => x,
+                None => loop {
+                    let u = 2.0 * rng.uniform() - 1.0;
+                    let v = 2.0 * rng.uniform() - 1.0;
+                    let s = u * u + v * v;
+                    if s > 0.0 && s < 1.0 {
+                        let f = (-2.0 * s.ln() / s).sqrt();
+                        spare = Some((v * f) as f32);
+                        break (u * f) as f32;
+                    }
+                },
+            };
+        }
+    }
+    out
 }
 
 /// The top `how_many` singular values of the row-major `rows x cols` matrix `values`, by RSI with
@@ -292,6 +320,7 @@ pub(crate) mod tests {
             spectral_norm(resid.as_ref(), 200, 3) / s[k] as f64
         };
         let (r0, r4) = (ratio(0), ratio(4));
+        println!("||W - W_k||_2 / s_(k+1): q=0 {r0:.3}, q=4 {r4:.3}");
         assert!(r4 < r0, "q=4 ratio {r4} not below q=0 ratio {r0}");
         assert!(r4 < 1.1, "q=4 ratio {r4}");
         assert!(r0 > 1.2, "q=0 ratio {r0} unexpectedly close to optimal");
@@ -313,6 +342,26 @@ pub(crate) mod tests {
             assert_eq!(a.vt, b.vt);
             assert_eq!(a.sigma, b.sigma);
         }
+    }
+
+    #[test]
+    fn gaussian_matrix_has_unit_variance() {
+        let g = gaussian_matrix(300, 200, &mut Rng::new(12));
+        let n = (300 * 200) as f64;
+        let mean: f64 = g
+            .col_iter()
+            .flat_map(|c| c.iter().copied())
+            .map(f64::from)
+            .sum::<f64>()
+            / n;
+        let var: f64 = g
+            .col_iter()
+            .flat_map(|c| c.iter().copied())
+            .map(|x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(mean.abs() < 0.02, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.03, "var {var}");
     }
 
     #[test]

@@ -266,6 +266,45 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
 }
 
 pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
+    let section = parse(bytes, shape, p)?;
+    let mut reconstruction =
+        reconstruct_factors(&section.factors, shape.rows, shape.cols, p.max_level());
+    if let Some(residual) = &section.residual {
+        let integers: Vec<i32> = residual.symbols.iter().map(|&s| unzigzag(s)).collect();
+        add_residual(&mut reconstruction, &integers, residual.step);
+    }
+    Ok(reconstruction)
+}
+
+/// An ESTIMATE of the section's size in bits with an ideal static entropy coder: the header and
+/// step bytes as stored, plus the empirical entropy of each symbol stream (model tables not
+/// counted). For reports, beside the coded size; never a size itself.
+pub fn entropy_estimate_bits(bytes: &[u8], shape: Shape2, p: &Params) -> Result<f64> {
+    let section = parse(bytes, shape, p)?;
+    let level = p.max_level();
+    let header_bytes = 2 + 4 + 8 * section.factors.rank + 4;
+    let mut bits =
+        8.0 * header_bytes as f64 + entropy::entropy_bits(&section.factors.symbols, 2 * level + 1);
+    if let Some(residual) = &section.residual {
+        bits += 8.0 * 12.0 + entropy::entropy_bits(&residual.symbols, 2 * residual.max_abs + 1);
+    }
+    Ok(bits)
+}
+
+/// A parsed and validated section.
+struct Section {
+    factors: Factors,
+    residual: Option<Residual>,
+}
+
+struct Residual {
+    step: f32,
+    max_abs: u32,
+    /// Zigzag-mapped integers, row-major.
+    symbols: Vec<u32>,
+}
+
+fn parse(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Section> {
     p.validate()
         .map_err(|e| Error::corrupt(format!("lowrank parameters in the header: {e}")))?;
     let (rows, cols) = (shape.rows, shape.cols);
@@ -302,9 +341,8 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
         steps_a,
         steps_b,
     };
-    let mut reconstruction = reconstruct_factors(&factors, rows, cols, level);
 
-    if p.residual_step_log2.is_some() {
+    let residual = if p.residual_step_log2.is_some() {
         let step = reader.f32()?;
         if !(step.is_finite() && step >= 0.0) {
             return Err(Error::corrupt(
@@ -317,13 +355,18 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
         }
         let stream = reader.stream()?;
         let symbols = entropy::decode(stream, len, 2 * max_abs + 1)?;
-        let integers: Vec<i32> = symbols.into_iter().map(unzigzag).collect();
-        add_residual(&mut reconstruction, &integers, step);
-    }
+        Some(Residual {
+            step,
+            max_abs,
+            symbols,
+        })
+    } else {
+        None
+    };
     if reader.pos != bytes.len() {
         return Err(Error::corrupt("lowrank section has trailing bytes"));
     }
-    Ok(reconstruction)
+    Ok(Section { factors, residual })
 }
 
 fn quantize(x: f32, step: f32, level: u32) -> u32 {
@@ -497,6 +540,8 @@ mod tests {
                 p.label()
             );
             assert!(enc.side_bytes < enc.bytes.len());
+            let estimate = entropy_estimate_bits(&enc.bytes, shape, &p).unwrap();
+            assert!(estimate.is_finite() && estimate > 8.0 * enc.side_bytes as f64);
             let err = sq_error(&values, &dec);
             let r = rank as usize;
             let tail: f64 = s[r.min(m)..].iter().map(|&x| (x as f64).powi(2)).sum();
