@@ -9,6 +9,8 @@
 //! ```text
 //! u8   format version (1)
 //! u8   flags: bit 0 = residual present (must agree with Params)
+//! u32  rows, u32 cols (must equal the tensor's shape: the coded streams carry no checksum, so
+//!      a section decoded against the wrong shape is caught here)
 //! u32  r, the effective rank (must equal min(Params.rank, rows, cols))
 //! f32  x r   step of each column of A        (dequantized a = (symbol - L) * step)
 //! f32  x r   step of each row of B           (L = 2^(factor_bits-1) - 1, alphabet 2L+1)
@@ -231,13 +233,17 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
     } else {
         0
     });
-    bytes.extend_from_slice(&(rank as u32).to_le_bytes());
+    for dim in [rows, cols, rank] {
+        let dim = u32::try_from(dim)
+            .map_err(|_| Error::unsupported("lowrank: a side longer than 2^32 - 1"))?;
+        bytes.extend_from_slice(&dim.to_le_bytes());
+    }
     for s in factors.steps_a.iter().chain(&factors.steps_b) {
         bytes.extend_from_slice(&s.to_le_bytes());
     }
     let coded = entropy::encode(&factors.symbols, 2 * level + 1);
     push_stream(&mut bytes, &coded.bytes)?;
-    let mut side_bytes = 2 + 4 + 8 * rank + 4 + coded.table_bytes;
+    let mut side_bytes = 2 + 12 + 8 * rank + 4 + coded.table_bytes;
 
     if let Some(s) = p.residual_step_log2 {
         let mean_square = values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()
@@ -286,7 +292,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
 pub fn entropy_estimate_bits(bytes: &[u8], shape: Shape2, p: &Params) -> Result<f64> {
     let section = parse(bytes, shape, p)?;
     let level = p.max_level();
-    let header_bytes = 2 + 4 + 8 * section.factors.rank + 4;
+    let header_bytes = 2 + 12 + 8 * section.factors.rank + 4;
     let mut bits =
         8.0 * header_bytes as f64 + entropy::entropy_bits(&section.factors.symbols, 2 * level + 1);
     if let Some(residual) = &section.residual {
@@ -326,6 +332,12 @@ fn parse(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Section> {
         return Err(Error::corrupt(
             "lowrank flags disagree with the header's parameters",
         ));
+    }
+    let (stored_rows, stored_cols) = (reader.u32()? as usize, reader.u32()? as usize);
+    if (stored_rows, stored_cols) != (rows, cols) {
+        return Err(Error::corrupt(format!(
+            "lowrank section is for a {stored_rows} x {stored_cols} tensor, not {rows} x {cols}"
+        )));
     }
     let rank = reader.u32()? as usize;
     if rank != (p.rank as usize).min(rows).min(cols) {
@@ -658,10 +670,10 @@ mod tests {
             longer.push(0);
             assert!(decode(&longer, shape, &p).is_err());
             let mut bad_rank = good.clone();
-            bad_rank[2] = 9;
+            bad_rank[10] = 9;
             assert!(decode(&bad_rank, shape, &p).is_err());
             let mut nan_step = good.clone();
-            nan_step[6..10].copy_from_slice(&f32::NAN.to_le_bytes());
+            nan_step[14..18].copy_from_slice(&f32::NAN.to_le_bytes());
             assert!(decode(&nan_step, shape, &p).is_err());
             assert!(decode(&good, Shape2::new(m, n + 1), &p).is_err());
             let other = Params {
