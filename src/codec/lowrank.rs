@@ -161,12 +161,47 @@ struct Factors {
 }
 
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
+    check_input(values, shape, p)?;
+    let svd = truncated_svd(values, shape, p)?;
+    encode_with_svd(values, shape, p, &svd)
+}
+
+/// Encodes `values` with each of `options`, computing the SVD once per distinct
+/// `(rank, oversample, power_iters, seed)`; each result is byte-identical to `encode(values,
+/// shape, option)`. For the analysis stage: [`candidates`] shares one SVD among its 6 residual
+/// variants, so this runs 5 SVDs instead of 10.
+pub fn encode_many(values: &[f32], shape: Shape2, options: &[Params]) -> Vec<Result<Encoded>> {
+    // (rank, oversample, power_iters, seed): what the SVD depends on.
+    type SvdKey = (u32, u32, u8, u64);
+    let mut svds: Vec<(SvdKey, Result<linalg::Svd>)> = Vec::new();
+    options
+        .iter()
+        .map(|p| {
+            check_input(values, shape, p)?;
+            let key = (p.rank, p.oversample, p.power_iters, p.seed);
+            let index = match svds.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    svds.push((key, truncated_svd(values, shape, p)));
+                    svds.len() - 1
+                }
+            };
+            match &svds[index].1 {
+                Ok(svd) => encode_with_svd(values, shape, p, svd),
+                Err(e) => Err(Error::unsupported(format!("lowrank SVD failed: {e}"))),
+            }
+        })
+        .collect()
+}
+
+fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
     p.validate()?;
-    let (rows, cols) = (shape.rows, shape.cols);
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
-            "lowrank: {} values for shape {rows} x {cols}",
-            values.len()
+            "lowrank: {} values for shape {} x {}",
+            values.len(),
+            shape.rows,
+            shape.cols
         )));
     }
     if values.iter().any(|x| !x.is_finite()) {
@@ -174,18 +209,32 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
             "lowrank: tensor holds NaN or infinite values",
         ));
     }
-    let rank = (p.rank as usize).min(rows).min(cols);
+    Ok(())
+}
 
-    let w = linalg::view_row_major(values, rows, cols);
+/// The rank-`min(p.rank, rows, cols)` SVD that `encode` quantizes: a function of the values and
+/// of `(rank, oversample, power_iters, seed)` only.
+fn truncated_svd(values: &[f32], shape: Shape2, p: &Params) -> Result<linalg::Svd> {
+    let rank = (p.rank as usize).min(shape.rows).min(shape.cols);
+    let w = linalg::view_row_major(values, shape.rows, shape.cols);
     let mut rng = Rng::new(p.seed);
-    let svd = linalg::rsi(
+    linalg::rsi(
         w,
         rank,
         p.oversample as usize,
         p.power_iters as usize,
         &mut rng,
-    )?;
-    let rank = svd.rank(); // equals `rank` (0 only for an empty tensor)
+    )
+}
+
+fn encode_with_svd(
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+    svd: &linalg::Svd,
+) -> Result<Encoded> {
+    let (rows, cols) = (shape.rows, shape.cols);
+    let rank = svd.rank(); // min(p.rank, rows, cols) (0 only for an empty tensor)
 
     // Balanced factors: column j of A and row j of B both carry sqrt(sigma_j).
     let level = p.max_level();
@@ -601,6 +650,30 @@ mod tests {
         let mse = sq_error(&values, &enc.reconstruction) / values.len() as f64;
         let theory = step * step / 12.0;
         assert!((mse / theory - 1.0).abs() < 0.08, "mse {mse} vs {theory}");
+    }
+
+    #[test]
+    fn encode_many_equals_encode() {
+        let mut rng = Rng::new(9);
+        let (m, n) = (64, 40);
+        let values: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+        let shape = Shape2::new(m, n);
+        let options = candidates(shape, 4);
+        let many = encode_many(&values, shape, &options);
+        assert_eq!(many.len(), options.len());
+        for (p, got) in options.iter().zip(many) {
+            assert_eq!(
+                got.unwrap().bytes,
+                encode(&values, shape, p).unwrap().bytes,
+                "{}",
+                p.label()
+            );
+        }
+        let mut bad = values.clone();
+        bad[0] = f32::INFINITY;
+        assert!(encode_many(&bad, shape, &options)
+            .iter()
+            .all(|r| r.is_err()));
     }
 
     #[test]
