@@ -281,19 +281,31 @@ pub fn analyse_tensor(
                 .map(CodecParams::Vq),
         );
     }
-    if wants(Method::Lowrank) {
-        params.extend(
-            codec::lowrank::candidates(shape, seed)
-                .into_iter()
-                .map(CodecParams::Lowrank),
-        );
-    }
-    if opts.method.is_some() && params.is_empty() {
+    // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
+    let lowrank: Vec<codec::lowrank::Params> = if wants(Method::Lowrank) {
+        codec::lowrank::candidates(shape, seed)
+    } else {
+        Vec::new()
+    };
+    if opts.method.is_some() && params.is_empty() && lowrank.is_empty() {
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
-    for codec in params {
-        let encoded = codec.encode(&values, shape)?;
+    let lowrank_encoded = codec::lowrank::encode_many(&values, shape, &lowrank);
+    let encoded_options = params
+        .into_iter()
+        .map(|p| {
+            let encoded = p.encode(&values, shape);
+            (p, encoded)
+        })
+        .chain(
+            lowrank
+                .into_iter()
+                .map(CodecParams::Lowrank)
+                .zip(lowrank_encoded),
+        );
+    for (codec, encoded) in encoded_options {
+        let encoded = encoded?;
         let sq_error = squared_error(&values, &encoded.reconstruction, t.dtype);
         analysis.candidates.push(Candidate {
             codec,

@@ -15,6 +15,7 @@ pub mod entropy;
 pub mod error;
 pub mod io;
 pub mod kmeans;
+pub mod linalg;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -59,7 +59,11 @@ fn round_trip_every_method_and_dtype() {
             } else if !bytes.is_empty() {
                 // At 12 bits per weight the allocator can afford accurate options; vq and low rank,
                 // when forced, only offer what pays for itself on these small tensors.
-                let bound = if matches!(method, "auto" | "scalar") { 0.01 } else { 0.75 };
+                let bound = if matches!(method, "auto" | "scalar") {
+                    0.01
+                } else {
+                    0.75
+                };
                 let err = rel_error(*dtype, bytes, b2);
                 assert!(err < bound, "{method}: {name} rel. error {err}");
             }
