@@ -53,19 +53,20 @@ fn check(name: &str, opts: &CompressOptions) {
     );
 }
 
+/// Pinned per codec. Low rank (and so `auto`, which may pick it) is left out on purpose: its
+/// encoder's matrix products come from faer, whose SIMD kernels are chosen for the CPU at run time,
+/// so its bytes may differ in the last bits between machines (they are identical run to run on one
+/// machine, which `tests/cli.rs` checks, and its decoder is a fixed-order loop, identical everywhere).
 #[test]
-fn golden_auto_4bpw() {
-    check(
-        "mixed-auto-4bpw.lowbit",
-        &CompressOptions::new(Target::BitsPerWeight(4.0)),
-    );
-}
-
-#[test]
-fn golden_each_method() {
-    for method in lowbit::codec::Method::ALL {
-        let mut opts = CompressOptions::new(Target::BitsPerWeight(8.0));
+fn golden_each_portable_codec() {
+    use lowbit::codec::Method;
+    for (method, bpw) in [
+        (Method::Scalar, 4.0),
+        (Method::Vq, 8.0),
+        (Method::Lossless, 32.0),
+    ] {
+        let mut opts = CompressOptions::new(Target::BitsPerWeight(bpw));
         opts.method = Some(method);
-        check(&format!("mixed-{}-8bpw.lowbit", method.name()), &opts);
+        check(&format!("mixed-{}-{bpw}bpw.lowbit", method.name()), &opts);
     }
 }
