@@ -10,6 +10,9 @@ use crate::container::SourceFormat;
 use crate::dtype::DType;
 use crate::svg;
 
+/// The smallest mean relative MSE the rate-distortion chart shows (120 dB below the signal).
+const RD_CHART_FLOOR: f64 = 1e-12;
+
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
@@ -304,6 +307,10 @@ impl Report {
             points: self
                 .rd_curve
                 .iter()
+                // Past the last lossy option the curve falls to exactly zero (all tensors exact);
+                // a log axis cannot show that, and the tiny values just before it are rounding
+                // residue of the running sum, so the chart stops where distortion is negligible.
+                .filter(|p| p.rel_mse > RD_CHART_FLOOR)
                 .map(|p| (p.bits_per_weight, p.rel_mse))
                 .collect(),
             mark: svg::Mark::Line,
