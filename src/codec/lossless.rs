@@ -177,66 +177,170 @@ fn estimate_bits(hists: &[[u64; 256]]) -> f64 {
     bits
 }
 
+/// First byte of a section in the blocked layout (a layout-1 section starts with a plane mode,
+/// 0-2, so the two are told apart by this byte).
+const LAYOUT_BLOCKED: u8 = 0x10;
+/// Stream modes of the blocked layout: raw bytes, coded by the byte coder, coded by the byte
+/// coder with the stream's context (see [`encode`]).
+const STREAM_RAW: u8 = 0;
+const STREAM_CODED: u8 = 3;
+const STREAM_CONTEXT: u8 = 4;
+/// Elements per block of the F32 short-mantissa map.
+const BLOCK: usize = 64;
+/// The short-mantissa map's alphabet: a block's low 16 mantissa bits share 0..=16 trailing zeros.
+const SHORT_ALPHABET: u32 = 17;
+/// Coded-size allowance for the byte coder's four final states, in bits.
+const STATE_BITS: f64 = 128.0;
+
+/// Writes one stream (mode byte, then the raw symbols or `varint length` + coded block), in the
+/// mode the histograms say is smallest; returns how many of the bytes written are side
+/// information. `context`: the stream's context symbols (one per symbol) and their count.
+fn put_stream(
+    out: &mut Vec<u8>,
+    symbols: &[u8],
+    alphabet: u32,
+    context: Option<(&[u8], u32)>,
+) -> usize {
+    let n = symbols.len();
+    let mut plain = [0u64; 256];
+    symbols.iter().for_each(|&s| plain[s as usize] += 1);
+    let mut best = (STREAM_RAW, 8.0 * n as f64);
+    let coded_bits = estimate_bits(&[plain]) + STATE_BITS;
+    if coded_bits < best.1 {
+        best = (STREAM_CODED, coded_bits);
+    }
+    if let Some((contexts, n_contexts)) = context {
+        let mut hists = vec![[0u64; 256]; n_contexts as usize];
+        for (&c, &s) in contexts.iter().zip(symbols) {
+            hists[c as usize][s as usize] += 1;
+        }
+        let ctx_bits = estimate_bits(&hists) + STATE_BITS;
+        if ctx_bits < best.1 {
+            best = (STREAM_CONTEXT, ctx_bits);
+        }
+    }
+    let coded = match (best.0, context) {
+        (STREAM_CODED, _) => Some(entropy::encode_bytes(symbols, None, alphabet, 1)),
+        (STREAM_CONTEXT, Some((contexts, n_contexts))) => Some(entropy::encode_bytes(
+            symbols,
+            Some(contexts),
+            alphabet,
+            n_contexts,
+        )),
+        _ => None,
+    };
+    match coded {
+        // The estimate can be off for tiny streams: never store more than raw.
+        Some(c) if c.bytes.len() + 10 < n => {
+            out.push(best.0);
+            let before = out.len();
+            put_varint(out, c.bytes.len() as u64);
+            let side = 1 + (out.len() - before) + c.table_bytes;
+            out.extend_from_slice(&c.bytes);
+            side
+        }
+        _ => {
+            out.push(STREAM_RAW);
+            out.extend_from_slice(symbols);
+            1
+        }
+    }
+}
+
+/// Reads the streams of a blocked-layout section in order.
+struct StreamReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl StreamReader<'_> {
+    /// The next stream's `count` symbols (each checked < `alphabet`); `context` gives the
+    /// stream's context symbols and their count, built only if the stream uses them.
+    fn stream(
+        &mut self,
+        count: usize,
+        alphabet: u32,
+        context: impl FnOnce() -> (Vec<u8>, u32),
+    ) -> Result<Vec<u8>> {
+        let mode = *self
+            .bytes
+            .get(self.pos)
+            .ok_or_else(|| Error::corrupt("lossless section ends early"))?;
+        self.pos += 1;
+        match mode {
+            STREAM_RAW => {
+                let end = self
+                    .pos
+                    .checked_add(count)
+                    .filter(|&e| e <= self.bytes.len())
+                    .ok_or_else(|| Error::corrupt("lossless raw stream ends early"))?;
+                let symbols = self.bytes[self.pos..end].to_vec();
+                self.pos = end;
+                if alphabet < 256 && symbols.iter().any(|&s| s as u32 >= alphabet) {
+                    return Err(Error::corrupt("lossless stream value out of range"));
+                }
+                Ok(symbols)
+            }
+            STREAM_CODED | STREAM_CONTEXT => {
+                let (len, used) = get_varint(&self.bytes[self.pos..])?;
+                self.pos += used;
+                let end = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| self.pos.checked_add(l))
+                    .filter(|&e| e <= self.bytes.len())
+                    .ok_or_else(|| Error::corrupt("lossless coded stream ends early"))?;
+                let block = &self.bytes[self.pos..end];
+                self.pos = end;
+                if mode == STREAM_CODED {
+                    entropy::decode_bytes(block, None, count, alphabet, 1)
+                } else {
+                    let (contexts, n_contexts) = context();
+                    entropy::decode_bytes(block, Some(&contexts), count, alphabet, n_contexts)
+                }
+            }
+            _ => Err(Error::corrupt("unknown lossless stream mode")),
+        }
+    }
+}
+
+/// Zero bits at the bottom of the mantissa byte that starts at bit `low_bit` (0 or 8), in a block
+/// whose low 16 mantissa bits all have at least `short` trailing zeros.
+fn zero_bits(short: u8, low_bit: u32) -> u32 {
+    (short as u32).saturating_sub(low_bit).min(8)
+}
+
+/// Codes `raw` (whole elements of `dtype`) exactly.
+///
+/// Section layout: `u8 LAYOUT_BLOCKED`, then streams, each `u8 mode` and either `numel`-many raw
+/// bytes (mode 0) or `varint length` + a block of `entropy::encode_bytes` (mode 3; mode 4 with the
+/// stream's context). Streams, in order:
+/// - F32: the short-mantissa map (per block of 64 elements, the trailing zeros shared by the
+///   low 16 mantissa bits, 0..=16: values that came from F16, BF16 or a rounding keep zeros
+///   there); the exponent plane; the sign + top 7 mantissa bits (context: the exponent); then for
+///   the mantissa byte of bits 8-15 and then of bits 0-7: the elements of blocks whose byte has
+///   no zero bits (context: the exponent), and the elements of blocks whose byte has `z` in 1..=7
+///   zero bits, shifted right by `z` (context: `z`). A byte that is all zeros in a block is not
+///   stored.
+/// - other dtypes: the planes of [`Layout`], planes after the first with the first as context.
 pub fn encode(raw: &[u8], dtype: DType) -> Result<Encoded> {
-    if raw.len() % dtype.size() != 0 {
+    if !raw.len().is_multiple_of(dtype.size()) {
         return Err(Error::invalid(format!(
             "{} bytes is not a whole number of {dtype} elements",
             raw.len()
         )));
     }
-    let layout = Layout::of(dtype);
-    let alphabets = layout.alphabets();
-    let planes = layout.split(raw);
-    let n = raw.len() / dtype.size();
     let mut bytes = Vec::with_capacity(raw.len() / 2 + 16);
-    let mut side_bytes = 0;
-    for (j, plane) in planes.iter().enumerate() {
-        let mut plain = [0u64; 256];
-        plane.iter().for_each(|&s| plain[s as usize] += 1);
-        let raw_bits = 8.0 * n as f64;
-        let mut best = (MODE_RAW, raw_bits);
-        let coded_bits = estimate_bits(&[plain]);
-        if coded_bits < best.1 {
-            best = (MODE_CODED, coded_bits);
-        }
-        if j > 0 {
-            let mut hists = vec![[0u64; 256]; 256];
-            for (&c, &s) in planes[0].iter().zip(plane) {
-                hists[c as usize][s as usize] += 1;
-            }
-            let ctx_bits = estimate_bits(&hists);
-            if ctx_bits < best.1 {
-                best = (MODE_CONTEXT, ctx_bits);
-            }
-        }
-        let symbols: Vec<u32> = plane.iter().map(|&s| s as u32).collect();
-        let coded = match best.0 {
-            MODE_CODED => Some(entropy::encode(&symbols, alphabets[j])),
-            MODE_CONTEXT => {
-                let contexts: Vec<u32> = planes[0].iter().map(|&c| c as u32).collect();
-                Some(entropy::encode_with_contexts(
-                    &symbols,
-                    &contexts,
-                    alphabets[j],
-                    alphabets[0],
-                ))
-            }
-            _ => None,
-        };
-        match coded {
-            // The estimate can be off for tiny planes: never store more than raw.
-            Some(c) if c.bytes.len() + 10 < n => {
-                bytes.push(best.0);
-                let before = bytes.len();
-                put_varint(&mut bytes, c.bytes.len() as u64);
-                side_bytes += 1 + (bytes.len() - before) + c.table_bytes;
-                bytes.extend_from_slice(&c.bytes);
-            }
-            _ => {
-                bytes.push(MODE_RAW);
-                side_bytes += 1;
-                bytes.extend_from_slice(plane);
-            }
+    bytes.push(LAYOUT_BLOCKED);
+    let mut side_bytes = 1;
+    let layout = Layout::of(dtype);
+    if let Layout::F32 = layout {
+        side_bytes += encode_f32(raw, &mut bytes);
+    } else {
+        let alphabets = layout.alphabets();
+        let planes = layout.split(raw);
+        for (j, plane) in planes.iter().enumerate() {
+            let context = (j > 0).then(|| (planes[0].as_slice(), alphabets[0]));
+            side_bytes += put_stream(&mut bytes, plane, alphabets[j], context);
         }
     }
     Ok(Encoded {
@@ -246,7 +350,177 @@ pub fn encode(raw: &[u8], dtype: DType) -> Result<Encoded> {
     })
 }
 
+fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
+    let words: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    let n = words.len();
+    let short: Vec<u8> = words
+        .chunks(BLOCK)
+        .map(|b| {
+            let low = b.iter().fold(0, |acc, &w| acc | (w & 0xffff));
+            if low == 0 {
+                16
+            } else {
+                low.trailing_zeros() as u8
+            }
+        })
+        .collect();
+    let exponent: Vec<u8> = words.iter().map(|&w| (w >> 23) as u8).collect();
+    let top: Vec<u8> = words
+        .iter()
+        .map(|&w| (((w >> 24) & 0x80) | ((w >> 16) & 0x7f)) as u8)
+        .collect();
+    let mut side = put_stream(out, &short, SHORT_ALPHABET, None);
+    side += put_stream(out, &exponent, 256, None);
+    side += put_stream(out, &top, 256, Some((&exponent, 256)));
+    for low_bit in [8u32, 0] {
+        let (mut full, mut full_ctx) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut shifted, mut shifted_ctx) = (Vec::new(), Vec::new());
+        for ((block, exps), &m) in words.chunks(BLOCK).zip(exponent.chunks(BLOCK)).zip(&short) {
+            match zero_bits(m, low_bit) {
+                0 => {
+                    full.extend(block.iter().map(|&w| (w >> low_bit) as u8));
+                    full_ctx.extend_from_slice(exps);
+                }
+                8 => {}
+                z => {
+                    shifted.extend(block.iter().map(|&w| ((w >> low_bit) as u8) >> z));
+                    shifted_ctx.extend(std::iter::repeat_n(z as u8, block.len()));
+                }
+            }
+        }
+        side += put_stream(out, &full, 256, Some((&full_ctx, 256)));
+        side += put_stream(out, &shifted, 256, Some((&shifted_ctx, 8)));
+    }
+    side
+}
+
+/// Decodes a section to the `numel` elements' original bytes, bit for bit.
 pub fn decode(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
+    if bytes.first() != Some(&LAYOUT_BLOCKED) {
+        return decode_v1(bytes, dtype, numel);
+    }
+    numel
+        .checked_mul(dtype.size())
+        .ok_or_else(|| Error::corrupt("lossless element count overflows"))?;
+    let mut r = StreamReader { bytes, pos: 1 };
+    let layout = Layout::of(dtype);
+    let out = if let Layout::F32 = layout {
+        decode_f32(&mut r, numel)?
+    } else {
+        let alphabets = layout.alphabets();
+        let mut planes: Vec<Vec<u8>> = Vec::with_capacity(alphabets.len());
+        for &alphabet in &alphabets {
+            let plane = match planes.first() {
+                None => r.stream(numel, alphabet, || (Vec::new(), 1))?,
+                Some(first) => r.stream(numel, alphabet, || (first.clone(), alphabets[0]))?,
+            };
+            planes.push(plane);
+        }
+        layout.join(&planes, numel)
+    };
+    if r.pos != bytes.len() {
+        return Err(Error::corrupt("bytes left over in a lossless section"));
+    }
+    Ok(out)
+}
+
+fn decode_f32(r: &mut StreamReader, numel: usize) -> Result<Vec<u8>> {
+    let no_context = || (Vec::new(), 1);
+    let short = r.stream(numel.div_ceil(BLOCK), SHORT_ALPHABET, no_context)?;
+    let exponent = r.stream(numel, 256, no_context)?;
+    let top = r.stream(numel, 256, || (exponent.clone(), 256))?;
+    let block_len = |b: usize| BLOCK.min(numel - b * BLOCK);
+    // For the byte of bits 8-15 ([0]) and of bits 0-7 ([1]): its full and its shifted stream.
+    let mut low: [(Vec<u8>, Vec<u8>); 2] = Default::default();
+    for (k, low_bit) in [8u32, 0].into_iter().enumerate() {
+        let (mut n_full, mut n_shifted) = (0, 0);
+        for (b, &m) in short.iter().enumerate() {
+            match zero_bits(m, low_bit) {
+                0 => n_full += block_len(b),
+                8 => {}
+                _ => n_shifted += block_len(b),
+            }
+        }
+        let full = r.stream(n_full, 256, || {
+            let ctx = exponent
+                .chunks(BLOCK)
+                .zip(&short)
+                .filter(|&(_, &m)| zero_bits(m, low_bit) == 0)
+                .flat_map(|(e, _)| e.iter().copied())
+                .collect();
+            (ctx, 256)
+        })?;
+        let shifted = r.stream(n_shifted, 256, || {
+            let ctx = short
+                .iter()
+                .enumerate()
+                .filter_map(|(b, &m)| {
+                    let z = zero_bits(m, low_bit);
+                    (z > 0 && z < 8).then(|| std::iter::repeat_n(z as u8, block_len(b)))
+                })
+                .flatten()
+                .collect();
+            (ctx, 8)
+        })?;
+        low[k] = (full, shifted);
+    }
+
+    let mut out = vec![0u8; numel * 4];
+    // Next unread symbol of each low stream: [byte][full, shifted].
+    let mut next = [[0usize; 2]; 2];
+    for (b, ((words, (exps, tops)), &m)) in out
+        .chunks_mut(4 * BLOCK)
+        .zip(exponent.chunks(BLOCK).zip(top.chunks(BLOCK)))
+        .zip(&short)
+        .enumerate()
+    {
+        let len = block_len(b);
+        let mut bytes_of = [[0u8; BLOCK]; 2];
+        for (k, low_bit) in [8u32, 0].into_iter().enumerate() {
+            let z = zero_bits(m, low_bit);
+            let (full, shifted) = &low[k];
+            let dst = &mut bytes_of[k][..len];
+            match z {
+                0 => {
+                    let src = full
+                        .get(next[k][0]..next[k][0] + len)
+                        .ok_or_else(|| Error::corrupt("lossless stream too short"))?;
+                    dst.copy_from_slice(src);
+                    next[k][0] += len;
+                }
+                8 => {}
+                z => {
+                    let src = shifted
+                        .get(next[k][1]..next[k][1] + len)
+                        .ok_or_else(|| Error::corrupt("lossless stream too short"))?;
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        if (s as u32) >> (8 - z) != 0 {
+                            return Err(Error::corrupt("lossless shifted value out of range"));
+                        }
+                        *d = s << z;
+                    }
+                    next[k][1] += len;
+                }
+            }
+        }
+        for ((((w, &e), &t), &b1), &b0) in words
+            .chunks_exact_mut(4)
+            .zip(exps)
+            .zip(tops)
+            .zip(&bytes_of[0])
+            .zip(&bytes_of[1])
+        {
+            w.copy_from_slice(&[b0, b1, ((e & 1) << 7) | (t & 0x7f), (t & 0x80) | (e >> 1)]);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a section written before the blocked layout (plane modes 0-2, `constriction` coder).
+fn decode_v1(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
     let layout = Layout::of(dtype);
     let alphabets = layout.alphabets();
     let mut planes: Vec<Vec<u8>> = Vec::with_capacity(alphabets.len());
