@@ -351,50 +351,57 @@ const RANS_LOW: u32 = 1 << 16;
 /// Interleaved rANS states.
 const LANES: usize = 4;
 
-/// One context's model for the byte coder.
-enum ByteModel {
-    /// No symbol of this context occurs.
-    Absent,
-    /// A single symbol occurs: nothing is coded for it.
-    Constant(u8),
-    /// `freq`/`cum` per symbol (encoder); `slots[q] = f << 16 | (q - c)` and `symbol_of[q]` per
-    /// table unit `q` (decoder). Precision `precision` <= 16.
-    Coded {
-        precision: u32,
-        freq: Vec<u32>,
-        cum: Vec<u32>,
-        slots: Vec<u32>,
-        symbol_of: Vec<u8>,
-    },
+/// The byte coder's models, one per context, flattened for the hot loops. A context with a single
+/// symbol is a model of precision 0 (frequency 1, cumulative 0): coding it leaves the state as it
+/// is, so it costs nothing and needs no branch. A context without symbols is never looked up.
+struct ByteModels {
+    /// Table precision per context (<= `BYTE_MAX_PRECISION`).
+    precision: Vec<u32>,
+    /// Encoder: `freq` and `cum` per context * 256 + symbol.
+    freq: Vec<u32>,
+    cum: Vec<u32>,
+    /// Decoder: per context, `2^precision` slots from `base[context]`, each
+    /// `f << 20 | (q - c) << 8 | symbol` for table unit `q` (f < 2^12, so it fits).
+    base: Vec<u32>,
+    slots: Vec<u32>,
+    any_coded: bool,
 }
 
-impl ByteModel {
-    fn coded(freqs_by_symbol: &[u32], precision: u32, for_decoder: bool) -> Self {
-        let mut cum = Vec::with_capacity(freqs_by_symbol.len());
+impl ByteModels {
+    fn new(n_contexts: usize) -> Self {
+        ByteModels {
+            precision: vec![0; n_contexts],
+            freq: vec![1; n_contexts * 256],
+            cum: vec![0; n_contexts * 256],
+            base: vec![0; n_contexts],
+            slots: Vec::new(),
+            any_coded: false,
+        }
+    }
+
+    fn set_constant(&mut self, c: usize, symbol: u8, for_decoder: bool) {
+        if for_decoder {
+            self.base[c] = self.slots.len() as u32;
+            self.slots.push((1 << 20) | symbol as u32);
+        }
+    }
+
+    /// `freqs[s]` per symbol of the alphabet, summing to `2^precision`, at least two nonzero.
+    fn set_coded(&mut self, c: usize, freqs: &[u32], precision: u32, for_decoder: bool) {
+        self.any_coded = true;
+        self.precision[c] = precision;
+        self.base[c] = self.slots.len() as u32;
         let mut acc = 0u32;
-        for &f in freqs_by_symbol {
-            cum.push(acc);
+        for (s, &f) in freqs.iter().enumerate() {
+            self.freq[c * 256 + s] = f.max(1);
+            self.cum[c * 256 + s] = acc;
+            if for_decoder {
+                self.slots
+                    .extend((0..f).map(|q| (f << 20) | (q << 8) | s as u32));
+            }
             acc += f;
         }
         debug_assert_eq!(acc, 1 << precision);
-        let (mut slots, mut symbol_of) = (Vec::new(), Vec::new());
-        if for_decoder {
-            slots.reserve(1 << precision);
-            symbol_of.reserve(1 << precision);
-            for (s, &f) in freqs_by_symbol.iter().enumerate() {
-                for q in 0..f {
-                    slots.push((f << 16) | q);
-                    symbol_of.push(s as u8);
-                }
-            }
-        }
-        ByteModel::Coded {
-            precision,
-            freq: freqs_by_symbol.to_vec(),
-            cum,
-            slots,
-            symbol_of,
-        }
     }
 }
 
@@ -431,67 +438,50 @@ pub fn encode_bytes(
         None => symbols.iter().for_each(|&s| hist[s as usize] += 1),
     }
     let mut bits = BitWriter::default();
-    let mut models = Vec::with_capacity(n_contexts as usize);
+    let mut models = ByteModels::new(n_contexts as usize);
     for c in 0..n_contexts as usize {
         let h = &hist[c * 256..(c + 1) * 256];
         assert!(
-            h[a..].iter().all(|&x| x == 0) && (c == 0 || contexts.is_some()),
+            h[a..].iter().all(|&x| x == 0),
             "symbol or context out of range"
         );
         let used: Vec<u32> = (0..alphabet).filter(|&s| h[s as usize] > 0).collect();
         if used.is_empty() {
-            models.push(ByteModel::Absent);
             continue;
         }
         bits.exp_golomb(used.len() as u64 - 1, 0);
         if used.len() == 1 {
             bits.put(used[0] as u64, symbol_bits(alphabet));
-            models.push(ByteModel::Constant(used[0] as u8));
+            models.set_constant(c, used[0] as u8, false);
             continue;
         }
         let counts: Vec<u32> = used.iter().map(|&s| h[s as usize]).collect();
         let freqs = write_table(&mut bits, &used, &counts, BYTE_MAX_PRECISION);
-        let precision = freqs_precision(&freqs);
         let mut full = vec![0u32; a];
         for (&s, &f) in used.iter().zip(&freqs) {
             full[s as usize] = f;
         }
-        models.push(ByteModel::coded(&full, precision, false));
+        models.set_coded(c, &full, freqs_precision(&freqs), false);
     }
     let mut bytes = bits.finish();
     let table_bytes = bytes.len();
-    if !models.iter().any(|m| matches!(m, ByteModel::Coded { .. })) {
+    if !models.any_coded {
         return Coded { bytes, table_bytes };
     }
 
-    // Encode backwards so that the decoder reads forwards; words come out in reverse order.
-    let mut state = [RANS_LOW; LANES];
-    let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 2 + 16);
-    for i in (0..symbols.len()).rev() {
-        let c = contexts.map_or(0, |ctx| ctx[i] as usize);
-        if let ByteModel::Coded {
-            precision,
-            freq,
-            cum,
-            ..
-        } = &models[c]
-        {
-            let s = symbols[i] as usize;
-            let (f, start) = (freq[s], cum[s]);
-            let x = &mut state[i % LANES];
-            let x_max = (f as u64) << (32 - precision);
-            if *x as u64 >= x_max {
-                words.push(*x as u16);
-                *x >>= 16;
-            }
-            *x = ((*x / f) << precision) + (*x % f) + start;
-        }
-    }
-    bytes.reserve(LANES * 4 + words.len() * 2);
+    let (state, words) = match contexts {
+        Some(ctx) => rans_encode(symbols, |i| ctx[i] as usize, &models),
+        None => rans_encode(symbols, |_| 0, &models),
+    };
+    let n_words: usize = words.iter().map(|w| w.len()).sum();
+    bytes.reserve(LANES * 8 + n_words * 2);
     for x in state {
         bytes.extend_from_slice(&x.to_le_bytes());
     }
-    for w in words.iter().rev() {
+    for w in &words {
+        bytes.extend_from_slice(&(w.len() as u32).to_le_bytes());
+    }
+    for w in words.iter().flatten() {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
     Coded { bytes, table_bytes }
@@ -532,10 +522,9 @@ pub fn decode_bytes(
         None => per_context[0] = count,
     }
     let mut reader = BitReader::new(bytes);
-    let mut models = Vec::with_capacity(n_contexts as usize);
-    for &n_c in &per_context {
+    let mut models = ByteModels::new(n_contexts as usize);
+    for (c, &n_c) in per_context.iter().enumerate() {
         if n_c == 0 {
-            models.push(ByteModel::Absent);
             continue;
         }
         let k = reader.exp_golomb(0)?.saturating_add(1);
@@ -549,7 +538,7 @@ pub fn decode_bytes(
             if s >= alphabet {
                 return Err(Error::corrupt("entropy table symbol outside the alphabet"));
             }
-            models.push(ByteModel::Constant(s as u8));
+            models.set_constant(c, s as u8, true);
             continue;
         }
         let (used, freqs, precision) = read_table(&mut reader, k as usize, alphabet)?;
@@ -560,26 +549,22 @@ pub fn decode_bytes(
         for (&s, &f) in used.iter().zip(&freqs) {
             full[s as usize] = f;
         }
-        models.push(ByteModel::coded(&full, precision, true));
+        models.set_coded(c, &full, precision, true);
     }
     let payload = &bytes[reader.byte_position()..];
-    let any_coded = models.iter().any(|m| matches!(m, ByteModel::Coded { .. }));
-    let mut out = Vec::with_capacity(count);
-    if !any_coded {
+    if !models.any_coded {
         if !payload.is_empty() {
             return Err(Error::corrupt("bytes left over after the entropy tables"));
         }
-        for i in 0..count {
-            let c = contexts.map_or(0, |ctx| ctx[i] as usize);
-            match models[c] {
-                ByteModel::Constant(s) => out.push(s),
-                _ => return Err(Error::corrupt("entropy context has no model")),
-            }
-        }
-        return Ok(out);
+        // Every context present is constant: its one slot holds the symbol.
+        let symbol_of = |c: usize| models.slots[models.base[c] as usize] as u8;
+        return Ok(match contexts {
+            Some(ctx) => ctx.iter().map(|&c| symbol_of(c as usize)).collect(),
+            None => vec![symbol_of(0); count],
+        });
     }
-    if payload.len() < LANES * 4 || !payload.len().is_multiple_of(2) {
-        return Err(Error::corrupt("rANS payload too short or odd"));
+    if payload.len() < LANES * 8 {
+        return Err(Error::corrupt("rANS payload too short"));
     }
     let mut state = [0u32; LANES];
     for (x, w) in state.iter_mut().zip(payload.chunks_exact(4)) {
@@ -588,39 +573,152 @@ pub fn decode_bytes(
             return Err(Error::corrupt("rANS state out of range"));
         }
     }
-    let words = &payload[LANES * 4..];
-    let mut pos = 0usize;
-    for i in 0..count {
-        let c = contexts.map_or(0, |ctx| ctx[i] as usize);
-        match &models[c] {
-            ByteModel::Constant(s) => out.push(*s),
-            ByteModel::Coded {
-                precision,
-                slots,
-                symbol_of,
-                ..
-            } => {
-                let x = &mut state[i % LANES];
-                let q = (*x & ((1 << precision) - 1)) as usize;
-                let slot = slots[q];
-                out.push(symbol_of[q]);
-                // f * (x >> P) + (q - c) <= f * 2^(32 - P) - 1 < 2^32: no overflow.
-                *x = (slot >> 16) * (*x >> precision) + (slot & 0xffff);
-                if *x < RANS_LOW {
-                    let w = words
-                        .get(pos..pos + 2)
-                        .ok_or_else(|| Error::corrupt("rANS stream ends early"))?;
-                    *x = (*x << 16) | u16::from_le_bytes([w[0], w[1]]) as u32;
-                    pos += 2;
-                }
-            }
-            ByteModel::Absent => return Err(Error::corrupt("entropy context has no model")),
-        }
+    // Then each state's word count (u32) and the words of each state in turn.
+    let mut rest = &payload[LANES * 4..];
+    let mut counts = [0usize; LANES];
+    for n_words in counts.iter_mut() {
+        let w = rest
+            .get(..4)
+            .ok_or_else(|| Error::corrupt("rANS word counts missing"))?;
+        *n_words = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize;
+        rest = &rest[4..];
     }
-    if pos != words.len() || state.iter().any(|&x| x != RANS_LOW) {
+    let mut lanes: [&[u8]; LANES] = [&[]; LANES];
+    for (lane, &n_words) in lanes.iter_mut().zip(&counts) {
+        let len = n_words
+            .checked_mul(2)
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(|| Error::corrupt("rANS words exceed the block"))?;
+        *lane = &rest[..len];
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() {
+        return Err(Error::corrupt("bytes left over after the rANS words"));
+    }
+    let (out, end_state, read) = match contexts {
+        Some(ctx) => rans_decode(lanes, state, count, |i| ctx[i] as usize, &models),
+        None => rans_decode(lanes, state, count, |_| 0, &models),
+    };
+    if read != counts || end_state.iter().any(|&x| x != RANS_LOW) {
         return Err(Error::corrupt("rANS stream does not end where it should"));
     }
     Ok(out)
+}
+
+/// The encoder's loop: symbols backwards, symbol `i` on state `i % LANES`; returns the final
+/// states and each state's words in the order the decoder reads them. `context_of(i)` must name
+/// a context that has a model.
+fn rans_encode(
+    symbols: &[u8],
+    context_of: impl Fn(usize) -> usize,
+    models: &ByteModels,
+) -> ([u32; LANES], [Vec<u16>; LANES]) {
+    let n = symbols.len();
+    // At most one word per symbol (one 16-bit shift brings any state below the bound, as
+    // f * 2^(32 - p) >= 2^20 for p <= 12); written at `len` unconditionally, kept if emitted.
+    let per_lane = n / LANES + 2;
+    let mut words: [Vec<u16>; LANES] = std::array::from_fn(|_| vec![0u16; per_lane]);
+    let mut len = [0usize; LANES];
+    // A macro rather than a closure: the closure was not inlined, which put the states in
+    // memory and serialised the four chains (measured: ~2x slower).
+    macro_rules! step {
+        ($x:expr, $i:expr, $words:expr, $len:expr) => {{
+            let i = $i;
+            let c = context_of(i);
+            let k = c * 256 + symbols[i] as usize;
+            let (f, start, p) = (models.freq[k], models.cum[k], models.precision[c]);
+            // In u64: a constant context has p = 0 and f = 1, a bound of 2^32 that no state
+            // reaches (its coding is the identity).
+            let emit = $x as u64 >= (f as u64) << (32 - p);
+            $words[$len] = $x as u16;
+            $len += emit as usize;
+            let y = $x >> (16 * emit as u32);
+            $x = ((y / f) << p) + (y % f) + start;
+        }};
+    }
+    let whole = n - n % LANES;
+    let mut state = [RANS_LOW; LANES];
+    for i in (whole..n).rev() {
+        let lane = i % LANES;
+        step!(state[lane], i, words[lane], len[lane]);
+    }
+    let [mut x0, mut x1, mut x2, mut x3] = state;
+    let [w0, w1, w2, w3] = &mut words;
+    let [mut l0, mut l1, mut l2, mut l3] = len;
+    for i in (0..whole).step_by(LANES).rev() {
+        step!(x3, i + 3, w3, l3);
+        step!(x2, i + 2, w2, l2);
+        step!(x1, i + 1, w1, l1);
+        step!(x0, i, w0, l0);
+    }
+    for (w, l) in words.iter_mut().zip([l0, l1, l2, l3]) {
+        w.truncate(l);
+        w.reverse();
+    }
+    ([x0, x1, x2, x3], words)
+}
+
+/// The decoder's loop; returns the symbols, the final states and how many words it read from
+/// each state's stream. It never fails: a damaged stream shows as final states other than
+/// `RANS_LOW` or read counts other than the stream lengths (past its end a stream reads zeros),
+/// which the caller checks.
+fn rans_decode(
+    lanes: [&[u8]; LANES],
+    state: [u32; LANES],
+    count: usize,
+    context_of: impl Fn(usize) -> usize,
+    models: &ByteModels,
+) -> (Vec<u8>, [u32; LANES], [usize; LANES]) {
+    let mut out = vec![0u8; count];
+    // Each state's words as u16 with one zero after them; reads are clamped to that zero.
+    let padded: [Vec<u16>; LANES] = lanes.map(|b| {
+        let mut w: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|w| u16::from_le_bytes([w[0], w[1]]))
+            .collect();
+        w.push(0);
+        w
+    });
+    // Every context looked up has symbols, so it was given a model; a state in [2^16, 2^32)
+    // stays there: f * (x >> p) + (q - c) <= f * 2^(32 - p) - 1, and after one word it is
+    // >= 2^16 because f * (x >> p) >= 2^(16 - p) >= 1 before it. Each state reads its own
+    // stream, so the four dependency chains (state -> table -> state) do not wait on each other.
+    // A macro rather than a closure, for the reason given in `rans_encode`.
+    macro_rules! step {
+        ($x:expr, $i:expr, $words:expr, $pos:expr) => {{
+            let i = $i;
+            let c = context_of(i);
+            let p = models.precision[c];
+            let q = $x & ((1 << p) - 1);
+            let slot = models.slots[(models.base[c] + q) as usize];
+            out[i] = slot as u8;
+            let y = (slot >> 20) * ($x >> p) + ((slot >> 8) & 0xfff);
+            // Branch-free refill: whether a word is needed depends on the data and mispredicts.
+            let need = y < RANS_LOW;
+            // (Arithmetic, not `if`: the compiler made the `if` a branch.)
+            let w = $words[$pos.min($words.len() - 1)] as u32;
+            let shift = 16 * need as u32;
+            $x = (y << shift) | (w & (0xffff * need as u32));
+            $pos += need as usize;
+        }};
+    }
+    let whole = count - count % LANES;
+    let [mut x0, mut x1, mut x2, mut x3] = state;
+    let [w0, w1, w2, w3] = &padded;
+    let (mut p0, mut p1, mut p2, mut p3) = (0usize, 0usize, 0usize, 0usize);
+    for i in (0..whole).step_by(LANES) {
+        step!(x0, i, w0, p0);
+        step!(x1, i + 1, w1, p1);
+        step!(x2, i + 2, w2, p2);
+        step!(x3, i + 3, w3, p3);
+    }
+    let mut state = [x0, x1, x2, x3];
+    let mut pos = [p0, p1, p2, p3];
+    for i in whole..count {
+        let lane = i % LANES;
+        step!(state[lane], i, padded[lane], pos[lane]);
+    }
+    (out, state, pos)
 }
 
 /// Empirical entropy of `symbols` in bits (an estimate, for reports: never a size).
