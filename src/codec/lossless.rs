@@ -5,19 +5,16 @@
 //!
 //! Planes, by dtype (bits of the little-endian word):
 //! - F32: exponent (bits 23-30); sign + top 7 mantissa bits (31, 16-22); mantissa bits 8-15;
-//!   mantissa bits 0-7.
+//!   mantissa bits 0-7. Values that came from F16 or BF16 keep their low mantissa bits zero: a
+//!   per-block map of those zero bits lets the low bytes be stored shifted or not at all.
 //! - BF16: exponent (7-14); sign + 7 mantissa bits (15, 0-6).
 //! - F16: exponent (10-14); sign + top 2 mantissa bits (15, 8-9); mantissa bits 0-7.
 //! - anything else: byte plane `j` = byte `j` of each element.
 //!
-//! Each plane is stored in one of three modes (one byte): 0 raw, 1 entropy-coded, 2 entropy-coded
-//! with the element's first plane (the exponent, for floats) as context. The encoder estimates
-//! each mode's size from histograms (empirical entropy plus a table allowance) and codes only the
-//! plane's best mode, so near-random planes cost one histogram pass and a copy.
-//!
-//! Section layout: for each plane, `u8 mode`, then for modes 1-2 `varint length` and the coded
-//! block; for mode 0 the `numel` raw bytes. No header: dtype and element count come from the
-//! container.
+//! Each stream is stored raw, coded by `entropy::encode_bytes`, or coded with a context (the
+//! exponent for float planes); the encoder estimates each mode's size from histograms and codes
+//! only the best, so near-random planes cost one histogram pass and a copy. The byte layout is
+//! at [`encode`]; sections of the first layout (constriction coder) still decode.
 //!
 //! What it does not do: delta or cross-tensor prediction, multi-threading.
 
@@ -26,6 +23,7 @@ use crate::dtype::DType;
 use crate::entropy;
 use crate::error::{Error, Result};
 
+/// Plane modes of layout 1 (still decoded, no longer written).
 const MODE_RAW: u8 = 0;
 const MODE_CODED: u8 = 1;
 const MODE_CONTEXT: u8 = 2;
