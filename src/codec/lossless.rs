@@ -760,4 +760,25 @@ mod tests {
         }
         assert!(encode(&[1, 2, 3], DType::F32).is_err());
     }
+
+    #[test]
+    fn random_sections_never_panic() {
+        // Random streams behind the layout byte, with modes drawn from the valid ones so that
+        // the decoder gets past the first checks.
+        let mut r = Rng::new(7);
+        for trial in 0..3000 {
+            let dtype = DType::ALL[trial % DType::ALL.len()];
+            let numel = r.below(300) as usize;
+            let mut b = vec![LAYOUT_BLOCKED];
+            for _ in 0..r.below(8) {
+                b.push([STREAM_RAW, STREAM_CODED, STREAM_CONTEXT][r.below(3) as usize]);
+                let len = r.below(400) as usize;
+                b.push((len & 0x7f) as u8);
+                b.extend((0..len).map(|_| r.below(256) as u8));
+            }
+            if let Ok(d) = decode(&b, dtype, numel) {
+                assert_eq!(d.len(), numel * dtype.size());
+            }
+        }
+    }
 }
