@@ -355,7 +355,7 @@ const LANES: usize = 4;
 /// (~3-5 ns), and on float mantissas the contexts that save less hold most of the symbols and
 /// little of the gain (MiniLM's sign+mantissa plane by exponent: the contexts above 0.05 bit
 /// hold 28% of the symbols and 90% of the saving).
-const RAW_MIN_GAIN_BITS: f64 = 0.05;
+pub const RAW_MIN_GAIN_BITS: f64 = 0.05;
 
 /// The byte coder's models, one per context, flattened for the hot loops. A context with a single
 /// symbol is a model of precision 0 (frequency 1, cumulative 0): coding it leaves the state as it
