@@ -1,6 +1,8 @@
 //! Entropy coding of integer symbols with static categorical models fitted to the data: the one
 //! place that uses `constriction` (range-variant ANS, `DefaultAnsCoder`: 32-bit words, 24-bit
-//! coder precision).
+//! coder precision). Byte symbols in bulk (the lossless codec) go through `encode_bytes` /
+//! `decode_bytes` instead: the same tables, four interleaved rANS states written here (see the
+//! comment above them).
 //!
 //! Layout of a coded block (`Coded::bytes`):
 //! 1. the model tables, one per context that has symbols, as one bit stream (MSB first) padded to
