@@ -372,15 +372,14 @@ pub fn encode(raw: &[u8], dtype: DType) -> Result<Encoded> {
 }
 
 fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
-    let words: Vec<u32> = raw
-        .chunks_exact(4)
-        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-        .collect();
-    let n = words.len();
-    let short: Vec<u8> = words
-        .chunks(BLOCK)
+    let n = raw.len() / 4;
+    // Little-endian words: byte 0 = mantissa bits 0-7, byte 1 = bits 8-15.
+    let short: Vec<u8> = raw
+        .chunks(4 * BLOCK)
         .map(|b| {
-            let low = b.iter().fold(0, |acc, &w| acc | (w & 0xffff));
+            let low = b
+                .chunks_exact(4)
+                .fold(0u32, |acc, w| acc | u16::from_le_bytes([w[0], w[1]]) as u32);
             if low == 0 {
                 16
             } else {
@@ -388,27 +387,42 @@ fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
             }
         })
         .collect();
-    let exponent: Vec<u8> = words.iter().map(|&w| (w >> 23) as u8).collect();
-    let top: Vec<u8> = words
-        .iter()
-        .map(|&w| (((w >> 24) & 0x80) | ((w >> 16) & 0x7f)) as u8)
+    let exponent: Vec<u8> = raw
+        .chunks_exact(4)
+        .map(|w| (w[3] << 1) | (w[2] >> 7))
+        .collect();
+    let top: Vec<u8> = raw
+        .chunks_exact(4)
+        .map(|w| (w[3] & 0x80) | (w[2] & 0x7f))
         .collect();
     let mut side = put_stream(out, &short, SHORT_ALPHABET, None);
     side += put_stream(out, &exponent, 256, None);
     side += put_stream(out, &top, 256, Some((&exponent, 256)));
     for low_bit in [8u32, 0] {
+        let byte = (low_bit / 8) as usize;
+        if short.iter().all(|&m| zero_bits(m, low_bit) == 0) {
+            // The usual case: every element's byte in full, the exponent plane as context.
+            let full: Vec<u8> = raw.chunks_exact(4).map(|w| w[byte]).collect();
+            side += put_stream(out, &full, 256, Some((&exponent, 256)));
+            side += put_stream(out, &[], 256, Some((&[], 8)));
+            continue;
+        }
         let (mut full, mut full_ctx) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut shifted, mut shifted_ctx) = (Vec::new(), Vec::new());
-        for ((block, exps), &m) in words.chunks(BLOCK).zip(exponent.chunks(BLOCK)).zip(&short) {
+        for ((block, exps), &m) in raw
+            .chunks(4 * BLOCK)
+            .zip(exponent.chunks(BLOCK))
+            .zip(&short)
+        {
             match zero_bits(m, low_bit) {
                 0 => {
-                    full.extend(block.iter().map(|&w| (w >> low_bit) as u8));
+                    full.extend(block.chunks_exact(4).map(|w| w[byte]));
                     full_ctx.extend_from_slice(exps);
                 }
                 8 => {}
                 z => {
-                    shifted.extend(block.iter().map(|&w| ((w >> low_bit) as u8) >> z));
-                    shifted_ctx.extend(std::iter::repeat_n(z as u8, block.len()));
+                    shifted.extend(block.chunks_exact(4).map(|w| w[byte] >> z));
+                    shifted_ctx.extend(std::iter::repeat_n(z as u8, exps.len()));
                 }
             }
         }
