@@ -294,7 +294,7 @@ pub fn decode_with_contexts(
         }
         return Ok(out);
     }
-    if payload.len() % 4 != 0 || payload.is_empty() {
+    if !payload.len().is_multiple_of(4) || payload.is_empty() {
         return Err(Error::corrupt("ANS payload is not a whole number of words"));
     }
     let words: Vec<u32> = payload

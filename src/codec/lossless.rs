@@ -178,7 +178,7 @@ fn estimate_bits(hists: &[[u64; 256]]) -> f64 {
 }
 
 pub fn encode(raw: &[u8], dtype: DType) -> Result<Encoded> {
-    if raw.len() % dtype.size() != 0 {
+    if !raw.len().is_multiple_of(dtype.size()) {
         return Err(Error::invalid(format!(
             "{} bytes is not a whole number of {dtype} elements",
             raw.len()

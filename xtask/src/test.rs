@@ -5,7 +5,9 @@ use std::process::Command;
 
 fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask test: {what}");
-    let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -24,8 +26,17 @@ pub fn run() -> Result<(), String> {
     }
     step(
         "the library builds for wasm32 (the browser target)",
-        Command::new(&cargo).args(["check", "--lib", "--no-default-features", "--target", "wasm32-unknown-unknown"]),
+        Command::new(&cargo).args([
+            "check",
+            "--lib",
+            "--no-default-features",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]),
     )?;
-    step("cargo test (unit, integration, golden, hostile-input tests)", Command::new(&cargo).args(["test"]))?;
+    step(
+        "cargo test (unit, integration, golden, hostile-input tests)",
+        Command::new(&cargo).args(["test"]),
+    )?;
     Ok(())
 }
