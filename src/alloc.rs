@@ -104,8 +104,8 @@ pub fn allocate_budget(tensors: &[Vec<OptionPoint>], budget_bytes: u64) -> Optio
         (a.distortion - b.distortion) / (b.bytes - a.bytes) as f64
     };
     let mut heap = BinaryHeap::new();
-    for t in 0..tensors.len() {
-        if hulls[t].len() > 1 {
+    for (t, hull) in hulls.iter().enumerate() {
+        if hull.len() > 1 {
             heap.push(Upgrade {
                 slope: slope(t, 0),
                 tensor: t,

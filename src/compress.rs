@@ -795,8 +795,29 @@ pub fn build_report(
         tensors,
         rd_curve,
         spectra,
-        notes: Vec::new(),
+        notes: notes(plan),
     }
+}
+
+/// Things the user should know about a run, in words.
+fn notes(plan: &Plan) -> Vec<String> {
+    let mut notes = Vec::new();
+    let non_finite: Vec<&str> = plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.analyses)
+        .filter(|(_, a)| a.non_finite > 0)
+        .map(|(t, _)| t.name.as_str())
+        .collect();
+    if !non_finite.is_empty() {
+        notes.push(format!(
+            "{} tensor(s) contain NaN or Inf values and were stored exactly: {}",
+            non_finite.len(),
+            non_finite.join(", ")
+        ));
+    }
+    notes
 }
 
 /// What `decompress` wrote.

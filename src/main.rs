@@ -67,9 +67,13 @@ enum Command {
     },
 }
 
+/// The budget when neither --bpw nor --max-error is given.
+const DEFAULT_BITS_PER_WEIGHT: f64 = 4.0;
+
 #[derive(Args)]
 struct Settings {
-    /// Bits per parameter for the whole output file, everything counted (default 4).
+    /// Bits per parameter for the whole output file, everything counted (default 4; none for
+    /// --method lossless).
     #[arg(long, conflicts_with = "max_error")]
     bpw: Option<f64>,
     /// Maximum relative Frobenius error per tensor instead of a size budget.
@@ -88,18 +92,21 @@ struct Settings {
 
 impl Settings {
     fn options(&self) -> Result<CompressOptions> {
-        let target = match (self.bpw, self.max_error) {
-            (_, Some(e)) => Target::MaxError(e),
-            (Some(b), None) => Target::BitsPerWeight(b),
-            (None, None) => Target::BitsPerWeight(4.0),
-        };
-        let mut opts = CompressOptions::new(target);
-        opts.method = match self.method.as_str() {
+        let method = match self.method.as_str() {
             "auto" => None,
             name => Some(Method::from_name(name).ok_or_else(|| {
                 anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank or lossless)")
             })?),
         };
+        let target = match (self.bpw, self.max_error) {
+            (_, Some(e)) => Target::MaxError(e),
+            (Some(b), None) => Target::BitsPerWeight(b),
+            // Lossless has no budget to meet: everything is exact.
+            (None, None) if method == Some(Method::Lossless) => Target::MaxError(0.0),
+            (None, None) => Target::BitsPerWeight(DEFAULT_BITS_PER_WEIGHT),
+        };
+        let mut opts = CompressOptions::new(target);
+        opts.method = method;
         opts.overrides = self
             .keep
             .iter()

@@ -13,6 +13,9 @@ use crate::svg;
 /// The smallest mean relative MSE the rate-distortion chart shows (120 dB below the signal).
 const RD_CHART_FLOOR: f64 = 1e-12;
 
+/// Spectra drawn in the chart (more lines make an unreadable legend; the JSON keeps them all).
+const SPECTRA_IN_CHART: usize = 12;
+
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
@@ -356,8 +359,17 @@ impl Report {
     }
 
     fn spectra_chart(&self) -> svg::Chart {
+        let shown = self.spectra.len().min(SPECTRA_IN_CHART);
+        let title = if shown < self.spectra.len() {
+            format!(
+                "Singular values, normalised by the largest (first {shown} of {} tensors; all in report.json)",
+                self.spectra.len()
+            )
+        } else {
+            "Singular values, normalised by the largest".to_string()
+        };
         svg::Chart {
-            title: "Singular values, normalised by the largest".into(),
+            title,
             x: svg::Axis {
                 label: "index".into(),
                 scale: svg::Scale::Linear,
@@ -368,8 +380,7 @@ impl Report {
                 scale: svg::Scale::Log10,
                 range: None,
             },
-            series: self
-                .spectra
+            series: self.spectra[..shown]
                 .iter()
                 .map(|s| {
                     let top = s

@@ -182,6 +182,10 @@ fn nan_and_inf_tensors_are_stored_exactly() {
         .find(|t| t["name"] == "bad")
         .unwrap();
     assert_eq!(bad["non_finite"], 2);
+    assert!(
+        report["notes"][0].as_str().unwrap().contains("bad"),
+        "the report says which tensor"
+    );
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn rate_distortion(rows: &[Value]) -> String {
     out += "\nbits/weight: lowbit = 8 x whole .lowbit file / parameters; gguf = bits per block / weights \
             per block as llama.cpp stores them, and in brackets over all tensors (1-D tensors kept as stored, \
             file header not counted); the comparisons use the block figure, which favours the reference. \
-            gguf times are its numpy port, not llama.cpp's C code. vs reference: the cheapest reference whose \
+            gguf times are its numpy port, not llama.cpp's C code. vs reference: the best reference whose \
             mean cosine lowbit matches or beats, and the difference in bits per weight.\n\n";
 
     let lowbit_ok: Vec<&Value> = rows.iter().filter(|r| is_lowbit(r) && is_ok(r)).collect();
@@ -271,7 +271,8 @@ fn rate_distortion(rows: &[Value]) -> String {
     out
 }
 
-/// "matches Q5_0 at -1.48 bpw": the cheapest reference whose mean cosine this row reaches.
+/// "reaches gguf Q5_0 quality at -1.50 bpw": the best reference (highest mean cosine) whose
+/// quality this row reaches, and how many bits per weight fewer lowbit spends for it.
 fn versus_reference(row: &Value, references: &[&Value]) -> String {
     let (Some(cos), Some(bpw)) = (num(row, "cos_mean"), num(row, "bits_per_weight")) else {
         return String::new();
@@ -280,7 +281,10 @@ fn versus_reference(row: &Value, references: &[&Value]) -> String {
         .iter()
         .filter(|r| num(r, "cos_mean").is_some_and(|c| c <= cos))
         .filter_map(|r| num(r, "bits_per_weight").map(|b| (b, *r)))
-        .min_by(|a, b| a.0.total_cmp(&b.0));
+        .max_by(|a, b| {
+            let cos = |v: &Value| num(v, "cos_mean").unwrap_or(f64::NEG_INFINITY);
+            cos(a.1).total_cmp(&cos(b.1))
+        });
     match matched {
         Some((ref_bpw, r)) => format!(
             "reaches {} quality at {:+.2} bpw",
