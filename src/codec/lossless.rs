@@ -23,7 +23,8 @@ use crate::dtype::DType;
 use crate::entropy;
 use crate::error::{Error, Result};
 
-/// Plane modes of layout 1 (still decoded, no longer written).
+/// Plane modes of layout 1, also stream modes of layout 2 (the `constriction` coder, for small
+/// streams).
 const MODE_RAW: u8 = 0;
 const MODE_CODED: u8 = 1;
 const MODE_CONTEXT: u8 = 2;
@@ -178,6 +179,9 @@ fn estimate_bits(hists: &[[u64; 256]]) -> f64 {
 /// First byte of a section in the blocked layout (a layout-1 section starts with a plane mode,
 /// 0-2, so the two are told apart by this byte).
 const LAYOUT_BLOCKED: u8 = 0x10;
+/// Layout 2 for an F32 tensor without short-mantissa blocks: the short map and the (empty)
+/// shifted streams are left out.
+const LAYOUT_BLOCKED_FULL: u8 = 0x11;
 /// Stream modes of the blocked layout: raw bytes, coded by the byte coder, coded by the byte
 /// coder with the stream's context (see [`encode`]).
 const STREAM_RAW: u8 = 0;
@@ -193,8 +197,13 @@ const SHORT_ALPHABET: u32 = 17;
 /// at 0.05 it is coded (fp32 1.2257x, decode 0.18 s; bf16 1.5135x, 0.15 s), at 0.1 it is stored
 /// raw (fp32 1.2235x, 0.12 s; bf16 1.5067x, 0.10 s), still above zipnn's 1.2204x / 1.5033x.
 const STREAM_MIN_GAIN_BITS: f64 = 0.1;
-/// Coded-size allowance for the byte coder's four final states, in bits.
-const STATE_BITS: f64 = 128.0;
+/// Streams of at most this many symbols are also tried with the `constriction` coder (stream
+/// modes 1 and 2, as in layout 1), which has less fixed overhead.
+const SMALL_STREAM: usize = 1 << 14;
+/// Coded-size allowance for the coder's final states, in bits: the byte coder's four states and
+/// word counts; for small streams, the `constriction` coder's one state.
+const STATE_BITS: f64 = 256.0;
+const SMALL_STATE_BITS: f64 = 32.0;
 
 /// Writes one stream (mode byte, then the raw symbols or `varint length` + coded block), in the
 /// mode the histograms say is smallest; returns how many of the bytes written are side
@@ -226,7 +235,12 @@ fn put_stream(
             })
             .sum()
     };
-    let coded_bits = with_raw_contexts(&[plain]) + STATE_BITS;
+    let state_bits = if n <= SMALL_STREAM {
+        SMALL_STATE_BITS
+    } else {
+        STATE_BITS
+    };
+    let coded_bits = with_raw_contexts(&[plain]) + state_bits;
     if coded_bits < best.1 {
         best = (STREAM_CODED, coded_bits);
     }
@@ -235,7 +249,7 @@ fn put_stream(
         for (&c, &s) in contexts.iter().zip(symbols) {
             hists[c as usize][s as usize] += 1;
         }
-        let ctx_bits = with_raw_contexts(&hists) + STATE_BITS;
+        let ctx_bits = with_raw_contexts(&hists) + state_bits;
         if ctx_bits < best.1 {
             best = (STREAM_CONTEXT, ctx_bits);
         }
@@ -250,10 +264,32 @@ fn put_stream(
         )),
         _ => None,
     };
+    // A small stream may be smaller through the `constriction` coder (one state, no word
+    // counts: ~28 bytes less), whose speed does not matter at this size: keep the smaller.
+    let coded = match coded {
+        Some(fast) if n <= SMALL_STREAM => {
+            let wide: Vec<u32> = symbols.iter().map(|&s| s as u32).collect();
+            let (mode, slow) = match (best.0, context) {
+                (STREAM_CONTEXT, Some((contexts, n_contexts))) => {
+                    let ctx: Vec<u32> = contexts.iter().map(|&c| c as u32).collect();
+                    let slow = entropy::encode_with_contexts(&wide, &ctx, alphabet, n_contexts);
+                    (MODE_CONTEXT, slow)
+                }
+                _ => (MODE_CODED, entropy::encode(&wide, alphabet)),
+            };
+            if slow.bytes.len() < fast.bytes.len() {
+                Some((mode, slow))
+            } else {
+                Some((best.0, fast))
+            }
+        }
+        Some(fast) => Some((best.0, fast)),
+        None => None,
+    };
     match coded {
         // The estimate can be off for tiny streams: never store more than raw.
-        Some(c) if c.bytes.len() + 10 < n => {
-            out.push(best.0);
+        Some((mode, c)) if c.bytes.len() + 10 < n => {
+            out.push(mode);
             let before = out.len();
             put_varint(out, c.bytes.len() as u64);
             let side = 1 + (out.len() - before) + c.table_bytes;
@@ -302,7 +338,7 @@ impl StreamReader<'_> {
                 }
                 Ok(symbols)
             }
-            STREAM_CODED | STREAM_CONTEXT => {
+            MODE_CODED | MODE_CONTEXT | STREAM_CODED | STREAM_CONTEXT => {
                 let (len, used) = get_varint(&self.bytes[self.pos..])?;
                 self.pos += used;
                 let end = usize::try_from(len)
@@ -312,11 +348,21 @@ impl StreamReader<'_> {
                     .ok_or_else(|| Error::corrupt("lossless coded stream ends early"))?;
                 let block = &self.bytes[self.pos..end];
                 self.pos = end;
-                if mode == STREAM_CODED {
-                    entropy::decode_bytes(block, None, count, alphabet, 1)
-                } else {
-                    let (contexts, n_contexts) = context();
-                    entropy::decode_bytes(block, Some(&contexts), count, alphabet, n_contexts)
+                let narrow = |symbols: Vec<u32>| symbols.into_iter().map(|s| s as u8).collect();
+                match mode {
+                    STREAM_CODED => entropy::decode_bytes(block, None, count, alphabet, 1),
+                    STREAM_CONTEXT => {
+                        let (contexts, n_contexts) = context();
+                        entropy::decode_bytes(block, Some(&contexts), count, alphabet, n_contexts)
+                    }
+                    // Alphabets are at most 256, so every decoded symbol fits a byte.
+                    MODE_CODED => entropy::decode(block, count, alphabet).map(narrow),
+                    _ => {
+                        let (contexts, n_contexts) = context();
+                        let contexts: Vec<u32> = contexts.iter().map(|&c| c as u32).collect();
+                        entropy::decode_with_contexts(block, &contexts, alphabet, n_contexts)
+                            .map(narrow)
+                    }
                 }
             }
             _ => Err(Error::corrupt("unknown lossless stream mode")),
@@ -332,7 +378,8 @@ fn zero_bits(short: u8, low_bit: u32) -> u32 {
 
 /// Codes `raw` (whole elements of `dtype`) exactly.
 ///
-/// Section layout: `u8 LAYOUT_BLOCKED`, then streams, each `u8 mode` and either `numel`-many raw
+/// Section layout: `u8 LAYOUT_BLOCKED` (0x10; 0x11 for an F32 tensor without short blocks,
+/// whose short map and shifted streams are then left out), then streams, each `u8 mode` and either `numel`-many raw
 /// bytes (mode 0) or `varint length` + a block of `entropy::encode_bytes` (mode 3; mode 4 with the
 /// stream's context). Streams, in order:
 /// - F32: the short-mantissa map (per block of 64 elements, the trailing zeros shared by the
@@ -351,12 +398,12 @@ pub fn encode(raw: &[u8], dtype: DType) -> Result<Encoded> {
         )));
     }
     let mut bytes = Vec::with_capacity(raw.len() / 2 + 16);
-    bytes.push(LAYOUT_BLOCKED);
     let mut side_bytes = 1;
     let layout = Layout::of(dtype);
     if let Layout::F32 = layout {
         side_bytes += encode_f32(raw, &mut bytes);
     } else {
+        bytes.push(LAYOUT_BLOCKED);
         let alphabets = layout.alphabets();
         let planes = layout.split(raw);
         for (j, plane) in planes.iter().enumerate() {
@@ -395,7 +442,14 @@ fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
         .chunks_exact(4)
         .map(|w| (w[3] & 0x80) | (w[2] & 0x7f))
         .collect();
-    let mut side = put_stream(out, &short, SHORT_ALPHABET, None);
+    let no_short = short.iter().all(|&m| m == 0);
+    let mut side = 0;
+    if no_short {
+        out.push(LAYOUT_BLOCKED_FULL);
+    } else {
+        out.push(LAYOUT_BLOCKED);
+        side += put_stream(out, &short, SHORT_ALPHABET, None);
+    }
     side += put_stream(out, &exponent, 256, None);
     side += put_stream(out, &top, 256, Some((&exponent, 256)));
     for low_bit in [8u32, 0] {
@@ -404,7 +458,9 @@ fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
             // The usual case: every element's byte in full, the exponent plane as context.
             let full: Vec<u8> = raw.chunks_exact(4).map(|w| w[byte]).collect();
             side += put_stream(out, &full, 256, Some((&exponent, 256)));
-            side += put_stream(out, &[], 256, Some((&[], 8)));
+            if !no_short {
+                side += put_stream(out, &[], 256, Some((&[], 8)));
+            }
             continue;
         }
         let (mut full, mut full_ctx) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -434,7 +490,9 @@ fn encode_f32(raw: &[u8], out: &mut Vec<u8>) -> usize {
 
 /// Decodes a section to the `numel` elements' original bytes, bit for bit.
 pub fn decode(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
-    if bytes.first() != Some(&LAYOUT_BLOCKED) {
+    let first = bytes.first().copied();
+    let full_only = first == Some(LAYOUT_BLOCKED_FULL);
+    if first != Some(LAYOUT_BLOCKED) && !(full_only && dtype == DType::F32) {
         return decode_v1(bytes, dtype, numel);
     }
     numel
@@ -443,7 +501,7 @@ pub fn decode(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
     let mut r = StreamReader { bytes, pos: 1 };
     let layout = Layout::of(dtype);
     let out = if let Layout::F32 = layout {
-        decode_f32(&mut r, numel)?
+        decode_f32(&mut r, numel, full_only)?
     } else {
         let alphabets = layout.alphabets();
         let mut planes: Vec<Vec<u8>> = Vec::with_capacity(alphabets.len());
@@ -462,9 +520,14 @@ pub fn decode(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_f32(r: &mut StreamReader, numel: usize) -> Result<Vec<u8>> {
+/// `full_only`: the section has no short map (every block is 0) and no shifted streams.
+fn decode_f32(r: &mut StreamReader, numel: usize, full_only: bool) -> Result<Vec<u8>> {
     let no_context = || (Vec::new(), 1);
-    let short = r.stream(numel.div_ceil(BLOCK), SHORT_ALPHABET, no_context)?;
+    let short = if full_only {
+        vec![0u8; numel.div_ceil(BLOCK)]
+    } else {
+        r.stream(numel.div_ceil(BLOCK), SHORT_ALPHABET, no_context)?
+    };
     let exponent = r.stream(numel, 256, no_context)?;
     let top = r.stream(numel, 256, || (exponent.clone(), 256))?;
     let block_len = |b: usize| BLOCK.min(numel - b * BLOCK);
@@ -488,18 +551,22 @@ fn decode_f32(r: &mut StreamReader, numel: usize) -> Result<Vec<u8>> {
                 .collect();
             (ctx, 256)
         })?;
-        let shifted = r.stream(n_shifted, 256, || {
-            let ctx = short
-                .iter()
-                .enumerate()
-                .filter_map(|(b, &m)| {
-                    let z = zero_bits(m, low_bit);
-                    (z > 0 && z < 8).then(|| std::iter::repeat_n(z as u8, block_len(b)))
-                })
-                .flatten()
-                .collect();
-            (ctx, 8)
-        })?;
+        let shifted = if full_only {
+            Vec::new()
+        } else {
+            r.stream(n_shifted, 256, || {
+                let ctx = short
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(b, &m)| {
+                        let z = zero_bits(m, low_bit);
+                        (z > 0 && z < 8).then(|| std::iter::repeat_n(z as u8, block_len(b)))
+                    })
+                    .flatten()
+                    .collect();
+                (ctx, 8)
+            })?
+        };
         low[k] = (full, shifted);
     }
 
@@ -806,7 +873,7 @@ mod tests {
         for trial in 0..3000 {
             let dtype = DType::ALL[trial % DType::ALL.len()];
             let numel = r.below(300) as usize;
-            let mut b = vec![LAYOUT_BLOCKED];
+            let mut b = vec![[LAYOUT_BLOCKED, LAYOUT_BLOCKED_FULL][r.below(2) as usize]];
             for _ in 0..r.below(8) {
                 b.push([STREAM_RAW, STREAM_CODED, STREAM_CONTEXT][r.below(3) as usize]);
                 let len = r.below(400) as usize;
