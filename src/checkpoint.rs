@@ -61,6 +61,9 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
     /// In file order.
     pub tensors: Vec<InputTensor>,
+    /// The source's JSON header, verbatim, when the file is a safetensors file whose tensors fill
+    /// the data area back to back: then an all-lossless `.lowbit` can restore it byte for byte.
+    pub exact_header: Option<String>,
 }
 
 impl Checkpoint {
@@ -78,6 +81,7 @@ impl Checkpoint {
                     shape: h.shape,
                     range: h.data_start..h.data_start + len,
                 }],
+                exact_header: None,
             });
         }
         let h = safetensors::read_header(file)?;
@@ -91,11 +95,25 @@ impl Checkpoint {
                 shape: t.shape,
                 range: data_start + t.start as usize..data_start + t.end as usize,
             })
-            .collect();
+            .collect::<Vec<InputTensor>>();
+        let mut end = data_start;
+        let contiguous = tensors.iter().all(|t| {
+            let follows = t.range.start == end || t.range.is_empty();
+            end = end.max(t.range.end);
+            follows
+        }) && end == file.len();
+        let exact_header = contiguous
+            .then(|| {
+                std::str::from_utf8(&file[8..data_start])
+                    .ok()
+                    .map(str::to_string)
+            })
+            .flatten();
         Ok(Checkpoint {
             format: SourceFormat::Safetensors,
             metadata: h.metadata,
             tensors,
+            exact_header,
         })
     }
 

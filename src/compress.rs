@@ -483,10 +483,21 @@ fn option_points(ckpt: &Checkpoint, analyses: &[TensorAnalysis]) -> Vec<Vec<Opti
 }
 
 fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]) -> Manifest {
+    // When every tensor is exact, keep the source header verbatim so that decompression gives back
+    // the very same file (key order, spacing and padding included), as a lossless tool should.
+    let all_exact = analyses
+        .iter()
+        .zip(choice)
+        .all(|(a, &i)| a.candidates[i].codec == CodecParams::Lossless);
     Manifest {
         version: container::VERSION,
         source_format: ckpt.format,
         source_metadata: ckpt.metadata.clone(),
+        source_header: if all_exact {
+            ckpt.exact_header.clone()
+        } else {
+            None
+        },
         tensors: ckpt
             .tensors
             .iter()
@@ -840,6 +851,9 @@ pub fn decompress(
     let c = Container::read(file).map_err(|e| e.in_file(file_name))?;
     let m = &c.manifest;
     let header = match m.source_format {
+        SourceFormat::Safetensors if m.source_header.is_some() => {
+            exact_source_header(m).map_err(|e| e.in_file(file_name))?
+        }
         SourceFormat::Safetensors => {
             let planned: Vec<safetensors::PlannedTensor> = m
                 .tensors
@@ -884,6 +898,40 @@ pub fn decompress(
         parameters,
         bytes_written: written,
     })
+}
+
+/// The source's own header (8-byte length + JSON), after checking that it describes exactly the
+/// tensors the manifest restores, in order and back to back: a `.lowbit` cannot make decompression
+/// write a file whose header disagrees with its data.
+fn exact_source_header(m: &Manifest) -> Result<Vec<u8>> {
+    let json = m.source_header.as_deref().unwrap_or_default();
+    let data: u64 = m
+        .tensors
+        .iter()
+        .map(|t| t.numel() * t.dtype.size() as u64)
+        .sum();
+    let file_len = 8 + json.len() as u64 + data;
+    let h = safetensors::parse_header(json.as_bytes(), file_len)
+        .map_err(|e| Error::corrupt(format!("the stored source header is invalid: {e}")))?;
+    let mut offset = 0;
+    let consistent = h.tensors.len() == m.tensors.len()
+        && h.tensors.iter().zip(&m.tensors).all(|(e, r)| {
+            let ok = e.name == r.name
+                && e.dtype == r.dtype
+                && e.shape == r.shape
+                && (e.start == offset || e.start == e.end);
+            offset = offset.max(e.end);
+            ok
+        })
+        && offset == data;
+    if !consistent {
+        return Err(Error::corrupt(
+            "the stored source header does not match the manifest's tensors",
+        ));
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    Ok(out)
 }
 
 /// Decodes one section to the tensor's bytes in its own dtype.

@@ -44,6 +44,10 @@ pub struct Manifest {
     pub source_format: SourceFormat,
     /// The source file's own `__metadata__` (safetensors), restored on decompression.
     pub source_metadata: BTreeMap<String, String>,
+    /// The source's JSON header verbatim, kept only when every tensor is stored exactly (then the
+    /// restored file is byte-identical to the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_header: Option<String>,
     /// In output order (the source file's order).
     pub tensors: Vec<TensorRecord>,
 }

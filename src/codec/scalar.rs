@@ -699,7 +699,8 @@ mod tests {
         let shape = Shape2::new(100, 1000);
         let x = gaussian(shape.len(), 8);
         let c = candidates(shape, 1);
-        assert!(c.len() <= 24);
+        // Quarter-bit steps over ~1.2 to ~9 bits per weight: a modest count the analysis can afford.
+        assert!(c.len() <= 36, "{} candidates", c.len());
         let rates: Vec<f64> = c
             .iter()
             .map(|p| 8.0 * encode(&x, shape, p).unwrap().bytes.len() as f64 / x.len() as f64)
