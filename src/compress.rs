@@ -167,6 +167,8 @@ pub struct Candidate {
     pub codec: CodecParams,
     pub coded_bytes: u64,
     pub side_bytes: u64,
+    /// CRC-32 of the coded bytes (the manifest stores it; the header is written before the sections).
+    pub crc32: u32,
     /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
     pub sq_error: f64,
 }
@@ -204,6 +206,7 @@ pub fn analyse_tensor(
     let lossless_candidate = Candidate {
         codec: CodecParams::Lossless,
         coded_bytes: exact.bytes.len() as u64,
+        crc32: container::crc32(&exact.bytes),
         side_bytes: exact.side_bytes as u64,
         sq_error: 0.0,
     };
@@ -310,6 +313,7 @@ pub fn analyse_tensor(
         analysis.candidates.push(Candidate {
             codec,
             coded_bytes: encoded.bytes.len() as u64,
+            crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
             sq_error,
         });
@@ -512,6 +516,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
                     codec: c.codec.clone(),
                     coded_bytes: c.coded_bytes,
                     side_bytes: c.side_bytes,
+                    crc32: c.crc32,
                 }
             })
             .collect(),
@@ -641,9 +646,9 @@ pub fn compress(
                     .bytes
             }
         };
-        if bytes.len() as u64 != record.coded_bytes {
+        if bytes.len() as u64 != record.coded_bytes || container::crc32(&bytes) != record.crc32 {
             return Err(Error::invalid(format!(
-                "internal error: re-encoding gave {} bytes where the analysis measured {} (non-deterministic codec)",
+                "internal error: re-encoding gave other bytes ({} bytes) than the analysis measured ({}): a non-deterministic codec",
                 bytes.len(),
                 record.coded_bytes
             ))

@@ -63,6 +63,9 @@ pub struct TensorRecord {
     pub coded_bytes: u64,
     /// Of `coded_bytes`, how many are side information (for reports; the decoder does not need it).
     pub side_bytes: u64,
+    /// CRC-32 (IEEE 802.3) of the coded bytes: entropy-coded streams carry no redundancy, so without
+    /// it a flipped bit could decode to silently different weights.
+    pub crc32: u32,
 }
 
 impl TensorRecord {
@@ -142,8 +145,15 @@ impl Container {
                     .in_tensor(&record.name)
             })?;
             validate_record(record, entry).map_err(|e| e.in_tensor(&record.name))?;
-            let start = header.data_start + entry.start;
-            sections.push(start as usize..(start + record.coded_bytes) as usize);
+            let start = (header.data_start + entry.start) as usize;
+            let coded = start..start + record.coded_bytes as usize;
+            if crc32(&file[coded.clone()]) != record.crc32 {
+                return Err(
+                    Error::corrupt("its section fails its checksum: the file is damaged")
+                        .in_tensor(&record.name),
+                );
+            }
+            sections.push(coded);
         }
         Ok(Container {
             manifest,
@@ -151,6 +161,34 @@ impl Container {
             header_bytes: header.data_start,
         })
     }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
 }
 
 fn parse_manifest(json: &str) -> Result<Manifest> {

@@ -412,24 +412,20 @@ fn corrupt_lowbit_files_fail_cleanly() {
     fs::remove_file(d.join("in.safetensors")).unwrap();
     let good = fs::read(d.join("out.lowbit")).unwrap();
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    // Damage inside the sections: every byte flip must give an error or a valid decode, never a
-    // panic; and a flip in a coded section of a lossy tensor is typically caught.
+    // Damage inside the sections (no section of this file is padded, so every byte is coded).
     let mut rng = lowbit::rng::Rng::new(5);
     for _ in 0..40 {
         let mut bad = good.clone();
         let at = 8 + header_len + rng.below((good.len() - 8 - header_len) as u64) as usize;
         bad[at] ^= 1 << rng.below(8);
         fs::write(d.join("bad.lowbit"), &bad).unwrap();
-        let o = lowbit(
-            &["decompress", "bad.lowbit", "-o", "x.safetensors", "--quiet"],
+        // Every damaged section is caught by its checksum, named, and nothing is written.
+        assert_fails(
             d,
+            &["decompress", "bad.lowbit", "-o", "x.safetensors"],
+            "bad.lowbit",
+            &["bad.lowbit", "damaged"],
         );
-        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-        if !o.status.success() {
-            assert!(stderr(&o).contains("bad.lowbit"));
-            assert!(!d.join("x.safetensors").exists(), "no partial output");
-        }
-        let _ = fs::remove_file(d.join("x.safetensors"));
     }
     // A manifest that claims far more output than its section can hold: a decompression bomb.
     let text = String::from_utf8_lossy(&good[8..8 + header_len]).into_owned();
