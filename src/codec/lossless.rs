@@ -18,7 +18,7 @@
 //!
 //! What it does not do: delta or cross-tensor prediction, multi-threading.
 
-use super::Encoded;
+use super::{get_varint, put_varint, Encoded};
 use crate::dtype::DType;
 use crate::entropy;
 use crate::error::{Error, Result};
@@ -675,30 +675,6 @@ fn decode_v1(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
         return Err(Error::corrupt("bytes left over in a lossless section"));
     }
     Ok(layout.join(&planes, numel))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// A LEB128 varint and the number of bytes it took.
-fn get_varint(bytes: &[u8]) -> Result<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &b) in bytes.iter().take(10).enumerate() {
-        v |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((v, i + 1));
-        }
-    }
-    Err(Error::corrupt("bad varint in lossless section"))
 }
 
 #[cfg(test)]

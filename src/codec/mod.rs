@@ -155,3 +155,28 @@ impl CodecParams {
         }
     }
 }
+
+/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low first), the sections' integer format.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Reads an unsigned LEB128 varint: the value and the number of bytes it took (at most 10).
+pub(crate) fn get_varint(bytes: &[u8]) -> Result<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((v, i + 1));
+        }
+    }
+    Err(crate::error::Error::corrupt("bad varint in a section"))
+}

@@ -28,7 +28,7 @@
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::{Encoded, Shape2};
+use super::{get_varint, put_varint, Encoded, Shape2};
 use crate::entropy;
 use crate::error::{Error, Result};
 use crate::rotation;
@@ -493,18 +493,6 @@ fn decode_grouped(bytes: &[u8], shape: Shape2, bits: u8, group: u32) -> Result<V
 // ---------------------------------------------------------------------------------------------
 // Byte helpers
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
 fn zigzag(q: i32) -> u64 {
     ((q << 1) ^ (q >> 31)) as u32 as u64
 }
@@ -551,15 +539,9 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Error::corrupt("bad varint in scalar section"))
+        let (v, used) = get_varint(&self.bytes[self.pos..])?;
+        self.pos += used;
+        Ok(v)
     }
 
     fn remaining(&self) -> usize {
