@@ -117,6 +117,10 @@ impl Settings {
     }
 }
 
+/// Set by Ctrl-C; the library polls it between tensors and stops with `Error::Cancelled`, so the
+/// temporary output is removed like on any other failure.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Draws the library's progress events as an indicatif bar with an ETA.
 struct Bar {
     bar: ProgressBar,
@@ -154,6 +158,10 @@ impl Progress for Bar {
     fn advance(&mut self, done: u64, item: &str) {
         self.bar.inc(done);
         self.bar.set_message(item.to_string());
+    }
+
+    fn cancelled(&self) -> bool {
+        INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -473,6 +481,8 @@ fn print_inspection(name: &str, inspection: &Inspection) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // If no handler can be installed, Ctrl-C keeps its default meaning (the run just stops).
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
