@@ -284,6 +284,15 @@ fn write_report(dir: &Path, report: &Report) -> Result<()> {
     Ok(())
 }
 
+/// `384x1536` style.
+fn shape_text(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
 fn print_summary(report: &Report) {
     let o = &report.output;
     println!(
@@ -320,12 +329,7 @@ fn print_summary(report: &Report) {
         if name.len() > width {
             name = format!("...{}", &name[name.len() - (width - 3)..]);
         }
-        let shape = t
-            .shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("x");
+        let shape = shape_text(&t.shape);
         println!(
             "{:<width$}  {:>16}  {:<28}  {:>7.3}  {:>10.3e}  {:>7}",
             name,
@@ -461,12 +465,7 @@ fn print_inspection(name: &str, inspection: &Inspection) {
     };
     println!("{header}");
     for t in tensors {
-        let shape = t
-            .shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("x");
+        let shape = shape_text(&t.shape);
         println!(
             "  {:<56} {:>5} {:>16} {:>12} B {:>7.3} bpw  {}",
             t.name,
