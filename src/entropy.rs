@@ -253,25 +253,13 @@ pub fn decode_with_contexts(
             ctxs.push(Ctx::Absent);
             continue;
         }
-        let k = reader.exp_golomb(0)?.saturating_add(1);
-        if k > alphabet as u64 || k > n_c as u64 {
-            return Err(Error::corrupt(
-                "entropy table lists more symbols than possible",
-            ));
-        }
-        if k == 1 {
-            let s = reader.get(symbol_bits(alphabet))? as u32;
-            if s >= alphabet {
-                return Err(Error::corrupt("entropy table symbol outside the alphabet"));
+        let (full, precision) = match read_context_table(&mut reader, n_c, alphabet)? {
+            ContextTable::Constant(s) => {
+                ctxs.push(Ctx::Constant(s));
+                continue;
             }
-            ctxs.push(Ctx::Constant(s));
-            continue;
-        }
-        let (used, freqs, precision) = read_table(&mut reader, k as usize, alphabet)?;
-        let mut full = vec![0u32; alphabet as usize];
-        for (&s, &f) in used.iter().zip(&freqs) {
-            full[s as usize] = f;
-        }
+            ContextTable::Coded { freqs, precision } => (freqs, precision),
+        };
         // A lookup table costs 2^precision entries: afford it when that is not much more than
         // the symbols it will decode (bounded by the caller's count, not by the file).
         let with_lut = (1usize << precision) <= 4 * n_c + 4096 && alphabet <= 1 << 16;
@@ -582,27 +570,15 @@ pub fn decode_bytes(
             models.raw[c] = true;
             continue;
         }
-        let k = reader.exp_golomb(0)?.saturating_add(1);
-        if k > alphabet as u64 || k > n_c as u64 {
-            return Err(Error::corrupt(
-                "entropy table lists more symbols than possible",
-            ));
-        }
-        if k == 1 {
-            let s = reader.get(symbol_bits(alphabet))? as u32;
-            if s >= alphabet {
-                return Err(Error::corrupt("entropy table symbol outside the alphabet"));
+        let (full, precision) = match read_context_table(&mut reader, n_c, alphabet)? {
+            ContextTable::Constant(s) => {
+                models.set_constant(c, s as u8, true);
+                continue;
             }
-            models.set_constant(c, s as u8, true);
-            continue;
-        }
-        let (used, freqs, precision) = read_table(&mut reader, k as usize, alphabet)?;
+            ContextTable::Coded { freqs, precision } => (freqs, precision),
+        };
         if precision > BYTE_MAX_PRECISION {
             return Err(Error::corrupt("byte coder table precision out of range"));
-        }
-        let mut full = vec![0u32; alphabet as usize];
-        for (&s, &f) in used.iter().zip(&freqs) {
-            full[s as usize] = f;
         }
         models.set_coded(c, &full, precision, true);
     }
@@ -995,6 +971,43 @@ fn write_table(
         bits.exp_golomb(x as u64 - 1, freq_k);
     }
     f
+}
+
+/// One context's model as both coders store it: the count of used symbols, then either the one
+/// symbol (a constant context, nothing coded) or the table of used symbols and frequencies.
+enum ContextTable {
+    Constant(u32),
+    /// Frequencies over the whole alphabet (0 for unused symbols) and their precision in bits.
+    Coded {
+        freqs: Vec<u32>,
+        precision: u32,
+    },
+}
+
+/// Reads one context's model for a context that holds `n_c` symbols.
+fn read_context_table(reader: &mut BitReader, n_c: usize, alphabet: u32) -> Result<ContextTable> {
+    let k = reader.exp_golomb(0)?.saturating_add(1);
+    if k > alphabet as u64 || k > n_c as u64 {
+        return Err(Error::corrupt(
+            "entropy table lists more symbols than possible",
+        ));
+    }
+    if k == 1 {
+        let s = reader.get(symbol_bits(alphabet))? as u32;
+        if s >= alphabet {
+            return Err(Error::corrupt("entropy table symbol outside the alphabet"));
+        }
+        return Ok(ContextTable::Constant(s));
+    }
+    let (used, freqs, precision) = read_table(reader, k as usize, alphabet)?;
+    let mut full = vec![0u32; alphabet as usize];
+    for (&s, &f) in used.iter().zip(&freqs) {
+        full[s as usize] = f;
+    }
+    Ok(ContextTable::Coded {
+        freqs: full,
+        precision,
+    })
 }
 
 /// Reads a table with `k >= 2` used symbols; returns the used symbols, their frequencies and the
