@@ -7,6 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::alloc::{self, OptionPoint};
+use crate::backend::{self, Backend, BackendChoice, BackendSummary};
 use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container::{self, Container, Manifest, SourceFormat, TensorRecord};
@@ -135,6 +136,8 @@ pub struct CompressOptions {
     pub seed: u64,
     /// Compute singular-value spectra for the report.
     pub spectra: bool,
+    /// Where the heavy kernels run.
+    pub backend: BackendChoice,
 }
 
 impl CompressOptions {
@@ -145,6 +148,7 @@ impl CompressOptions {
             overrides: Vec::new(),
             seed: 0,
             spectra: true,
+            backend: BackendChoice::Auto,
         }
     }
 
@@ -195,8 +199,18 @@ impl TensorAnalysis {
     }
 }
 
-/// Measures every applicable option of one tensor.
+/// Measures every applicable option of one tensor, on the CPU.
 pub fn analyse_tensor(
+    file: &[u8],
+    t: &InputTensor,
+    opts: &CompressOptions,
+) -> Result<TensorAnalysis> {
+    backend::ready(analyse_tensor_on(&Backend::Cpu, file, t, opts))
+}
+
+/// [`analyse_tensor`] with the codecs' kernels on `backend`.
+pub async fn analyse_tensor_on(
+    backend: &Backend,
     file: &[u8],
     t: &InputTensor,
     opts: &CompressOptions,
@@ -294,19 +308,18 @@ pub fn analyse_tensor(
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
-    let lowrank_encoded = codec::lowrank::encode_many(&values, shape, &lowrank);
-    let encoded_options = params
-        .into_iter()
-        .map(|p| {
-            let encoded = p.encode(&values, shape);
-            (p, encoded)
-        })
-        .chain(
-            lowrank
-                .into_iter()
-                .map(CodecParams::Lowrank)
-                .zip(lowrank_encoded),
-        );
+    let lowrank_encoded = codec::lowrank::encode_many_on(backend, &values, shape, &lowrank).await;
+    let mut encoded_options = Vec::with_capacity(params.len() + lowrank.len());
+    for p in params {
+        let encoded = p.encode_on(backend, &values, shape).await;
+        encoded_options.push((p, encoded));
+    }
+    encoded_options.extend(
+        lowrank
+            .into_iter()
+            .map(CodecParams::Lowrank)
+            .zip(lowrank_encoded),
+    );
     for (codec, encoded) in encoded_options {
         let encoded = encoded?;
         let sq_error = squared_error(&values, &encoded.reconstruction, t.dtype);
@@ -378,19 +391,21 @@ fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 
 
 /// Runs `analyse` on every tensor: natively on all cores (results in tensor order, so the output does
 /// not depend on scheduling), in the browser on the calling thread.
-fn analyse_all(
+async fn analyse_all(
+    backend: &Backend,
     file: &[u8],
     ckpt: &Checkpoint,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
 ) -> Result<Vec<TensorAnalysis>> {
     progress.stage("analyse", ckpt.parameters());
-    let run = |i: usize| {
-        let t = &ckpt.tensors[i];
-        analyse_tensor(file, t, opts).map_err(|e| e.in_tensor(&t.name))
-    };
     #[cfg(not(target_arch = "wasm32"))]
     {
+        let run = |i: usize| {
+            let t = &ckpt.tensors[i];
+            backend::block_on(analyse_tensor_on(backend, file, t, opts))
+                .map_err(|e| e.in_tensor(&t.name))
+        };
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -442,7 +457,12 @@ fn analyse_all(
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
-            out.push(run(i)?);
+            let t = &ckpt.tensors[i];
+            out.push(
+                analyse_tensor_on(backend, file, t, opts)
+                    .await
+                    .map_err(|e| e.in_tensor(&t.name))?,
+            );
             progress.advance(ckpt.tensors[i].numel(), &ckpt.tensors[i].name);
         }
         Ok(out)
@@ -458,6 +478,8 @@ pub struct Plan {
     pub choice: Vec<usize>,
     pub manifest: Manifest,
     pub header_len: u64,
+    /// Where the kernels ran (and whether the GPU was given up).
+    pub backend: BackendSummary,
     pub output_bytes: u64,
 }
 
@@ -537,10 +559,42 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
 }
 
 /// Analyses and allocates: what `compress` would write, without writing it (`lowbit plan`).
+/// Runs on the backend `opts.backend` asks for.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) -> Result<Plan> {
+    let (backend, reason) = backend::block_on(Backend::new(opts.backend))?;
+    backend::block_on(plan_on(&backend, &reason, file, opts, progress))
+}
+
+/// [`plan`] on the CPU (the browser's synchronous entry point; WebGPU goes through [`plan_on`]).
+#[cfg(target_arch = "wasm32")]
+pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) -> Result<Plan> {
+    backend::ready(plan_on(
+        &Backend::Cpu,
+        "browser CPU path",
+        file,
+        opts,
+        progress,
+    ))
+}
+
+/// [`plan`] on a given backend (`backend_reason` says why it was chosen, for the report).
+pub async fn plan_on(
+    backend: &Backend,
+    backend_reason: &str,
+    file: &[u8],
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
     opts.validate()?;
     let checkpoint = Checkpoint::parse(file)?;
-    let analyses = analyse_all(file, &checkpoint, opts, progress)?;
+    let gpu_failed_before = backend.fallback().is_some();
+    let mut analyses = analyse_all(backend, file, &checkpoint, opts, progress).await?;
+    if !gpu_failed_before && backend.fallback().is_some() {
+        // Tensors measured on the GPU before it failed would be re-encoded on the CPU, with
+        // other bits: measure everything again on the CPU so the plan is one backend's.
+        analyses = analyse_all(&Backend::Cpu, file, &checkpoint, opts, progress).await?;
+    }
     let points = option_points(&checkpoint, &analyses);
     let choice = match opts.target {
         Target::BitsPerWeight(bpw) => {
@@ -612,12 +666,14 @@ pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) ->
         manifest,
         header_len,
         output_bytes,
+        backend: backend.summary(opts.backend, backend_reason),
     })
 }
 
 /// Compresses a checkpoint (safetensors or npy bytes) to a `.lowbit` written to `out`; returns the
 /// report. `out` receives bytes only as tensors are encoded; callers that write files write to a
-/// temporary name and rename on success.
+/// temporary name and rename on success. Runs on the backend `opts.backend` asks for.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn compress(
     file: &[u8],
     file_name: &str,
@@ -625,7 +681,49 @@ pub fn compress(
     progress: &mut dyn Progress,
     out: &mut dyn Write,
 ) -> Result<Report> {
-    let plan = plan(file, opts, progress).map_err(|e| e.in_file(file_name))?;
+    let (backend, reason) =
+        backend::block_on(Backend::new(opts.backend)).map_err(|e| e.in_file(file_name))?;
+    backend::block_on(compress_on(
+        &backend, &reason, file, file_name, opts, progress, out,
+    ))
+}
+
+/// [`compress`] on the CPU (the browser's synchronous entry point; WebGPU goes through
+/// [`compress_on`]).
+#[cfg(target_arch = "wasm32")]
+pub fn compress(
+    file: &[u8],
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    backend::ready(compress_on(
+        &Backend::Cpu,
+        "browser CPU path",
+        file,
+        file_name,
+        opts,
+        progress,
+        out,
+    ))
+}
+
+/// [`compress`] on a given backend. If the GPU fails after the header is written, the sections
+/// re-encoded on the CPU differ from what was measured: that is reported as
+/// [`Error::GpuFailedWhileWriting`] and the caller starts again on the CPU.
+pub async fn compress_on(
+    backend: &Backend,
+    backend_reason: &str,
+    file: &[u8],
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    let mut plan = plan_on(backend, backend_reason, file, opts, progress)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
     let header = container::encode_header(&plan.manifest)?;
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
@@ -639,14 +737,19 @@ pub fn compress(
             CodecParams::Lossless => lossless::encode(raw, t.dtype)?.bytes,
             lossy => {
                 lossy
-                    .encode(
+                    .encode_on(
+                        backend,
                         &dtype::to_f32(t.dtype, raw),
                         Shape2::of(&t.shape).expect("checked"),
-                    )?
+                    )
+                    .await?
                     .bytes
             }
         };
         if bytes.len() as u64 != record.coded_bytes || container::crc32(&bytes) != record.crc32 {
+            if let (Some(reason), None) = (backend.fallback(), &plan.backend.fallback) {
+                return Err(Error::GpuFailedWhileWriting { reason });
+            }
             return Err(Error::invalid(format!(
                 "internal error: re-encoding gave other bytes ({} bytes) than the analysis measured ({}): a non-deterministic codec",
                 bytes.len(),
@@ -661,6 +764,7 @@ pub fn compress(
         progress.advance(t.numel(), &t.name);
     }
     out.flush().map_err(io_err)?;
+    plan.backend.fallback = backend.fallback();
     Ok(build_report(
         &plan,
         file_name,
@@ -812,6 +916,7 @@ pub fn build_report(
         rd_curve,
         spectra,
         notes: notes(plan),
+        backend: plan.backend.clone(),
     }
 }
 

@@ -53,6 +53,11 @@ pub enum Error {
     /// The caller asked the run to stop (the `Progress` sink said so).
     #[error("cancelled")]
     Cancelled,
+
+    /// The GPU failed after part of the output was written; the output is incomplete and the run
+    /// must start again on the CPU (the CLI and the page do so by themselves).
+    #[error("the GPU failed while the output was being written ({reason}); start again with --backend cpu")]
+    GpuFailedWhileWriting { reason: String },
 }
 
 fn prefix(file: &str) -> String {

@@ -74,9 +74,7 @@ pub fn fit_detailed(
     iters: usize,
     rng: &mut Rng,
 ) -> Result<Fit> {
-    check_points(points, dim)?;
-    let n = points.len() / dim;
-    if n == 0 {
+    let Some(mut codebook) = seed(points, dim, k, rng)? else {
         return Ok(Fit {
             codebook: Codebook {
                 dim,
@@ -85,12 +83,8 @@ pub fn fit_detailed(
             objective: Vec::new(),
             iterations: 0,
         });
-    }
-    if k == 0 {
-        return Err(Error::invalid("k-means needs k >= 1"));
-    }
-    let k = k.min(n);
-    let mut codebook = init_plus_plus(points, dim, k, rng);
+    };
+    let n = points.len() / dim;
     let mut objective = Vec::new();
     let mut codes = vec![0u32; n];
     let mut distances = vec![0f32; n];
@@ -117,9 +111,38 @@ pub fn fit_detailed(
     })
 }
 
+/// The start of every fit, shared by the CPU and GPU Lloyd loops: checks the points, then seeds
+/// `min(k, n)` centroids by k-means++. `None` when there are no points.
+pub(crate) fn seed(
+    points: &[f32],
+    dim: usize,
+    k: usize,
+    rng: &mut Rng,
+) -> Result<Option<Codebook>> {
+    check_points(points, dim)?;
+    let n = points.len() / dim;
+    if n == 0 {
+        return Ok(None);
+    }
+    if k == 0 {
+        return Err(Error::invalid("k-means needs k >= 1"));
+    }
+    Ok(Some(init_plus_plus(points, dim, k.min(n), rng)))
+}
+
 /// Nearest centroid of every point (lowest index among equals) and its squared Euclidean distance
 /// (clamped at 0; computed as ||x||^2 + (||c||^2 - 2 x.c), like faiss).
 pub fn assign(points: &[f32], dim: usize, codebook: &Codebook) -> Result<(Vec<u32>, Vec<f32>)> {
+    check_assign(points, dim, codebook)?;
+    let n = points.len() / dim;
+    let mut codes = vec![0u32; n];
+    let mut distances = vec![0f32; n];
+    assign_into(points, codebook, &mut codes, &mut distances);
+    Ok((codes, distances))
+}
+
+/// Checks the operands of an assignment (see [`assign`]).
+pub fn check_assign(points: &[f32], dim: usize, codebook: &Codebook) -> Result<()> {
     check_points(points, dim)?;
     if codebook.dim != dim {
         return Err(Error::invalid(format!(
@@ -127,14 +150,26 @@ pub fn assign(points: &[f32], dim: usize, codebook: &Codebook) -> Result<(Vec<u3
             codebook.dim
         )));
     }
-    let n = points.len() / dim;
-    if codebook.k() == 0 && n > 0 {
+    if codebook.k() == 0 && !points.is_empty() {
         return Err(Error::invalid("cannot assign points to an empty codebook"));
     }
-    let mut codes = vec![0u32; n];
-    let mut distances = vec![0f32; n];
-    assign_into(points, codebook, &mut codes, &mut distances);
-    Ok((codes, distances))
+    Ok(())
+}
+
+/// Checks the operands of a centroid update (see [`cluster_means`]).
+pub fn check_codes(points: &[f32], dim: usize, codes: &[u32], codebook: &Codebook) -> Result<()> {
+    check_assign(points, dim, codebook)?;
+    if codes.len() != points.len() / dim {
+        return Err(Error::invalid(format!(
+            "{} codes for {} points",
+            codes.len(),
+            points.len() / dim
+        )));
+    }
+    if codes.iter().any(|&c| c as usize >= codebook.k()) {
+        return Err(Error::invalid("a code is not an index of the codebook"));
+    }
+    Ok(())
 }
 
 fn check_points(points: &[f32], dim: usize) -> Result<()> {
@@ -249,7 +284,19 @@ fn draw(weights: &[f32], block_sums: &[f64], block: usize, target: f64) -> usize
 /// That split never increases the objective: the moved point's distance becomes 0 and no other
 /// distance changes until the next assignment step, which can only lower them.
 fn update_centroids(points: &[f32], codebook: &mut Codebook, codes: &mut [u32], distances: &[f32]) {
-    let dim = codebook.dim;
+    let mut counts = cluster_means(points, codebook.dim, codes, codebook);
+    split_empty(points, codebook, codes, distances, &mut counts);
+}
+
+/// Moves each centroid with points to their mean (sums in f64, in point order); centroids without
+/// points stay. Returns the number of points per centroid. The GPU twin is
+/// `shaders/kmeans_update.wgsl`.
+pub fn cluster_means(
+    points: &[f32],
+    dim: usize,
+    codes: &[u32],
+    codebook: &mut Codebook,
+) -> Vec<usize> {
     let k = codebook.k();
     let mut sums = vec![0f64; k * dim];
     let mut counts = vec![0usize; k];
@@ -271,6 +318,20 @@ fn update_centroids(points: &[f32], codebook: &mut Codebook, codes: &mut [u32], 
             }
         }
     }
+    counts
+}
+
+/// Re-seeds every empty cluster with the farthest member of the currently largest one (see
+/// [`update_centroids`]), updating `codes` and `counts`.
+pub(crate) fn split_empty(
+    points: &[f32],
+    codebook: &mut Codebook,
+    codes: &mut [u32],
+    distances: &[f32],
+    counts: &mut [usize],
+) {
+    let dim = codebook.dim;
+    let k = codebook.k();
     let mut taken = vec![false; codes.len()];
     for j in 0..k {
         if counts[j] > 0 {

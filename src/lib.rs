@@ -5,6 +5,7 @@
 //! (an mmap natively) and writing to any `std::io::Write`.
 
 pub mod alloc;
+pub mod backend;
 pub mod checkpoint;
 pub mod codec;
 pub mod compress;
@@ -20,8 +21,10 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod rotation;
+pub mod shaders;
 pub mod svg;
 
+pub use backend::{Backend, BackendChoice};
 pub use compress::{
     compress, decompress, inspect, plan, CompressOptions, DecompressSummary, Inspection, Override,
     OverrideRule, Target,

@@ -49,6 +49,17 @@ pub fn view_row_major(values: &[f32], rows: usize, cols: usize) -> MatRef<'_, f3
     MatRef::from_row_major_slice(values, rows, cols)
 }
 
+/// The values of a matrix in row-major order.
+pub fn to_row_major(m: MatRef<f32>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m.nrows() * m.ncols());
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            out.push(m[(i, j)]);
+        }
+    }
+    out
+}
+
 /// `a b`, single threaded f32 (faer's blocked kernel).
 pub fn product(a: MatRef<f32>, b: MatRef<f32>) -> Mat<f32> {
     let mut out = Mat::<f32>::zeros(a.nrows(), b.ncols());

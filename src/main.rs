@@ -88,6 +88,9 @@ struct Settings {
     /// Seed of every random choice (the same seed gives the same bytes).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where the heavy kernels run: auto (a real GPU if there is one), gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
 }
 
 impl Settings {
@@ -113,6 +116,7 @@ impl Settings {
             .map(|k| k.parse::<Override>())
             .collect::<Result<_, _>>()?;
         opts.seed = self.seed;
+        opts.backend = self.backend.parse()?;
         Ok(opts)
     }
 }
@@ -357,9 +361,27 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = open_input(&input)?;
             let name = display_name(&input);
             let mut bar = Bar::new(cli.quiet || cli.json);
-            let report_data = write_atomically(&output, |w| {
-                Ok(lowbit::compress(&bytes, &name, &opts, &mut bar, w)?)
-            })?;
+            let compress = |opts: &CompressOptions, bar: &mut Bar| {
+                write_atomically(&output, |w| {
+                    Ok(lowbit::compress(&bytes, &name, opts, bar, w)?)
+                })
+            };
+            let report_data = match compress(&opts, &mut bar) {
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<lowbit::Error>(),
+                        Some(lowbit::Error::GpuFailedWhileWriting { .. })
+                    ) =>
+                {
+                    // The half-written output is gone (write_atomically removed it): start
+                    // again on the CPU.
+                    eprintln!("warning: {e}; compressing again on the CPU");
+                    let mut cpu = opts.clone();
+                    cpu.backend = lowbit::BackendChoice::Cpu;
+                    compress(&cpu, &mut bar)?
+                }
+                other => other?,
+            };
             drop(bar);
             if let Some(dir) = report {
                 write_report(&dir, &report_data)?;

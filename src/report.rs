@@ -34,6 +34,8 @@ pub struct Report {
     /// Top singular values of the 2-D tensors where low rank was considered.
     pub spectra: Vec<Spectrum>,
     pub notes: Vec<String>,
+    /// Where the heavy kernels ran.
+    pub backend: crate::backend::BackendSummary,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -124,6 +126,22 @@ pub struct Spectrum {
 }
 
 impl Report {
+    /// One line on where the kernels ran, e.g. `gpu: NVIDIA ... (DiscreteGpu, Vulkan); real GPU`.
+    pub fn backend_text(&self) -> String {
+        let b = &self.backend;
+        let mut text = format!("{} (asked: {})", b.used, b.requested.name());
+        if let Some(adapter) = &b.adapter {
+            text.push_str(&format!(", adapter {adapter}"));
+        }
+        text.push_str(&format!("; {}", b.reason));
+        if let Some(f) = &b.fallback {
+            text.push_str(&format!(
+                "; the GPU failed during the run and the rest ran on the CPU: {f}"
+            ));
+        }
+        text
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }
@@ -193,6 +211,7 @@ impl Report {
                 format!("{:.4e}", o.rel_mse_2d),
             ),
             ("distortion measure", self.distortion_measure.clone()),
+            ("backend", self.backend_text()),
         ] {
             html.push_str(&format!(
                 "<tr><th>{}</th><td>{}</td></tr>\n",

@@ -24,7 +24,8 @@ pub fn block_len(cols: usize) -> usize {
     (1usize << cols.trailing_zeros()).min(MAX_BLOCK)
 }
 
-fn signs(cols: usize, seed: u64) -> Vec<f32> {
+/// The random sign of each column (the GPU kernel receives these).
+pub fn signs(cols: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     (0..cols).map(|_| rng.sign()).collect()
 }
@@ -45,9 +46,15 @@ fn fwht(block: &mut [f32]) {
         h *= 2;
     }
     if n > 1 {
-        let scale = 1.0 / (n as f32).sqrt();
+        let scale = block_scale(n);
         block.iter_mut().for_each(|v| *v *= scale);
     }
+}
+
+/// The normalization `1/sqrt(block)` of a Hadamard block, in f32 (shared with the GPU kernel so
+/// both give the same bits).
+pub fn block_scale(block: usize) -> f32 {
+    1.0 / (block as f32).sqrt()
 }
 
 /// Rotates each row of the row-major `rows x cols` matrix in place: signs, then Hadamard blocks.

@@ -31,6 +31,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Encoded, Shape2};
+use crate::backend::{self, Backend};
 use crate::entropy;
 use crate::error::{Error, Result};
 use crate::linalg;
@@ -162,7 +163,7 @@ struct Factors {
 
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
     check_input(values, shape, p)?;
-    let svd = truncated_svd(values, shape, p)?;
+    let svd = backend::ready(truncated_svd(&Backend::Cpu, values, shape, p))?;
     encode_with_svd(values, shape, p, &svd)
 }
 
@@ -171,27 +172,39 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
 /// shape, option)`. For the analysis stage: [`candidates`] shares one SVD among its 6 residual
 /// variants, so this runs 5 SVDs instead of 10.
 pub fn encode_many(values: &[f32], shape: Shape2, options: &[Params]) -> Vec<Result<Encoded>> {
+    backend::ready(encode_many_on(&Backend::Cpu, values, shape, options))
+}
+
+/// [`encode_many`] with the SVDs on `backend`.
+pub async fn encode_many_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    options: &[Params],
+) -> Vec<Result<Encoded>> {
     // (rank, oversample, power_iters, seed): what the SVD depends on.
     type SvdKey = (u32, u32, u8, u64);
     let mut svds: Vec<(SvdKey, Result<linalg::Svd>)> = Vec::new();
-    options
-        .iter()
-        .map(|p| {
-            check_input(values, shape, p)?;
-            let key = (p.rank, p.oversample, p.power_iters, p.seed);
-            let index = match svds.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    svds.push((key, truncated_svd(values, shape, p)));
-                    svds.len() - 1
-                }
-            };
-            match &svds[index].1 {
-                Ok(svd) => encode_with_svd(values, shape, p, svd),
-                Err(e) => Err(Error::unsupported(format!("lowrank SVD failed: {e}"))),
+    let mut out = Vec::with_capacity(options.len());
+    for p in options {
+        if let Err(e) = check_input(values, shape, p) {
+            out.push(Err(e));
+            continue;
+        }
+        let key = (p.rank, p.oversample, p.power_iters, p.seed);
+        let index = match svds.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                svds.push((key, truncated_svd(backend, values, shape, p).await));
+                svds.len() - 1
             }
-        })
-        .collect()
+        };
+        out.push(match &svds[index].1 {
+            Ok(svd) => encode_with_svd(values, shape, p, svd),
+            Err(e) => Err(Error::unsupported(format!("lowrank SVD failed: {e}"))),
+        });
+    }
+    out
 }
 
 fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
@@ -214,17 +227,25 @@ fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
 
 /// The rank-`min(p.rank, rows, cols)` SVD that `encode` quantizes: a function of the values and
 /// of `(rank, oversample, power_iters, seed)` only.
-fn truncated_svd(values: &[f32], shape: Shape2, p: &Params) -> Result<linalg::Svd> {
+async fn truncated_svd(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<linalg::Svd> {
     let rank = (p.rank as usize).min(shape.rows).min(shape.cols);
-    let w = linalg::view_row_major(values, shape.rows, shape.cols);
     let mut rng = Rng::new(p.seed);
-    linalg::rsi(
-        w,
-        rank,
-        p.oversample as usize,
-        p.power_iters as usize,
-        &mut rng,
-    )
+    backend
+        .rsi(
+            values,
+            shape.rows,
+            shape.cols,
+            rank,
+            p.oversample as usize,
+            p.power_iters as usize,
+            &mut rng,
+        )
+        .await
 }
 
 fn encode_with_svd(

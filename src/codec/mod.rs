@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::error::Result;
 
 pub mod lossless;
@@ -129,14 +130,29 @@ impl CodecParams {
         }
     }
 
-    /// Encodes an f32 tensor with a lossy codec. The lossless codec takes raw bytes: see
-    /// [`lossless::encode`].
+    /// Encodes an f32 tensor with a lossy codec on the CPU. The lossless codec takes raw bytes:
+    /// see [`lossless::encode`].
     pub fn encode(&self, values: &[f32], shape: Shape2) -> Result<Encoded> {
+        crate::backend::ready(self.encode_on(&Backend::Cpu, values, shape))
+    }
+
+    /// [`Self::encode`] with the heavy kernels (SVD products, k-means, rotations, scale search) on
+    /// `backend`.
+    pub async fn encode_on(
+        &self,
+        backend: &Backend,
+        values: &[f32],
+        shape: Shape2,
+    ) -> Result<Encoded> {
         debug_assert_eq!(values.len(), shape.len());
         match self {
-            CodecParams::Scalar(p) => scalar::encode(values, shape, p),
-            CodecParams::Vq(p) => vq::encode(values, shape, p),
-            CodecParams::Lowrank(p) => lowrank::encode(values, shape, p),
+            CodecParams::Scalar(p) => scalar::encode_on(backend, values, shape, p).await,
+            CodecParams::Vq(p) => vq::encode_on(backend, values, shape, p).await,
+            CodecParams::Lowrank(p) => {
+                let mut out =
+                    lowrank::encode_many_on(backend, values, shape, std::slice::from_ref(p)).await;
+                out.pop().expect("one option gives one result")
+            }
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }

@@ -29,6 +29,7 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::{get_varint, put_varint, Encoded, Shape2};
+use crate::backend::{self, Backend, GroupFits};
 use crate::entropy;
 use crate::error::{Error, Result};
 use crate::rotation;
@@ -92,6 +93,17 @@ pub fn candidates(_shape: Shape2, seed: u64) -> Vec<Params> {
 }
 
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
+    backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+}
+
+/// [`encode`] with the rotation and the grouped grid's scale search on `backend` (the uniform
+/// grid's work is entropy coding, which stays on the CPU).
+pub async fn encode_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<Encoded> {
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
             "{} values for a {}x{} tensor",
@@ -106,15 +118,23 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
         )));
     }
     let mut work = values.to_vec();
-    if p.rotate {
-        rotation::forward(&mut work, shape.cols, p.seed);
+    if p.rotate && !work.is_empty() {
+        backend.rotate(&mut work, shape.cols, p.seed, false).await?;
     }
     let (bytes, side_bytes, mut reconstruction) = match p.grid {
         Grid::Uniform { fineness } => encode_uniform(&work, shape, fineness)?,
-        Grid::Grouped { bits, group } => encode_grouped(&work, shape, bits, group, true)?,
+        Grid::Grouped { bits, group } => {
+            check_grouped(bits, group)?;
+            let fitted = backend
+                .fit_groups(&work, shape.rows, shape.cols, bits, group as usize, true)
+                .await?;
+            encode_grouped(shape, bits, group, &fitted)
+        }
     };
-    if p.rotate {
-        rotation::inverse(&mut reconstruction, shape.cols, p.seed);
+    if p.rotate && !reconstruction.is_empty() {
+        backend
+            .rotate(&mut reconstruction, shape.cols, p.seed, true)
+            .await?;
     }
     Ok(Encoded {
         bytes,
@@ -430,37 +450,52 @@ fn groups(shape: Shape2, group: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-fn encode_grouped(
+/// The grouped grid's (scale, minimum) per group and codes: the CPU reference of
+/// `shaders/group_fit.wgsl`.
+pub fn fit_groups(
     values: &[f32],
-    shape: Shape2,
+    rows: usize,
+    cols: usize,
     bits: u8,
-    group: u32,
+    group: usize,
     search: bool,
-) -> Result<Sections> {
-    check_grouped(bits, group)?;
+) -> GroupFits {
     let top = ((1u32 << bits) - 1) as f32;
-    let mut symbols = Vec::with_capacity(values.len());
-    let mut reconstruction = Vec::with_capacity(values.len());
-    let mut side = Vec::new();
-    for (start, len) in groups(shape, group as usize) {
+    let mut fits = Vec::with_capacity(rows * cols.div_ceil(group.max(1)));
+    let mut codes = Vec::with_capacity(values.len());
+    for (start, len) in groups(Shape2::new(rows, cols), group) {
         let g = &values[start..start + len];
         let fit = fit_group(g, bits, search);
         let (scale, minimum) = (fit.scale.to_f32(), fit.minimum.to_f32());
-        side.extend_from_slice(&fit.scale.to_le_bytes());
-        side.extend_from_slice(&fit.minimum.to_le_bytes());
-        for &v in g {
-            let q = quantize_grouped(v, scale, minimum, top);
-            symbols.push(q as u32);
-            reconstruction.push(q * scale + minimum);
-        }
+        fits.push((scale, minimum));
+        codes.extend(
+            g.iter()
+                .map(|&v| quantize_grouped(v, scale, minimum, top) as u32),
+        );
     }
-    let coded = entropy::encode(&symbols, 1 << bits);
+    GroupFits { fits, codes }
+}
+
+/// Codes the fitted groups: the entropy-coded codes, then the f16 (scale, minimum) of each group.
+fn encode_grouped(shape: Shape2, bits: u8, group: u32, fitted: &GroupFits) -> Sections {
+    let mut reconstruction = Vec::with_capacity(fitted.codes.len());
+    let mut side = Vec::with_capacity(4 * fitted.fits.len());
+    for ((start, len), &(scale, minimum)) in groups(shape, group as usize).zip(&fitted.fits) {
+        side.extend_from_slice(&f16::from_f32(scale).to_le_bytes());
+        side.extend_from_slice(&f16::from_f32(minimum).to_le_bytes());
+        reconstruction.extend(
+            fitted.codes[start..start + len]
+                .iter()
+                .map(|&q| q as f32 * scale + minimum),
+        );
+    }
+    let coded = entropy::encode(&fitted.codes, 1 << bits);
     let mut bytes = Vec::with_capacity(coded.bytes.len() + side.len() + 8);
     put_varint(&mut bytes, coded.bytes.len() as u64);
     let side_bytes = bytes.len() + coded.table_bytes + side.len();
     bytes.extend_from_slice(&coded.bytes);
     bytes.extend_from_slice(&side);
-    Ok((bytes, side_bytes, reconstruction))
+    (bytes, side_bytes, reconstruction)
 }
 
 fn decode_grouped(bytes: &[u8], shape: Shape2, bits: u8, group: u32) -> Result<Vec<f32>> {
@@ -669,8 +704,11 @@ mod tests {
         let shape = Shape2::new(64, 256);
         let x = gaussian(shape.len(), 6);
         for bits in [2u8, 3, 4] {
-            let (_, _, searched) = encode_grouped(&x, shape, bits, 64, true).unwrap();
-            let (_, _, plain) = encode_grouped(&x, shape, bits, 64, false).unwrap();
+            let grid = |search| {
+                let fitted = fit_groups(&x, shape.rows, shape.cols, bits, 64, search);
+                encode_grouped(shape, bits, 64, &fitted).2
+            };
+            let (searched, plain) = (grid(true), grid(false));
             let (es, ep) = (mse(&x, &searched), mse(&x, &plain));
             assert!(es < 0.9 * ep, "{bits} bits: search {es} vs min/max {ep}");
         }

@@ -29,9 +29,10 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::{Encoded, Shape2};
+use crate::backend::{self, Backend};
 use crate::entropy;
 use crate::error::{Error, Result};
-use crate::kmeans::{self, Codebook};
+use crate::kmeans::Codebook;
 use crate::rng::Rng;
 
 /// Largest codebook (12-bit indices before entropy coding).
@@ -225,6 +226,16 @@ fn reconstruct(
 }
 
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
+    backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+}
+
+/// [`encode`] with the k-means fit and the final assignment on `backend`.
+pub async fn encode_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<Encoded> {
     p.check()?;
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
@@ -259,14 +270,20 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
     let train_cap = (TRAIN_VECTORS_PER_ENTRY * p.k as usize).max(MIN_TRAIN_VECTORS);
     let trained = if vectors > train_cap {
         let sample = sample_vectors(&stream, dim, train_cap, &mut rng);
-        kmeans::fit(&sample, dim, p.k as usize, p.iters as usize, &mut rng)?
+        backend
+            .kmeans_fit(&sample, dim, p.k as usize, p.iters as usize, &mut rng)
+            .await?
+            .codebook
     } else {
-        kmeans::fit(&stream, dim, p.k as usize, p.iters as usize, &mut rng)?
+        backend
+            .kmeans_fit(&stream, dim, p.k as usize, p.iters as usize, &mut rng)
+            .await?
+            .codebook
     };
     let (codebook_scale, stored, codebook) = quantize_codebook(&trained);
     let entries = codebook.k();
     let codes = if vectors > 0 {
-        kmeans::assign(&stream, dim, &codebook)?.0
+        backend.kmeans_assign(&stream, dim, &codebook).await?.0
     } else {
         Vec::new()
     };

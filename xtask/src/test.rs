@@ -34,6 +34,18 @@ pub fn run() -> Result<(), String> {
             "wasm32-unknown-unknown",
         ]),
     )?;
+    step(
+        "the library with its WebGPU backend builds for wasm32",
+        Command::new(&cargo).args([
+            "check",
+            "--lib",
+            "--no-default-features",
+            "--features",
+            "gpu",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]),
+    )?;
     let (passed, failed) = cargo_test(&cargo)?;
     // One closing line over every test binary (cargo's own last line is the doc-test binary's).
     println!("{passed} passed, {failed} failed");

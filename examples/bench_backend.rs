@@ -1,0 +1,123 @@
+//! Times every kernel on the CPU backend and, when an adapter exists, on the GPU backend (forced:
+//! on a machine without a GPU that is an emulated adapter such as lavapipe, and the figures are
+//! emulation, not GPU speed). Each figure is the median of `REPEATS` runs after one warm-up, the
+//! GPU's including upload and readback (what a codec pays).
+//!
+//! Output: one JSON object per line, e.g.
+//! `{"job":"backend","kernel":"matmul 1024x1024x256","impl":"gpu","seconds":0.01,"gflops":50.0,
+//!   "adapter":"llvmpipe (Cpu, Vulkan)"}`.
+//!
+//! Run: `cargo run --release --example bench_backend`
+
+use std::time::Instant;
+
+use lowbit::backend::{block_on, Backend, BackendChoice};
+use lowbit::kmeans::Codebook;
+use lowbit::rng::Rng;
+
+const REPEATS: usize = 3;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+fn median_seconds(mut run: impl FnMut()) -> f64 {
+    run();
+    let mut t: Vec<f64> = (0..REPEATS)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[REPEATS / 2]
+}
+
+fn row(kernel: &str, backend: &Backend, seconds: f64, flops: Option<f64>) {
+    let mut line = serde_json::json!({
+        "job": "backend",
+        "kernel": kernel,
+        "impl": backend.name(),
+        "seconds": seconds,
+    });
+    if let Some(f) = flops {
+        line["gflops"] = serde_json::json!(f / seconds / 1e9);
+    }
+    if let Some(a) = backend.adapter() {
+        line["adapter"] = serde_json::json!(a);
+    }
+    println!("{line}");
+}
+
+fn bench(backend: &Backend) {
+    let (m, k, n) = (1024, 1024, 256);
+    let a = random(m * k, 1);
+    let b = random(k * n, 2);
+    let s = median_seconds(|| {
+        block_on(backend.matmul(&a, m, k, false, &b, n)).expect("matmul");
+    });
+    row(
+        "matmul A*B 1024x1024x256",
+        backend,
+        s,
+        Some(2.0 * (m * k * n) as f64),
+    );
+    let s = median_seconds(|| {
+        block_on(backend.matmul(&a, k, m, true, &b, n)).expect("matmul");
+    });
+    row(
+        "matmul A^T*B 1024x1024x256",
+        backend,
+        s,
+        Some(2.0 * (m * k * n) as f64),
+    );
+
+    let (rows, cols) = (768, 3072);
+    let w = random(rows * cols, 3);
+    let s = median_seconds(|| {
+        let mut rng = Rng::new(4);
+        block_on(backend.rsi(&w, rows, cols, 128, 10, 1, &mut rng)).expect("rsi");
+    });
+    row("rsi 768x3072 rank 128 q=1", backend, s, None);
+
+    let (points, dim, centroids) = (100_000, 8, 256);
+    let x = random(points * dim, 5);
+    let s = median_seconds(|| {
+        let mut rng = Rng::new(6);
+        block_on(backend.kmeans_fit(&x, dim, centroids, 20, &mut rng)).expect("fit");
+    });
+    row("kmeans 100000x8 k=256 20 iterations", backend, s, None);
+    let cb = Codebook {
+        dim,
+        centroids: random(centroids * dim, 7),
+    };
+    let s = median_seconds(|| {
+        block_on(backend.kmeans_assign(&x, dim, &cb)).expect("assign");
+    });
+    row(
+        "kmeans assign 100000x8 k=256",
+        backend,
+        s,
+        Some(2.0 * (points * centroids * dim) as f64),
+    );
+
+    let mut v = w.clone();
+    let s = median_seconds(|| {
+        block_on(backend.rotate(&mut v, cols, 8, false)).expect("rotate");
+    });
+    row("hadamard rotation 768x3072", backend, s, None);
+    let s = median_seconds(|| {
+        block_on(backend.fit_groups(&w, rows, cols, 4, 64, true)).expect("group fit");
+    });
+    row("group scale search 768x3072 4b g64", backend, s, None);
+}
+
+fn main() {
+    bench(&Backend::Cpu);
+    match block_on(Backend::new(BackendChoice::Gpu)) {
+        Ok((gpu, _)) => bench(&gpu),
+        Err(e) => eprintln!("no GPU backend: {e}"),
+    }
+}
