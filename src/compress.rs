@@ -284,6 +284,20 @@ pub fn analyse_tensor(
                 .map(CodecParams::Vq),
         );
     }
+    if wants(Method::Turbo) {
+        params.extend(
+            codec::turbo::candidates(shape, seed)
+                .into_iter()
+                .map(CodecParams::Turbo),
+        );
+    }
+    if wants(Method::Hyper) {
+        params.extend(
+            codec::hyper::candidates(shape)
+                .into_iter()
+                .map(CodecParams::Hyper),
+        );
+    }
     // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
     let lowrank: Vec<codec::lowrank::Params> = if wants(Method::Lowrank) {
         codec::lowrank::candidates(shape, seed)
