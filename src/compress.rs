@@ -284,10 +284,14 @@ pub fn analyse_tensor(
                 .map(CodecParams::Vq),
         );
     }
+    // Turbo and hyper: in auto mode a few options only, since on all-MiniLM-L6-v2 neither beat
+    // the scalar grid overall (docs/METHODS.md); `--method turbo|hyper` tries all of them.
+    let auto = opts.method.is_none();
     if wants(Method::Turbo) {
         params.extend(
             codec::turbo::candidates(shape, seed)
                 .into_iter()
+                .filter(|p| !auto || codec::turbo::AUTO_BITS.contains(&p.bits))
                 .map(CodecParams::Turbo),
         );
     }
@@ -295,6 +299,7 @@ pub fn analyse_tensor(
         params.extend(
             codec::hyper::candidates(shape)
                 .into_iter()
+                .filter(|p| !auto || codec::hyper::AUTO_SIDE_POINTS.contains(&p.n.isqrt()))
                 .map(CodecParams::Hyper),
         );
     }

@@ -56,19 +56,28 @@ impl Params {
 pub const MAX_RINGS: u8 = 8;
 /// Largest `T = sqrt(n)` (n up to about a million codewords per ring).
 pub const MAX_SIDE_POINTS: u32 = 1024;
-/// Auto candidates: (`T`, `L` in RMS units), rings 1. Chosen by measurement (docs/METHODS.md).
-const AUTO: [(u32, f32); 3] = [(8, 6.0), (15, 6.0), (40, 6.0)];
+/// Candidates: `T` (n = T^2 codewords, about 3, 3.5 and 4.8 bits per weight on MiniLM), with the
+/// square's side `L` = 6 x the tensor's RMS and 3 rings, the best of L in {4, 5, 6, 8} x RMS and
+/// C in {1, 3} measured on all-MiniLM-L6-v2 (docs/METHODS.md).
+const CANDIDATE_SIDE_POINTS: [u32; 3] = [8, 15, 40];
+const CANDIDATE_SIDE_RMS: f32 = 6.0;
+const CANDIDATE_RINGS: u8 = 3;
+/// The ones `auto` tries (hyper never beat the scalar grid on MiniLM; these two cost ~5% of the
+/// analysis time).
+pub const AUTO_SIDE_POINTS: [u32; 2] = [15, 40];
 
+/// The options tried for a tensor (the allocator in auto mode keeps [`AUTO_SIDE_POINTS`]).
 pub fn candidates(shape: Shape2) -> Vec<Params> {
     if shape.len() < 2 {
         return Vec::new();
     }
-    AUTO.iter()
-        .map(|&(t, side)| Params {
+    CANDIDATE_SIDE_POINTS
+        .iter()
+        .map(|&t| Params {
             n: t * t,
-            side,
+            side: CANDIDATE_SIDE_RMS,
             relative: true,
-            rings: 1,
+            rings: CANDIDATE_RINGS,
         })
         .collect()
 }
