@@ -77,7 +77,10 @@ fn main() {
             relative: true,
             rings,
         };
-        configs.push((p.label(), Box::new(move |_| Some(CodecParams::Hyper(p.clone())))));
+        configs.push((
+            p.label(),
+            Box::new(move |_| Some(CodecParams::Hyper(p.clone()))),
+        ));
     }
     let turbo_bits: Vec<(u8, bool)> = if sweep {
         (1..=6).flat_map(|b| [(b, false), (b, true)]).collect()
@@ -133,7 +136,7 @@ fn main() {
         .max_by_key(|(_, s, _)| s.len())
         .expect("tensors");
     for p in [
-        CodecParams::Hyper(hyper::candidates(*shape)[2].clone()),
+        CodecParams::Hyper(hyper::candidates(*shape)[5].clone()),
         CodecParams::Turbo(turbo::candidates(*shape, 0)[2].clone()),
     ] {
         let t = cpu_seconds();

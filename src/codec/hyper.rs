@@ -46,20 +46,18 @@ pub struct Params {
 impl Params {
     pub fn label(&self) -> String {
         let unit = if self.relative { "rms" } else { "" };
-        format!(
-            "hyper n={} L={}{unit} C{}",
-            self.n, self.side, self.rings
-        )
+        format!("hyper n={} L={}{unit} C{}", self.n, self.side, self.rings)
     }
 }
 
 pub const MAX_RINGS: u8 = 8;
 /// Largest `T = sqrt(n)` (n up to about a million codewords per ring).
 pub const MAX_SIDE_POINTS: u32 = 1024;
-/// Candidates: `T` (n = T^2 codewords, about 3, 3.5 and 4.8 bits per weight on MiniLM), with the
+/// Candidates: `T` (n = T^2 codewords; T = 8, 15, 40 give about 2.7, 3.45 and 4.8 bits per weight
+/// on MiniLM, the others fill the gaps so that a forced `--bpw` lands near its budget), with the
 /// square's side `L` = 6 x the tensor's RMS and 3 rings, the best of L in {4, 5, 6, 8} x RMS and
 /// C in {1, 3} measured on all-MiniLM-L6-v2 (docs/METHODS.md).
-const CANDIDATE_SIDE_POINTS: [u32; 3] = [8, 15, 40];
+const CANDIDATE_SIDE_POINTS: [u32; 6] = [8, 11, 15, 20, 28, 40];
 const CANDIDATE_SIDE_RMS: f32 = 6.0;
 const CANDIDATE_RINGS: u8 = 3;
 /// The ones `auto` tries (hyper never beat the scalar grid on MiniLM; these two cost ~5% of the
@@ -95,7 +93,10 @@ fn side_points(n: u32) -> std::result::Result<u32, String> {
 
 fn check(p: &Params) -> std::result::Result<u32, String> {
     if p.rings > MAX_RINGS {
-        return Err(format!("hyper allows at most {MAX_RINGS} rings, got {}", p.rings));
+        return Err(format!(
+            "hyper allows at most {MAX_RINGS} rings, got {}",
+            p.rings
+        ));
     }
     if !(p.side.is_finite() && p.side > 0.0) {
         return Err(format!("hyper needs a positive side L, got {}", p.side));
@@ -124,7 +125,12 @@ impl Geometry {
         let mut radii = [half; MAX_RINGS as usize + 1];
         if rings > 0 {
             let step = (far - half) / rings as f32;
-            for (j, r) in radii.iter_mut().enumerate().take(rings as usize + 1).skip(1) {
+            for (j, r) in radii
+                .iter_mut()
+                .enumerate()
+                .take(rings as usize + 1)
+                .skip(1)
+            {
                 *r = half + j as f32 * step;
             }
             radii[rings as usize] = far;
@@ -328,9 +334,8 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
         pairs.push(mean as f32);
     }
     let side = if p.relative {
-        let rms = (values.iter().map(|&v| v as f64 * v as f64).sum::<f64>()
-            / values.len() as f64)
-            .sqrt();
+        let rms =
+            (values.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / values.len() as f64).sqrt();
         (p.side as f64 * rms) as f32
     } else {
         p.side
@@ -417,10 +422,8 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let f = |i: usize| f32::from_le_bytes(header[4 * i..4 * i + 4].try_into().expect("4 bytes"));
     let (side, centre, far) = (f(0), [f(1), f(2)], f(3));
     let rings = header[16] as u32;
-    if !(side.is_finite() && side > 0.0)
-        || !centre.iter().all(|c| c.is_finite())
-        || !(far.is_finite() && far >= 0.0)
-    {
+    let finite = side.is_finite() && centre.iter().all(|c| c.is_finite()) && far.is_finite();
+    if !(finite && side > 0.0 && far >= 0.0) {
         return Err(Error::corrupt("hyper section has a bad square or centre"));
     }
     if rings != 0 && (rings != p.rings as u32 || far <= 0.5 * side) {
@@ -429,7 +432,9 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let (coded_len, used) = get_varint(&bytes[HEADER..])?;
     let coded = &bytes[HEADER + used..];
     if coded.len() as u64 != coded_len {
-        return Err(Error::corrupt("hyper section length does not match its codes"));
+        return Err(Error::corrupt(
+            "hyper section length does not match its codes",
+        ));
     }
     let pairs = n.div_ceil(2);
     let count = pairs

@@ -265,9 +265,12 @@ pub fn lloyd_max(density: Density, bits: u8) -> Codebook {
 
 /// The codebook for `(density, bits)`, computed once per process and shared.
 pub fn codebook(density: Density, bits: u8) -> Arc<Codebook> {
-    static CACHE: OnceLock<Mutex<BTreeMap<(Density, u8), Arc<Codebook>>>> = OnceLock::new();
+    type Cache = Mutex<BTreeMap<(Density, u8), Arc<Codebook>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
-    let mut map = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut map = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     map.entry((density, bits))
         .or_insert_with(|| Arc::new(lloyd_max(density, bits)))
         .clone()
@@ -668,7 +671,10 @@ mod tests {
             let mean = errors.iter().sum::<f64>() / trials as f64;
             let var = errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (trials - 1) as f64;
             let se = (var / trials as f64).sqrt();
-            assert!(mean.abs() < 3.0 * se, "{bits}b+qjl: mean {mean:.2e}, se {se:.2e}");
+            assert!(
+                mean.abs() < 3.0 * se,
+                "{bits}b+qjl: mean {mean:.2e}, se {se:.2e}"
+            );
             assert!(se > 0.0);
         }
     }
