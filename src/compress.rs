@@ -298,6 +298,25 @@ pub async fn analyse_tensor_on(
                 .map(CodecParams::Vq),
         );
     }
+    // Turbo and hyper: in auto mode a few options only, since on all-MiniLM-L6-v2 neither beat
+    // the scalar grid overall (docs/METHODS.md); `--method turbo|hyper` tries all of them.
+    let auto = opts.method.is_none();
+    if wants(Method::Turbo) {
+        params.extend(
+            codec::turbo::candidates(shape, seed)
+                .into_iter()
+                .filter(|p| !auto || codec::turbo::AUTO_BITS.contains(&p.bits))
+                .map(CodecParams::Turbo),
+        );
+    }
+    if wants(Method::Hyper) {
+        params.extend(
+            codec::hyper::candidates(shape)
+                .into_iter()
+                .filter(|p| !auto || codec::hyper::AUTO_SIDE_POINTS.contains(&p.n.isqrt()))
+                .map(CodecParams::Hyper),
+        );
+    }
     // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
     let lowrank: Vec<codec::lowrank::Params> = if wants(Method::Lowrank) {
         codec::lowrank::candidates(shape, seed)

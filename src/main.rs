@@ -79,7 +79,7 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank or lossless.
+    /// auto (the allocator picks per tensor), scalar, vq, lowrank, hyper, turbo or lossless.
     #[arg(long, default_value = "auto")]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
@@ -98,7 +98,7 @@ impl Settings {
         let method = match self.method.as_str() {
             "auto" => None,
             name => Some(Method::from_name(name).ok_or_else(|| {
-                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank or lossless)")
+                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank, hyper, turbo or lossless)")
             })?),
         };
         let target = match (self.bpw, self.max_error) {

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::error::Result;
 
+pub mod hyper;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
+pub mod turbo;
 pub mod vq;
 
 /// How the matrix codecs see a tensor: `rows` = first dimension, `cols` = product of the others
@@ -75,14 +77,18 @@ pub enum Method {
     Vq,
     Lowrank,
     Lossless,
+    Hyper,
+    Turbo,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 6] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
         Method::Lossless,
+        Method::Hyper,
+        Method::Turbo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +97,8 @@ impl Method {
             Method::Vq => "vq",
             Method::Lowrank => "lowrank",
             Method::Lossless => "lossless",
+            Method::Hyper => "hyper",
+            Method::Turbo => "turbo",
         }
     }
 
@@ -108,6 +116,8 @@ pub enum CodecParams {
     Lowrank(lowrank::Params),
     /// Exact coding of the original bytes (any dtype).
     Lossless,
+    Hyper(hyper::Params),
+    Turbo(turbo::Params),
 }
 
 impl CodecParams {
@@ -117,6 +127,8 @@ impl CodecParams {
             CodecParams::Vq(_) => Method::Vq,
             CodecParams::Lowrank(_) => Method::Lowrank,
             CodecParams::Lossless => Method::Lossless,
+            CodecParams::Hyper(_) => Method::Hyper,
+            CodecParams::Turbo(_) => Method::Turbo,
         }
     }
 
@@ -127,6 +139,8 @@ impl CodecParams {
             CodecParams::Vq(p) => p.label(),
             CodecParams::Lowrank(p) => p.label(),
             CodecParams::Lossless => "lossless".to_string(),
+            CodecParams::Hyper(p) => p.label(),
+            CodecParams::Turbo(p) => p.label(),
         }
     }
 
@@ -153,6 +167,8 @@ impl CodecParams {
                     lowrank::encode_many_on(backend, values, shape, std::slice::from_ref(p)).await;
                 out.pop().expect("one option gives one result")
             }
+            CodecParams::Hyper(p) => hyper::encode(values, shape, p),
+            CodecParams::Turbo(p) => turbo::encode(values, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }
@@ -165,6 +181,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::decode(bytes, shape, p),
             CodecParams::Vq(p) => vq::decode(bytes, shape, p),
             CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
+            CodecParams::Hyper(p) => hyper::decode(bytes, shape, p),
+            CodecParams::Turbo(p) => turbo::decode(bytes, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::decode")
             }

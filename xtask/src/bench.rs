@@ -21,6 +21,8 @@ use crate::setup::{self, Paths};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Section {
     Minilm,
+    /// The issue-5 codecs forced on MiniLM (`--method hyper|turbo`), rows in the rate-distortion table.
+    Methods,
     Lossless,
     Kernels,
 }
@@ -41,13 +43,16 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None => !(self.quick && section == Section::Lossless),
+            None => !(self.quick && matches!(section, Section::Lossless | Section::Methods)),
         }
     }
 }
 
 /// Bits per weight lowbit is asked for in the full run (`--quick`: 4 only).
 const LOWBIT_BPW: &[u32] = &[3, 4, 5, 7];
+/// Methods forced on MiniLM in the `methods` section, and the budgets they are asked for.
+const FORCED_METHODS: &[&str] = &["hyper", "turbo"];
+const FORCED_BPW: &[u32] = &[3, 4, 5];
 /// llama.cpp block formats measured as references, highest rate first.
 const GGUF_TYPES: &[&str] = &["Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"];
 
@@ -97,7 +102,9 @@ pub fn run(options: &Options) -> Result<i32, String> {
     let machine = setup::machine(&paths);
     println!("  {machine}");
 
-    let needs_lowbit = options.runs(Section::Minilm) || options.runs(Section::Lossless);
+    let needs_lowbit = options.runs(Section::Minilm)
+        || options.runs(Section::Methods)
+        || options.runs(Section::Lossless);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -113,6 +120,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
     if options.runs(Section::Minilm) {
         println!("== rate-distortion: all-MiniLM-L6-v2");
         minilm(&paths, options, &lowbit, &mut results)?;
+    }
+    if options.runs(Section::Methods) {
+        println!("== rate-distortion: all-MiniLM-L6-v2, forced methods");
+        forced_methods(&paths, options, &lowbit, &mut results)?;
     }
     if options.runs(Section::Lossless) {
         println!("== lossless: all-MiniLM-L6-v2, fp32 and bf16");
@@ -316,53 +327,18 @@ fn minilm(
     );
     let work = paths.work();
     let bpws: &[u32] = if options.quick { &[4] } else { LOWBIT_BPW };
-    let repeat = options.repeat.unwrap_or(1).max(1);
     for &bpw in bpws {
-        let method = format!("lowbit --bpw {bpw}");
-        let mut m = row(&method);
-        m.insert("kind".into(), json!("lowbit"));
-        m.insert("bpw_requested".into(), json!(bpw));
-        let bin = match lowbit {
-            Lowbit::Ready(bin) => bin,
-            Lowbit::Missing(why) => {
-                let r = status_row(m, format!("skipped: {why}"));
-                Results::push(&mut results.rate_distortion, &mut results.failures, r);
-                continue;
-            }
-        };
-        let packed = work.join(format!("minilm-bpw{bpw}.lowbit"));
-        let restored = work.join(format!("minilm-bpw{bpw}.restored.safetensors"));
-        let outcome = lowbit_round_trip(
-            bin,
-            &model,
-            &packed,
-            &restored,
-            &["--bpw", &bpw.to_string()],
-            repeat,
-            &mut m,
-        )
-        .and_then(|()| {
-            let size = setup::file_size(&packed)?;
-            m.insert("compressed_bytes".into(), json!(size));
-            m.insert(
-                "bits_per_weight".into(),
-                json!(8.0 * size as f64 / count.parameters as f64),
-            );
-            let back = setup::count_parameters(&restored)?;
-            if back.parameters != count.parameters || back.tensors != count.tensors {
-                return Err(format!(
-                    "restored file has {} parameters in {} tensors, the original {} in {}",
-                    back.parameters, back.tensors, count.parameters, count.tensors
-                ));
-            }
-            evaluate(paths, &restored, &mut m)
-        });
-        remove(&[&packed, &restored], options);
-        let r = match outcome {
-            Ok(()) => status_row(m, "ok".into()),
-            Err(e) => status_row(m, format!("failed: {e}")),
-        };
-        Results::push(&mut results.rate_distortion, &mut results.failures, r);
+        let bpw_arg = bpw.to_string();
+        minilm_lowbit_row(
+            paths,
+            options,
+            lowbit,
+            &format!("lowbit --bpw {bpw}"),
+            &format!("minilm-bpw{bpw}"),
+            &["--bpw", &bpw_arg],
+            bpw,
+            results,
+        )?;
     }
 
     let types: Vec<&str> = if options.quick {
@@ -412,6 +388,87 @@ fn minilm(
         remove(&[&restored], options);
         Results::push(&mut results.rate_distortion, &mut results.failures, r);
     }
+    Ok(())
+}
+
+/// MiniLM compressed with each of [`FORCED_METHODS`] at each of [`FORCED_BPW`].
+fn forced_methods(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    for &method in FORCED_METHODS {
+        for &bpw in FORCED_BPW {
+            let bpw_arg = bpw.to_string();
+            minilm_lowbit_row(
+                paths,
+                options,
+                lowbit,
+                &format!("lowbit --method {method} --bpw {bpw}"),
+                &format!("minilm-{method}-bpw{bpw}"),
+                &["--method", method, "--bpw", &bpw_arg],
+                bpw,
+                results,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One lowbit row of the rate-distortion table: compress MiniLM with `args`, decompress, measure
+/// the file's bits per weight and the restored model's quality.
+#[allow(clippy::too_many_arguments)]
+fn minilm_lowbit_row(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    method: &str,
+    stem: &str,
+    args: &[&str],
+    bpw: u32,
+    results: &mut Results,
+) -> Result<(), String> {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let count = setup::count_parameters(&model)?;
+    let work = paths.work();
+    let repeat = options.repeat.unwrap_or(1).max(1);
+    let mut m = row(method);
+    m.insert("kind".into(), json!("lowbit"));
+    m.insert("bpw_requested".into(), json!(bpw));
+    let bin = match lowbit {
+        Lowbit::Ready(bin) => bin,
+        Lowbit::Missing(why) => {
+            let r = status_row(m, format!("skipped: {why}"));
+            Results::push(&mut results.rate_distortion, &mut results.failures, r);
+            return Ok(());
+        }
+    };
+    let packed = work.join(format!("{stem}.lowbit"));
+    let restored = work.join(format!("{stem}.restored.safetensors"));
+    let outcome = lowbit_round_trip(bin, &model, &packed, &restored, args, repeat, &mut m)
+        .and_then(|()| {
+            let size = setup::file_size(&packed)?;
+            m.insert("compressed_bytes".into(), json!(size));
+            m.insert(
+                "bits_per_weight".into(),
+                json!(8.0 * size as f64 / count.parameters as f64),
+            );
+            let back = setup::count_parameters(&restored)?;
+            if back.parameters != count.parameters || back.tensors != count.tensors {
+                return Err(format!(
+                    "restored file has {} parameters in {} tensors, the original {} in {}",
+                    back.parameters, back.tensors, count.parameters, count.tensors
+                ));
+            }
+            evaluate(paths, &restored, &mut m)
+        });
+    remove(&[&packed, &restored], options);
+    let r = match outcome {
+        Ok(()) => status_row(m, "ok".into()),
+        Err(e) => status_row(m, format!("failed: {e}")),
+    };
+    Results::push(&mut results.rate_distortion, &mut results.failures, r);
     Ok(())
 }
 
