@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::vectors;
 use crate::error::Result;
 
 pub mod lossless;
@@ -74,14 +75,20 @@ pub enum Method {
     Vq,
     Lowrank,
     Lossless,
+    /// Vector datasets: KLT + water-filling + entropy-coded scalar quantization.
+    Transform,
+    /// Vector datasets: product quantization.
+    Pq,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 6] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
         Method::Lossless,
+        Method::Transform,
+        Method::Pq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +97,8 @@ impl Method {
             Method::Vq => "vq",
             Method::Lowrank => "lowrank",
             Method::Lossless => "lossless",
+            Method::Transform => "transform",
+            Method::Pq => "pq",
         }
     }
 
@@ -107,6 +116,10 @@ pub enum CodecParams {
     Lowrank(lowrank::Params),
     /// Exact coding of the original bytes (any dtype).
     Lossless,
+    /// A vector dataset (rows = vectors) by KLT transform coding.
+    Transform(vectors::transform::Params),
+    /// A vector dataset by product quantization.
+    Pq(vectors::pq::Params),
 }
 
 impl CodecParams {
@@ -116,6 +129,8 @@ impl CodecParams {
             CodecParams::Vq(_) => Method::Vq,
             CodecParams::Lowrank(_) => Method::Lowrank,
             CodecParams::Lossless => Method::Lossless,
+            CodecParams::Transform(_) => Method::Transform,
+            CodecParams::Pq(_) => Method::Pq,
         }
     }
 
@@ -126,6 +141,8 @@ impl CodecParams {
             CodecParams::Vq(p) => p.label(),
             CodecParams::Lowrank(p) => p.label(),
             CodecParams::Lossless => "lossless".to_string(),
+            CodecParams::Transform(p) => p.label(),
+            CodecParams::Pq(p) => p.label(),
         }
     }
 
@@ -137,6 +154,11 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::encode(values, shape, p),
             CodecParams::Vq(p) => vq::encode(values, shape, p),
             CodecParams::Lowrank(p) => lowrank::encode(values, shape, p),
+            CodecParams::Transform(p) => {
+                let stats = vectors::Stats::of(values, shape)?;
+                Ok(vectors::transform::encode(values, shape, &stats, p)?.0)
+            }
+            CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }
@@ -149,6 +171,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::decode(bytes, shape, p),
             CodecParams::Vq(p) => vq::decode(bytes, shape, p),
             CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
+            CodecParams::Transform(p) => vectors::transform::decode(bytes, shape, p),
+            CodecParams::Pq(p) => vectors::pq::decode(bytes, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::decode")
             }
