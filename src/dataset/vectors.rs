@@ -31,8 +31,9 @@ pub const RECALL_K: usize = 10;
 pub const PQ_ITERS: u32 = 20;
 /// Target rates of the transform candidates, bits per dimension (the Gaussian R(D) rate; the
 /// coded rate lands near it).
-const TRANSFORM_RATES: [f64; 16] = [
-    0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0,
+const TRANSFORM_RATES: [f64; 19] = [
+    0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0,
+    6.5, 7.0,
 ];
 /// (bits per index, index bits per dimension) of the PQ candidates: 256 centroids on sub-spaces of
 /// 64, 32, 16 and 8 coordinates, 16 centroids on sub-spaces of 8 and 4.
