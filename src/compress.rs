@@ -346,8 +346,7 @@ pub fn analyse_tensor(
         analysis.restriction = format!("override: at most {bits} bits per weight");
     }
     let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
-    if !vector_path && opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1
-    {
+    if !vector_path && opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {
         analysis.spectrum = Some(codec::lowrank::singular_values(
             &values,
             shape.rows,
@@ -654,7 +653,12 @@ pub fn plan(
 ) -> Result<Plan> {
     opts.validate()?;
     let (checkpoint, converted) = Checkpoint::load(file, file_name)?;
-    plan_loaded(converted.as_deref().unwrap_or(file), checkpoint, opts, progress)
+    plan_loaded(
+        converted.as_deref().unwrap_or(file),
+        checkpoint,
+        opts,
+        progress,
+    )
 }
 
 /// [`plan`] on a parsed input whose tensor ranges point into `file`.
@@ -1082,18 +1086,21 @@ pub fn decompress(
         }
         SourceFormat::Csv | SourceFormat::Fvecs => {
             let [t] = m.tensors.as_slice() else {
-                return Err(Error::corrupt(
-                    "a csv or fvecs source must have exactly one tensor",
-                )
-                .in_file(file_name));
+                return Err(
+                    Error::corrupt("a csv or fvecs source must have exactly one tensor")
+                        .in_file(file_name),
+                );
             };
             if t.shape.len() != 2 || t.dtype != DType::F32 {
-                return Err(Error::corrupt(
-                    "a csv or fvecs source must be one 2-D F32 array",
-                )
-                .in_file(file_name));
+                return Err(
+                    Error::corrupt("a csv or fvecs source must be one 2-D F32 array")
+                        .in_file(file_name),
+                );
             }
-            match (m.source_format, m.source_metadata.get(container::CSV_HEADER_KEY)) {
+            match (
+                m.source_format,
+                m.source_metadata.get(container::CSV_HEADER_KEY),
+            ) {
                 (SourceFormat::Csv, Some(h)) => format!("{h}\n").into_bytes(),
                 _ => Vec::new(),
             }
@@ -1112,8 +1119,12 @@ pub fn decompress(
             .map_err(|e| e.in_tensor(&record.name).in_file(file_name))?;
         // Text and fvecs records are written from the values (checked above: one 2-D F32 array).
         let bytes = match m.source_format {
-            SourceFormat::Csv => csv::write(None, &dtype::to_f32(DType::F32, &bytes), record.shape[1]),
-            SourceFormat::Fvecs => fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1]),
+            SourceFormat::Csv => {
+                csv::write(None, &dtype::to_f32(DType::F32, &bytes), record.shape[1])
+            }
+            SourceFormat::Fvecs => {
+                fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1])
+            }
             SourceFormat::Safetensors | SourceFormat::Npy => bytes,
         };
         out.write_all(&bytes).map_err(io_err)?;

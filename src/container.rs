@@ -48,7 +48,10 @@ impl SourceFormat {
     /// Whether the file is a dataset of vectors (rows of its one 2-D array), which `--method auto`
     /// codes with the vector coders.
     pub fn is_vector_dataset(self) -> bool {
-        matches!(self, SourceFormat::Npy | SourceFormat::Csv | SourceFormat::Fvecs)
+        matches!(
+            self,
+            SourceFormat::Npy | SourceFormat::Csv | SourceFormat::Fvecs
+        )
     }
 }
 

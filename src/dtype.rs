@@ -142,7 +142,10 @@ pub fn from_f32(dtype: DType, values: &[f32]) -> Vec<u8> {
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
             .collect(),
-        DType::F64 => values.iter().flat_map(|&v| (v as f64).to_le_bytes()).collect(),
+        DType::F64 => values
+            .iter()
+            .flat_map(|&v| (v as f64).to_le_bytes())
+            .collect(),
         other => panic!("from_f32 called on {other}, which the lossy codecs do not produce"),
     }
 }

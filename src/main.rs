@@ -407,7 +407,8 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = open_input(&input)?;
             let name = display_name(&input);
             let mut bar = Bar::new(cli.quiet || cli.json);
-            let plan = lowbit::plan(&bytes, &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
+            let plan =
+                lowbit::plan(&bytes, &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
             drop(bar);
             let report =
                 lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);

@@ -466,10 +466,7 @@ impl Report {
 
 impl VectorReport {
     fn to_html(&self) -> String {
-        let mut html = format!(
-            "<h2>Vectors: {} x {}</h2>\n",
-            self.vectors, self.dimension
-        );
+        let mut html = format!("<h2>Vectors: {} x {}</h2>\n", self.vectors, self.dimension);
         let chosen: Vec<(f64, f64)> = self
             .options
             .iter()

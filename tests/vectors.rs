@@ -73,9 +73,16 @@ fn transform_coder_is_within_0_3_bit_of_the_gaussian_bound() {
         opts.method = Some(Method::Transform);
         let (bits, mse) = whole_file_rate_and_mse(&file, &opts, &x);
         let bound = vectors::gaussian_rate(&eigenvalues, mse);
-        eprintln!("budget {budget}: {bits:.4} bits/dim, R(D) {bound:.4}, gap {:.4}", bits - bound);
+        eprintln!(
+            "budget {budget}: {bits:.4} bits/dim, R(D) {bound:.4}, gap {:.4}",
+            bits - bound
+        );
         assert!(bits <= budget, "over budget: {bits}");
-        assert!(bits - bound <= 0.3, "gap {} at budget {budget}", bits - bound);
+        assert!(
+            bits - bound <= 0.3,
+            "gap {} at budget {budget}",
+            bits - bound
+        );
         // The allocator used the budget (the candidate grid is at most ~0.5 bit apart here).
         assert!(bits > budget - 0.75, "{bits} far below {budget}");
     }
@@ -118,7 +125,11 @@ fn npy_csv_and_fvecs_come_back_in_their_own_format() {
             }
             "back.csv" => {
                 let t = csv::read(&bytes).unwrap();
-                assert_eq!(t.header.as_deref(), Some(header.as_str()), "header restored");
+                assert_eq!(
+                    t.header.as_deref(),
+                    Some(header.as_str()),
+                    "header restored"
+                );
                 assert_eq!((t.rows, t.cols), (n, dim));
                 t.values
             }
@@ -179,18 +190,26 @@ fn bad_vector_files_fail_cleanly() {
     let mut nan = gaussian(400, &[1.0, 0.5, 0.25, 0.1], 2);
     nan[4 * 123 + 2] = f32::NAN;
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
-        ("ragged.csv", b"1,2,3\n4,5\n".to_vec(), &["line 2", "ragged"]),
+        (
+            "ragged.csv",
+            b"1,2,3\n4,5\n".to_vec(),
+            &["line 2", "ragged"],
+        ),
         ("words.csv", b"1,2\n3,x\n".to_vec(), &["line 2, field 2"]),
-        ("nan.csv", csv::write(None, &nan, 4), &["NaN", "row 124, column 3"]),
-        ("nan.npy", npy_file(&nan, 400, 4), &["NaN", "row 124, column 3"]),
+        (
+            "nan.csv",
+            csv::write(None, &nan, 4),
+            &["NaN", "row 124, column 3"],
+        ),
+        (
+            "nan.npy",
+            npy_file(&nan, 400, 4),
+            &["NaN", "row 124, column 3"],
+        ),
         ("empty.csv", Vec::new(), &["empty"]),
         ("empty.fvecs", Vec::new(), &["empty"]),
         ("empty.npy", Vec::new(), &["empty.npy"]),
-        (
-            "cut.fvecs",
-            good[..good.len() - 5].to_vec(),
-            &["truncated"],
-        ),
+        ("cut.fvecs", good[..good.len() - 5].to_vec(), &["truncated"]),
     ];
     for (name, bytes, needles) in cases {
         fs::write(d.join(name), &bytes).unwrap();
@@ -204,6 +223,10 @@ fn bad_vector_files_fail_cleanly() {
             assert!(err.contains(n), "{name}: '{n}' not in: {err}");
         }
         assert!(!d.join("out.lowbit").exists(), "{name} left output behind");
-        assert_eq!(fs::read(d.join(name)).unwrap(), bytes, "{name}: input changed");
+        assert_eq!(
+            fs::read(d.join(name)).unwrap(),
+            bytes,
+            "{name}: input changed"
+        );
     }
 }

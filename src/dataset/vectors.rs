@@ -242,7 +242,8 @@ impl RecallQueries {
                     .collect();
                 let k = RECALL_K.min(scored.len());
                 if k < scored.len() {
-                    scored.select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    scored
+                        .select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 }
                 scored.truncate(k);
                 scored.into_iter().map(|(_, i)| i).collect()
@@ -303,7 +304,9 @@ pub fn pq_candidates(shape: Shape2, seed: u64) -> Vec<pq::Params> {
     let mut out: Vec<pq::Params> = Vec::new();
     for (bits, rate) in PQ_GRID {
         let k = 1u32 << bits;
-        let m = (dim as f64 * rate / bits as f64).round().clamp(1.0, dim as f64) as u32;
+        let m = (dim as f64 * rate / bits as f64)
+            .round()
+            .clamp(1.0, dim as f64) as u32;
         if n < 4 * k as usize {
             continue;
         }

@@ -31,7 +31,7 @@ pub fn read(file: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
     }
     let dim = dim as usize;
     let record = 4 * (dim + 1);
-    if file.len() % record != 0 {
+    if !file.len().is_multiple_of(record) {
         return Err(Error::invalid(format!(
             "fvecs file of {} bytes is not a whole number of {record}-byte records (dimension {dim}): truncated?",
             file.len()

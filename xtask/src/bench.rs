@@ -765,21 +765,36 @@ fn vectors(
     let push = |results: &mut Results, row: Value| {
         Results::push(&mut results.vectors, &mut results.failures, row)
     };
-    let prepared = setup::run(python(paths).arg(&script).arg("prepare").arg(&model).arg(&dir))
-        .and_then(|ran| {
-            let line = setup::json_lines(&ran.stdout).pop();
-            line.and_then(|l| Some((l["base_rows"].as_f64()?, l["dim"].as_f64()?)))
-                .ok_or_else(|| "prepare printed no base_rows/dim".to_string())
-        });
+    let prepared = setup::run(
+        python(paths)
+            .arg(&script)
+            .arg("prepare")
+            .arg(&model)
+            .arg(&dir),
+    )
+    .and_then(|ran| {
+        let line = setup::json_lines(&ran.stdout).pop();
+        line.and_then(|l| Some((l["base_rows"].as_f64()?, l["dim"].as_f64()?)))
+            .ok_or_else(|| "prepare printed no base_rows/dim".to_string())
+    });
     let (rows, dim) = match prepared {
         Ok(shape) => shape,
         Err(e) => {
-            push(results, status_row(row("vectors"), format!("failed: prepare: {e}")));
+            push(
+                results,
+                status_row(row("vectors"), format!("failed: prepare: {e}")),
+            );
             return Ok(());
         }
     };
     let bits: Vec<String> = VECTOR_BITS.iter().map(|b| b.to_string()).collect();
-    match setup::run(python(paths).arg(&script).arg("faiss").arg(&dir).args(&bits)) {
+    match setup::run(
+        python(paths)
+            .arg(&script)
+            .arg("faiss")
+            .arg(&dir)
+            .args(&bits),
+    ) {
         Ok(ran) => {
             for line in setup::json_lines(&ran.stdout) {
                 let Value::Object(mut m) = line else { continue };
@@ -804,8 +819,8 @@ fn vectors(
             m.insert("target_bits_per_vector".into(), json!(b));
             let bpw = format!("{}", b as f64 / dim);
             let args = ["--bpw", bpw.as_str(), "--method", method];
-            let ran = lowbit_round_trip(bin, &base, &packed, &restored, &args, 1, &mut m)
-                .and_then(|()| {
+            let ran = lowbit_round_trip(bin, &base, &packed, &restored, &args, 1, &mut m).and_then(
+                |()| {
                     let bytes = fs::metadata(&packed).map_err(|e| e.to_string())?.len();
                     m.insert(
                         "bits_per_vector_whole_file".into(),
@@ -825,7 +840,8 @@ fn vectors(
                         m.insert(key.into(), line[key].clone());
                     }
                     Ok(())
-                });
+                },
+            );
             let status = match ran {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("failed: {e}"),

@@ -158,16 +158,17 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<(Encoded, Ext
     let fixed = pack_bits(&codes, index_bits(entries));
     let contexts: Vec<u32> = (0..n * m).map(|t| (t % m) as u32).collect();
     let coded = entropy::encode_with_contexts(&codes, &contexts, entries.max(1) as u32, m as u32);
-    let side_bytes;
-    if coded.bytes.len() < fixed.len() {
+    let side_bytes = if coded.bytes.len() < fixed.len() {
         out.push(1);
-        side_bytes = out.len() + coded.table_bytes;
+        let side = out.len() + coded.table_bytes;
         out.extend_from_slice(&coded.bytes);
+        side
     } else {
         out.push(0);
-        side_bytes = out.len();
+        let side = out.len();
         out.extend_from_slice(&fixed);
-    }
+        side
+    };
     Ok((
         Encoded {
             bytes: out,

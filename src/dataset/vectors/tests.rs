@@ -36,7 +36,9 @@ fn bit_packing_round_trips() {
         let packed = pack_bits(&values, bits);
         assert_eq!(packed.len(), (37 * bits as usize).div_ceil(8));
         assert_eq!(unpack_bits(&packed, 37, bits).unwrap(), values);
-        assert!(unpack_bits(&packed[..packed.len().saturating_sub(1)], 37, bits).is_err() || bits == 0);
+        assert!(
+            unpack_bits(&packed[..packed.len().saturating_sub(1)], 37, bits).is_err() || bits == 0
+        );
     }
 }
 
@@ -82,7 +84,10 @@ fn transform_decodes_to_its_reconstruction_and_tracks_the_water_level() {
         // per coded component; low-rate components do a little better or worse).
         let want = gaussian_distortion(&stats.eigenvalues, rate);
         let got = mse(&x, &dec);
-        assert!(got < 1.3 * want && got > 0.6 * want, "rate {rate}: {got} vs {want}");
+        assert!(
+            got < 1.3 * want && got > 0.6 * want,
+            "rate {rate}: {got} vs {want}"
+        );
     }
 }
 

@@ -58,7 +58,10 @@ pub struct Params {
 
 impl Params {
     pub fn label(&self) -> String {
-        format!("transform step {:.3e} basis {}b", self.step, self.basis_bits)
+        format!(
+            "transform step {:.3e} basis {}b",
+            self.step, self.basis_bits
+        )
     }
 
     fn check(&self) -> Result<()> {
@@ -234,8 +237,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let kept = kept as usize;
     let mean = r.f32s(dim)?;
     let scales = r.f32s(kept)?;
-    if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite())
-    {
+    if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
         return Err(Error::corrupt("non-finite mean or basis scale"));
     }
     let entry_bits = p.basis_bits as u32;
@@ -246,7 +248,11 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     for j in 0..kept {
         let c = r.varint()?;
         // Contexts number the components' groups in order: 0, then each the same or one more.
-        let previous = if j == 0 { 0 } else { component_context[j - 1] as u64 };
+        let previous = if j == 0 {
+            0
+        } else {
+            component_context[j - 1] as u64
+        };
         if (j == 0 && c != 0) || (j > 0 && c != previous && c != previous + 1) {
             return Err(Error::corrupt("transform context numbers out of order"));
         }
