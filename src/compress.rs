@@ -314,6 +314,11 @@ pub fn analyse_tensor(
     let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
     if vector_path {
         analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
+        // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
+        // coders' side information (mean, basis, codebooks, tables) costs more than they save.
+        if opts.method.is_none() && t.dtype.is_lossy_compressible() {
+            analyse_matrix(&values, shape, t.dtype, opts, seed, &mut analysis)?;
+        }
     } else {
         analyse_matrix(&values, shape, t.dtype, opts, seed, &mut analysis)?;
     }
@@ -384,7 +389,7 @@ fn analyse_vectors(
             codec: option.codec,
         });
     }
-    if analysis.candidates.len() == before {
+    if analysis.candidates.len() == before && opts.method.is_some() {
         analysis.restriction = "no vector coder option fits this shape: stored exactly".to_string();
     }
     analysis.vectors = Some(VectorStats {
