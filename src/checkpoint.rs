@@ -1,5 +1,7 @@
-//! An input file seen as a list of tensors: a safetensors checkpoint or a single `.npy` array.
-//! Only headers are parsed here; tensor bytes are sliced from the file one tensor at a time.
+//! An input file seen as a list of tensors: a safetensors checkpoint, a single `.npy` array, or a
+//! vector dataset in `.csv` / `.fvecs` (parsed into one f32 array, since their values are not laid
+//! out as one array in the file). For safetensors and npy only headers are parsed here; tensor
+//! bytes are sliced from the file one tensor at a time.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -7,7 +9,7 @@ use std::ops::Range;
 use crate::container::SourceFormat;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::io::{npy, safetensors};
+use crate::io::{csv, fvecs, npy, safetensors};
 
 /// The name given to the one array of a `.npy` file.
 pub const NPY_TENSOR_NAME: &str = "array";
@@ -67,6 +69,45 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Parses any input lowbit compresses. `.csv` and `.fvecs` are recognised by the file name's
+    /// extension (neither has a signature); their values come back as the little-endian f32
+    /// bytes that the returned checkpoint's ranges point into. Everything else is sniffed by
+    /// [`Checkpoint::parse`] and read in place (`None`).
+    pub fn load(file: &[u8], file_name: &str) -> Result<(Checkpoint, Option<Vec<u8>>)> {
+        let extension = file_name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        let (format, metadata, rows, cols, values) = match extension.as_str() {
+            "csv" => {
+                let t = csv::read(file)?;
+                let metadata = t
+                    .header
+                    .map(|h| BTreeMap::from([(crate::container::CSV_HEADER_KEY.to_string(), h)]))
+                    .unwrap_or_default();
+                (SourceFormat::Csv, metadata, t.rows, t.cols, t.values)
+            }
+            "fvecs" => {
+                let (rows, cols, values) = fvecs::read(file)?;
+                (SourceFormat::Fvecs, BTreeMap::new(), rows, cols, values)
+            }
+            _ => return Ok((Checkpoint::parse(file)?, None)),
+        };
+        let data = crate::dtype::from_f32(DType::F32, &values);
+        let checkpoint = Checkpoint {
+            format,
+            metadata,
+            tensors: vec![InputTensor {
+                name: NPY_TENSOR_NAME.to_string(),
+                dtype: DType::F32,
+                shape: vec![rows, cols],
+                range: 0..data.len(),
+            }],
+            exact_header: None,
+        };
+        Ok((checkpoint, Some(data)))
+    }
+
     /// Parses the header of a safetensors or npy file held in memory.
     pub fn parse(file: &[u8]) -> Result<Checkpoint> {
         if file.starts_with(NPY_MAGIC) {

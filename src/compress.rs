@@ -11,13 +11,15 @@ use crate::backend::{self, Backend, BackendChoice, BackendSummary};
 use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container::{self, Container, Manifest, SourceFormat, TensorRecord};
+use crate::dataset::vectors;
 use crate::dtype::{self, DType};
 use crate::error::{Error, Result};
-use crate::io::{npy, safetensors};
+use crate::io::{csv, fvecs, npy, safetensors};
 use crate::progress::Progress;
 use crate::report::{
-    InputSummary, OptionReport, OutputSummary, RdPoint, Report, Spectrum, TargetSummary,
-    TensorReport, REPORT_SCHEMA_VERSION,
+    BitAllocation, InputSummary, OptionReport, OutputSummary, RdPoint, Report, Spectrum,
+    TargetSummary, TensorReport, VectorOptionReport, VectorRdPoint, VectorReport,
+    REPORT_SCHEMA_VERSION,
 };
 use crate::rng::Rng;
 
@@ -175,6 +177,30 @@ pub struct Candidate {
     pub crc32: u32,
     /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
     pub sq_error: f64,
+    /// For a vector coder's option: what the report shows about it.
+    pub vector: Option<VectorMeasure>,
+}
+
+/// What is measured about a vector coder's option besides its size and error.
+#[derive(Clone, Debug)]
+pub struct VectorMeasure {
+    /// recall@10 of the sampled queries against the reconstructed rows (see
+    /// [`vectors::RecallQueries`]); `None` when the dataset has a single row.
+    pub recall_at_10: Option<f64>,
+    /// Bits per vector spent on each dimension (entropy estimate): per KLT component for the
+    /// transform coder, per coordinate for PQ.
+    pub bits_per_dimension: Vec<f64>,
+}
+
+/// What is measured about a tensor coded as a vector dataset (rows = vectors).
+#[derive(Clone, Debug)]
+pub struct VectorStats {
+    pub vectors: usize,
+    pub dimension: usize,
+    /// Covariance eigenvalues, non-increasing (the Gaussian R(D) bound is computed from them).
+    pub eigenvalues: Vec<f64>,
+    /// Rows used as recall queries.
+    pub recall_queries: usize,
 }
 
 /// Everything measured about one tensor.
@@ -187,6 +213,8 @@ pub struct TensorAnalysis {
     /// Why only some codecs were tried (empty when all were).
     pub restriction: String,
     pub spectrum: Option<Vec<f32>>,
+    /// Present when the tensor was coded as a vector dataset.
+    pub vectors: Option<VectorStats>,
 }
 
 impl TensorAnalysis {
@@ -199,13 +227,22 @@ impl TensorAnalysis {
     }
 }
 
-/// Measures every applicable option of one tensor, on the CPU.
+/// Measures every applicable option of one tensor, on the CPU. `vector_dataset`: the tensor is the
+/// one array of a vector dataset (npy, csv, fvecs), so `--method auto` tries the vector coders on
+/// its rows.
 pub fn analyse_tensor(
     file: &[u8],
     t: &InputTensor,
     opts: &CompressOptions,
+    vector_dataset: bool,
 ) -> Result<TensorAnalysis> {
-    backend::ready(analyse_tensor_on(&Backend::Cpu, file, t, opts))
+    backend::ready(analyse_tensor_on(
+        &Backend::Cpu,
+        file,
+        t,
+        opts,
+        vector_dataset,
+    ))
 }
 
 /// [`analyse_tensor`] with the codecs' kernels on `backend`.
@@ -214,6 +251,7 @@ pub async fn analyse_tensor_on(
     file: &[u8],
     t: &InputTensor,
     opts: &CompressOptions,
+    vector_dataset: bool,
 ) -> Result<TensorAnalysis> {
     let raw = &file[t.range.clone()];
     let exact = lossless::encode(raw, t.dtype)?;
@@ -223,6 +261,7 @@ pub async fn analyse_tensor_on(
         crc32: container::crc32(&exact.bytes),
         side_bytes: exact.side_bytes as u64,
         sq_error: 0.0,
+        vector: None,
     };
     let mut analysis = TensorAnalysis {
         candidates: vec![lossless_candidate],
@@ -230,10 +269,15 @@ pub async fn analyse_tensor_on(
         non_finite: 0,
         restriction: String::new(),
         spectrum: None,
+        vectors: None,
     };
     // The norm is measured for every float tensor, exact or not, so the report's error totals
     // cover all of them.
-    let values = if t.dtype.is_lossy_compressible() {
+    let forced_vector_coder = matches!(opts.method, Some(Method::Transform | Method::Pq));
+    let vector_path = t.shape.len() == 2
+        && t.dtype.is_vector_compressible()
+        && (forced_vector_coder || (vector_dataset && opts.method.is_none()));
+    let values = if t.dtype.is_lossy_compressible() || vector_path {
         dtype::to_f32(t.dtype, raw)
     } else {
         Vec::new()
@@ -249,7 +293,7 @@ pub async fn analyse_tensor_on(
         .iter()
         .find(|o| glob_match(&o.pattern, &t.name))
         .map(|o| o.rule);
-    let restriction = if !t.dtype.is_lossy_compressible() {
+    let restriction = if !t.dtype.is_lossy_compressible() && !vector_path {
         Some(format!(
             "{} is not a float type lowbit quantizes: stored exactly",
             t.dtype
@@ -271,12 +315,124 @@ pub async fn analyse_tensor_on(
         analysis.restriction = why;
         return Ok(analysis);
     }
+    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+    if analysis.non_finite > 0 && vector_path {
+        let at = values
+            .iter()
+            .position(|v| !v.is_finite())
+            .expect("non_finite > 0");
+        return Err(Error::invalid(format!(
+            "{} NaN/Inf values in the vectors (the first at row {}, column {}): the vector coders \
+             need finite numbers (--method lossless stores the file exactly)",
+            analysis.non_finite,
+            at / shape.cols + 1,
+            at % shape.cols + 1
+        )));
+    }
     if analysis.non_finite > 0 {
         analysis.restriction = format!("{} NaN/Inf values: stored exactly", analysis.non_finite);
         return Ok(analysis);
     }
-    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
     let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
+    if vector_path {
+        analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
+        // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
+        // coders' side information (mean, basis, codebooks, tables) costs more than they save.
+        if opts.method.is_none() && t.dtype.is_lossy_compressible() {
+            analyse_matrix(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
+        }
+    } else {
+        analyse_matrix(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
+    }
+    if opts.method.is_some() && analysis.candidates.len() > 1 {
+        // A forced method replaces the exact option (it stays only where the method cannot apply).
+        analysis.candidates.remove(0);
+    }
+    if let Some(OverrideRule::BitsPerWeight(bits)) = rule {
+        let numel = t.numel().max(1) as f64;
+        let bpw =
+            |c: &Candidate| 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
+        let within: Vec<&Candidate> = analysis
+            .candidates
+            .iter()
+            .filter(|c| bpw(c) <= bits)
+            .collect();
+        let keep = if within.is_empty() {
+            analysis
+                .candidates
+                .iter()
+                .min_by_key(|c| c.coded_bytes)
+                .cloned()
+        } else {
+            within
+                .into_iter()
+                .min_by(|a, b| a.sq_error.total_cmp(&b.sq_error))
+                .cloned()
+        };
+        analysis.candidates = keep.into_iter().collect();
+        analysis.restriction = format!("override: at most {bits} bits per weight");
+    }
+    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
+    if !vector_path && opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {
+        analysis.spectrum = Some(codec::lowrank::singular_values(
+            &values,
+            shape.rows,
+            shape.cols,
+            SPECTRUM_LENGTH,
+            seed,
+        ));
+    }
+    Ok(analysis)
+}
+
+/// The vector coders' options for the rows of `values`, with recall and bit allocation.
+fn analyse_vectors(
+    values: &[f32],
+    shape: Shape2,
+    dtype: DType,
+    opts: &CompressOptions,
+    seed: u64,
+    analysis: &mut TensorAnalysis,
+) -> Result<()> {
+    let stats = vectors::Stats::of(values, shape)?;
+    let before = analysis.candidates.len();
+    let queries = vectors::RecallQueries::sample(values, shape, vectors::RECALL_QUERIES, seed);
+    for option in vectors::encode_options(values, shape, &stats, opts.method, seed)? {
+        let encoded = option.encoded;
+        analysis.candidates.push(Candidate {
+            coded_bytes: encoded.bytes.len() as u64,
+            crc32: container::crc32(&encoded.bytes),
+            side_bytes: encoded.side_bytes as u64,
+            sq_error: squared_error(values, &encoded.reconstruction, dtype),
+            vector: Some(VectorMeasure {
+                recall_at_10: queries.recall(&encoded.reconstruction, shape),
+                bits_per_dimension: option.bits_per_dimension,
+            }),
+            codec: option.codec,
+        });
+    }
+    if analysis.candidates.len() == before && opts.method.is_some() {
+        analysis.restriction = "no vector coder option fits this shape: stored exactly".to_string();
+    }
+    analysis.vectors = Some(VectorStats {
+        vectors: shape.rows,
+        dimension: shape.cols,
+        eigenvalues: stats.eigenvalues,
+        recall_queries: queries.rows.len(),
+    });
+    Ok(())
+}
+
+/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor.
+async fn analyse_matrix(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    dtype: DType,
+    opts: &CompressOptions,
+    seed: u64,
+    analysis: &mut TensorAnalysis,
+) -> Result<()> {
     let mut params: Vec<CodecParams> = Vec::new();
     let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
     if wants(Method::Scalar) {
@@ -327,10 +483,10 @@ pub async fn analyse_tensor_on(
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
-    let lowrank_encoded = codec::lowrank::encode_many_on(backend, &values, shape, &lowrank).await;
+    let lowrank_encoded = codec::lowrank::encode_many_on(backend, values, shape, &lowrank).await;
     let mut encoded_options = Vec::with_capacity(params.len() + lowrank.len());
     for p in params {
-        let encoded = p.encode_on(backend, &values, shape).await;
+        let encoded = p.encode_on(backend, values, shape).await;
         encoded_options.push((p, encoded));
     }
     encoded_options.extend(
@@ -341,53 +497,17 @@ pub async fn analyse_tensor_on(
     );
     for (codec, encoded) in encoded_options {
         let encoded = encoded?;
-        let sq_error = squared_error(&values, &encoded.reconstruction, t.dtype);
+        let sq_error = squared_error(values, &encoded.reconstruction, dtype);
         analysis.candidates.push(Candidate {
             codec,
             coded_bytes: encoded.bytes.len() as u64,
             crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
             sq_error,
+            vector: None,
         });
     }
-    if opts.method.is_some() && analysis.candidates.len() > 1 {
-        // A forced method replaces the exact option (it stays only where the method cannot apply).
-        analysis.candidates.remove(0);
-    }
-    if let Some(OverrideRule::BitsPerWeight(bits)) = rule {
-        let numel = t.numel().max(1) as f64;
-        let bpw =
-            |c: &Candidate| 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
-        let within: Vec<&Candidate> = analysis
-            .candidates
-            .iter()
-            .filter(|c| bpw(c) <= bits)
-            .collect();
-        let keep = if within.is_empty() {
-            analysis
-                .candidates
-                .iter()
-                .min_by_key(|c| c.coded_bytes)
-                .cloned()
-        } else {
-            within
-                .into_iter()
-                .min_by(|a, b| a.sq_error.total_cmp(&b.sq_error))
-                .cloned()
-        };
-        analysis.candidates = keep.into_iter().collect();
-        analysis.restriction = format!("override: at most {bits} bits per weight");
-    }
-    if opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {
-        analysis.spectrum = Some(codec::lowrank::singular_values(
-            &values,
-            shape.rows,
-            shape.cols,
-            SPECTRUM_LENGTH,
-            seed,
-        ));
-    }
-    Ok(analysis)
+    Ok(())
 }
 
 /// Sum of squared differences, measured on what the user gets back: the reconstruction converted
@@ -422,8 +542,14 @@ async fn analyse_all(
     {
         let run = |i: usize| {
             let t = &ckpt.tensors[i];
-            backend::block_on(analyse_tensor_on(backend, file, t, opts))
-                .map_err(|e| e.in_tensor(&t.name))
+            backend::block_on(analyse_tensor_on(
+                backend,
+                file,
+                t,
+                opts,
+                ckpt.format.is_vector_dataset(),
+            ))
+            .map_err(|e| e.in_tensor(&t.name))
         };
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let workers = std::thread::available_parallelism()
@@ -478,7 +604,7 @@ async fn analyse_all(
             }
             let t = &ckpt.tensors[i];
             out.push(
-                analyse_tensor_on(backend, file, t, opts)
+                analyse_tensor_on(backend, file, t, opts, ckpt.format.is_vector_dataset())
                     .await
                     .map_err(|e| e.in_tensor(&t.name))?,
             );
@@ -578,20 +704,32 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
 }
 
 /// Analyses and allocates: what `compress` would write, without writing it (`lowbit plan`).
-/// Runs on the backend `opts.backend` asks for.
+/// `file_name` tells `.csv` and `.fvecs` inputs apart (see [`Checkpoint::load`]). Runs on the
+/// backend `opts.backend` asks for.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) -> Result<Plan> {
+pub fn plan(
+    file: &[u8],
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
     let (backend, reason) = backend::block_on(Backend::new(opts.backend))?;
-    backend::block_on(plan_on(&backend, &reason, file, opts, progress))
+    backend::block_on(plan_on(&backend, &reason, file, file_name, opts, progress))
 }
 
 /// [`plan`] on the CPU (the browser's synchronous entry point; WebGPU goes through [`plan_on`]).
 #[cfg(target_arch = "wasm32")]
-pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) -> Result<Plan> {
+pub fn plan(
+    file: &[u8],
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
     backend::ready(plan_on(
         &Backend::Cpu,
         "browser CPU path",
         file,
+        file_name,
         opts,
         progress,
     ))
@@ -602,11 +740,32 @@ pub async fn plan_on(
     backend: &Backend,
     backend_reason: &str,
     file: &[u8],
+    file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
 ) -> Result<Plan> {
     opts.validate()?;
-    let checkpoint = Checkpoint::parse(file)?;
+    let (checkpoint, converted) = Checkpoint::load(file, file_name)?;
+    plan_loaded(
+        backend,
+        backend_reason,
+        converted.as_deref().unwrap_or(file),
+        checkpoint,
+        opts,
+        progress,
+    )
+    .await
+}
+
+/// [`plan`] on a parsed input whose tensor ranges point into `file`.
+async fn plan_loaded(
+    backend: &Backend,
+    backend_reason: &str,
+    file: &[u8],
+    checkpoint: Checkpoint,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
     let gpu_failed_before = backend.fallback().is_some();
     let mut analyses = analyse_all(backend, file, &checkpoint, opts, progress).await?;
     if !gpu_failed_before && backend.fallback().is_some() {
@@ -740,7 +899,12 @@ pub async fn compress_on(
     progress: &mut dyn Progress,
     out: &mut dyn Write,
 ) -> Result<Report> {
-    let mut plan = plan_on(backend, backend_reason, file, opts, progress)
+    opts.validate()?;
+    let (checkpoint, converted) =
+        Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
+    let input_bytes = file.len() as u64;
+    let file = converted.as_deref().unwrap_or(file);
+    let mut plan = plan_loaded(backend, backend_reason, file, checkpoint, opts, progress)
         .await
         .map_err(|e| e.in_file(file_name))?;
     let header = container::encode_header(&plan.manifest)?;
@@ -784,13 +948,7 @@ pub async fn compress_on(
     }
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
-    Ok(build_report(
-        &plan,
-        file_name,
-        file.len() as u64,
-        opts,
-        true,
-    ))
+    Ok(build_report(&plan, file_name, input_bytes, opts, true))
 }
 
 /// The report for a plan (`written` says whether the file was produced).
@@ -934,9 +1092,86 @@ pub fn build_report(
         tensors,
         rd_curve,
         spectra,
+        vectors: vector_report(plan),
         notes: notes(plan),
         backend: plan.backend.clone(),
     }
+}
+
+/// Points of the Gaussian R(D) bound drawn in the report, from 1/16 to 8 bits per dimension.
+const RD_BOUND_POINTS: usize = 64;
+
+/// The report's vector section, for the first tensor coded as a vector dataset.
+fn vector_report(plan: &Plan) -> Option<VectorReport> {
+    let (t, a, &ci) = plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.analyses)
+        .zip(&plan.choice)
+        .map(|((t, a), c)| (t, a, c))
+        .find(|(_, a, _)| a.vectors.is_some())?;
+    let stats = a.vectors.as_ref().expect("found above");
+    let numel = t.numel().max(1) as f64;
+    let eig = &stats.eigenvalues;
+    let options: Vec<VectorOptionReport> = a
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.vector.is_some())
+        .map(|(i, c)| {
+            let bits = 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
+            let mse = c.sq_error / numel;
+            let bound = vectors::gaussian_rate(eig, mse);
+            VectorOptionReport {
+                label: c.codec.label(),
+                bits_per_dimension: bits,
+                mse_per_dimension: mse,
+                rd_bound_bits: bound,
+                gap_bits: bits - bound,
+                recall_at_10: c.vector.as_ref().and_then(|v| v.recall_at_10),
+                chosen: i == ci,
+            }
+        })
+        .collect();
+    let rd_bound = (0..RD_BOUND_POINTS)
+        .map(|i| {
+            let rate = 2f64.powf(-4.0 + 7.0 * i as f64 / (RD_BOUND_POINTS - 1) as f64);
+            VectorRdPoint {
+                bits_per_dimension: rate,
+                mse_per_dimension: vectors::gaussian_distortion(eig, rate),
+            }
+        })
+        .collect();
+    let chosen = &a.candidates[ci];
+    let allocation = chosen.vector.as_ref().map(|v| BitAllocation {
+        label: chosen.codec.label(),
+        axis: match chosen.codec {
+            CodecParams::Transform(_) => "KLT component".into(),
+            _ => "coordinate".into(),
+        },
+        estimated_bits: v.bits_per_dimension.clone(),
+        water_filling_bits: vectors::water_filling_allocation(eig, chosen.sq_error / numel),
+    });
+    Some(VectorReport {
+        tensor: t.name.clone(),
+        vectors: stats.vectors,
+        dimension: stats.dimension,
+        eigenvalues: eig.clone(),
+        options,
+        rd_bound,
+        recall_queries: stats.recall_queries,
+        recall_definition: format!(
+            "{} rows drawn from the data (seeded) are the queries, kept exact; for each, the {} \
+             nearest other rows of the original data (squared Euclidean distance) are the truth, \
+             and recall is the fraction of them among its {} nearest other rows of the \
+             reconstruction",
+            stats.recall_queries,
+            vectors::RECALL_K,
+            vectors::RECALL_K
+        ),
+        allocation,
+    })
 }
 
 /// Things the user should know about a run, in words.
@@ -1004,6 +1239,27 @@ pub fn decompress(
             };
             npy::encode_header(t.dtype, &t.shape).map_err(|e| e.in_file(file_name))?
         }
+        SourceFormat::Csv | SourceFormat::Fvecs => {
+            let [t] = m.tensors.as_slice() else {
+                return Err(
+                    Error::corrupt("a csv or fvecs source must have exactly one tensor")
+                        .in_file(file_name),
+                );
+            };
+            if t.shape.len() != 2 || t.dtype != DType::F32 {
+                return Err(
+                    Error::corrupt("a csv or fvecs source must be one 2-D F32 array")
+                        .in_file(file_name),
+                );
+            }
+            match (
+                m.source_format,
+                m.source_metadata.get(container::CSV_HEADER_KEY),
+            ) {
+                (SourceFormat::Csv, Some(h)) => format!("{h}\n").into_bytes(),
+                _ => Vec::new(),
+            }
+        }
     };
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
@@ -1016,6 +1272,16 @@ pub fn decompress(
         }
         let bytes = decode_tensor(&file[range.clone()], record)
             .map_err(|e| e.in_tensor(&record.name).in_file(file_name))?;
+        // Text and fvecs records are written from the values (checked above: one 2-D F32 array).
+        let bytes = match m.source_format {
+            SourceFormat::Csv => {
+                csv::write(None, &dtype::to_f32(DType::F32, &bytes), record.shape[1])
+            }
+            SourceFormat::Fvecs => {
+                fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1])
+            }
+            SourceFormat::Safetensors | SourceFormat::Npy => bytes,
+        };
         out.write_all(&bytes).map_err(io_err)?;
         written += bytes.len() as u64;
         progress.advance(record.numel(), &record.name);
@@ -1151,7 +1417,7 @@ pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
             })
         }
         FileKind::Safetensors | FileKind::Npy => {
-            let ckpt = Checkpoint::parse(file).map_err(|e| e.in_file(file_name))?;
+            let (ckpt, _) = Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
             let tensors = ckpt
                 .tensors
                 .iter()

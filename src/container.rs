@@ -34,6 +34,25 @@ pub const MAX_ELEMENTS_PER_SECTION_BYTE: u64 = 4096;
 pub enum SourceFormat {
     Safetensors,
     Npy,
+    /// A CSV file of numbers (one vector per line); its header line is kept in the manifest's
+    /// `source_metadata` under [`CSV_HEADER_KEY`].
+    Csv,
+    /// A TEXMEX `.fvecs` file.
+    Fvecs,
+}
+
+/// The `source_metadata` key that holds a CSV source's header line.
+pub const CSV_HEADER_KEY: &str = "csv_header";
+
+impl SourceFormat {
+    /// Whether the file is a dataset of vectors (rows of its one 2-D array), which `--method auto`
+    /// codes with the vector coders.
+    pub fn is_vector_dataset(self) -> bool {
+        matches!(
+            self,
+            SourceFormat::Npy | SourceFormat::Csv | SourceFormat::Fvecs
+        )
+    }
 }
 
 /// Everything needed to decode the sections, stored as JSON in the header.
@@ -248,7 +267,13 @@ fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> R
         return Err(Error::corrupt("its shape overflows"));
     }
     let lossy = !matches!(record.codec, CodecParams::Lossless);
-    if lossy && !record.dtype.is_lossy_compressible() {
+    let vector = matches!(record.codec, CodecParams::Transform(_) | CodecParams::Pq(_));
+    let takes = if vector {
+        record.dtype.is_vector_compressible()
+    } else {
+        record.dtype.is_lossy_compressible()
+    };
+    if lossy && !takes {
         return Err(Error::corrupt(format!(
             "a lossy codec on dtype {}",
             record.dtype

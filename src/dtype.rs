@@ -86,6 +86,12 @@ impl DType {
     pub fn is_lossy_compressible(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
+
+    /// The float types the vector coders take: those above plus F64 (coded as f32 values and
+    /// restored as F64, so a vector dataset in double precision keeps its file type).
+    pub fn is_vector_compressible(self) -> bool {
+        self.is_lossy_compressible() || self == DType::F64
+    }
 }
 
 impl std::fmt::Display for DType {
@@ -116,6 +122,10 @@ pub fn to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
+            .collect(),
         other => panic!("to_f32 called on {other}, which the lossy codecs do not take"),
     }
 }
@@ -131,6 +141,10 @@ pub fn from_f32(dtype: DType, values: &[f32]) -> Vec<u8> {
         DType::BF16 => values
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        DType::F64 => values
+            .iter()
+            .flat_map(|&v| (v as f64).to_le_bytes())
             .collect(),
         other => panic!("from_f32 called on {other}, which the lossy codecs do not produce"),
     }

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a .safetensors checkpoint (or a .npy array) to a .lowbit file.
+    /// Compress a .safetensors checkpoint, or a vector dataset (.npy, .csv, .fvecs), to a .lowbit file.
     Compress {
         input: PathBuf,
         #[arg(short, long)]
@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Restore a .lowbit file to the original kind of file (.safetensors or .npy).
+    /// Restore a .lowbit file to the original kind of file (.safetensors, .npy, .csv or .fvecs).
     Decompress {
         input: PathBuf,
         #[arg(short, long)]
@@ -79,7 +79,8 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank, hyper, turbo or lossless.
+    /// auto (the allocator picks per tensor), scalar, vq, lowrank, hyper, turbo, lossless, or for
+    /// vector datasets transform or pq.
     #[arg(long, default_value = "auto")]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
@@ -98,7 +99,7 @@ impl Settings {
         let method = match self.method.as_str() {
             "auto" => None,
             name => Some(Method::from_name(name).ok_or_else(|| {
-                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank, hyper, turbo or lossless)")
+                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank, hyper, turbo, lossless, transform or pq)")
             })?),
         };
         let target = match (self.bpw, self.max_error) {
@@ -428,7 +429,8 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = open_input(&input)?;
             let name = display_name(&input);
             let mut bar = Bar::new(cli.quiet || cli.json);
-            let plan = lowbit::plan(&bytes, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
+            let plan =
+                lowbit::plan(&bytes, &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
             drop(bar);
             let report =
                 lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);

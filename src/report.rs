@@ -33,9 +33,63 @@ pub struct Report {
     pub rd_curve: Vec<RdPoint>,
     /// Top singular values of the 2-D tensors where low rank was considered.
     pub spectra: Vec<Spectrum>,
+    /// For a vector dataset (npy, csv, fvecs): its coders' options against the Gaussian bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<VectorReport>,
     pub notes: Vec<String>,
     /// Where the heavy kernels ran.
     pub backend: crate::backend::BackendSummary,
+}
+
+/// What the report shows about a vector dataset (one tensor whose rows are the vectors).
+#[derive(Clone, Debug, Serialize)]
+pub struct VectorReport {
+    pub tensor: String,
+    pub vectors: usize,
+    pub dimension: usize,
+    /// Covariance eigenvalues, non-increasing.
+    pub eigenvalues: Vec<f64>,
+    /// Every vector-coder option measured, with its Gaussian bound and recall.
+    pub options: Vec<VectorOptionReport>,
+    /// The Gaussian rate-distortion bound by reverse water-filling on `eigenvalues`.
+    pub rd_bound: Vec<VectorRdPoint>,
+    pub recall_queries: usize,
+    /// How recall@10 is measured, in words.
+    pub recall_definition: String,
+    /// The chosen option's bits per dimension, and the water-filling allocation at its MSE.
+    pub allocation: Option<BitAllocation>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VectorOptionReport {
+    pub label: String,
+    /// 8 x section bytes / values (side information counted; the container header is not).
+    pub bits_per_dimension: f64,
+    /// Mean squared error per value.
+    pub mse_per_dimension: f64,
+    /// The Gaussian R(D) at that MSE, bits per dimension.
+    pub rd_bound_bits: f64,
+    /// `bits_per_dimension - rd_bound_bits`.
+    pub gap_bits: f64,
+    pub recall_at_10: Option<f64>,
+    pub chosen: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VectorRdPoint {
+    pub bits_per_dimension: f64,
+    pub mse_per_dimension: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BitAllocation {
+    pub label: String,
+    /// `"KLT component"` (transform coder) or `"coordinate"` (PQ).
+    pub axis: String,
+    /// Bits per vector on each dimension: empirical entropy of the coded symbols (an estimate).
+    pub estimated_bits: Vec<f64>,
+    /// Reverse water-filling bits per eigen-component at the option's MSE (the Gaussian optimum).
+    pub water_filling_bits: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -229,6 +283,9 @@ impl Report {
         html.push_str(&svg::bar_chart(&self.error_chart()));
         html.push_str("<h2>Rate-distortion</h2>\n");
         html.push_str(&svg::line_chart(&self.rd_chart()));
+        if let Some(v) = &self.vectors {
+            html.push_str(&v.to_html());
+        }
         if !self.spectra.is_empty() {
             html.push_str("<h2>Singular-value spectra</h2>\n");
             html.push_str(&svg::line_chart(&self.spectra_chart()));
@@ -424,6 +481,112 @@ impl Report {
             height: 420,
         }
     }
+}
+
+impl VectorReport {
+    fn to_html(&self) -> String {
+        let mut html = format!("<h2>Vectors: {} x {}</h2>\n", self.vectors, self.dimension);
+        let chosen: Vec<(f64, f64)> = self
+            .options
+            .iter()
+            .filter(|o| o.chosen)
+            .map(|o| (o.bits_per_dimension, o.mse_per_dimension))
+            .collect();
+        let option_series = |prefix: &str, name: &str| svg::Series {
+            name: name.into(),
+            points: self
+                .options
+                .iter()
+                .filter(|o| o.label.starts_with(prefix))
+                .map(|o| (o.bits_per_dimension, o.mse_per_dimension))
+                .collect(),
+            mark: svg::Mark::LineAndPoints,
+        };
+        html.push_str(&svg::line_chart(&svg::Chart {
+            title: "Bits per dimension vs MSE: the options and the Gaussian R(D) bound".into(),
+            x: svg::Axis::linear("bits per dimension (section, side information counted)"),
+            y: svg::Axis::log10("MSE per dimension"),
+            series: vec![
+                svg::Series {
+                    name: "Gaussian R(D) (reverse water-filling on the eigenvalues)".into(),
+                    points: self
+                        .rd_bound
+                        .iter()
+                        .map(|p| (p.bits_per_dimension, p.mse_per_dimension))
+                        .collect(),
+                    mark: svg::Mark::Line,
+                },
+                option_series("transform", "transform (KLT + ECSQ)"),
+                option_series("pq", "product quantization"),
+                svg::Series {
+                    name: "chosen".into(),
+                    points: chosen,
+                    mark: svg::Mark::Points,
+                },
+            ],
+            width: 800,
+            height: 420,
+        }));
+        if let Some(a) = &self.allocation {
+            html.push_str(&svg::line_chart(&svg::Chart {
+                title: format!("Bits per vector by dimension: {}", a.label),
+                x: svg::Axis::linear(a.axis.clone()),
+                y: svg::Axis::linear("bits per vector"),
+                series: vec![
+                    svg::Series {
+                        name: "coded symbols (entropy estimate)".into(),
+                        points: enumerate(&a.estimated_bits),
+                        mark: svg::Mark::Steps,
+                    },
+                    svg::Series {
+                        name: "reverse water-filling (per eigen-component)".into(),
+                        points: enumerate(&a.water_filling_bits),
+                        mark: svg::Mark::Steps,
+                    },
+                ],
+                width: 800,
+                height: 360,
+            }));
+        }
+        html.push_str(&format!(
+            "<p class=\"note\">recall@10: {}</p>\n<table class=\"tensors\"><thead><tr>",
+            esc(&self.recall_definition)
+        ));
+        for h in [
+            "option",
+            "bits/dim",
+            "MSE/dim",
+            "R(D) bits/dim",
+            "gap",
+            "recall@10",
+            "",
+        ] {
+            html.push_str(&format!("<th>{h}</th>"));
+        }
+        html.push_str("</tr></thead><tbody>\n");
+        for o in &self.options {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{:.4}</td><td>{:.4e}</td><td>{:.4}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&o.label),
+                o.bits_per_dimension,
+                o.mse_per_dimension,
+                o.rd_bound_bits,
+                o.gap_bits,
+                o.recall_at_10.map(|r| format!("{r:.3}")).unwrap_or_else(|| "-".into()),
+                if o.chosen { "chosen" } else { "" }
+            ));
+        }
+        html.push_str("</tbody></table>\n");
+        html
+    }
+}
+
+fn enumerate(values: &[f64]) -> Vec<(f64, f64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as f64, v))
+        .collect()
 }
 
 fn esc(s: &str) -> String {

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
+use crate::dataset::vectors;
 use crate::error::Result;
 
 pub mod hyper;
@@ -79,16 +80,22 @@ pub enum Method {
     Lossless,
     Hyper,
     Turbo,
+    /// Vector datasets: KLT + water-filling + entropy-coded scalar quantization.
+    Transform,
+    /// Vector datasets: product quantization.
+    Pq,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 8] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
         Method::Lossless,
         Method::Hyper,
         Method::Turbo,
+        Method::Transform,
+        Method::Pq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +106,8 @@ impl Method {
             Method::Lossless => "lossless",
             Method::Hyper => "hyper",
             Method::Turbo => "turbo",
+            Method::Transform => "transform",
+            Method::Pq => "pq",
         }
     }
 
@@ -118,6 +127,10 @@ pub enum CodecParams {
     Lossless,
     Hyper(hyper::Params),
     Turbo(turbo::Params),
+    /// A vector dataset (rows = vectors) by KLT transform coding.
+    Transform(vectors::transform::Params),
+    /// A vector dataset by product quantization.
+    Pq(vectors::pq::Params),
 }
 
 impl CodecParams {
@@ -129,6 +142,8 @@ impl CodecParams {
             CodecParams::Lossless => Method::Lossless,
             CodecParams::Hyper(_) => Method::Hyper,
             CodecParams::Turbo(_) => Method::Turbo,
+            CodecParams::Transform(_) => Method::Transform,
+            CodecParams::Pq(_) => Method::Pq,
         }
     }
 
@@ -141,6 +156,8 @@ impl CodecParams {
             CodecParams::Lossless => "lossless".to_string(),
             CodecParams::Hyper(p) => p.label(),
             CodecParams::Turbo(p) => p.label(),
+            CodecParams::Transform(p) => p.label(),
+            CodecParams::Pq(p) => p.label(),
         }
     }
 
@@ -169,6 +186,11 @@ impl CodecParams {
             }
             CodecParams::Hyper(p) => hyper::encode(values, shape, p),
             CodecParams::Turbo(p) => turbo::encode(values, shape, p),
+            CodecParams::Transform(p) => {
+                let stats = vectors::Stats::of(values, shape)?;
+                Ok(vectors::transform::encode(values, shape, &stats, p)?.0)
+            }
+            CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }
@@ -183,6 +205,8 @@ impl CodecParams {
             CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
             CodecParams::Hyper(p) => hyper::decode(bytes, shape, p),
             CodecParams::Turbo(p) => turbo::decode(bytes, shape, p),
+            CodecParams::Transform(p) => vectors::transform::decode(bytes, shape, p),
+            CodecParams::Pq(p) => vectors::pq::decode(bytes, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::decode")
             }

@@ -1,5 +1,5 @@
 //! Readers and writers of the file formats lowbit takes in and gives back: `.safetensors`
-//! checkpoints and `.npy` arrays.
+//! checkpoints, `.npy` arrays, and the vector datasets `.csv` and `.fvecs`.
 //!
 //! Every reader here faces untrusted bytes: it validates the whole header (sizes, offsets, dtypes)
 //! before returning it, so later stages can slice the file without further checks, and it never
@@ -7,6 +7,8 @@
 //! never on paths, so the same code serves an mmap natively and a `Uint8Array` in the browser.
 //! What is accepted and rejected, and why, is in docs/READERS.md.
 
+pub mod csv;
+pub mod fvecs;
 pub mod npy;
 pub mod safetensors;
 

@@ -25,6 +25,8 @@ pub enum Section {
     Methods,
     Lossless,
     Kernels,
+    /// MiniLM's word-embedding matrix as a vector dataset: lowbit's vector coders against faiss PQ.
+    Vectors,
 }
 
 pub struct Options {
@@ -62,6 +64,7 @@ pub struct Results {
     pub rate_distortion: Vec<Value>,
     pub lossless: Vec<Value>,
     pub kernels: Vec<Value>,
+    pub vectors: Vec<Value>,
     pub failures: Vec<String>,
 }
 
@@ -104,7 +107,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
 
     let needs_lowbit = options.runs(Section::Minilm)
         || options.runs(Section::Methods)
-        || options.runs(Section::Lossless);
+        || options.runs(Section::Lossless)
+        || options.runs(Section::Vectors);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -133,6 +137,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
         println!("== kernels");
         kernels(&paths, &mut results)?;
     }
+    if options.runs(Section::Vectors) {
+        println!("== vectors: all-MiniLM-L6-v2 word embeddings, recall@10");
+        vectors(&paths, options, &lowbit, &mut results)?;
+    }
 
     let document = json!({
         "machine": machine,
@@ -146,6 +154,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "rate_distortion": results.rate_distortion,
         "lossless": results.lossless,
         "kernels": results.kernels,
+        "vectors": results.vectors,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);
@@ -787,4 +796,119 @@ fn kernel_rows(
             false
         }
     }
+}
+
+/// Bits per vector compared in the vectors section: faiss PQ with m = bits/8 one-byte codes (its
+/// code length, codebooks not counted), lowbit at a whole-file budget of the same bits per vector.
+const VECTOR_BITS: &[u32] = &[64, 128, 192];
+/// lowbit methods run in the vectors section.
+const VECTOR_METHODS: &[&str] = &["auto", "transform", "pq"];
+
+/// MiniLM's 30522 x 384 word-embedding matrix, 1000 rows held out as queries (seeded): lowbit
+/// compresses the other 29522 rows (a `.npy`) to a whole-file budget of B bits per vector, and
+/// faiss-cpu's ProductQuantizer codes them in B bits per vector; recall@10 of the queries against
+/// each decoded base (`benches/vectors_reference.py`).
+fn vectors(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    let script = paths.bench_script("vectors_reference.py");
+    let dir = paths.work().join("vectors");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let model = paths.minilm_dir().join("model.safetensors");
+    let push = |results: &mut Results, row: Value| {
+        Results::push(&mut results.vectors, &mut results.failures, row)
+    };
+    let prepared = setup::run(
+        python(paths)
+            .arg(&script)
+            .arg("prepare")
+            .arg(&model)
+            .arg(&dir),
+    )
+    .and_then(|ran| {
+        let line = setup::json_lines(&ran.stdout).pop();
+        line.and_then(|l| Some((l["base_rows"].as_f64()?, l["dim"].as_f64()?)))
+            .ok_or_else(|| "prepare printed no base_rows/dim".to_string())
+    });
+    let (rows, dim) = match prepared {
+        Ok(shape) => shape,
+        Err(e) => {
+            push(
+                results,
+                status_row(row("vectors"), format!("failed: prepare: {e}")),
+            );
+            return Ok(());
+        }
+    };
+    let bits: Vec<String> = VECTOR_BITS.iter().map(|b| b.to_string()).collect();
+    match setup::run(
+        python(paths)
+            .arg(&script)
+            .arg("faiss")
+            .arg(&dir)
+            .args(&bits),
+    ) {
+        Ok(ran) => {
+            for line in setup::json_lines(&ran.stdout) {
+                let Value::Object(mut m) = line else { continue };
+                let name = m["reference"].as_str().unwrap_or("faiss").to_string();
+                m.insert("method".into(), json!(name));
+                m.insert("kind".into(), json!("reference"));
+                push(results, status_row(m, "ok".into()));
+            }
+        }
+        Err(e) => push(results, status_row(row("faiss PQ"), format!("failed: {e}"))),
+    }
+    let Lowbit::Ready(bin) = lowbit else {
+        return Ok(());
+    };
+    let base = dir.join("base.npy");
+    let packed = dir.join("base.lowbit");
+    let restored = dir.join("restored.npy");
+    for &b in VECTOR_BITS {
+        for method in VECTOR_METHODS {
+            let mut m = row(&format!("lowbit {method} {b} bits/vector"));
+            m.insert("kind".into(), json!("lowbit"));
+            m.insert("target_bits_per_vector".into(), json!(b));
+            let bpw = format!("{}", b as f64 / dim);
+            let args = ["--bpw", bpw.as_str(), "--method", method];
+            let ran = lowbit_round_trip(bin, &base, &packed, &restored, &args, 1, &mut m).and_then(
+                |()| {
+                    let bytes = fs::metadata(&packed).map_err(|e| e.to_string())?.len();
+                    m.insert(
+                        "bits_per_vector_whole_file".into(),
+                        json!(8.0 * bytes as f64 / rows),
+                    );
+                    let ran = setup::run(
+                        python(paths)
+                            .arg(&script)
+                            .arg("recall")
+                            .arg(&dir)
+                            .arg(&restored),
+                    )?;
+                    let line = setup::json_lines(&ran.stdout)
+                        .pop()
+                        .ok_or("recall printed no JSON")?;
+                    for key in ["recall_at_10", "mse_per_dimension"] {
+                        m.insert(key.into(), line[key].clone());
+                    }
+                    Ok(())
+                },
+            );
+            let status = match ran {
+                Ok(()) => "ok".to_string(),
+                // A budget under the method's smallest file is an answer, not a failure.
+                Err(e) if e.contains("below the smallest file") => {
+                    format!("skipped: {}", setup::tail(&e, 1))
+                }
+                Err(e) => format!("failed: {e}"),
+            };
+            push(results, status_row(m, status));
+        }
+    }
+    remove(&[&packed, &restored], options);
+    Ok(())
 }

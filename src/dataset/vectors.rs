@@ -1,0 +1,468 @@
+//! Lossy compression of a vector dataset: an `n x dim` matrix of f32 whose rows are records (an
+//! embedding table, features, a `.npy`/`.csv`/`.fvecs` file). Two coders, both measured by the
+//! allocator like any codec option, with all side information counted:
+//! - [`transform`]: KLT (PCA) + one uniform quantizer step for all components (reverse
+//!   water-filling) + entropy coding per component (GMTC with a single Gaussian);
+//! - [`pq`]: product quantization, k-means per sub-space.
+//!
+//! Besides the coders this module holds what the report shows about a vector dataset: the
+//! covariance eigenvalues and the Gaussian rate-distortion bound they give (reverse water-filling),
+//! and the nearest-neighbour recall of the compressed rows.
+//!
+//! What it does not do: a mixture of Gaussians (one KLT per cluster: planned, not built), rotation
+//! + Lloyd-Max scalar codebooks (TurboQuant; should share code with a `turbo` codec), GPU kernels.
+
+use faer::{Mat, Side};
+
+use crate::codec::{get_varint, CodecParams, Encoded, Method, Shape2};
+use crate::error::{Error, Result};
+use crate::linalg;
+use crate::rng::Rng;
+
+pub mod pq;
+pub mod transform;
+
+/// Rows used as queries for the report's recall (fewer when the dataset is smaller).
+pub const RECALL_QUERIES: usize = 100;
+/// Neighbours compared by the recall measure (recall@10).
+pub const RECALL_K: usize = 10;
+/// Lloyd iterations of the PQ candidates (faiss trains PQ with 25; k-means stops earlier once the
+/// assignments settle).
+pub const PQ_ITERS: u32 = 20;
+/// Target rates of the transform candidates, bits per dimension (the Gaussian R(D) rate; the
+/// coded rate lands near it).
+const TRANSFORM_RATES: [f64; 19] = [
+    0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0,
+    6.5, 7.0,
+];
+/// (bits per index, index bits per dimension) of the PQ candidates: 256 centroids on sub-spaces of
+/// 64, 32, 16 and 8 coordinates, 16 centroids on sub-spaces of 8 and 4.
+const PQ_GRID: [(u32, f64); 6] = [
+    (8, 0.125),
+    (8, 0.25),
+    (8, 0.5),
+    (8, 1.0),
+    (4, 0.5),
+    (4, 1.0),
+];
+/// Bits per PQ codebook value: the codebook is side information that every vector pays for
+/// (256 x 384 values on MiniLM's embeddings: 20 bits per vector at 6 bits, 27 at 8), and at the
+/// rates PQ serves its own error is far above a 6-bit grid's.
+const PQ_CODEBOOK_BITS: u8 = 6;
+
+/// Mean and covariance eigen-decomposition of the rows, in f64.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub mean: Vec<f64>,
+    /// Covariance eigenvalues (divided by n), non-increasing, clamped at 0.
+    pub eigenvalues: Vec<f64>,
+    /// `dim x dim`, column `j` the unit eigenvector of `eigenvalues[j]`.
+    pub basis: Mat<f64>,
+}
+
+impl Stats {
+    /// Statistics of the `n x dim` row-major `values` (finite; the caller checks).
+    pub fn of(values: &[f32], shape: Shape2) -> Result<Stats> {
+        let (n, dim) = (shape.rows, shape.cols);
+        let mut mean = vec![0f64; dim];
+        for row in values.chunks_exact(dim.max(1)) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+        let centred = Mat::<f64>::from_fn(n, dim, |i, c| values[i * dim + c] as f64 - mean[c]);
+        let mut cov = Mat::<f64>::zeros(dim, dim);
+        faer::linalg::matmul::matmul(
+            &mut cov,
+            faer::Accum::Replace,
+            centred.transpose(),
+            centred.as_ref(),
+            1.0 / n.max(1) as f64,
+            faer::Par::Seq,
+        );
+        drop(centred);
+        let eig = cov
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| Error::unsupported(format!("covariance eigen-decomposition: {e:?}")))?;
+        // faer sorts eigenvalues up; the coders want them down.
+        let eigenvalues = (0..dim)
+            .rev()
+            .map(|j| eig.S()[j].max(0.0))
+            .collect::<Vec<f64>>();
+        let basis = Mat::<f64>::from_fn(dim, dim, |c, j| eig.U()[(c, dim - 1 - j)]);
+        Ok(Stats {
+            mean,
+            eigenvalues,
+            basis,
+        })
+    }
+}
+
+/// The water level `theta` whose reverse water-filling distortion `sum_i min(theta, lambda_i)`
+/// equals `dim * mse` (bisection on a monotone function).
+pub fn water_level_for_distortion(eigenvalues: &[f64], mse: f64) -> f64 {
+    let total = mse * eigenvalues.len() as f64;
+    let (mut lo, mut hi) = (0.0, eigenvalues.iter().copied().fold(0.0, f64::max));
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        let d: f64 = eigenvalues.iter().map(|&l| l.min(mid)).sum();
+        if d < total {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// The water level whose rate `sum_i max(0, log2(lambda_i / theta) / 2)` equals `dim * rate`.
+pub fn water_level_for_rate(eigenvalues: &[f64], rate: f64) -> f64 {
+    let target = rate * eigenvalues.len() as f64;
+    let top = eigenvalues.iter().copied().fold(0.0, f64::max);
+    if top <= 0.0 {
+        return 0.0;
+    }
+    // log-domain bisection: the rate falls as theta grows.
+    let (mut lo, mut hi) = (top.ln() - 200.0, top.ln());
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if gaussian_rate_at_level(eigenvalues, mid.exp()) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (0.5 * (lo + hi)).exp()
+}
+
+/// Total rate (bits per vector) of reverse water-filling at level `theta`.
+fn gaussian_rate_at_level(eigenvalues: &[f64], theta: f64) -> f64 {
+    eigenvalues
+        .iter()
+        .filter(|&&l| l > theta)
+        .map(|&l| 0.5 * (l / theta).log2())
+        .sum()
+}
+
+/// The Gaussian rate-distortion function of a source with these covariance eigenvalues, in bits
+/// per dimension at mean squared error `mse` per dimension: the fewest bits any coder can spend on
+/// a Gaussian with this covariance (and an upper bound on what a non-Gaussian source with the same
+/// covariance needs).
+pub fn gaussian_rate(eigenvalues: &[f64], mse: f64) -> f64 {
+    if eigenvalues.is_empty() {
+        return 0.0;
+    }
+    let theta = water_level_for_distortion(eigenvalues, mse);
+    if theta <= 0.0 {
+        return f64::INFINITY;
+    }
+    gaussian_rate_at_level(eigenvalues, theta) / eigenvalues.len() as f64
+}
+
+/// The distortion (MSE per dimension) of the Gaussian R(D) at `rate` bits per dimension.
+pub fn gaussian_distortion(eigenvalues: &[f64], rate: f64) -> f64 {
+    let theta = water_level_for_rate(eigenvalues, rate);
+    eigenvalues.iter().map(|&l| l.min(theta)).sum::<f64>() / eigenvalues.len().max(1) as f64
+}
+
+/// The reverse water-filling bit allocation (bits per vector, per eigen-component) at distortion
+/// `mse` per dimension.
+pub fn water_filling_allocation(eigenvalues: &[f64], mse: f64) -> Vec<f64> {
+    let theta = water_level_for_distortion(eigenvalues, mse);
+    eigenvalues
+        .iter()
+        .map(|&l| {
+            if l > theta && theta > 0.0 {
+                0.5 * (l / theta).log2()
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Nearest-neighbour queries for the recall measure: rows of the dataset itself, drawn without
+/// replacement with a seeded generator, each with its `RECALL_K` exact nearest neighbours among the
+/// *other* original rows (squared Euclidean distance, ties to the lower index). The recall of a
+/// reconstruction is the mean fraction of those neighbours found among each query's `RECALL_K`
+/// nearest *reconstructed* rows (the query itself excluded again, the query kept exact): what a
+/// nearest-neighbour search over the compressed vectors returns for queries that are not compressed.
+#[derive(Clone, Debug)]
+pub struct RecallQueries {
+    pub rows: Vec<usize>,
+    truth: Vec<Vec<usize>>,
+    queries: Mat<f32>,
+}
+
+impl RecallQueries {
+    pub fn sample(values: &[f32], shape: Shape2, count: usize, seed: u64) -> RecallQueries {
+        let n = shape.rows;
+        let count = count.min(n.saturating_sub(1));
+        // Partial Fisher-Yates over the row indices.
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = Rng::new(seed);
+        for i in 0..count {
+            let j = i + rng.below((n - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        let mut rows: Vec<usize> = order[..count].to_vec();
+        rows.sort_unstable();
+        let dim = shape.cols;
+        let queries = Mat::<f32>::from_fn(rows.len(), dim, |q, c| values[rows[q] * dim + c]);
+        let mut out = RecallQueries {
+            rows,
+            truth: Vec::new(),
+            queries,
+        };
+        out.truth = out.neighbours(values, shape);
+        out
+    }
+
+    /// Each query's `RECALL_K` nearest rows of `base` (other than its own row).
+    fn neighbours(&self, base: &[f32], shape: Shape2) -> Vec<Vec<usize>> {
+        let (n, dim) = (shape.rows, shape.cols);
+        if self.rows.is_empty() {
+            return Vec::new();
+        }
+        let base_mat = linalg::view_row_major(base, n, dim);
+        // ||b||^2 - 2 q.b ranks the rows for a fixed query.
+        let dots = linalg::product(self.queries.as_ref(), base_mat.transpose());
+        let norms: Vec<f64> = base
+            .chunks_exact(dim)
+            .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum())
+            .collect();
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(q, &own)| {
+                let mut scored: Vec<(f64, usize)> = (0..n)
+                    .filter(|&i| i != own)
+                    .map(|i| (norms[i] - 2.0 * dots[(q, i)] as f64, i))
+                    .collect();
+                let k = RECALL_K.min(scored.len());
+                if k < scored.len() {
+                    scored
+                        .select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                }
+                scored.truncate(k);
+                scored.into_iter().map(|(_, i)| i).collect()
+            })
+            .collect()
+    }
+
+    /// recall@RECALL_K of `reconstruction` (the same shape as the data the queries came from);
+    /// `None` when there are no queries.
+    pub fn recall(&self, reconstruction: &[f32], shape: Shape2) -> Option<f64> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let found = self.neighbours(reconstruction, shape);
+        let mut hits = 0usize;
+        let mut total = 0usize;
+        for (truth, got) in self.truth.iter().zip(&found) {
+            total += truth.len();
+            hits += truth.iter().filter(|t| got.contains(t)).count();
+        }
+        Some(hits as f64 / total.max(1) as f64)
+    }
+}
+
+/// One measured option of a vector dataset.
+pub struct VectorOption {
+    pub codec: CodecParams,
+    pub encoded: Encoded,
+    /// Bits per vector spent on each dimension (entropy estimate, for the allocation plot): per
+    /// KLT component for the transform coder, per coordinate for PQ.
+    pub bits_per_dimension: Vec<f64>,
+}
+
+/// Which vector coders a run tries.
+pub fn wants(method: Option<Method>, coder: Method) -> bool {
+    method.is_none() || method == Some(coder)
+}
+
+/// The transform options: one per target rate, at the water level of that Gaussian rate.
+pub fn transform_candidates(stats: &Stats) -> Vec<transform::Params> {
+    let mut out: Vec<transform::Params> = Vec::new();
+    for rate in TRANSFORM_RATES {
+        let theta = water_level_for_rate(&stats.eigenvalues, rate);
+        if theta > 0.0 && theta.is_finite() {
+            let p = transform::params_for_level(stats, theta);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The PQ options that fit this shape: at least 4 vectors per centroid, at most one sub-space per
+/// coordinate.
+pub fn pq_candidates(shape: Shape2, seed: u64) -> Vec<pq::Params> {
+    let (n, dim) = (shape.rows, shape.cols);
+    let mut out: Vec<pq::Params> = Vec::new();
+    for (bits, rate) in PQ_GRID {
+        let k = 1u32 << bits;
+        let m = (dim as f64 * rate / bits as f64)
+            .round()
+            .clamp(1.0, dim as f64) as u32;
+        if n < 4 * k as usize {
+            continue;
+        }
+        let p = pq::Params {
+            m,
+            k,
+            iters: PQ_ITERS,
+            seed,
+            codebook_bits: PQ_CODEBOOK_BITS,
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Encodes every vector option that `method` allows (None = all), in a fixed order.
+pub fn encode_options(
+    values: &[f32],
+    shape: Shape2,
+    stats: &Stats,
+    method: Option<Method>,
+    seed: u64,
+) -> Result<Vec<VectorOption>> {
+    let mut out = Vec::new();
+    if wants(method, Method::Transform) {
+        for p in transform_candidates(stats) {
+            match transform::encode(values, shape, stats, &p) {
+                Ok((encoded, extras)) => out.push(VectorOption {
+                    codec: CodecParams::Transform(p),
+                    encoded,
+                    bits_per_dimension: extras.component_bits,
+                }),
+                // A step too fine for the entropy coder's alphabet: not an option here.
+                Err(Error::InvalidInput { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if wants(method, Method::Pq) {
+        for p in pq_candidates(shape, seed) {
+            let (encoded, extras) = pq::encode(values, shape, &p)?;
+            out.push(VectorOption {
+                codec: CodecParams::Pq(p),
+                encoded,
+                bits_per_dimension: extras.coordinate_bits,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Packs `values` (each < 2^bits, bits <= 32) LSB first into bytes, padded to a byte.
+pub(crate) fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity((values.len() * bits as usize).div_ceil(8));
+    let (mut acc, mut filled) = (0u64, 0u32);
+    for &v in values {
+        debug_assert!(bits == 32 || v < (1u32 << bits));
+        acc |= (v as u64) << filled;
+        filled += bits;
+        while filled >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            filled -= 8;
+        }
+    }
+    if filled > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
+/// Inverse of [`pack_bits`]; `bytes` must be exactly the packed length of `count` values.
+pub(crate) fn unpack_bits(bytes: &[u8], count: usize, bits: u32) -> Result<Vec<u32>> {
+    let expected = count
+        .checked_mul(bits as usize)
+        .map(|b| b.div_ceil(8))
+        .ok_or_else(|| Error::corrupt("bit-packed field too long"))?;
+    if bytes.len() != expected {
+        return Err(Error::corrupt(format!(
+            "bit-packed field of {} bytes where {expected} were expected",
+            bytes.len()
+        )));
+    }
+    let mask = if bits == 32 {
+        u32::MAX as u64
+    } else {
+        (1u64 << bits) - 1
+    };
+    let mut out = Vec::with_capacity(count);
+    let (mut acc, mut filled) = (0u64, 0u32);
+    let mut at = 0;
+    for _ in 0..count {
+        while filled < bits {
+            acc |= (bytes[at] as u64) << filled;
+            at += 1;
+            filled += 8;
+        }
+        out.push((acc & mask) as u32);
+        acc >>= bits;
+        filled -= bits;
+    }
+    Ok(out)
+}
+
+/// A bounds-checked cursor over a section.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| Error::corrupt("vector section truncated"))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u64> {
+        let (v, used) = get_varint(&self.bytes[self.at..])?;
+        self.at += used;
+        Ok(v)
+    }
+
+    /// `count` little-endian f32s (the length is checked before anything is allocated).
+    pub(crate) fn f32s(&mut self, count: usize) -> Result<Vec<f32>> {
+        let len = count
+            .checked_mul(4)
+            .ok_or_else(|| Error::corrupt("vector section field too long"))?;
+        Ok(self
+            .take(len)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let out = &self.bytes[self.at..];
+        self.at = self.bytes.len();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

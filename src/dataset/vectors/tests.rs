@@ -1,0 +1,164 @@
+use super::*;
+
+/// `n` rows of a zero-mean Gaussian in `eigenvalues.len()` dimensions whose covariance has these
+/// eigenvalues, in a random orthonormal basis.
+pub(crate) fn gaussian(n: usize, eigenvalues: &[f64], seed: u64) -> Vec<f32> {
+    let dim = eigenvalues.len();
+    let mut rng = Rng::new(seed);
+    let basis = linalg::orthonormalize(linalg::gaussian_matrix(dim, dim, &mut rng).as_ref());
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let z: Vec<f64> = eigenvalues
+            .iter()
+            .map(|&l| rng.normal() * l.sqrt())
+            .collect();
+        for c in 0..dim {
+            out.push((0..dim).map(|j| basis[(c, j)] as f64 * z[j]).sum::<f64>() as f32);
+        }
+    }
+    out
+}
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+#[test]
+fn bit_packing_round_trips() {
+    for bits in [0u32, 1, 3, 8, 13, 32] {
+        let values: Vec<u32> = (0..37u64)
+            .map(|i| ((i * 2654435761) & ((1u64 << bits) - 1)) as u32)
+            .collect();
+        let packed = pack_bits(&values, bits);
+        assert_eq!(packed.len(), (37 * bits as usize).div_ceil(8));
+        assert_eq!(unpack_bits(&packed, 37, bits).unwrap(), values);
+        assert!(
+            unpack_bits(&packed[..packed.len().saturating_sub(1)], 37, bits).is_err() || bits == 0
+        );
+    }
+}
+
+#[test]
+fn water_filling_rate_and_distortion_are_inverse() {
+    let eig = [4.0, 2.0, 1.0, 0.5, 0.1, 0.01];
+    for rate in [0.1, 0.5, 1.0, 2.0, 4.0] {
+        let d = gaussian_distortion(&eig, rate);
+        assert!((gaussian_rate(&eig, d) - rate).abs() < 1e-6, "{rate}");
+    }
+    // At high rate every component is coded: R = 0.5 log2(geomean(lambda) / D).
+    let geomean = eig.iter().map(|l: &f64| l.ln()).sum::<f64>() / eig.len() as f64;
+    let d = 1e-4;
+    let r = 0.5 * (geomean.exp() / d).log2();
+    assert!((gaussian_rate(&eig, d) - r).abs() < 1e-6);
+    let alloc = water_filling_allocation(&eig, d);
+    assert!((alloc.iter().sum::<f64>() / 6.0 - r).abs() < 1e-6);
+}
+
+#[test]
+fn stats_find_the_covariance_eigenvalues() {
+    let eig = [9.0, 4.0, 1.0, 0.25];
+    let x = gaussian(20000, &eig, 1);
+    let s = Stats::of(&x, Shape2::new(20000, 4)).unwrap();
+    for (got, want) in s.eigenvalues.iter().zip(eig) {
+        assert!((got / want - 1.0).abs() < 0.05, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn transform_decodes_to_its_reconstruction_and_tracks_the_water_level() {
+    let eig = [4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.01];
+    let shape = Shape2::new(3000, 8);
+    let x = gaussian(shape.rows, &eig, 2);
+    let stats = Stats::of(&x, shape).unwrap();
+    for rate in [1.0, 3.0] {
+        let theta = water_level_for_rate(&stats.eigenvalues, rate);
+        let p = transform::params_for_level(&stats, theta);
+        let (enc, _) = transform::encode(&x, shape, &stats, &p).unwrap();
+        let dec = transform::decode(&enc.bytes, shape, &p).unwrap();
+        assert_eq!(dec, enc.reconstruction);
+        // Measured MSE near the reverse water-filling distortion (uniform quantizer: step^2/12
+        // per coded component; low-rate components do a little better or worse).
+        let want = gaussian_distortion(&stats.eigenvalues, rate);
+        let got = mse(&x, &dec);
+        assert!(
+            got < 1.3 * want && got > 0.6 * want,
+            "rate {rate}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn pq_decodes_to_its_reconstruction() {
+    let eig = [4.0, 2.0, 1.0, 0.5, 0.25, 0.1];
+    let shape = Shape2::new(500, 6);
+    let x = gaussian(shape.rows, &eig, 3);
+    for (m, k) in [(3, 16), (4, 4), (6, 2)] {
+        let p = pq::Params {
+            m,
+            k,
+            iters: 10,
+            seed: 7,
+            codebook_bits: 8,
+        };
+        let (enc, extras) = pq::encode(&x, shape, &p).unwrap();
+        assert_eq!(extras.coordinate_bits.len(), 6);
+        let dec = pq::decode(&enc.bytes, shape, &p).unwrap();
+        assert_eq!(dec, enc.reconstruction);
+        assert!(mse(&x, &dec) < 1.3, "m{m} k{k}");
+        // Same input, same bytes.
+        assert_eq!(pq::encode(&x, shape, &p).unwrap().0.bytes, enc.bytes);
+    }
+}
+
+#[test]
+fn damaged_sections_are_refused_without_panic() {
+    let eig = [3.0, 1.0, 0.3, 0.1];
+    let shape = Shape2::new(400, 4);
+    let x = gaussian(shape.rows, &eig, 4);
+    let stats = Stats::of(&x, shape).unwrap();
+    let tp = transform::params_for_level(&stats, 0.01);
+    let (t, _) = transform::encode(&x, shape, &stats, &tp).unwrap();
+    let pp = pq::Params {
+        m: 2,
+        k: 16,
+        iters: 5,
+        seed: 1,
+        codebook_bits: 8,
+    };
+    let (p, _) = pq::encode(&x, shape, &pp).unwrap();
+    let mut rng = Rng::new(9);
+    for (bytes, codec) in [
+        (&t.bytes, CodecParams::Transform(tp)),
+        (&p.bytes, CodecParams::Pq(pp)),
+    ] {
+        for cut in [0, 1, 5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(codec.decode(&bytes[..cut], shape).is_err());
+        }
+        for _ in 0..300 {
+            let mut b = bytes.clone();
+            let i = rng.below(b.len() as u64) as usize;
+            b[i] ^= 1 << rng.below(8);
+            if let Ok(v) = codec.decode(&b, shape) {
+                assert_eq!(v.len(), shape.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn recall_is_one_on_the_data_itself_and_falls_with_noise() {
+    let eig = [4.0, 2.0, 1.0, 0.5];
+    let shape = Shape2::new(800, 4);
+    let x = gaussian(shape.rows, &eig, 5);
+    let q = RecallQueries::sample(&x, shape, 50, 1);
+    assert_eq!(q.rows.len(), 50);
+    assert_eq!(q.recall(&x, shape), Some(1.0));
+    let mut rng = Rng::new(6);
+    let noisy: Vec<f32> = x.iter().map(|&v| v + 0.5 * rng.normal() as f32).collect();
+    let r = q.recall(&noisy, shape).unwrap();
+    assert!(r < 0.9 && r > 0.05, "{r}");
+}
