@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::alloc::{self, OptionPoint};
+use crate::alloc::{self, Allocator, OptionPoint};
 use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container::{self, Container, Manifest, SourceFormat, TensorRecord};
@@ -135,6 +135,8 @@ pub struct CompressOptions {
     pub seed: u64,
     /// Compute singular-value spectra for the report.
     pub spectra: bool,
+    /// How a `--bpw` budget is shared among tensors (unused with `--max-error`).
+    pub allocator: Allocator,
 }
 
 impl CompressOptions {
@@ -145,6 +147,7 @@ impl CompressOptions {
             overrides: Vec::new(),
             seed: 0,
             spectra: true,
+            allocator: Allocator::default(),
         }
     }
 
@@ -290,11 +293,38 @@ pub fn analyse_tensor(
     } else {
         Vec::new()
     };
-    if opts.method.is_some() && params.is_empty() && lowrank.is_empty() {
+    // FWSVD only when asked for: the allocator's distortion is the unweighted error, which the
+    // plain SVD already minimises, so auto would have nothing to gain from it.
+    let fwsvd: Vec<codec::fwsvd::Params> = if opts.method == Some(Method::Fwsvd) {
+        codec::fwsvd::candidates(shape, seed)
+    } else {
+        Vec::new()
+    };
+    // Sparse plus low rank: options sharing a low-rank part share its encoding.
+    let sparse_lowrank: Vec<codec::sparse_lowrank::Params> = if wants(Method::SparseLowrank) {
+        codec::sparse_lowrank::candidates(shape, seed)
+    } else {
+        Vec::new()
+    };
+    if opts.method.is_some()
+        && params.is_empty()
+        && lowrank.is_empty()
+        && sparse_lowrank.is_empty()
+        && fwsvd.is_empty()
+    {
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
     let lowrank_encoded = codec::lowrank::encode_many(&values, shape, &lowrank);
+    // The sparse options' low-rank parts are among the lowrank options: reuse those encodings.
+    let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
+        .iter()
+        .zip(&lowrank_encoded)
+        .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
+        .collect();
+    let sparse_lowrank_encoded =
+        codec::sparse_lowrank::encode_many(&values, shape, &sparse_lowrank, &known);
+    let fwsvd_encoded = codec::fwsvd::encode_many(&values, shape, &fwsvd);
     let encoded_options = params
         .into_iter()
         .map(|p| {
@@ -306,7 +336,14 @@ pub fn analyse_tensor(
                 .into_iter()
                 .map(CodecParams::Lowrank)
                 .zip(lowrank_encoded),
-        );
+        )
+        .chain(
+            sparse_lowrank
+                .into_iter()
+                .map(CodecParams::SparseLowrank)
+                .zip(sparse_lowrank_encoded),
+        )
+        .chain(fwsvd.into_iter().map(CodecParams::Fwsvd).zip(fwsvd_encoded));
     for (codec, encoded) in encoded_options {
         let encoded = encoded?;
         let sq_error = squared_error(&values, &encoded.reconstruction, t.dtype);
@@ -567,7 +604,7 @@ pub fn plan(file: &[u8], opts: &CompressOptions, progress: &mut dyn Progress) ->
             let mut budget = allowed.saturating_sub(min_header);
             let mut choice = cheapest;
             for _ in 0..8 {
-                let Some(c) = alloc::allocate_budget(&points, budget) else {
+                let Some(c) = opts.allocator.allocate(&points, budget) else {
                     break;
                 };
                 let (_, total) = output_size(&manifest_for(&checkpoint, &analyses, &c))?;
@@ -703,9 +740,15 @@ pub fn build_report(
             a.restriction.clone()
         } else {
             match opts.target {
-                Target::BitsPerWeight(_) => {
-                    "allocator: best error per byte at the file's equal-slope point".to_string()
-                }
+                Target::BitsPerWeight(_) => match opts.allocator {
+                    Allocator::Greedy => {
+                        "allocator: best error per byte at the file's equal-slope point".to_string()
+                    }
+                    Allocator::Knapsack => {
+                        "knapsack: part of the least-total-error choice that fits the budget"
+                            .to_string()
+                    }
+                },
                 Target::MaxError(e) => format!("cheapest option with relative error <= {e}"),
             }
         };
@@ -791,6 +834,7 @@ pub fn build_report(
                 .map(|m| m.name().to_string())
                 .unwrap_or_else(|| "auto".into()),
             overrides: opts.overrides.iter().map(|o| o.to_string()).collect(),
+            allocator: opts.allocator.name().to_string(),
         },
         output: OutputSummary {
             bytes: plan.output_bytes,

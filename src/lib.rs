@@ -20,6 +20,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod rotation;
+pub mod shared_basis;
 pub mod svg;
 
 pub use compress::{

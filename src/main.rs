@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lowbit::alloc::Allocator;
 use lowbit::codec::Method;
 use lowbit::{CompressOptions, Inspection, Override, Progress, Report, Target};
 
@@ -79,7 +80,7 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank or lossless.
+    /// auto (the allocator picks per tensor), scalar, vq, lowrank, sparse-lowrank, fwsvd or lossless.
     #[arg(long, default_value = "auto")]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
@@ -88,6 +89,9 @@ struct Settings {
     /// Seed of every random choice (the same seed gives the same bytes).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How a --bpw budget is shared among tensors: greedy (convex hull) or knapsack (exact DP).
+    #[arg(long, default_value = "greedy")]
+    allocator: String,
 }
 
 impl Settings {
@@ -95,7 +99,9 @@ impl Settings {
         let method = match self.method.as_str() {
             "auto" => None,
             name => Some(Method::from_name(name).ok_or_else(|| {
-                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank or lossless)")
+                anyhow!(
+                    "unknown method '{name}' (use auto, scalar, vq, lowrank, sparse-lowrank, fwsvd or lossless)"
+                )
             })?),
         };
         let target = match (self.bpw, self.max_error) {
@@ -113,6 +119,12 @@ impl Settings {
             .map(|k| k.parse::<Override>())
             .collect::<Result<_, _>>()?;
         opts.seed = self.seed;
+        opts.allocator = Allocator::from_name(&self.allocator).ok_or_else(|| {
+            anyhow!(
+                "unknown allocator '{}' (use greedy or knapsack)",
+                self.allocator
+            )
+        })?;
         Ok(opts)
     }
 }

@@ -37,7 +37,15 @@ fn round_trip_every_method_and_dtype() {
     let dir = tempfile::tempdir().unwrap();
     let input = mixed_checkpoint();
     fs::write(dir.path().join("in.safetensors"), &input).unwrap();
-    for method in ["auto", "scalar", "vq", "lowrank", "lossless"] {
+    for method in [
+        "auto",
+        "scalar",
+        "vq",
+        "lowrank",
+        "sparse-lowrank",
+        "fwsvd",
+        "lossless",
+    ] {
         let bpw = if method == "lossless" { "32" } else { "12" };
         let report = compress_ok(dir.path(), &["--method", method, "--bpw", bpw]);
         let restored = decompress_ok(dir.path());

@@ -194,7 +194,7 @@ pub fn encode_many(values: &[f32], shape: Shape2, options: &[Params]) -> Vec<Res
         .collect()
 }
 
-fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
+pub(crate) fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
     p.validate()?;
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
@@ -227,7 +227,10 @@ fn truncated_svd(values: &[f32], shape: Shape2, p: &Params) -> Result<linalg::Sv
     )
 }
 
-fn encode_with_svd(
+/// Quantizes and codes the factors `svd.u sqrt(sigma)` and `sqrt(sigma) svd.vt` (plus the
+/// residual when asked). `svd.u` need not be orthonormal: the FWSVD encoder passes mapped-back
+/// factors.
+pub(crate) fn encode_with_svd(
     values: &[f32],
     shape: Shape2,
     p: &Params,

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod fwsvd;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
+pub mod sparse_lowrank;
 pub mod vq;
 
 /// How the matrix codecs see a tensor: `rows` = first dimension, `cols` = product of the others
@@ -74,14 +76,19 @@ pub enum Method {
     Vq,
     Lowrank,
     Lossless,
+    #[serde(rename = "sparse-lowrank")]
+    SparseLowrank,
+    Fwsvd,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 6] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
         Method::Lossless,
+        Method::SparseLowrank,
+        Method::Fwsvd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +97,8 @@ impl Method {
             Method::Vq => "vq",
             Method::Lowrank => "lowrank",
             Method::Lossless => "lossless",
+            Method::SparseLowrank => "sparse-lowrank",
+            Method::Fwsvd => "fwsvd",
         }
     }
 
@@ -107,6 +116,10 @@ pub enum CodecParams {
     Lowrank(lowrank::Params),
     /// Exact coding of the original bytes (any dtype).
     Lossless,
+    #[serde(rename = "sparse-lowrank")]
+    SparseLowrank(sparse_lowrank::Params),
+    /// A lowrank section whose factors come from the row-weighted SVD.
+    Fwsvd(fwsvd::Params),
 }
 
 impl CodecParams {
@@ -116,6 +129,8 @@ impl CodecParams {
             CodecParams::Vq(_) => Method::Vq,
             CodecParams::Lowrank(_) => Method::Lowrank,
             CodecParams::Lossless => Method::Lossless,
+            CodecParams::SparseLowrank(_) => Method::SparseLowrank,
+            CodecParams::Fwsvd(_) => Method::Fwsvd,
         }
     }
 
@@ -126,6 +141,8 @@ impl CodecParams {
             CodecParams::Vq(p) => p.label(),
             CodecParams::Lowrank(p) => p.label(),
             CodecParams::Lossless => "lossless".to_string(),
+            CodecParams::SparseLowrank(p) => p.label(),
+            CodecParams::Fwsvd(p) => p.label(),
         }
     }
 
@@ -137,6 +154,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::encode(values, shape, p),
             CodecParams::Vq(p) => vq::encode(values, shape, p),
             CodecParams::Lowrank(p) => lowrank::encode(values, shape, p),
+            CodecParams::SparseLowrank(p) => sparse_lowrank::encode(values, shape, p),
+            CodecParams::Fwsvd(p) => fwsvd::encode(values, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }
@@ -149,6 +168,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::decode(bytes, shape, p),
             CodecParams::Vq(p) => vq::decode(bytes, shape, p),
             CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
+            CodecParams::SparseLowrank(p) => sparse_lowrank::decode(bytes, shape, p),
+            CodecParams::Fwsvd(p) => fwsvd::decode(bytes, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::decode")
             }

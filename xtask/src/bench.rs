@@ -23,6 +23,8 @@ pub enum Section {
     Minilm,
     Lossless,
     Kernels,
+    /// Issue 5's methods (allocators, sparse-lowrank) on MiniLM; only with `--only methods`.
+    Methods,
 }
 
 pub struct Options {
@@ -41,7 +43,7 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None => !(self.quick && section == Section::Lossless),
+            None => !(self.quick && section == Section::Lossless) && section != Section::Methods,
         }
     }
 }
@@ -97,7 +99,9 @@ pub fn run(options: &Options) -> Result<i32, String> {
     let machine = setup::machine(&paths);
     println!("  {machine}");
 
-    let needs_lowbit = options.runs(Section::Minilm) || options.runs(Section::Lossless);
+    let needs_lowbit = options.runs(Section::Minilm)
+        || options.runs(Section::Lossless)
+        || options.runs(Section::Methods);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -113,6 +117,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
     if options.runs(Section::Minilm) {
         println!("== rate-distortion: all-MiniLM-L6-v2");
         minilm(&paths, options, &lowbit, &mut results)?;
+    }
+    if options.runs(Section::Methods) {
+        println!("== methods: allocators and sparse-lowrank on all-MiniLM-L6-v2");
+        methods(&paths, options, &lowbit, &mut results)?;
     }
     if options.runs(Section::Lossless) {
         println!("== lossless: all-MiniLM-L6-v2, fp32 and bf16");
@@ -316,53 +324,17 @@ fn minilm(
     );
     let work = paths.work();
     let bpws: &[u32] = if options.quick { &[4] } else { LOWBIT_BPW };
-    let repeat = options.repeat.unwrap_or(1).max(1);
     for &bpw in bpws {
-        let method = format!("lowbit --bpw {bpw}");
-        let mut m = row(&method);
-        m.insert("kind".into(), json!("lowbit"));
-        m.insert("bpw_requested".into(), json!(bpw));
-        let bin = match lowbit {
-            Lowbit::Ready(bin) => bin,
-            Lowbit::Missing(why) => {
-                let r = status_row(m, format!("skipped: {why}"));
-                Results::push(&mut results.rate_distortion, &mut results.failures, r);
-                continue;
-            }
-        };
-        let packed = work.join(format!("minilm-bpw{bpw}.lowbit"));
-        let restored = work.join(format!("minilm-bpw{bpw}.restored.safetensors"));
-        let outcome = lowbit_round_trip(
-            bin,
-            &model,
-            &packed,
-            &restored,
-            &["--bpw", &bpw.to_string()],
-            repeat,
-            &mut m,
-        )
-        .and_then(|()| {
-            let size = setup::file_size(&packed)?;
-            m.insert("compressed_bytes".into(), json!(size));
-            m.insert(
-                "bits_per_weight".into(),
-                json!(8.0 * size as f64 / count.parameters as f64),
-            );
-            let back = setup::count_parameters(&restored)?;
-            if back.parameters != count.parameters || back.tensors != count.tensors {
-                return Err(format!(
-                    "restored file has {} parameters in {} tensors, the original {} in {}",
-                    back.parameters, back.tensors, count.parameters, count.tensors
-                ));
-            }
-            evaluate(paths, &restored, &mut m)
-        });
-        remove(&[&packed, &restored], options);
-        let r = match outcome {
-            Ok(()) => status_row(m, "ok".into()),
-            Err(e) => status_row(m, format!("failed: {e}")),
-        };
-        Results::push(&mut results.rate_distortion, &mut results.failures, r);
+        let bpw_arg = bpw.to_string();
+        lowbit_row(
+            paths,
+            options,
+            lowbit,
+            count.parameters,
+            bpw,
+            &["--bpw", &bpw_arg],
+            results,
+        );
     }
 
     let types: Vec<&str> = if options.quick {
@@ -411,6 +383,98 @@ fn minilm(
         };
         remove(&[&restored], options);
         Results::push(&mut results.rate_distortion, &mut results.failures, r);
+    }
+    Ok(())
+}
+
+/// One lowbit rate-distortion row on MiniLM: compress with `args`, decompress, measure the file's
+/// bits per weight, the rel. MSE and the minilm_eval figures. The row is named by the arguments.
+fn lowbit_row(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    parameters: u64,
+    bpw: u32,
+    args: &[&str],
+    results: &mut Results,
+) {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let work = paths.work();
+    let repeat = options.repeat.unwrap_or(1).max(1);
+    let method = format!("lowbit {}", args.join(" "));
+    let mut m = row(&method);
+    m.insert("kind".into(), json!("lowbit"));
+    m.insert("bpw_requested".into(), json!(bpw));
+    let bin = match lowbit {
+        Lowbit::Ready(bin) => bin,
+        Lowbit::Missing(why) => {
+            let r = status_row(m, format!("skipped: {why}"));
+            Results::push(&mut results.rate_distortion, &mut results.failures, r);
+            return;
+        }
+    };
+    let stem = format!("minilm-{}", args.join("").replace(['-', '.'], ""));
+    let packed = work.join(format!("{stem}.lowbit"));
+    let restored = work.join(format!("{stem}.restored.safetensors"));
+    let outcome = lowbit_round_trip(bin, &model, &packed, &restored, args, repeat, &mut m)
+        .and_then(|()| {
+            let size = setup::file_size(&packed)?;
+            m.insert("compressed_bytes".into(), json!(size));
+            m.insert(
+                "bits_per_weight".into(),
+                json!(8.0 * size as f64 / parameters as f64),
+            );
+            let back = setup::count_parameters(&restored)?;
+            let original = setup::count_parameters(&model)?;
+            if back.parameters != original.parameters || back.tensors != original.tensors {
+                return Err(format!(
+                    "restored file has {} parameters in {} tensors, the original {} in {}",
+                    back.parameters, back.tensors, original.parameters, original.tensors
+                ));
+            }
+            evaluate(paths, &restored, &mut m)
+        });
+    remove(&[&packed, &restored], options);
+    let r = match outcome {
+        Ok(()) => status_row(m, "ok".into()),
+        Err(e) => status_row(m, format!("failed: {e}")),
+    };
+    Results::push(&mut results.rate_distortion, &mut results.failures, r);
+}
+
+/// Bits per weight of the methods section (`--only methods`).
+const METHODS_BPW: &[u32] = &[3, 4, 5];
+
+/// The methods of issue 5 on MiniLM beside the default: the greedy and the knapsack allocator,
+/// and the forced sparse-lowrank codec, at 3, 4 and 5 bits per weight (`--quick`: 4 only).
+fn methods(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let count = setup::count_parameters(&model)?;
+    let bpws: &[u32] = if options.quick { &[4] } else { METHODS_BPW };
+    for &bpw in bpws {
+        let bpw_arg = bpw.to_string();
+        for extra in [
+            &["--allocator", "greedy"][..],
+            &["--allocator", "knapsack"],
+            &["--method", "sparse-lowrank"],
+        ] {
+            let mut args = vec!["--bpw", bpw_arg.as_str()];
+            args.extend_from_slice(extra);
+            lowbit_row(
+                paths,
+                options,
+                lowbit,
+                count.parameters,
+                bpw,
+                &args,
+                results,
+            );
+        }
     }
     Ok(())
 }
