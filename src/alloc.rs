@@ -119,19 +119,28 @@ pub fn allocate_budget(tensors: &[Vec<OptionPoint>], budget_bytes: u64) -> Optio
 }
 
 /// Which budget allocator `plan` runs (`--allocator`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocator {
     /// Convex-hull greedy ([`allocate_budget`]).
-    #[default]
     Greedy,
     /// Multiple-choice knapsack by dynamic programming ([`allocate_knapsack`]).
     Knapsack,
 }
 
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator::DEFAULT
+    }
+}
+
 impl Allocator {
     pub const ALL: [Allocator; 2] = [Allocator::Greedy, Allocator::Knapsack];
+    /// The knapsack: on all-MiniLM-L6-v2 at 3 bits per weight it gave mean cosine 0.95912 against
+    /// the greedy's 0.95684 (rel. MSE 0.0522 against 0.0691), and it is never worse than the
+    /// greedy on the allocator's objective (docs/METHODS.md).
+    pub const DEFAULT: Allocator = Allocator::Knapsack;
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Allocator::Greedy => "greedy",
             Allocator::Knapsack => "knapsack",

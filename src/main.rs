@@ -90,7 +90,7 @@ struct Settings {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// How a --bpw budget is shared among tensors: greedy (convex hull) or knapsack (exact DP).
-    #[arg(long, default_value = "greedy")]
+    #[arg(long, default_value = Allocator::DEFAULT.name())]
     allocator: String,
 }
 

@@ -228,14 +228,14 @@ mod tests {
         let exact = linalg::exact_svd(dw.as_ref()).unwrap();
         let mut max_diff = 0.0f64;
         let mut scale = 0.0f64;
-        for i in 0..m {
+        for (i, &di) in d.iter().enumerate() {
             for j in 0..n {
                 let want: f64 = (0..k)
                     .map(|c| {
                         exact.u[(i, c)] as f64 * exact.sigma[c] as f64 * exact.vt[(c, j)] as f64
                     })
                     .sum::<f64>()
-                    / d[i];
+                    / di;
                 let have: f64 = (0..k)
                     .map(|c| got.u[(i, c)] as f64 * got.sigma[c] as f64 * got.vt[(c, j)] as f64)
                     .sum();
