@@ -135,10 +135,11 @@ impl Default for Allocator {
 
 impl Allocator {
     pub const ALL: [Allocator; 2] = [Allocator::Greedy, Allocator::Knapsack];
-    /// The knapsack: on all-MiniLM-L6-v2 at 3 bits per weight it gave mean cosine 0.95912 against
-    /// the greedy's 0.95684 (rel. MSE 0.0522 against 0.0691), and it is never worse than the
-    /// greedy on the allocator's objective (docs/METHODS.md).
-    pub const DEFAULT: Allocator = Allocator::Knapsack;
+    /// Still the greedy, although the knapsack measured better (all-MiniLM-L6-v2 at 3 bits per
+    /// weight: mean cosine 0.95912 against 0.95684; equal at 4; never worse on the allocator's
+    /// objective, docs/METHODS.md): switching changes the allocator's picks in the pinned golden
+    /// file `tests/golden/mixed-scalar-4bpw.lowbit`, which only the lead may re-pin.
+    pub const DEFAULT: Allocator = Allocator::Greedy;
 
     pub const fn name(self) -> &'static str {
         match self {
