@@ -111,9 +111,9 @@ impl Params {
 }
 
 /// The options `--method auto` tries (and `--method sparse-lowrank` by default): empty where low
-/// rank does not apply (the same rule as [`lowrank::candidates`]). Residual selection only: on
-/// MiniLM it measured lower error than magnitude selection at equal size (docs/METHODS.md), and
-/// it shares one SVD per rank across all densities.
+/// rank does not apply (the same rule as [`lowrank::candidates`]). Residual selection only, because
+/// its low-rank parts are exactly the lowrank candidates' (the analysis reuses their encodings, so
+/// these options cost no SVD); magnitude selection was not compared on MiniLM (docs/METHODS.md).
 pub fn candidates(shape: Shape2, seed: u64) -> Vec<Params> {
     let Some(base) = lowrank::candidates(shape, seed).into_iter().next() else {
         return Vec::new();
