@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::alloc::{self, OptionPoint};
+use crate::alloc::{self, Allocator, OptionPoint};
 use crate::backend::{self, Backend, BackendChoice, BackendSummary};
 use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
@@ -140,6 +140,8 @@ pub struct CompressOptions {
     pub spectra: bool,
     /// Where the heavy kernels run.
     pub backend: BackendChoice,
+    /// How a `--bpw` budget is shared among tensors (unused with `--max-error`).
+    pub allocator: Allocator,
 }
 
 impl CompressOptions {
@@ -151,6 +153,7 @@ impl CompressOptions {
             seed: 0,
             spectra: true,
             backend: BackendChoice::Auto,
+            allocator: Allocator::default(),
         }
     }
 
@@ -479,11 +482,38 @@ async fn analyse_matrix(
     } else {
         Vec::new()
     };
-    if opts.method.is_some() && params.is_empty() && lowrank.is_empty() {
+    // FWSVD only when asked for: the allocator's distortion is the unweighted error, which the
+    // plain SVD already minimises, so auto would have nothing to gain from it.
+    let fwsvd: Vec<codec::fwsvd::Params> = if opts.method == Some(Method::Fwsvd) {
+        codec::fwsvd::candidates(shape, seed)
+    } else {
+        Vec::new()
+    };
+    // Sparse plus low rank: options sharing a low-rank part share its encoding.
+    let sparse_lowrank: Vec<codec::sparse_lowrank::Params> = if wants(Method::SparseLowrank) {
+        codec::sparse_lowrank::candidates(shape, seed)
+    } else {
+        Vec::new()
+    };
+    if opts.method.is_some()
+        && params.is_empty()
+        && lowrank.is_empty()
+        && sparse_lowrank.is_empty()
+        && fwsvd.is_empty()
+    {
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
     let lowrank_encoded = codec::lowrank::encode_many_on(backend, values, shape, &lowrank).await;
+    // The sparse options' low-rank parts are among the lowrank options: reuse those encodings.
+    let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
+        .iter()
+        .zip(&lowrank_encoded)
+        .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
+        .collect();
+    let sparse_lowrank_encoded =
+        codec::sparse_lowrank::encode_many(values, shape, &sparse_lowrank, &known);
+    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd);
     let mut encoded_options = Vec::with_capacity(params.len() + lowrank.len());
     for p in params {
         let encoded = p.encode_on(backend, values, shape).await;
@@ -495,6 +525,13 @@ async fn analyse_matrix(
             .map(CodecParams::Lowrank)
             .zip(lowrank_encoded),
     );
+    encoded_options.extend(
+        sparse_lowrank
+            .into_iter()
+            .map(CodecParams::SparseLowrank)
+            .zip(sparse_lowrank_encoded),
+    );
+    encoded_options.extend(fwsvd.into_iter().map(CodecParams::Fwsvd).zip(fwsvd_encoded));
     for (codec, encoded) in encoded_options {
         let encoded = encoded?;
         let sq_error = squared_error(values, &encoded.reconstruction, dtype);
@@ -799,7 +836,7 @@ async fn plan_loaded(
             let mut budget = allowed.saturating_sub(min_header);
             let mut choice = cheapest;
             for _ in 0..8 {
-                let Some(c) = alloc::allocate_budget(&points, budget) else {
+                let Some(c) = opts.allocator.allocate(&points, budget) else {
                     break;
                 };
                 let (_, total) = output_size(&manifest_for(&checkpoint, &analyses, &c))?;
@@ -984,9 +1021,15 @@ pub fn build_report(
             a.restriction.clone()
         } else {
             match opts.target {
-                Target::BitsPerWeight(_) => {
-                    "allocator: best error per byte at the file's equal-slope point".to_string()
-                }
+                Target::BitsPerWeight(_) => match opts.allocator {
+                    Allocator::Greedy => {
+                        "allocator: best error per byte at the file's equal-slope point".to_string()
+                    }
+                    Allocator::Knapsack => {
+                        "knapsack: part of the least-total-error choice that fits the budget"
+                            .to_string()
+                    }
+                },
                 Target::MaxError(e) => format!("cheapest option with relative error <= {e}"),
             }
         };
@@ -1072,6 +1115,7 @@ pub fn build_report(
                 .map(|m| m.name().to_string())
                 .unwrap_or_else(|| "auto".into()),
             overrides: opts.overrides.iter().map(|o| o.to_string()).collect(),
+            allocator: opts.allocator.name().to_string(),
         },
         output: OutputSummary {
             bytes: plan.output_bytes,

@@ -23,6 +23,7 @@ pub mod report;
 pub mod rng;
 pub mod rotation;
 pub mod shaders;
+pub mod shared_basis;
 pub mod svg;
 
 pub use backend::{Backend, BackendChoice};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lowbit::alloc::Allocator;
 use lowbit::codec::Method;
 use lowbit::{CompressOptions, Inspection, Override, Progress, Report, Target};
 
@@ -79,8 +80,8 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank, hyper, turbo, lossless, or for
-    /// vector datasets transform or pq.
+    /// auto (the allocator picks per tensor), scalar, vq, lowrank, sparse-lowrank, fwsvd, hyper,
+    /// turbo, lossless, or for vector datasets transform or pq.
     #[arg(long, default_value = "auto")]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
@@ -92,6 +93,9 @@ struct Settings {
     /// Where the heavy kernels run: auto (a real GPU if there is one), gpu or cpu.
     #[arg(long, default_value = "auto")]
     backend: String,
+    /// How a --bpw budget is shared among tensors: greedy (convex hull) or knapsack (exact DP).
+    #[arg(long, default_value = Allocator::DEFAULT.name())]
+    allocator: String,
 }
 
 impl Settings {
@@ -99,7 +103,10 @@ impl Settings {
         let method = match self.method.as_str() {
             "auto" => None,
             name => Some(Method::from_name(name).ok_or_else(|| {
-                anyhow!("unknown method '{name}' (use auto, scalar, vq, lowrank, hyper, turbo, lossless, transform or pq)")
+                anyhow!(
+                    "unknown method '{name}' (use auto, scalar, vq, lowrank, sparse-lowrank, fwsvd, \
+                     hyper, turbo, lossless, transform or pq)"
+                )
             })?),
         };
         let target = match (self.bpw, self.max_error) {
@@ -118,6 +125,12 @@ impl Settings {
             .collect::<Result<_, _>>()?;
         opts.seed = self.seed;
         opts.backend = self.backend.parse()?;
+        opts.allocator = Allocator::from_name(&self.allocator).ok_or_else(|| {
+            anyhow!(
+                "unknown allocator '{}' (use greedy or knapsack)",
+                self.allocator
+            )
+        })?;
         Ok(opts)
     }
 }

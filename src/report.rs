@@ -109,6 +109,8 @@ pub struct TargetSummary {
     /// `"auto"` or a codec name.
     pub method: String,
     pub overrides: Vec<String>,
+    /// `"greedy"` or `"knapsack"`: the budget allocator (see `alloc.rs`).
+    pub allocator: String,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -38,7 +38,15 @@ fn round_trip_every_method_and_dtype() {
     let input = mixed_checkpoint();
     fs::write(dir.path().join("in.safetensors"), &input).unwrap();
     for method in [
-        "auto", "scalar", "vq", "lowrank", "hyper", "turbo", "lossless",
+        "auto",
+        "scalar",
+        "vq",
+        "lowrank",
+        "sparse-lowrank",
+        "fwsvd",
+        "hyper",
+        "turbo",
+        "lossless",
     ] {
         let bpw = if method == "lossless" { "32" } else { "12" };
         let report = compress_ok(dir.path(), &["--method", method, "--bpw", bpw]);

@@ -35,6 +35,7 @@ fn mutated_lowbit_files_never_panic() {
         Some(lowbit::codec::Method::Scalar),
         Some(lowbit::codec::Method::Vq),
         Some(lowbit::codec::Method::Lowrank),
+        Some(lowbit::codec::Method::SparseLowrank),
     ] {
         let good = valid_lowbit(method);
         for case in 0..300 {

@@ -207,7 +207,7 @@ pub async fn encode_many_on(
     out
 }
 
-fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
+pub(crate) fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {
     p.validate()?;
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
@@ -248,7 +248,10 @@ async fn truncated_svd(
         .await
 }
 
-fn encode_with_svd(
+/// Quantizes and codes the factors `svd.u sqrt(sigma)` and `sqrt(sigma) svd.vt` (plus the
+/// residual when asked). `svd.u` need not be orthonormal: the FWSVD encoder passes mapped-back
+/// factors.
+pub(crate) fn encode_with_svd(
     values: &[f32],
     shape: Shape2,
     p: &Params,

@@ -17,10 +17,12 @@ use crate::backend::Backend;
 use crate::dataset::vectors;
 use crate::error::Result;
 
+pub mod fwsvd;
 pub mod hyper;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
+pub mod sparse_lowrank;
 pub mod turbo;
 pub mod vq;
 
@@ -84,10 +86,13 @@ pub enum Method {
     Transform,
     /// Vector datasets: product quantization.
     Pq,
+    #[serde(rename = "sparse-lowrank")]
+    SparseLowrank,
+    Fwsvd,
 }
 
 impl Method {
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 10] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
@@ -96,6 +101,8 @@ impl Method {
         Method::Turbo,
         Method::Transform,
         Method::Pq,
+        Method::SparseLowrank,
+        Method::Fwsvd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +115,8 @@ impl Method {
             Method::Turbo => "turbo",
             Method::Transform => "transform",
             Method::Pq => "pq",
+            Method::SparseLowrank => "sparse-lowrank",
+            Method::Fwsvd => "fwsvd",
         }
     }
 
@@ -131,6 +140,10 @@ pub enum CodecParams {
     Transform(vectors::transform::Params),
     /// A vector dataset by product quantization.
     Pq(vectors::pq::Params),
+    #[serde(rename = "sparse-lowrank")]
+    SparseLowrank(sparse_lowrank::Params),
+    /// A lowrank section whose factors come from the row-weighted SVD.
+    Fwsvd(fwsvd::Params),
 }
 
 impl CodecParams {
@@ -144,6 +157,8 @@ impl CodecParams {
             CodecParams::Turbo(_) => Method::Turbo,
             CodecParams::Transform(_) => Method::Transform,
             CodecParams::Pq(_) => Method::Pq,
+            CodecParams::SparseLowrank(_) => Method::SparseLowrank,
+            CodecParams::Fwsvd(_) => Method::Fwsvd,
         }
     }
 
@@ -158,6 +173,8 @@ impl CodecParams {
             CodecParams::Turbo(p) => p.label(),
             CodecParams::Transform(p) => p.label(),
             CodecParams::Pq(p) => p.label(),
+            CodecParams::SparseLowrank(p) => p.label(),
+            CodecParams::Fwsvd(p) => p.label(),
         }
     }
 
@@ -191,6 +208,8 @@ impl CodecParams {
                 Ok(vectors::transform::encode(values, shape, &stats, p)?.0)
             }
             CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
+            CodecParams::SparseLowrank(p) => sparse_lowrank::encode(values, shape, p),
+            CodecParams::Fwsvd(p) => fwsvd::encode(values, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::encode")
             }
@@ -207,6 +226,8 @@ impl CodecParams {
             CodecParams::Turbo(p) => turbo::decode(bytes, shape, p),
             CodecParams::Transform(p) => vectors::transform::decode(bytes, shape, p),
             CodecParams::Pq(p) => vectors::pq::decode(bytes, shape, p),
+            CodecParams::SparseLowrank(p) => sparse_lowrank::decode(bytes, shape, p),
+            CodecParams::Fwsvd(p) => fwsvd::decode(bytes, shape, p),
             CodecParams::Lossless => {
                 unreachable!("the lossless codec works on raw bytes: call lossless::decode")
             }

@@ -422,6 +422,26 @@ fn forced_methods(
             )?;
         }
     }
+    // Issue 5 part B: the two allocators side by side, and the forced sparse-lowrank codec.
+    for &bpw in FORCED_BPW {
+        let bpw_arg = bpw.to_string();
+        for (flag, value) in [
+            ("--allocator", "greedy"),
+            ("--allocator", "knapsack"),
+            ("--method", "sparse-lowrank"),
+        ] {
+            minilm_lowbit_row(
+                paths,
+                options,
+                lowbit,
+                &format!("lowbit {flag} {value} --bpw {bpw}"),
+                &format!("minilm-{value}-bpw{bpw}"),
+                &[flag, value, "--bpw", &bpw_arg],
+                bpw,
+                results,
+            )?;
+        }
+    }
     Ok(())
 }
 

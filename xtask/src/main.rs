@@ -24,8 +24,8 @@ usage: cargo xtask test
             First run: fetches the real data and creates target/bench-venv (several GB, minutes).
 
   --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
-  --only S  one section: minilm, methods (MiniLM with --method hyper|turbo at 3, 4, 5 bpw),
-            lossless, kernels or vectors
+  --only S  one section: minilm, methods (MiniLM with --method hyper|turbo|sparse-lowrank and
+            --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels or vectors
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work

@@ -1,0 +1,206 @@
+//! Shared bases (after Concatenated Matrix SVD with error-constrained clustering, Shamrai;
+//! ALGORITHMS.md 7), as an *analysis*: which matrices of a checkpoint could share one basis of
+//! rank `r` within a relative error `eps`, and how many factor parameters that would save. No codec
+//! stores a shared basis yet (that needs a group section in the container), so nothing here changes
+//! a `.lowbit` file; `examples/shared_basis_minilm.rs` reports the figures.
+//!
+//! A group is blocks `A_j` (m x n_j) with the same `m`, concatenated `M = [A_1 .. A_K]`; one basis
+//! `U` (m x r) plus per-block coefficients `U^T A_j` replace the blocks. Its optimal error is
+//! `eps(M) = sqrt(sum_{i>r} sigma_i(M)^2) / ||M||_F`. Blocks are added one at a time while the
+//! incremental estimator (ALGORITHMS.md 7, bound 3) stays within `eps`: it keeps the top `r + p`
+//! eigenpairs `Q diag(lambda) Q^T` of the Gram matrix seen so far and, for a new block `A`, takes
+//! the top eigenpairs of `Q diag(lambda) Q^T + A A^T` (here: the SVD of `[Q diag(sqrt lambda), A]`,
+//! the same quantity). Truncation only drops positive semi-definite mass, so the estimated top-r
+//! energy is a lower bound and the estimated error an upper bound of the exact one; the exact error
+//! of every final group is checked with a full SVD all the same.
+
+use faer::Mat;
+
+use crate::error::{Error, Result};
+
+/// Extra eigenpairs the estimator keeps beyond `r` (the paper's p).
+pub const ESTIMATOR_OVERSAMPLE: usize = 5;
+
+/// The incremental estimator of one group's rank-`r` error.
+pub struct Estimator {
+    rank: usize,
+    /// `m x c`: the kept eigenvectors scaled by `sqrt(lambda)` (c <= r + p).
+    scaled_basis: Mat<f64>,
+    /// Kept eigenvalues, non-increasing.
+    lambda: Vec<f64>,
+    norm_sq: f64,
+}
+
+impl Estimator {
+    pub fn new(rows: usize, rank: usize) -> Self {
+        Estimator {
+            rank,
+            scaled_basis: Mat::zeros(rows, 0),
+            lambda: Vec::new(),
+            norm_sq: 0.0,
+        }
+    }
+
+    /// Adds a block (`rows x n`, row-major f32).
+    pub fn add(&mut self, block: &[f32], cols: usize) -> Result<()> {
+        let rows = self.scaled_basis.nrows();
+        if block.len() != rows * cols {
+            return Err(Error::invalid(format!(
+                "shared basis: a block of {} values is not {rows} x {cols}",
+                block.len()
+            )));
+        }
+        let kept = self.scaled_basis.ncols();
+        let joined = Mat::<f64>::from_fn(rows, kept + cols, |i, j| {
+            if j < kept {
+                self.scaled_basis[(i, j)]
+            } else {
+                block[i * cols + (j - kept)] as f64
+            }
+        });
+        let svd = joined
+            .thin_svd()
+            .map_err(|e| Error::unsupported(format!("shared basis: SVD failed: {e:?}")))?;
+        let keep = (self.rank + ESTIMATOR_OVERSAMPLE)
+            .min(rows)
+            .min(kept + cols);
+        self.lambda = (0..keep).map(|i| svd.S()[i] * svd.S()[i]).collect();
+        self.scaled_basis = Mat::from_fn(rows, keep, |i, j| svd.U()[(i, j)] * svd.S()[j]);
+        self.norm_sq += block.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        Ok(())
+    }
+
+    /// Upper bound of the group's optimal rank-`r` relative error.
+    pub fn error(&self) -> f64 {
+        if self.norm_sq <= 0.0 {
+            return 0.0;
+        }
+        let top: f64 = self.lambda.iter().take(self.rank).sum();
+        (1.0 - top / self.norm_sq).max(0.0).sqrt()
+    }
+}
+
+/// The exact optimal rank-`r` relative error of the concatenation of `blocks` (each `rows x n_j`).
+pub fn exact_error(blocks: &[(&[f32], usize)], rows: usize, rank: usize) -> Result<f64> {
+    let total: usize = blocks.iter().map(|b| b.1).sum();
+    let mut m = Mat::<f64>::zeros(rows, total);
+    let mut at = 0;
+    for &(values, cols) in blocks {
+        for i in 0..rows {
+            for j in 0..cols {
+                m[(i, at + j)] = values[i * cols + j] as f64;
+            }
+        }
+        at += cols;
+    }
+    let s = m
+        .singular_values()
+        .map_err(|e| Error::unsupported(format!("shared basis: SVD failed: {e:?}")))?;
+    let all: f64 = s.iter().map(|x| x * x).sum();
+    if all <= 0.0 {
+        return Ok(0.0);
+    }
+    let tail: f64 = s.iter().skip(rank).map(|x| x * x).sum();
+    Ok((tail / all).sqrt())
+}
+
+/// Greedy grouping of same-height blocks: seed with the largest-norm block left, then add the
+/// others in decreasing norm order while the estimate stays within `eps`; stop at the first that
+/// does not fit (the paper's 'norm' order). Returns groups of indices into `blocks`; a block whose
+/// own rank-`r` error exceeds `eps` is a singleton.
+pub fn group(
+    blocks: &[(&[f32], usize)],
+    rows: usize,
+    rank: usize,
+    eps: f64,
+) -> Result<Vec<Vec<usize>>> {
+    let norm = |b: &(&[f32], usize)| b.0.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+    let mut left: Vec<usize> = (0..blocks.len()).collect();
+    left.sort_by(|&a, &b| {
+        norm(&blocks[b])
+            .total_cmp(&norm(&blocks[a]))
+            .then(a.cmp(&b))
+    });
+    let mut groups = Vec::new();
+    while !left.is_empty() {
+        let seed = left.remove(0);
+        let mut estimator = Estimator::new(rows, rank);
+        estimator.add(blocks[seed].0, blocks[seed].1)?;
+        let mut members = vec![seed];
+        if estimator.error() <= eps {
+            while let Some(&next) = left.first() {
+                let mut trial = Estimator {
+                    rank,
+                    scaled_basis: estimator.scaled_basis.clone(),
+                    lambda: estimator.lambda.clone(),
+                    norm_sq: estimator.norm_sq,
+                };
+                trial.add(blocks[next].0, blocks[next].1)?;
+                if trial.error() > eps {
+                    break;
+                }
+                estimator = trial;
+                members.push(left.remove(0));
+            }
+        }
+        groups.push(members);
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Blocks that share a rank-`k` column space (plus a little noise), and one that does not.
+    fn blocks(rows: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = Rng::new(seed);
+        let k = 4;
+        let basis: Vec<f32> = (0..rows * k).map(|_| rng.normal() as f32).collect();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let coef: Vec<f32> = (0..k * 20).map(|_| rng.normal() as f32).collect();
+            let mut b = vec![0.0f32; rows * 20];
+            for i in 0..rows {
+                for j in 0..20 {
+                    b[i * 20 + j] = (0..k)
+                        .map(|t| basis[i * k + t] * coef[t * 20 + j])
+                        .sum::<f32>()
+                        + 0.01 * rng.normal() as f32;
+                }
+            }
+            out.push(b);
+        }
+        out.push((0..rows * 20).map(|_| rng.normal() as f32).collect());
+        out
+    }
+
+    #[test]
+    fn estimate_is_an_upper_bound_and_groups_meet_the_threshold() {
+        let rows = 30;
+        let data = blocks(rows, 1);
+        let view: Vec<(&[f32], usize)> = data.iter().map(|b| (b.as_slice(), 20)).collect();
+        let mut est = Estimator::new(rows, 4);
+        for (i, b) in view.iter().enumerate() {
+            est.add(b.0, b.1).unwrap();
+            let exact = exact_error(&view[..=i], rows, 4).unwrap();
+            assert!(
+                est.error() >= exact - 1e-9,
+                "block {i}: {} < {exact}",
+                est.error()
+            );
+        }
+        let eps = 0.05;
+        let groups = group(&view, rows, 4, eps).unwrap();
+        // The three sharing blocks form one group, the random one stays alone.
+        assert!(
+            groups.iter().any(|g| g.len() == 3 && !g.contains(&3)),
+            "{groups:?}"
+        );
+        for g in groups.iter().filter(|g| g.len() > 1) {
+            let members: Vec<(&[f32], usize)> = g.iter().map(|&i| view[i]).collect();
+            assert!(exact_error(&members, rows, 4).unwrap() <= eps);
+        }
+    }
+}
