@@ -34,6 +34,10 @@ pub const MAX_ELEMENTS_PER_SECTION_BYTE: u64 = 4096;
 pub enum SourceFormat {
     Safetensors,
     Npy,
+    /// Sequence files (`dataset/`): the sections are the file's streams, restored byte for byte.
+    Fasta,
+    Fastq,
+    Text,
 }
 
 /// Everything needed to decode the sections, stored as JSON in the header.
@@ -48,6 +52,10 @@ pub struct Manifest {
     /// restored file is byte-identical to the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_header: Option<String>,
+    /// The source file's length in bytes, for sequence sources (their decoder checks the restored
+    /// file against it and bounds its output by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<u64>,
     /// In output order (the source file's order).
     pub tensors: Vec<TensorRecord>,
 }
@@ -212,6 +220,19 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
         if !seen.insert(t.name.as_str()) {
             return Err(Error::corrupt("the manifest names this tensor twice").in_tensor(&t.name));
         }
+        // Sequence streams and tensors never mix: each decoder sees only its own kind of section.
+        let sequence_source = matches!(
+            manifest.source_format,
+            SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text
+        );
+        if matches!(t.codec, CodecParams::Sequence(_)) != sequence_source {
+            return Err(Error::corrupt(format!(
+                "a {} section in a {:?} source",
+                t.codec.label(),
+                manifest.source_format
+            ))
+            .in_tensor(&t.name));
+        }
     }
     Ok(manifest)
 }
@@ -247,7 +268,10 @@ fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> R
     if Shape2::of(&record.shape).is_none() {
         return Err(Error::corrupt("its shape overflows"));
     }
-    let lossy = !matches!(record.codec, CodecParams::Lossless);
+    let lossy = !matches!(
+        record.codec,
+        CodecParams::Lossless | CodecParams::Sequence(_)
+    );
     if lossy && !record.dtype.is_lossy_compressible() {
         return Err(Error::corrupt(format!(
             "a lossy codec on dtype {}",

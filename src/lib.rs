@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod compress;
 pub mod container;
+pub mod dataset;
 pub mod demo;
 pub mod dtype;
 pub mod entropy;

@@ -107,6 +107,9 @@ pub enum CodecParams {
     Lowrank(lowrank::Params),
     /// Exact coding of the original bytes (any dtype).
     Lossless,
+    /// One stream of a sequence file (FASTA, FASTQ, text), coded by a context-mixing model; see
+    /// `dataset/`. Lossless; decoded by `dataset::decompress`, never through `encode`/`decode`.
+    Sequence(crate::dataset::StreamCodec),
 }
 
 impl CodecParams {
@@ -115,7 +118,7 @@ impl CodecParams {
             CodecParams::Scalar(_) => Method::Scalar,
             CodecParams::Vq(_) => Method::Vq,
             CodecParams::Lowrank(_) => Method::Lowrank,
-            CodecParams::Lossless => Method::Lossless,
+            CodecParams::Lossless | CodecParams::Sequence(_) => Method::Lossless,
         }
     }
 
@@ -126,6 +129,7 @@ impl CodecParams {
             CodecParams::Vq(p) => p.label(),
             CodecParams::Lowrank(p) => p.label(),
             CodecParams::Lossless => "lossless".to_string(),
+            CodecParams::Sequence(c) => c.label(),
         }
     }
 
@@ -137,8 +141,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::encode(values, shape, p),
             CodecParams::Vq(p) => vq::encode(values, shape, p),
             CodecParams::Lowrank(p) => lowrank::encode(values, shape, p),
-            CodecParams::Lossless => {
-                unreachable!("the lossless codec works on raw bytes: call lossless::encode")
+            CodecParams::Lossless | CodecParams::Sequence(_) => {
+                unreachable!("lossless codecs work on raw bytes: call lossless::encode")
             }
         }
     }
@@ -149,8 +153,8 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::decode(bytes, shape, p),
             CodecParams::Vq(p) => vq::decode(bytes, shape, p),
             CodecParams::Lowrank(p) => lowrank::decode(bytes, shape, p),
-            CodecParams::Lossless => {
-                unreachable!("the lossless codec works on raw bytes: call lossless::decode")
+            CodecParams::Lossless | CodecParams::Sequence(_) => {
+                unreachable!("lossless codecs work on raw bytes: call lossless::decode")
             }
         }
     }
