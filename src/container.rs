@@ -227,7 +227,7 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
         );
         if matches!(t.codec, CodecParams::Sequence(_)) != sequence_source {
             return Err(Error::corrupt(format!(
-                "a {} section in a {:?} source",
+                "a {} section where the source is {:?} (sequence streams and tensors do not mix)",
                 t.codec.label(),
                 manifest.source_format
             ))

@@ -424,6 +424,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
+            if !bytes.is_empty() && !bytes.starts_with(b"\x93NUMPY") {
+                if let Err(e) = lowbit::io::safetensors::read_header(&bytes) {
+                    bail!(
+                        "{name}: neither a checkpoint (.safetensors, .npy) nor a FASTA, FASTQ or text file \
+                         (binary content that is not a valid safetensors header: {e})"
+                    );
+                }
+            }
             let opts = settings.options()?;
             let mut bar = Bar::new(cli.quiet || cli.json);
             let report_data = write_atomically(&output, |w| {

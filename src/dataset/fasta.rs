@@ -310,7 +310,7 @@ pub fn join_fasta(s: &SequenceStreams, max_output: u64) -> Result<Vec<u8>> {
         crlf: flags & 1 != 0,
         final_newline: flags & 2 != 0,
     };
-    let records = layout.next(max_output / 2, "records")? as usize;
+    let records = layout.next(max_output, "records")? as usize;
     let residues = s.residues.join(max_output)?;
     let total = residues.len();
     let mut headers = s.headers.split(|&b| b == b'\n');

@@ -445,7 +445,8 @@ pub fn encode_bases(
 
 /// Decodes `count` bases; the caller has bounded `count` against the section size.
 pub fn decode_bases(bytes: &[u8], count: usize, specs: &[ModelSpec]) -> Result<Vec<u8>> {
-    let mut model = NucleotideCoder::new(specs)?;
+    let mut model = NucleotideCoder::new(specs)
+        .map_err(|e| Error::corrupt(format!("the stored model list is invalid: {e}")))?;
     let mut dec = BitDecoder::new(bytes);
     let mut bases = Vec::with_capacity(count);
     for _ in 0..count {

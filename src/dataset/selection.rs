@@ -25,6 +25,7 @@ pub struct LagMeasures {
     pub cohens_kappa_significant: bool,
     /// Partial (conditional) mutual information I(X_t; X_{t-h} | X_{t-1..t-h+1}), bits.
     pub pami_bits: f64,
+    /// G-test at 5%, only at lags where the test is valid (N >= 5 M^(h+1)); false beyond.
     pub pami_significant: bool,
 }
 
@@ -259,6 +260,10 @@ pub fn dependence_by_lag(seq: &[u8], m: usize, max_lag: usize) -> Vec<LagMeasure
         let n = (seq.len() - h) as f64;
         let df = (m as f64).powi(h as i32 - 1) * df_pair;
         let g = 2.0 * n * std::f64::consts::LN_2 * pami;
+        // The G-test's chi-squared approximation needs about 5 expected observations per cell of
+        // the (h+1)-gram table; beyond that the plug-in pami is mostly estimation bias (it grows
+        // with h on real DNA) and the test says "significant" for any sequence.
+        let testable = n >= 5.0 * (m as f64).powi(h as i32 + 1);
         out.push(LagMeasures {
             lag: h,
             cramers_v: v,
@@ -266,7 +271,7 @@ pub fn dependence_by_lag(seq: &[u8], m: usize, max_lag: usize) -> Vec<LagMeasure
             cohens_kappa: kappa,
             cohens_kappa_significant: kappa > kappa_threshold,
             pami_bits: pami,
-            pami_significant: g > chi2_quantile_95(df),
+            pami_significant: testable && g > chi2_quantile_95(df),
         });
     }
     out
@@ -313,7 +318,7 @@ pub fn ml_alpha(seq: &[u8], m: usize, k: usize) -> (f64, f64) {
 }
 
 /// The alphas of the grid search.
-pub const GRID_ALPHAS: [f64; 9] = [
+pub const GRID_ALPHAS: [f64; 11] = [
     1.0 / 64.0,
     1.0 / 32.0,
     1.0 / 16.0,
@@ -323,6 +328,8 @@ pub const GRID_ALPHAS: [f64; 9] = [
     1.0,
     2.0,
     4.0,
+    8.0,
+    16.0,
 ];
 
 /// Exhaustive search over k = 1..=max_order and [`GRID_ALPHAS`]: (k, alpha, bits per symbol).
