@@ -99,7 +99,10 @@ impl Settings {
         let lossy = [
             (self.bpw.is_some(), "--bpw"),
             (self.max_error.is_some(), "--max-error"),
-            (!matches!(self.method.as_str(), "auto" | "lossless"), "--method"),
+            (
+                !matches!(self.method.as_str(), "auto" | "lossless"),
+                "--method",
+            ),
             (!self.keep.is_empty(), "--keep"),
         ];
         if let Some((_, flag)) = lossy.iter().find(|(given, _)| *given) {
@@ -325,7 +328,9 @@ fn write_report_files(dir: &Path, json: &str, html: &str) -> Result<()> {
     write_atomically(&dir.join("report.json"), |w| {
         Ok(w.write_all(json.as_bytes())?)
     })?;
-    write_atomically(&dir.join("report.html"), |w| Ok(w.write_all(html.as_bytes())?))?;
+    write_atomically(&dir.join("report.html"), |w| {
+        Ok(w.write_all(html.as_bytes())?)
+    })?;
     Ok(())
 }
 

@@ -200,7 +200,15 @@ fn cli_detects_sequences_reports_and_restores() {
     let file = fasta(9, 2, 3000, 70);
     fs::write(d.join("genome.fa"), &file).unwrap();
     let o = lowbit(
-        &["compress", "genome.fa", "-o", "g.lowbit", "--report", "rep", "--json"],
+        &[
+            "compress",
+            "genome.fa",
+            "-o",
+            "g.lowbit",
+            "--report",
+            "rep",
+            "--json",
+        ],
         d,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -219,15 +227,24 @@ fn cli_detects_sequences_reports_and_restores() {
 }
 
 fn assert_cli_fails(dir: &std::path::Path, args: &[&str], needles: &[&str]) {
-    let before: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let before: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let o = lowbit(args, dir);
     let err = stderr(&o);
     assert!(!o.status.success(), "{args:?} should fail");
-    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "'{n}' not in: {err}");
     }
-    let after: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let after: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(before.len(), after.len(), "{args:?} left files behind");
 }
 
@@ -238,13 +255,21 @@ fn hostile_sequence_inputs_fail_cleanly() {
     let mut rng = Rng::new(5);
     let garbage: Vec<u8> = (0..4096).map(|_| rng.below(256) as u8).collect();
     fs::write(d.join("garbage.fa"), &garbage).unwrap();
-    assert_cli_fails(d, &["compress", "garbage.fa", "-o", "x.lowbit"], &["garbage.fa"]);
+    assert_cli_fails(
+        d,
+        &["compress", "garbage.fa", "-o", "x.lowbit"],
+        &["garbage.fa"],
+    );
     let mut fake = b">looks like FASTA\nACGT\n".to_vec();
     fake.extend_from_slice(&garbage);
     fs::write(d.join("fake.fa"), &fake).unwrap();
     assert_cli_fails(d, &["compress", "fake.fa", "-o", "x.lowbit"], &["fake.fa"]);
     fs::write(d.join("empty.fa"), b"").unwrap();
-    assert_cli_fails(d, &["compress", "empty.fa", "-o", "x.lowbit"], &["empty.fa"]);
+    assert_cli_fails(
+        d,
+        &["compress", "empty.fa", "-o", "x.lowbit"],
+        &["empty.fa"],
+    );
     fs::write(d.join("ok.fa"), b">a\nACGT\n").unwrap();
     assert_cli_fails(
         d,
@@ -286,7 +311,11 @@ fn hostile_sequence_inputs_fail_cleanly() {
             "\\\"source_format\\\":\\\"text\\\"".to_string(),
             "streams",
         ),
-        ("\\\"order\\\":2".to_string(), "\\\"order\\\":0".to_string(), "order"),
+        (
+            "\\\"order\\\":2".to_string(),
+            "\\\"order\\\":0".to_string(),
+            "order",
+        ),
     ] {
         assert!(header.contains(&from), "{from} not in {header}");
         let lying = header.replacen(&from, &to, 1);

@@ -404,14 +404,17 @@ mod tests {
         let mut enc = BitEncoder::default();
         let mut ones = 0;
         for _ in 0..100_000 {
-            let b = (rng.next_u64() % 16 == 0) as u32;
+            let b = rng.next_u64().is_multiple_of(16) as u32;
             ones += b;
             enc.code(b, 256);
         }
         let bits = 8.0 * enc.finish().len() as f64;
         let p: f64 = 1.0 / 16.0;
         let ideal = -(ones as f64) * p.log2() - (100_000 - ones) as f64 * (1.0 - p).log2();
-        assert!((bits - ideal).abs() < 0.003 * ideal + 64.0, "{bits} vs {ideal}");
+        assert!(
+            (bits - ideal).abs() < 0.003 * ideal + 64.0,
+            "{bits} vs {ideal}"
+        );
     }
 
     #[test]
@@ -430,7 +433,7 @@ mod tests {
         let mut m = Mixer::new(2, 1, 6);
         let mut rng = crate::rng::Rng::new(1);
         for _ in 0..5000 {
-            let bit = (rng.next_u64() % 10 != 0) as u32;
+            let bit = !rng.next_u64().is_multiple_of(10) as u32;
             m.add(s.of(3686)); // says 0.9, right
             m.add(s.of(410)); // says 0.1, wrong
             m.mix(0);

@@ -338,12 +338,18 @@ pub fn join_fasta(s: &SequenceStreams, max_output: u64) -> Result<Vec<u8>> {
         push_line(&mut out, &header_line, last_record && pairs == 0, ends);
         let line_total: u64 = record_lines.iter().map(|&(_, n)| n).sum();
         let mut line_index = 0u64;
-        let mut pos = at - record_lines.iter().map(|&(l, n)| l * n as usize).sum::<usize>();
+        let mut pos = at
+            - record_lines
+                .iter()
+                .map(|&(l, n)| l * n as usize)
+                .sum::<usize>();
         for (len, n) in record_lines {
             for _ in 0..n {
                 line_index += 1;
                 if out.len() as u64 > max_output {
-                    return Err(Error::corrupt("the layout claims more output than possible"));
+                    return Err(Error::corrupt(
+                        "the layout claims more output than possible",
+                    ));
                 }
                 push_line(
                     &mut out,
@@ -356,7 +362,9 @@ pub fn join_fasta(s: &SequenceStreams, max_output: u64) -> Result<Vec<u8>> {
         }
     }
     if at != total || headers.next() != Some(&[][..]) || layout.pos != s.layout.len() {
-        return Err(Error::corrupt("the FASTA streams do not agree with each other"));
+        return Err(Error::corrupt(
+            "the FASTA streams do not agree with each other",
+        ));
     }
     Ok(out)
 }
@@ -380,8 +388,7 @@ pub fn split_fastq(file: &[u8]) -> Option<SequenceStreams> {
     let mut starts = Vec::new();
     for rec in lines.chunks_exact(4) {
         let (header, seq, plus, qual) = (rec[0], rec[1], rec[2], rec[3]);
-        if header.first() != Some(&b'@') || plus.first() != Some(&b'+') || qual.len() != seq.len()
-        {
+        if header.first() != Some(&b'@') || plus.first() != Some(&b'+') || qual.len() != seq.len() {
             return None;
         }
         s.headers.extend_from_slice(&header[1..]);
@@ -453,11 +460,15 @@ pub fn join_fastq(s: &SequenceStreams, max_output: u64) -> Result<Vec<u8>> {
         push_line(&mut out, &s.qualities[at..at + len], r + 1 == records, ends);
         at += len;
         if out.len() as u64 > max_output {
-            return Err(Error::corrupt("the layout claims more output than possible"));
+            return Err(Error::corrupt(
+                "the layout claims more output than possible",
+            ));
         }
     }
     if at != total || headers.next() != Some(&[][..]) || layout.pos != s.layout.len() {
-        return Err(Error::corrupt("the FASTQ streams do not agree with each other"));
+        return Err(Error::corrupt(
+            "the FASTQ streams do not agree with each other",
+        ));
     }
     Ok(out)
 }

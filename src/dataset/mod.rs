@@ -156,7 +156,7 @@ impl Default for SequenceOptions {
     fn default() -> Self {
         SequenceOptions {
             models: fcm::DEFAULT_MODELS.to_vec(),
-            selection_symbols: 1 << 20,
+            selection_symbols: 1 << 18,
             max_lag: 16,
         }
     }

@@ -116,7 +116,10 @@ fn largest_significant(m: &[LagMeasures], f: impl Fn(&LagMeasures) -> bool) -> u
     m.iter().filter(|x| f(x)).map(|x| x.lag).max().unwrap_or(1)
 }
 
-fn selection_study(bases: &[u8], opts: &SequenceOptions) -> (Vec<LagMeasures>, Option<SelectionReport>) {
+fn selection_study(
+    bases: &[u8],
+    opts: &SequenceOptions,
+) -> (Vec<LagMeasures>, Option<SelectionReport>) {
     let n = bases.len().min(opts.selection_symbols);
     if n < 2 || opts.max_lag == 0 {
         return (Vec::new(), None);
@@ -177,7 +180,11 @@ pub(crate) fn build(i: Inputs) -> SequenceReport {
         let n = end - start;
         // FASTQ headers may be followed by a '+' line; FASTA names are line r.
         let name = headers
-            .get(if i.kind == DatasetKind::Fasta { r } else { usize::MAX })
+            .get(if i.kind == DatasetKind::Fasta {
+                r
+            } else {
+                usize::MAX
+            })
             .map(|h| {
                 String::from_utf8_lossy(h.split(|&b| b == b' ').next().unwrap_or(h)).into_owned()
             })
@@ -266,12 +273,38 @@ impl SequenceReport {
         let row = |h: &mut String, k: &str, v: String| {
             h.push_str(&format!("<tr><th>{k}</th><td>{}</td></tr>\n", esc(&v)))
         };
-        row(&mut h, "input", format!("{} bytes, {} records, {} residues ({} ACGT)", self.input.bytes, self.input.records, self.input.residues, self.input.bases));
-        row(&mut h, "output", format!("{} bytes ({} header), ratio {:.3}", o.bytes, o.header_bytes, o.ratio));
-        row(&mut h, "bits per input byte", format!("{:.4}", o.bits_per_byte));
+        row(
+            &mut h,
+            "input",
+            format!(
+                "{} bytes, {} records, {} residues ({} ACGT)",
+                self.input.bytes, self.input.records, self.input.residues, self.input.bases
+            ),
+        );
+        row(
+            &mut h,
+            "output",
+            format!(
+                "{} bytes ({} header), ratio {:.3}",
+                o.bytes, o.header_bytes, o.ratio
+            ),
+        );
+        row(
+            &mut h,
+            "bits per input byte",
+            format!("{:.4}", o.bits_per_byte),
+        );
         if self.input.residues > 0 {
-            row(&mut h, "bits per residue (whole file)", format!("{:.4}", o.bits_per_residue));
-            row(&mut h, "bits per base (base stream)", format!("{:.4}", o.base_stream_bits_per_base));
+            row(
+                &mut h,
+                "bits per residue (whole file)",
+                format!("{:.4}", o.bits_per_residue),
+            );
+            row(
+                &mut h,
+                "bits per base (base stream)",
+                format!("{:.4}", o.base_stream_bits_per_base),
+            );
         }
         if let (Some(t), Some(s)) = (o.seconds, o.megabytes_per_second) {
             row(&mut h, "time", format!("{t:.2} s ({s:.2} MB/s)"));
@@ -303,7 +336,10 @@ impl SequenceReport {
         }
         if let Some(s) = &self.selection {
             h.push_str(&format!("<h2>Choosing one FCM's (k, alpha) on {} bases</h2>\n<p>Exact code length of a single adaptive order-k model (not the mixture the coder uses).</p>\n<table><tr><th>method</th><th>k</th><th>alpha</th><th>bits/base</th><th>seconds</th></tr>\n", s.symbols));
-            for (name, c) in [("two-step (pami, ML alpha)", &s.two_step), ("grid", &s.grid)] {
+            for (name, c) in [
+                ("two-step (pami, ML alpha)", &s.two_step),
+                ("grid", &s.grid),
+            ] {
                 h.push_str(&format!(
                     "<tr><td>{name}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.3}</td></tr>\n",
                     c.order, c.alpha, c.bits_per_symbol, c.seconds
@@ -335,16 +371,31 @@ impl SequenceReport {
         }
         if !self.dependence.is_empty() {
             let pts = |f: &dyn Fn(&LagMeasures) -> f64| -> Vec<(f64, f64)> {
-                self.dependence.iter().map(|m| (m.lag as f64, f(m))).collect()
+                self.dependence
+                    .iter()
+                    .map(|m| (m.lag as f64, f(m)))
+                    .collect()
             };
             h.push_str(&svg::line_chart(&svg::Chart {
                 title: "Serial dependence by lag".into(),
                 x: svg::Axis::linear("lag h"),
                 y: svg::Axis::log10("measure"),
                 series: vec![
-                    svg::Series { name: "Cramer's V".into(), points: pts(&|m| m.cramers_v), mark: svg::Mark::LineAndPoints },
-                    svg::Series { name: "Cohen's kappa".into(), points: pts(&|m| m.cohens_kappa), mark: svg::Mark::LineAndPoints },
-                    svg::Series { name: "pami (bits)".into(), points: pts(&|m| m.pami_bits), mark: svg::Mark::LineAndPoints },
+                    svg::Series {
+                        name: "Cramer's V".into(),
+                        points: pts(&|m| m.cramers_v),
+                        mark: svg::Mark::LineAndPoints,
+                    },
+                    svg::Series {
+                        name: "Cohen's kappa".into(),
+                        points: pts(&|m| m.cohens_kappa),
+                        mark: svg::Mark::LineAndPoints,
+                    },
+                    svg::Series {
+                        name: "pami (bits)".into(),
+                        points: pts(&|m| m.pami_bits),
+                        mark: svg::Mark::LineAndPoints,
+                    },
                 ],
                 width: 900,
                 height: 380,

@@ -12,7 +12,7 @@ use bench::{Options, Section};
 
 const USAGE: &str = "\
 usage: cargo xtask test
-       cargo xtask bench [--quick] [--only minilm|lossless|kernels] [--repeat N] [--xz] [--keep]
+       cargo xtask bench [--quick] [--only minilm|lossless|kernels|sequences] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
             for wasm32, then cargo test
@@ -24,7 +24,7 @@ usage: cargo xtask test
             First run: fetches the real data and creates target/bench-venv (several GB, minutes).
 
   --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
-  --only S  one section: minilm, lossless or kernels
+  --only S  one section: minilm, lossless, kernels or sequences
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
@@ -52,9 +52,10 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("minilm") => Section::Minilm,
                     Some("lossless") => Section::Lossless,
                     Some("kernels") => Section::Kernels,
+                    Some("sequences") => Section::Sequences,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, lossless or kernels, not {other:?}"
+                            "--only takes minilm, lossless, kernels or sequences, not {other:?}"
                         ))
                     }
                 });
