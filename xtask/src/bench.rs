@@ -769,9 +769,21 @@ fn sequence_symbols(path: &Path, fasta: bool) -> Result<u64, String> {
 /// Reference compressors: (name, compress command, decompress command), each `sh -c` with
 /// "$1" = input and "$2" = output.
 const SEQUENCE_REFERENCES: &[(&str, &str, &str)] = &[
-    ("zstd -19", "zstd -19 -q -c \"$1\" > \"$2\"", "zstd -d -q -c \"$1\" > \"$2\""),
-    ("xz -9e", "xz -9e -c \"$1\" > \"$2\"", "xz -d -c \"$1\" > \"$2\""),
-    ("bzip2 -9", "bzip2 -9 -c \"$1\" > \"$2\"", "bzip2 -d -c \"$1\" > \"$2\""),
+    (
+        "zstd -19",
+        "zstd -19 -q -c \"$1\" > \"$2\"",
+        "zstd -d -q -c \"$1\" > \"$2\"",
+    ),
+    (
+        "xz -9e",
+        "xz -9e -c \"$1\" > \"$2\"",
+        "xz -d -c \"$1\" > \"$2\"",
+    ),
+    (
+        "bzip2 -9",
+        "bzip2 -9 -c \"$1\" > \"$2\"",
+        "bzip2 -d -c \"$1\" > \"$2\"",
+    ),
 ];
 
 fn shell(script: &str, input: &Path, output: &Path) -> Command {
@@ -793,7 +805,10 @@ fn sequence_figures(m: &mut Map<String, Value>, input_bytes: u64, symbols: u64, 
         json!(8.0 * size as f64 / input_bytes.max(1) as f64),
     );
     if let Some(t) = m.get("compress_seconds").and_then(Value::as_f64) {
-        m.insert("compress_mb_per_s".into(), json!(input_bytes as f64 / 1e6 / t));
+        m.insert(
+            "compress_mb_per_s".into(),
+            json!(input_bytes as f64 / 1e6 / t),
+        );
     }
 }
 
@@ -805,8 +820,16 @@ fn sequences(
 ) -> Result<(), String> {
     let work = paths.work();
     let inputs = [
-        ("klebsiella.fna", paths.data.join("dna").join("klebsiella.fna"), true),
-        ("fortunes.txt", paths.data.join("text").join("fortunes.txt"), false),
+        (
+            "klebsiella.fna",
+            paths.data.join("dna").join("klebsiella.fna"),
+            true,
+        ),
+        (
+            "fortunes.txt",
+            paths.data.join("text").join("fortunes.txt"),
+            false,
+        ),
     ];
     let repeat = options.repeat.unwrap_or(1).max(1);
     for (label, input, fasta) in inputs {
@@ -868,9 +891,11 @@ fn sequences(
         for (name, compress, decompress) in SEQUENCE_REFERENCES {
             let tool = name.split_whitespace().next().unwrap_or(name);
             let mut m = base(name, "reference");
-            if setup::run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err()
-            {
-                let r = status_row(m, format!("skipped: {tool} not installed (apt-get install {tool})"));
+            if setup::run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err() {
+                let r = status_row(
+                    m,
+                    format!("skipped: {tool} not installed (apt-get install {tool})"),
+                );
                 Results::push(&mut results.sequences, &mut results.failures, r);
                 continue;
             }

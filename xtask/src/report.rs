@@ -171,7 +171,11 @@ fn sequences(rows: &[Value]) -> String {
             text(r, "input"),
             text(r, "method"),
             text(r, "compressed_bytes"),
-            format!("{} / {}", fixed(num(r, "bits_per_symbol"), 4), text(r, "symbol")),
+            format!(
+                "{} / {}",
+                fixed(num(r, "bits_per_symbol"), 4),
+                text(r, "symbol")
+            ),
             fixed(num(r, "bits_per_byte"), 4),
             secs(num(r, "compress_seconds")),
             fixed(num(r, "compress_mb_per_s"), 3),
@@ -216,7 +220,15 @@ fn sequences(rows: &[Value]) -> String {
     if !sel.is_empty() {
         out += "\nOne adaptive FCM's (k, alpha), from lowbit's report (exact code length of that single model on a prefix of the bases, not the mixture's size):\n\n";
         out += &table(
-            &["input", "selection", "k", "alpha", "bits/base", "time", "bases"],
+            &[
+                "input",
+                "selection",
+                "k",
+                "alpha",
+                "bits/base",
+                "time",
+                "bases",
+            ],
             &sel,
         );
     }
