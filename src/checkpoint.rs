@@ -68,18 +68,28 @@ pub struct Checkpoint {
     pub exact_header: Option<String>,
 }
 
+/// The vector-dataset format a file name says (`.csv`, `.fvecs`: neither has a signature, so the
+/// extension decides), or `None` for files recognised by content.
+pub fn vector_format_by_name(file_name: &str) -> Option<SourceFormat> {
+    let extension = file_name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "csv" => Some(SourceFormat::Csv),
+        "fvecs" => Some(SourceFormat::Fvecs),
+        _ => None,
+    }
+}
+
 impl Checkpoint {
     /// Parses any input lowbit compresses. `.csv` and `.fvecs` are recognised by the file name's
     /// extension (neither has a signature); their values come back as the little-endian f32
     /// bytes that the returned checkpoint's ranges point into. Everything else is sniffed by
     /// [`Checkpoint::parse`] and read in place (`None`).
     pub fn load(file: &[u8], file_name: &str) -> Result<(Checkpoint, Option<Vec<u8>>)> {
-        let extension = file_name
-            .rsplit_once('.')
-            .map(|(_, e)| e.to_ascii_lowercase())
-            .unwrap_or_default();
-        let (format, metadata, rows, cols, values) = match extension.as_str() {
-            "csv" => {
+        let (format, metadata, rows, cols, values) = match vector_format_by_name(file_name) {
+            Some(SourceFormat::Csv) => {
                 let t = csv::read(file)?;
                 let metadata = t
                     .header
@@ -87,11 +97,11 @@ impl Checkpoint {
                     .unwrap_or_default();
                 (SourceFormat::Csv, metadata, t.rows, t.cols, t.values)
             }
-            "fvecs" => {
+            Some(_) => {
                 let (rows, cols, values) = fvecs::read(file)?;
                 (SourceFormat::Fvecs, BTreeMap::new(), rows, cols, values)
             }
-            _ => return Ok((Checkpoint::parse(file)?, None)),
+            None => return Ok((Checkpoint::parse(file)?, None)),
         };
         let data = crate::dtype::from_f32(DType::F32, &values);
         let checkpoint = Checkpoint {

@@ -706,6 +706,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
         } else {
             None
         },
+        source_bytes: None,
         tensors: ckpt
             .tensors
             .iter()
@@ -1258,6 +1259,19 @@ pub fn decompress(
 ) -> Result<DecompressSummary> {
     let c = Container::read(file).map_err(|e| e.in_file(file_name))?;
     let m = &c.manifest;
+    if let Some(kind) = crate::dataset::DatasetKind::of(m.source_format) {
+        progress.stage("decode", m.source_bytes.unwrap_or(0));
+        let bytes = crate::dataset::decompress(&c, file, kind).map_err(|e| e.in_file(file_name))?;
+        out.write_all(&bytes).map_err(|e| Error::io("output", e))?;
+        out.flush().map_err(|e| Error::io("output", e))?;
+        progress.advance(bytes.len() as u64, "");
+        return Ok(DecompressSummary {
+            format: m.source_format,
+            tensors: m.tensors.len(),
+            parameters: m.tensors.iter().map(TensorRecord::numel).sum(),
+            bytes_written: bytes.len() as u64,
+        });
+    }
     let header = match m.source_format {
         SourceFormat::Safetensors if m.source_header.is_some() => {
             exact_source_header(m).map_err(|e| e.in_file(file_name))?
@@ -1304,6 +1318,9 @@ pub fn decompress(
                 _ => Vec::new(),
             }
         }
+        SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text => {
+            unreachable!("sequence sources returned above")
+        }
     };
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
@@ -1325,6 +1342,9 @@ pub fn decompress(
                 fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1])
             }
             SourceFormat::Safetensors | SourceFormat::Npy => bytes,
+            SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text => {
+                unreachable!("sequence sources returned above")
+            }
         };
         out.write_all(&bytes).map_err(io_err)?;
         written += bytes.len() as u64;
@@ -1379,6 +1399,11 @@ pub fn decode_tensor(section: &[u8], record: &TensorRecord) -> Result<Vec<u8>> {
         .map_err(|_| Error::corrupt("too many elements for this machine"))?;
     let bytes = match &record.codec {
         CodecParams::Lossless => lossless::decode(section, record.dtype, numel)?,
+        CodecParams::Sequence(_) => {
+            return Err(Error::corrupt(
+                "a sequence stream is not a tensor (decoded by dataset::decompress)",
+            ))
+        }
         lossy => {
             let shape =
                 Shape2::of(&record.shape).ok_or_else(|| Error::corrupt("shape overflows"))?;
@@ -1415,6 +1440,8 @@ pub enum Inspection {
         source_format: SourceFormat,
         tensors: Vec<InspectedTensor>,
     },
+    /// A FASTA, FASTQ or text file (not yet compressed).
+    Sequence(crate::dataset::SequenceSummary),
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1433,6 +1460,9 @@ pub struct InspectedTensor {
 /// Lists the tensors of a checkpoint, or the contents and bits per weight of a `.lowbit`.
 pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
     let bpw = |bytes: u64, n: u64| 8.0 * bytes as f64 / n.max(1) as f64;
+    if let Some(kind) = crate::dataset::sniff_input(file) {
+        return Ok(Inspection::Sequence(crate::dataset::summarize(file, kind)));
+    }
     match crate::checkpoint::sniff(file) {
         FileKind::Lowbit => {
             let c = Container::read(file).map_err(|e| e.in_file(file_name))?;

@@ -39,6 +39,10 @@ pub enum SourceFormat {
     Csv,
     /// A TEXMEX `.fvecs` file.
     Fvecs,
+    /// Sequence files (`dataset/`): the sections are the file's streams, restored byte for byte.
+    Fasta,
+    Fastq,
+    Text,
 }
 
 /// The `source_metadata` key that holds a CSV source's header line.
@@ -67,6 +71,10 @@ pub struct Manifest {
     /// restored file is byte-identical to the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_header: Option<String>,
+    /// The source file's length in bytes, for sequence sources (their decoder checks the restored
+    /// file against it and bounds its output by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<u64>,
     /// In output order (the source file's order).
     pub tensors: Vec<TensorRecord>,
 }
@@ -231,6 +239,19 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
         if !seen.insert(t.name.as_str()) {
             return Err(Error::corrupt("the manifest names this tensor twice").in_tensor(&t.name));
         }
+        // Sequence streams and tensors never mix: each decoder sees only its own kind of section.
+        let sequence_source = matches!(
+            manifest.source_format,
+            SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text
+        );
+        if matches!(t.codec, CodecParams::Sequence(_)) != sequence_source {
+            return Err(Error::corrupt(format!(
+                "a {} section where the source is {:?} (sequence streams and tensors do not mix)",
+                t.codec.label(),
+                manifest.source_format
+            ))
+            .in_tensor(&t.name));
+        }
     }
     Ok(manifest)
 }
@@ -266,7 +287,10 @@ fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> R
     if Shape2::of(&record.shape).is_none() {
         return Err(Error::corrupt("its shape overflows"));
     }
-    let lossy = !matches!(record.codec, CodecParams::Lossless);
+    let lossy = !matches!(
+        record.codec,
+        CodecParams::Lossless | CodecParams::Sequence(_)
+    );
     let vector = matches!(record.codec, CodecParams::Transform(_) | CodecParams::Pq(_));
     let takes = if vector {
         record.dtype.is_vector_compressible()

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::codec::Method;
+use lowbit::dataset::{DatasetKind, SequenceOptions, SequenceReport};
 use lowbit::{CompressOptions, Inspection, Override, Progress, Report, Target};
 
 #[derive(Parser)]
@@ -33,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a .safetensors checkpoint, or a vector dataset (.npy, .csv, .fvecs), to a .lowbit file.
+    /// Compress a .safetensors checkpoint, or a vector dataset (.npy, .csv, .fvecs), to a .lowbit
+    /// file; FASTA, FASTQ and text files (detected by content) are compressed losslessly.
     Compress {
         input: PathBuf,
         #[arg(short, long)]
@@ -44,7 +46,8 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Restore a .lowbit file to the original kind of file (.safetensors, .npy, .csv or .fvecs).
+    /// Restore a .lowbit file to the original kind of file (.safetensors, .npy, .csv, .fvecs, or
+    /// the identical FASTA/FASTQ/text file).
     Decompress {
         input: PathBuf,
         #[arg(short, long)]
@@ -99,6 +102,25 @@ struct Settings {
 }
 
 impl Settings {
+    /// Sequences are always lossless: a bit budget or a codec choice cannot apply to them.
+    fn check_lossless(&self, kind: DatasetKind) -> Result<()> {
+        let lossy = [
+            (self.bpw.is_some(), "--bpw"),
+            (self.max_error.is_some(), "--max-error"),
+            (
+                !matches!(self.method.as_str(), "auto" | "lossless"),
+                "--method",
+            ),
+            (!self.keep.is_empty(), "--keep"),
+        ];
+        if let Some((_, flag)) = lossy.iter().find(|(given, _)| *given) {
+            bail!(
+                "{flag} does not apply to a {kind:?} file: sequences are always compressed losslessly"
+            );
+        }
+        Ok(())
+    }
+
     fn options(&self) -> Result<CompressOptions> {
         let method = match self.method.as_str() {
             "auto" => None,
@@ -291,13 +313,41 @@ fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result
 }
 
 fn write_report(dir: &Path, report: &Report) -> Result<()> {
+    write_report_files(dir, &report.to_json(), &report.to_html())
+}
+
+fn print_sequence_summary(r: &SequenceReport) {
+    let o = &r.output;
+    println!(
+        "{}: {:?}, {} bytes, {} records, {} residues ({} ACGT) -> {} bytes, {:.4} bits per input byte",
+        r.input.file, r.input.kind, r.input.bytes, r.input.records, r.input.residues, r.input.bases,
+        o.bytes, o.bits_per_byte
+    );
+    if r.input.residues > 0 {
+        println!(
+            "  {:.4} bits per residue (whole file), {:.4} bits per base (base stream)",
+            o.bits_per_residue, o.base_stream_bits_per_base
+        );
+    }
+    for s in &r.streams {
+        println!(
+            "  {:<12} {:<28} {:>12} symbols {:>10} B {:>8.4} bits/symbol",
+            s.name, s.model, s.symbols, s.coded_bytes, s.bits_per_symbol
+        );
+    }
+    if let (Some(t), Some(v)) = (o.seconds, o.megabytes_per_second) {
+        println!("  {t:.2} s, {v:.2} MB/s");
+    }
+}
+
+fn write_report_files(dir: &Path, json: &str, html: &str) -> Result<()> {
     fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the report directory", dir.display()))?;
     write_atomically(&dir.join("report.json"), |w| {
-        Ok(w.write_all(report.to_json().as_bytes())?)
+        Ok(w.write_all(json.as_bytes())?)
     })?;
     write_atomically(&dir.join("report.html"), |w| {
-        Ok(w.write_all(report.to_html().as_bytes())?)
+        Ok(w.write_all(html.as_bytes())?)
     })?;
     Ok(())
 }
@@ -371,9 +421,43 @@ fn run(cli: Cli) -> Result<()> {
             report,
         } => {
             check_not_same_file(&input, &output)?;
-            let opts = settings.options()?;
             let bytes = open_input(&input)?;
             let name = display_name(&input);
+            // `.csv` / `.fvecs` are vector datasets by name (a CSV is text too: the name decides).
+            let vector_file = lowbit::checkpoint::vector_format_by_name(&name).is_some();
+            if let Some(kind) = lowbit::dataset::sniff_input(&bytes).filter(|_| !vector_file) {
+                settings.check_lossless(kind)?;
+                let mut bar = Bar::new(cli.quiet || cli.json);
+                let report_data = write_atomically(&output, |w| {
+                    Ok(lowbit::dataset::compress(
+                        &bytes,
+                        &name,
+                        kind,
+                        &SequenceOptions::default(),
+                        &mut bar,
+                        w,
+                    )?)
+                })?;
+                drop(bar);
+                if let Some(dir) = report {
+                    write_report_files(&dir, &report_data.to_json(), &report_data.to_html())?;
+                }
+                if cli.json {
+                    println!("{}", report_data.to_json());
+                } else if !cli.quiet {
+                    print_sequence_summary(&report_data);
+                }
+                return Ok(());
+            }
+            if !vector_file && !bytes.is_empty() && !bytes.starts_with(b"\x93NUMPY") {
+                if let Err(e) = lowbit::io::safetensors::read_header(&bytes) {
+                    bail!(
+                        "{name}: neither a checkpoint (.safetensors, .npy) nor a FASTA, FASTQ or text file \
+                         (binary content that is not a valid safetensors header: {e})"
+                    );
+                }
+            }
+            let opts = settings.options()?;
             let mut bar = Bar::new(cli.quiet || cli.json);
             let compress = |opts: &CompressOptions, bar: &mut Bar| {
                 write_atomically(&output, |w| {
@@ -441,6 +525,11 @@ fn run(cli: Cli) -> Result<()> {
             let opts = settings.options()?;
             let bytes = open_input(&input)?;
             let name = display_name(&input);
+            // `.csv` / `.fvecs` are vector datasets by name (a CSV is text too: the name decides).
+            let vector_file = lowbit::checkpoint::vector_format_by_name(&name).is_some();
+            if let Some(kind) = lowbit::dataset::sniff_input(&bytes).filter(|_| !vector_file) {
+                bail!("{name}: a {kind:?} file has no size/error trade-off to plan: `lowbit compress` codes it losslessly");
+            }
             let mut bar = Bar::new(cli.quiet || cli.json);
             let plan =
                 lowbit::plan(&bytes, &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
@@ -489,6 +578,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_inspection(name: &str, inspection: &Inspection) {
+    if let Inspection::Sequence(s) = inspection {
+        println!(
+            "{name}: {:?} file, {} bytes, {} records, {} residues ({} ACGT)",
+            s.kind, s.bytes, s.records, s.residues, s.bases
+        );
+        return;
+    }
     let (tensors, header) = match inspection {
         Inspection::Checkpoint { format, bytes, parameters, tensors } => {
             (tensors, format!("{name}: {format:?} checkpoint, {bytes} bytes, {parameters} parameters, {} tensors", tensors.len()))
@@ -499,6 +595,7 @@ fn print_inspection(name: &str, inspection: &Inspection) {
                 "{name}: .lowbit, {bytes} bytes ({header_bytes} header), {parameters} parameters, {bits_per_weight:.4} bits per weight"
             ),
         ),
+        Inspection::Sequence(_) => unreachable!("printed above"),
     };
     println!("{header}");
     for t in tensors {

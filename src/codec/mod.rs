@@ -144,6 +144,9 @@ pub enum CodecParams {
     SparseLowrank(sparse_lowrank::Params),
     /// A lowrank section whose factors come from the row-weighted SVD.
     Fwsvd(fwsvd::Params),
+    /// One stream of a sequence file (FASTA, FASTQ, text), coded by a context-mixing model; see
+    /// `dataset/`. Lossless; decoded by `dataset::decompress`, never through `encode`/`decode`.
+    Sequence(crate::dataset::StreamCodec),
 }
 
 impl CodecParams {
@@ -152,7 +155,7 @@ impl CodecParams {
             CodecParams::Scalar(_) => Method::Scalar,
             CodecParams::Vq(_) => Method::Vq,
             CodecParams::Lowrank(_) => Method::Lowrank,
-            CodecParams::Lossless => Method::Lossless,
+            CodecParams::Lossless | CodecParams::Sequence(_) => Method::Lossless,
             CodecParams::Hyper(_) => Method::Hyper,
             CodecParams::Turbo(_) => Method::Turbo,
             CodecParams::Transform(_) => Method::Transform,
@@ -175,6 +178,7 @@ impl CodecParams {
             CodecParams::Pq(p) => p.label(),
             CodecParams::SparseLowrank(p) => p.label(),
             CodecParams::Fwsvd(p) => p.label(),
+            CodecParams::Sequence(c) => c.label(),
         }
     }
 
@@ -210,8 +214,8 @@ impl CodecParams {
             CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
             CodecParams::SparseLowrank(p) => sparse_lowrank::encode(values, shape, p),
             CodecParams::Fwsvd(p) => fwsvd::encode(values, shape, p),
-            CodecParams::Lossless => {
-                unreachable!("the lossless codec works on raw bytes: call lossless::encode")
+            CodecParams::Lossless | CodecParams::Sequence(_) => {
+                unreachable!("lossless codecs work on raw bytes: call lossless::encode")
             }
         }
     }
@@ -228,8 +232,8 @@ impl CodecParams {
             CodecParams::Pq(p) => vectors::pq::decode(bytes, shape, p),
             CodecParams::SparseLowrank(p) => sparse_lowrank::decode(bytes, shape, p),
             CodecParams::Fwsvd(p) => fwsvd::decode(bytes, shape, p),
-            CodecParams::Lossless => {
-                unreachable!("the lossless codec works on raw bytes: call lossless::decode")
+            CodecParams::Lossless | CodecParams::Sequence(_) => {
+                unreachable!("lossless codecs work on raw bytes: call lossless::decode")
             }
         }
     }

@@ -27,6 +27,8 @@ pub enum Section {
     Kernels,
     /// MiniLM's word-embedding matrix as a vector dataset: lowbit's vector coders against faiss PQ.
     Vectors,
+    /// FASTA and text, lossless, against zstd -19 / xz -9e / bzip2 -9 (TARGETS.md section 5).
+    Sequences,
 }
 
 pub struct Options {
@@ -45,7 +47,13 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None => !(self.quick && matches!(section, Section::Lossless | Section::Methods)),
+            None => {
+                !(self.quick
+                    && matches!(
+                        section,
+                        Section::Lossless | Section::Methods | Section::Sequences
+                    ))
+            }
         }
     }
 }
@@ -65,6 +73,7 @@ pub struct Results {
     pub lossless: Vec<Value>,
     pub kernels: Vec<Value>,
     pub vectors: Vec<Value>,
+    pub sequences: Vec<Value>,
     pub failures: Vec<String>,
 }
 
@@ -95,12 +104,18 @@ pub fn run(options: &Options) -> Result<i32, String> {
     println!("[1/4] real data: {}", paths.data.display());
     setup::fetch_data(&paths)?;
 
-    println!(
-        "[2/4] python venv with the reference tools: {}",
-        paths.venv.display()
-    );
-    setup::ensure_venv(&paths)?;
-    let python_env = setup::python_versions(&paths)?;
+    // The sequence rows need no Python: their references are the system's compressors.
+    let python_env = if options.only == Some(Section::Sequences) {
+        println!("[2/4] python venv: not needed for --only sequences");
+        Value::Null
+    } else {
+        println!(
+            "[2/4] python venv with the reference tools: {}",
+            paths.venv.display()
+        );
+        setup::ensure_venv(&paths)?;
+        setup::python_versions(&paths)?
+    };
     println!("  {python_env}");
     let machine = setup::machine(&paths);
     println!("  {machine}");
@@ -108,7 +123,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
     let needs_lowbit = options.runs(Section::Minilm)
         || options.runs(Section::Methods)
         || options.runs(Section::Lossless)
-        || options.runs(Section::Vectors);
+        || options.runs(Section::Vectors)
+        || options.runs(Section::Sequences);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -141,6 +157,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
         println!("== vectors: all-MiniLM-L6-v2 word embeddings, recall@10");
         vectors(&paths, options, &lowbit, &mut results)?;
     }
+    if options.runs(Section::Sequences) {
+        println!("== sequences: Klebsiella genome (FASTA), fortunes (text)");
+        sequences(&paths, options, &lowbit, &mut results)?;
+    }
 
     let document = json!({
         "machine": machine,
@@ -155,6 +175,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "lossless": results.lossless,
         "kernels": results.kernels,
         "vectors": results.vectors,
+        "sequences": results.sequences,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);
@@ -930,5 +951,183 @@ fn vectors(
         }
     }
     remove(&[&packed, &restored], options);
+    Ok(())
+}
+
+/// The symbols a bits-per-symbol figure divides by: for FASTA, the A/C/G/T letters (either case)
+/// of the sequence lines (headers, line ends, N and other IUPAC letters excluded); for text, bytes.
+fn sequence_symbols(path: &Path, fasta: bool) -> Result<u64, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !fasta {
+        return Ok(bytes.len() as u64);
+    }
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| line.first() != Some(&b'>'))
+        .map(|line| {
+            line.iter()
+                .filter(|b| matches!(b.to_ascii_uppercase(), b'A' | b'C' | b'G' | b'T'))
+                .count() as u64
+        })
+        .sum())
+}
+
+/// Reference compressors: (name, compress command, decompress command), each `sh -c` with
+/// "$1" = input and "$2" = output.
+const SEQUENCE_REFERENCES: &[(&str, &str, &str)] = &[
+    (
+        "zstd -19",
+        "zstd -19 -q -c \"$1\" > \"$2\"",
+        "zstd -d -q -c \"$1\" > \"$2\"",
+    ),
+    (
+        "xz -9e",
+        "xz -9e -c \"$1\" > \"$2\"",
+        "xz -d -c \"$1\" > \"$2\"",
+    ),
+    (
+        "bzip2 -9",
+        "bzip2 -9 -c \"$1\" > \"$2\"",
+        "bzip2 -d -c \"$1\" > \"$2\"",
+    ),
+];
+
+fn shell(script: &str, input: &Path, output: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg("sh").arg(input).arg(output);
+    cmd
+}
+
+/// Sizes in bits per symbol and per byte, and the speed, of a finished row.
+fn sequence_figures(m: &mut Map<String, Value>, input_bytes: u64, symbols: u64, size: u64) {
+    m.insert("compressed_bytes".into(), json!(size));
+    m.insert("symbols".into(), json!(symbols));
+    m.insert(
+        "bits_per_symbol".into(),
+        json!(8.0 * size as f64 / symbols.max(1) as f64),
+    );
+    m.insert(
+        "bits_per_byte".into(),
+        json!(8.0 * size as f64 / input_bytes.max(1) as f64),
+    );
+    if let Some(t) = m.get("compress_seconds").and_then(Value::as_f64) {
+        m.insert(
+            "compress_mb_per_s".into(),
+            json!(input_bytes as f64 / 1e6 / t),
+        );
+    }
+}
+
+fn sequences(
+    paths: &Paths,
+    options: &Options,
+    lowbit: &Lowbit,
+    results: &mut Results,
+) -> Result<(), String> {
+    let work = paths.work();
+    let inputs = [
+        (
+            "klebsiella.fna",
+            paths.data.join("dna").join("klebsiella.fna"),
+            true,
+        ),
+        (
+            "fortunes.txt",
+            paths.data.join("text").join("fortunes.txt"),
+            false,
+        ),
+    ];
+    let repeat = options.repeat.unwrap_or(1).max(1);
+    for (label, input, fasta) in inputs {
+        let input_bytes = setup::file_size(&input)?;
+        let symbols = sequence_symbols(&input, fasta)?;
+        let unit = if fasta { "ACGT bases" } else { "bytes" };
+        let base = |method: &str, kind: &str| {
+            let mut m = row(method);
+            m.insert("kind".into(), json!(kind));
+            m.insert("input".into(), json!(label));
+            m.insert("input_bytes".into(), json!(input_bytes));
+            m.insert("symbol".into(), json!(unit));
+            m
+        };
+        // lowbit, with its report for the (k, alpha) selection figures.
+        let mut m = base("lowbit", "lowbit");
+        let r = match lowbit {
+            Lowbit::Missing(why) => status_row(m, format!("skipped: {why}")),
+            Lowbit::Ready(bin) => {
+                let packed = work.join(format!("{label}.lowbit"));
+                let restored = work.join(format!("{label}.restored"));
+                let report_dir = work.join(format!("{label}.report"));
+                let report_arg = report_dir.to_string_lossy().into_owned();
+                let outcome = lowbit_round_trip(
+                    bin,
+                    &input,
+                    &packed,
+                    &restored,
+                    &["--report", &report_arg],
+                    repeat,
+                    &mut m,
+                )
+                .and_then(|()| {
+                    let size = setup::file_size(&packed)?;
+                    sequence_figures(&mut m, input_bytes, symbols, size);
+                    let same = setup::sha256(&input)? == setup::sha256(&restored)?;
+                    m.insert("round_trip".into(), json!(same));
+                    let report: Value = fs::read_to_string(report_dir.join("report.json"))
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null);
+                    if !report["selection"].is_null() {
+                        m.insert("selection".into(), report["selection"].clone());
+                    }
+                    if same {
+                        Ok(())
+                    } else {
+                        Err("restored file differs from the original (sha256)".into())
+                    }
+                });
+                remove(&[&packed, &restored], options);
+                match outcome {
+                    Ok(()) => status_row(m, "ok".into()),
+                    Err(e) => status_row(m, format!("failed: {e}")),
+                }
+            }
+        };
+        Results::push(&mut results.sequences, &mut results.failures, r);
+        for (name, compress, decompress) in SEQUENCE_REFERENCES {
+            let tool = name.split_whitespace().next().unwrap_or(name);
+            let mut m = base(name, "reference");
+            if setup::run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err() {
+                let r = status_row(
+                    m,
+                    format!("skipped: {tool} not installed (apt-get install {tool})"),
+                );
+                Results::push(&mut results.sequences, &mut results.failures, r);
+                continue;
+            }
+            let packed = work.join(format!("{label}.{tool}"));
+            let restored = work.join(format!("{label}.{tool}.restored"));
+            let outcome = setup::run(&mut shell(compress, &input, &packed)).and_then(|c| {
+                let d = setup::run(&mut shell(decompress, &packed, &restored))?;
+                m.insert("compress_seconds".into(), json!(c.seconds));
+                m.insert("decompress_seconds".into(), json!(d.seconds));
+                let size = setup::file_size(&packed)?;
+                sequence_figures(&mut m, input_bytes, symbols, size);
+                let same = setup::sha256(&input)? == setup::sha256(&restored)?;
+                m.insert("round_trip".into(), json!(same));
+                if same {
+                    Ok(())
+                } else {
+                    Err("round trip differs".to_string())
+                }
+            });
+            remove(&[&packed, &restored], options);
+            let r = match outcome {
+                Ok(()) => status_row(m, "ok".into()),
+                Err(e) => status_row(m, format!("failed: {e}")),
+            };
+            Results::push(&mut results.sequences, &mut results.failures, r);
+        }
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use bench::{Options, Section};
 
 const USAGE: &str = "\
 usage: cargo xtask test
-       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors] [--repeat N] [--xz] [--keep]
+       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
             for wasm32, then cargo test
@@ -25,7 +25,7 @@ usage: cargo xtask test
 
   --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
   --only S  one section: minilm, methods (MiniLM with --method hyper|turbo|sparse-lowrank and
-            --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels or vectors
+            --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels, vectors or sequences
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
@@ -55,9 +55,10 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("lossless") => Section::Lossless,
                     Some("kernels") => Section::Kernels,
                     Some("vectors") => Section::Vectors,
+                    Some("sequences") => Section::Sequences,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, methods, lossless, kernels or vectors, not {other:?}"
+                            "--only takes minilm, methods, lossless, kernels, vectors or sequences, not {other:?}"
                         ))
                     }
                 });
