@@ -742,6 +742,16 @@ const KERNEL_JOBS: &[KernelJob] = &[
 ];
 
 fn kernels(paths: &Paths, results: &mut Results) -> Result<(), String> {
+    // Every backend kernel on the CPU and, where an adapter exists, the GPU backend (forced: on a
+    // machine without a GPU that is an emulated adapter, and its rows say so by the adapter name).
+    let ran = setup::run(Command::new("cargo").current_dir(&paths.root).args([
+        "run",
+        "--quiet",
+        "--release",
+        "--example",
+        "bench_backend",
+    ]));
+    kernel_rows(ran, "backend", "lowbit", results);
     for job in KERNEL_JOBS {
         let input = paths.work().join(format!("{}.f32", job.job));
         let _ = fs::remove_file(&input);
@@ -821,7 +831,12 @@ fn kernel_rows(
                     .and_then(Value::as_str)
                     .unwrap_or(kind)
                     .to_string();
-                m.insert("method".into(), json!(format!("{job} {implementation}")));
+                // Jobs that time several kernels name each row's kernel.
+                let method = match m.get("kernel").and_then(Value::as_str) {
+                    Some(kernel) => format!("{job} {kernel} ({implementation})"),
+                    None => format!("{job} {implementation}"),
+                };
+                m.insert("method".into(), json!(method));
                 m.insert("kind".into(), json!(kind));
                 Results::push(
                     &mut results.kernels,
