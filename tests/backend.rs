@@ -622,3 +622,24 @@ fn whole_file_on_the_gpu_matches_the_cpu() {
         );
     }
 }
+
+/// The turbo codec rotates on the backend; the GPU rotation gives the CPU's bits, so the section
+/// is byte-identical.
+#[test]
+fn turbo_sections_are_identical_on_both_backends() {
+    let Some(_) = gpus() else { return };
+    let gpu = Backend::Gpu(Box::new(
+        block_on(Gpu::new(GpuOptions::default())).expect("an adapter exists"),
+    ));
+    let shape = lowbit::codec::Shape2::new(48, 256);
+    let values = random(shape.len(), 3);
+    let candidates = lowbit::codec::turbo::candidates(shape, 5);
+    assert!(!candidates.is_empty());
+    for p in candidates {
+        let codec = lowbit::codec::CodecParams::Turbo(p);
+        let on_cpu = block_on(codec.encode_on(&Backend::Cpu, &values, shape)).unwrap();
+        let on_gpu = block_on(codec.encode_on(&gpu, &values, shape)).unwrap();
+        assert_eq!(on_cpu.bytes, on_gpu.bytes, "{}", codec.label());
+    }
+    assert!(gpu.fallback().is_none());
+}

@@ -206,7 +206,7 @@ impl CodecParams {
                 out.pop().expect("one option gives one result")
             }
             CodecParams::Hyper(p) => hyper::encode(values, shape, p),
-            CodecParams::Turbo(p) => turbo::encode(values, shape, p),
+            CodecParams::Turbo(p) => turbo::encode_on(backend, values, shape, p).await,
             CodecParams::Transform(p) => {
                 let stats = vectors::Stats::of(values, shape)?;
                 Ok(vectors::transform::encode(values, shape, &stats, p)?.0)

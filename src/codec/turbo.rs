@@ -36,6 +36,7 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::{get_varint, put_varint, Encoded, Shape2};
+use crate::backend::{self, Backend};
 use crate::entropy;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -307,6 +308,17 @@ const NORM_F16: u8 = 0;
 const NORM_F32: u8 = 1;
 
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
+    backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+}
+
+/// [`encode`] with the rotations on `backend` (the GPU's rotation gives the CPU's bits, so the
+/// section is the same on both).
+pub async fn encode_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<Encoded> {
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
             "{} values for a {}x{} tensor",
@@ -324,7 +336,9 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
     let d = p.dim as usize;
     let cb = codebook(Density::for_dim(p.dim), p.bits);
     let mut work = values.to_vec();
-    rotation::forward(&mut work, shape.cols, p.seed);
+    if !work.is_empty() {
+        backend.rotate(&mut work, shape.cols, p.seed, false).await?;
+    }
 
     let norms: Vec<f32> = work
         .chunks_exact(d)
@@ -393,7 +407,11 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
         }
         out.iter_mut().for_each(|o| *o *= scale);
     }
-    rotation::inverse(&mut reconstruction, shape.cols, p.seed);
+    if !reconstruction.is_empty() {
+        backend
+            .rotate(&mut reconstruction, shape.cols, p.seed, true)
+            .await?;
+    }
 
     let coded = entropy::encode(&symbols, 1u32 << p.bits);
     let mut bytes = Vec::new();
