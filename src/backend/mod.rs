@@ -314,12 +314,12 @@ impl Backend {
                 values.len()
             )));
         }
-        let original = values.to_vec();
+        // The GPU writes `values` only once it has the whole result, so a failed GPU call leaves
+        // them as they were for the CPU to redo.
         run!(
             self,
             g => g.rotate(values, cols, seed, inverse).await,
             {
-                values.copy_from_slice(&original);
                 cpu::rotate(values, cols, seed, inverse);
                 Ok(())
             }
