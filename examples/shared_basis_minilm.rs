@@ -45,7 +45,10 @@ fn main() {
         let blocks: Vec<(Vec<f32>, usize)> = [q, k, v]
             .iter()
             .map(|t| {
-                let w = to_f32(t.dtype, &bytes[t.range.clone()]);
+                let w = to_f32(
+                    t.dtype,
+                    &bytes[t.range.start as usize..t.range.end as usize],
+                );
                 let (out, inp) = (t.shape[0], t.shape[1]);
                 let mut wt = vec![0.0f32; w.len()];
                 for i in 0..out {

@@ -10,6 +10,7 @@ use crate::container::SourceFormat;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::io::{csv, fvecs, npy, safetensors};
+use crate::source::Source;
 
 /// The name given to the one array of a `.npy` file.
 pub const NPY_TENSOR_NAME: &str = "array";
@@ -19,8 +20,9 @@ pub struct InputTensor {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
-    /// Absolute byte range in the file (validated against the file length).
-    pub range: Range<usize>,
+    /// Absolute byte range in the file (validated against the file length). 64-bit: a browser
+    /// reads > 4 GiB checkpoints through a [`Source`] whose offsets do not fit a wasm32 `usize`.
+    pub range: Range<u64>,
 }
 
 impl InputTensor {
@@ -38,6 +40,10 @@ pub enum FileKind {
 }
 
 const NPY_MAGIC: &[u8] = b"\x93NUMPY";
+
+/// How much of an npy file is read to find its header: numpy writes headers of a few hundred
+/// bytes; a longer one is refused by [`npy::parse_header`] rather than read at any length.
+const NPY_HEADER_READ: u64 = 1 << 20;
 
 /// Sniffs the kind from the file's bytes (a `.lowbit` is a safetensors file with format=lowbit).
 pub fn sniff(file: &[u8]) -> FileKind {
@@ -84,13 +90,17 @@ pub fn vector_format_by_name(file_name: &str) -> Option<SourceFormat> {
 
 impl Checkpoint {
     /// Parses any input lowbit compresses. `.csv` and `.fvecs` are recognised by the file name's
-    /// extension (neither has a signature); their values come back as the little-endian f32
-    /// bytes that the returned checkpoint's ranges point into. Everything else is sniffed by
-    /// [`Checkpoint::parse`] and read in place (`None`).
-    pub fn load(file: &[u8], file_name: &str) -> Result<(Checkpoint, Option<Vec<u8>>)> {
+    /// extension (neither has a signature); they are read whole and their values come back as the
+    /// little-endian f32 bytes that the returned checkpoint's ranges point into. Everything else
+    /// is sniffed by [`Checkpoint::parse`], which reads the header alone (`None`: the ranges point
+    /// into `file`).
+    pub fn load<S: Source + ?Sized>(
+        file: &S,
+        file_name: &str,
+    ) -> Result<(Checkpoint, Option<Vec<u8>>)> {
         let (format, metadata, rows, cols, values) = match vector_format_by_name(file_name) {
             Some(SourceFormat::Csv) => {
-                let t = csv::read(file)?;
+                let t = csv::read(&file.whole()?)?;
                 let metadata = t
                     .header
                     .map(|h| BTreeMap::from([(crate::container::CSV_HEADER_KEY.to_string(), h)]))
@@ -98,7 +108,7 @@ impl Checkpoint {
                 (SourceFormat::Csv, metadata, t.rows, t.cols, t.values)
             }
             Some(_) => {
-                let (rows, cols, values) = fvecs::read(file)?;
+                let (rows, cols, values) = fvecs::read(&file.whole()?)?;
                 (SourceFormat::Fvecs, BTreeMap::new(), rows, cols, values)
             }
             None => return Ok((Checkpoint::parse(file)?, None)),
@@ -111,18 +121,20 @@ impl Checkpoint {
                 name: NPY_TENSOR_NAME.to_string(),
                 dtype: DType::F32,
                 shape: vec![rows, cols],
-                range: 0..data.len(),
+                range: 0..data.len() as u64,
             }],
             exact_header: None,
         };
         Ok((checkpoint, Some(data)))
     }
 
-    /// Parses the header of a safetensors or npy file held in memory.
-    pub fn parse(file: &[u8]) -> Result<Checkpoint> {
-        if file.starts_with(NPY_MAGIC) {
-            let h = npy::read_header(file)?;
-            let len = h.shape.iter().product::<usize>() * h.dtype.size();
+    /// Parses the header of a safetensors or npy file, reading only the header's bytes.
+    pub fn parse<S: Source + ?Sized>(file: &S) -> Result<Checkpoint> {
+        let file_len = file.len();
+        if file.prefix(NPY_MAGIC.len() as u64)?.as_ref() == NPY_MAGIC {
+            let h = npy::parse_header(&file.prefix(NPY_HEADER_READ)?, file_len)?;
+            let len = h.shape.iter().map(|&d| d as u64).product::<u64>() * h.dtype.size() as u64;
+            let start = h.data_start as u64;
             return Ok(Checkpoint {
                 format: SourceFormat::Npy,
                 metadata: BTreeMap::new(),
@@ -130,13 +142,15 @@ impl Checkpoint {
                     name: NPY_TENSOR_NAME.to_string(),
                     dtype: h.dtype,
                     shape: h.shape,
-                    range: h.data_start..h.data_start + len,
+                    range: start..start + len,
                 }],
                 exact_header: None,
             });
         }
-        let h = safetensors::read_header(file)?;
-        let data_start = h.data_start as usize;
+        let json_len = safetensors::header_len(&file.prefix(8)?, file_len)?;
+        let json = file.read(8..8 + json_len)?;
+        let h = safetensors::parse_header(&json, file_len)?;
+        let data_start = h.data_start;
         let tensors = h
             .tensors
             .into_iter()
@@ -144,7 +158,7 @@ impl Checkpoint {
                 name: t.name,
                 dtype: t.dtype,
                 shape: t.shape,
-                range: data_start + t.start as usize..data_start + t.end as usize,
+                range: data_start + t.start..data_start + t.end,
             })
             .collect::<Vec<InputTensor>>();
         let mut end = data_start;
@@ -152,13 +166,9 @@ impl Checkpoint {
             let follows = t.range.start == end || t.range.is_empty();
             end = end.max(t.range.end);
             follows
-        }) && end == file.len();
+        }) && end == file_len;
         let exact_header = contiguous
-            .then(|| {
-                std::str::from_utf8(&file[8..data_start])
-                    .ok()
-                    .map(str::to_string)
-            })
+            .then(|| std::str::from_utf8(&json).ok().map(str::to_string))
             .flatten();
         Ok(Checkpoint {
             format: SourceFormat::Safetensors,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::alloc::{self, Allocator, OptionPoint};
 use crate::backend::{self, Backend, BackendChoice, BackendSummary};
-use crate::checkpoint::{Checkpoint, FileKind, InputTensor};
+use crate::checkpoint::{Checkpoint, InputTensor};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container::{self, Container, Manifest, SourceFormat, TensorRecord};
 use crate::dataset::vectors;
@@ -22,6 +22,7 @@ use crate::report::{
     REPORT_SCHEMA_VERSION,
 };
 use crate::rng::Rng;
+use crate::source::Source;
 
 /// Tensors with fewer parameters than this are always coded losslessly: a lossy codec's side
 /// information would cost more than it saves, and these are norms, biases and small tables.
@@ -233,8 +234,8 @@ impl TensorAnalysis {
 /// Measures every applicable option of one tensor, on the CPU. `vector_dataset`: the tensor is the
 /// one array of a vector dataset (npy, csv, fvecs), so `--method auto` tries the vector coders on
 /// its rows.
-pub fn analyse_tensor(
-    file: &[u8],
+pub fn analyse_tensor<S: Source + ?Sized>(
+    file: &S,
     t: &InputTensor,
     opts: &CompressOptions,
     vector_dataset: bool,
@@ -249,14 +250,15 @@ pub fn analyse_tensor(
 }
 
 /// [`analyse_tensor`] with the codecs' kernels on `backend`.
-pub async fn analyse_tensor_on(
+pub async fn analyse_tensor_on<S: Source + ?Sized>(
     backend: &Backend,
-    file: &[u8],
+    file: &S,
     t: &InputTensor,
     opts: &CompressOptions,
     vector_dataset: bool,
 ) -> Result<TensorAnalysis> {
-    let raw = &file[t.range.clone()];
+    let raw = file.read(t.range.clone())?;
+    let raw = raw.as_ref();
     let exact = lossless::encode(raw, t.dtype)?;
     let lossless_candidate = Candidate {
         codec: CodecParams::Lossless,
@@ -567,9 +569,9 @@ fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 
 
 /// Runs `analyse` on every tensor: natively on all cores (results in tensor order, so the output does
 /// not depend on scheduling), in the browser on the calling thread.
-async fn analyse_all(
+async fn analyse_all<S: Source + ?Sized>(
     backend: &Backend,
-    file: &[u8],
+    file: &S,
     ckpt: &Checkpoint,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
@@ -745,8 +747,8 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
 /// `file_name` tells `.csv` and `.fvecs` inputs apart (see [`Checkpoint::load`]). Runs on the
 /// backend `opts.backend` asks for.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn plan(
-    file: &[u8],
+pub fn plan<S: Source + ?Sized>(
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
@@ -757,8 +759,8 @@ pub fn plan(
 
 /// [`plan`] on the CPU (the browser's synchronous entry point; WebGPU goes through [`plan_on`]).
 #[cfg(target_arch = "wasm32")]
-pub fn plan(
-    file: &[u8],
+pub fn plan<S: Source + ?Sized>(
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
@@ -774,43 +776,78 @@ pub fn plan(
 }
 
 /// [`plan`] on a given backend (`backend_reason` says why it was chosen, for the report).
-pub async fn plan_on(
+pub async fn plan_on<S: Source + ?Sized>(
     backend: &Backend,
     backend_reason: &str,
-    file: &[u8],
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
 ) -> Result<Plan> {
-    opts.validate()?;
-    let (checkpoint, converted) = Checkpoint::load(file, file_name)?;
-    plan_loaded(
-        backend,
-        backend_reason,
-        converted.as_deref().unwrap_or(file),
-        checkpoint,
-        opts,
-        progress,
-    )
-    .await
+    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    allocate(a.checkpoint, a.analyses, a.backend, opts)
 }
 
-/// [`plan`] on a parsed input whose tensor ranges point into `file`.
-async fn plan_loaded(
+/// An input with every tensor's options measured: what the allocator chooses from. It does not
+/// depend on the target (`--bpw` / `--max-error`), so the page measures once and re-allocates at
+/// once for every position of its bit-budget slider.
+#[derive(Clone, Debug)]
+pub struct Analysed {
+    pub checkpoint: Checkpoint,
+    pub analyses: Vec<TensorAnalysis>,
+    /// A `.csv` / `.fvecs` input's values as f32 bytes, which the checkpoint's ranges point into
+    /// (`None`: they point into the input file).
+    pub converted: Option<Vec<u8>>,
+    /// Where the options were measured.
+    pub backend: BackendSummary,
+    /// The input file's length.
+    pub input_bytes: u64,
+}
+
+/// Measures every option of every tensor of `file` (header parsed, tensors read one at a time).
+pub async fn analyse_on<S: Source + ?Sized>(
     backend: &Backend,
     backend_reason: &str,
-    file: &[u8],
-    checkpoint: Checkpoint,
+    file: &S,
+    file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
-) -> Result<Plan> {
+) -> Result<Analysed> {
+    opts.validate()?;
+    let (checkpoint, converted) =
+        Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
     let gpu_failed_before = backend.fallback().is_some();
-    let mut analyses = analyse_all(backend, file, &checkpoint, opts, progress).await?;
+    let analyses = match &converted {
+        Some(values) => analyse_all(backend, values, &checkpoint, opts, progress).await,
+        None => analyse_all(backend, file, &checkpoint, opts, progress).await,
+    };
+    let mut analyses = analyses.map_err(|e| e.in_file(file_name))?;
     if !gpu_failed_before && backend.fallback().is_some() {
         // Tensors measured on the GPU before it failed would be re-encoded on the CPU, with
         // other bits: measure everything again on the CPU so the plan is one backend's.
-        analyses = analyse_all(&Backend::Cpu, file, &checkpoint, opts, progress).await?;
+        let again = match &converted {
+            Some(values) => analyse_all(&Backend::Cpu, values, &checkpoint, opts, progress).await,
+            None => analyse_all(&Backend::Cpu, file, &checkpoint, opts, progress).await,
+        };
+        analyses = again.map_err(|e| e.in_file(file_name))?;
     }
+    Ok(Analysed {
+        checkpoint,
+        analyses,
+        converted,
+        backend: backend.summary(opts.backend, backend_reason),
+        input_bytes: file.len(),
+    })
+}
+
+/// The allocator: one measured option per tensor, meeting `opts.target`.
+pub fn allocate(
+    checkpoint: Checkpoint,
+    analyses: Vec<TensorAnalysis>,
+    backend: BackendSummary,
+    opts: &CompressOptions,
+) -> Result<Plan> {
+    opts.validate()?;
     let points = option_points(&checkpoint, &analyses);
     let choice = match opts.target {
         Target::BitsPerWeight(bpw) => {
@@ -882,7 +919,7 @@ async fn plan_loaded(
         manifest,
         header_len,
         output_bytes,
-        backend: backend.summary(opts.backend, backend_reason),
+        backend,
     })
 }
 
@@ -890,8 +927,8 @@ async fn plan_loaded(
 /// report. `out` receives bytes only as tensors are encoded; callers that write files write to a
 /// temporary name and rename on success. Runs on the backend `opts.backend` asks for.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn compress(
-    file: &[u8],
+pub fn compress<S: Source + ?Sized>(
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
@@ -907,8 +944,8 @@ pub fn compress(
 /// [`compress`] on the CPU (the browser's synchronous entry point; WebGPU goes through
 /// [`compress_on`]).
 #[cfg(target_arch = "wasm32")]
-pub fn compress(
-    file: &[u8],
+pub fn compress<S: Source + ?Sized>(
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
@@ -928,23 +965,36 @@ pub fn compress(
 /// [`compress`] on a given backend. If the GPU fails after the header is written, the sections
 /// re-encoded on the CPU differ from what was measured: that is reported as
 /// [`Error::GpuFailedWhileWriting`] and the caller starts again on the CPU.
-pub async fn compress_on(
+pub async fn compress_on<S: Source + ?Sized>(
     backend: &Backend,
     backend_reason: &str,
-    file: &[u8],
+    file: &S,
     file_name: &str,
     opts: &CompressOptions,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
 ) -> Result<Report> {
-    opts.validate()?;
-    let (checkpoint, converted) =
-        Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
-    let input_bytes = file.len() as u64;
-    let file = converted.as_deref().unwrap_or(file);
-    let mut plan = plan_loaded(backend, backend_reason, file, checkpoint, opts, progress)
-        .await
-        .map_err(|e| e.in_file(file_name))?;
+    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    let mut plan =
+        allocate(a.checkpoint, a.analyses, a.backend, opts).map_err(|e| e.in_file(file_name))?;
+    match &a.converted {
+        Some(values) => encode_on(backend, &mut plan, values, progress, out).await,
+        None => encode_on(backend, &mut plan, file, progress, out).await,
+    }
+    .map_err(|e| e.in_file(file_name))?;
+    Ok(build_report(&plan, file_name, a.input_bytes, opts, true))
+}
+
+/// Writes the `.lowbit` of a plan to `out`: the header, then each tensor's section, encoded again
+/// from `data` (the bytes the plan's tensor ranges point into) and checked against what the
+/// analysis measured.
+pub async fn encode_on<S: Source + ?Sized>(
+    backend: &Backend,
+    plan: &mut Plan,
+    data: &S,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<()> {
     let header = container::encode_header(&plan.manifest)?;
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
@@ -953,16 +1003,14 @@ pub async fn compress_on(
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let raw = &file[t.range.clone()];
+        let raw = data.read(t.range.clone())?;
         let bytes = match &record.codec {
-            CodecParams::Lossless => lossless::encode(raw, t.dtype)?.bytes,
+            CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
             lossy => {
+                let values = dtype::to_f32(t.dtype, &raw);
+                drop(raw);
                 lossy
-                    .encode_on(
-                        backend,
-                        &dtype::to_f32(t.dtype, raw),
-                        Shape2::of(&t.shape).expect("checked"),
-                    )
+                    .encode_on(backend, &values, Shape2::of(&t.shape).expect("checked"))
                     .await?
                     .bytes
             }
@@ -986,7 +1034,7 @@ pub async fn compress_on(
     }
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
-    Ok(build_report(&plan, file_name, input_bytes, opts, true))
+    Ok(())
 }
 
 /// The report for a plan (`written` says whether the file was produced).
@@ -1457,15 +1505,65 @@ pub struct InspectedTensor {
     pub bits_per_weight: f64,
 }
 
-/// Lists the tensors of a checkpoint, or the contents and bits per weight of a `.lowbit`.
-pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
-    let bpw = |bytes: u64, n: u64| 8.0 * bytes as f64 / n.max(1) as f64;
-    if let Some(kind) = crate::dataset::sniff_input(file) {
-        return Ok(Inspection::Sequence(crate::dataset::summarize(file, kind)));
+/// What kind of input a file is, decided from its first bytes (and its name for `.csv` /
+/// `.fvecs`): what `inspect` and the page dispatch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// A safetensors checkpoint, an npy array or a vector dataset: compressed tensor by tensor.
+    Checkpoint,
+    /// A `.lowbit` file: inspected or restored.
+    Lowbit,
+    /// A FASTA, FASTQ or text file: coded losslessly as a whole.
+    Sequence(crate::dataset::DatasetKind),
+}
+
+/// How much of a file is read to tell a sequence file from a binary one before reading it whole.
+const SNIFF_BYTES: u64 = 1 << 16;
+
+/// The kind of `file`, reading its header alone for checkpoints and `.lowbit` files. A file that
+/// is none of these is routed as a checkpoint, whose reader then says what is wrong with it.
+pub fn input_kind<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<InputKind> {
+    if crate::checkpoint::vector_format_by_name(file_name).is_some() {
+        return Ok(InputKind::Checkpoint);
     }
-    match crate::checkpoint::sniff(file) {
-        FileKind::Lowbit => {
-            let c = Container::read(file).map_err(|e| e.in_file(file_name))?;
+    let head = file.prefix(SNIFF_BYTES)?;
+    if head.starts_with(b"\x93NUMPY") {
+        return Ok(InputKind::Checkpoint);
+    }
+    if let Ok(json_len) = safetensors::header_len(&head, file.len()) {
+        if let Ok(h) = safetensors::parse_header(&file.read(8..8 + json_len)?, file.len()) {
+            let lowbit =
+                h.metadata.get("format").map(String::as_str) == Some(container::FORMAT_NAME);
+            return Ok(if lowbit {
+                InputKind::Lowbit
+            } else {
+                InputKind::Checkpoint
+            });
+        }
+    }
+    if crate::dataset::sniff(&head).is_none() {
+        return Ok(InputKind::Checkpoint);
+    }
+    Ok(match crate::dataset::sniff(&file.whole()?) {
+        Some(kind) => InputKind::Sequence(kind),
+        None => InputKind::Checkpoint,
+    })
+}
+
+/// Lists the tensors of a checkpoint (from its header alone), or the contents and bits per weight
+/// of a `.lowbit`, or summarises a sequence file.
+pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspection> {
+    let bpw = |bytes: u64, n: u64| 8.0 * bytes as f64 / n.max(1) as f64;
+    match input_kind(file, file_name).map_err(|e| e.in_file(file_name))? {
+        InputKind::Sequence(kind) => {
+            let whole = file.whole()?;
+            Ok(Inspection::Sequence(crate::dataset::summarize(
+                &whole, kind,
+            )))
+        }
+        InputKind::Lowbit => {
+            let whole = file.whole().map_err(|e| e.in_file(file_name))?;
+            let c = Container::read(&whole).map_err(|e| e.in_file(file_name))?;
             let tensors: Vec<InspectedTensor> = c
                 .manifest
                 .tensors
@@ -1482,15 +1580,15 @@ pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
                 .collect();
             let parameters = tensors.iter().map(|t| t.parameters).sum();
             Ok(Inspection::Lowbit {
-                bytes: file.len() as u64,
+                bytes: file.len(),
                 parameters,
-                bits_per_weight: bpw(file.len() as u64, parameters),
+                bits_per_weight: bpw(file.len(), parameters),
                 header_bytes: c.header_bytes,
                 source_format: c.manifest.source_format,
                 tensors,
             })
         }
-        FileKind::Safetensors | FileKind::Npy => {
+        InputKind::Checkpoint => {
             let (ckpt, _) = Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
             let tensors = ckpt
                 .tensors
@@ -1500,14 +1598,14 @@ pub fn inspect(file: &[u8], file_name: &str) -> Result<Inspection> {
                     dtype: t.dtype,
                     shape: t.shape.clone(),
                     parameters: t.numel(),
-                    bytes: t.range.len() as u64,
+                    bytes: t.range.end - t.range.start,
                     codec: None,
                     bits_per_weight: 8.0 * t.dtype.size() as f64,
                 })
                 .collect();
             Ok(Inspection::Checkpoint {
                 format: ckpt.format,
-                bytes: file.len() as u64,
+                bytes: file.len(),
                 parameters: ckpt.parameters(),
                 tensors,
             })

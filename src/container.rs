@@ -45,6 +45,21 @@ pub enum SourceFormat {
     Text,
 }
 
+impl SourceFormat {
+    /// The file-name extension of a restored file of this format (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            SourceFormat::Safetensors => "safetensors",
+            SourceFormat::Npy => "npy",
+            SourceFormat::Csv => "csv",
+            SourceFormat::Fvecs => "fvecs",
+            SourceFormat::Fasta => "fa",
+            SourceFormat::Fastq => "fastq",
+            SourceFormat::Text => "txt",
+        }
+    }
+}
+
 /// The `source_metadata` key that holds a CSV source's header line.
 pub const CSV_HEADER_KEY: &str = "csv_header";
 

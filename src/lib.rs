@@ -24,7 +24,11 @@ pub mod rng;
 pub mod rotation;
 pub mod shaders;
 pub mod shared_basis;
+pub mod source;
 pub mod svg;
+pub mod teach;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use backend::{Backend, BackendChoice};
 pub use compress::{
@@ -34,3 +38,4 @@ pub use compress::{
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use report::Report;
+pub use source::Source;

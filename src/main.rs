@@ -461,7 +461,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut bar = Bar::new(cli.quiet || cli.json);
             let compress = |opts: &CompressOptions, bar: &mut Bar| {
                 write_atomically(&output, |w| {
-                    Ok(lowbit::compress(&bytes, &name, opts, bar, w)?)
+                    Ok(lowbit::compress(&bytes[..], &name, opts, bar, w)?)
                 })
             };
             let report_data = match compress(&opts, &mut bar) {
@@ -514,7 +514,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Inspect { file } => {
             let bytes = open_input(&file)?;
-            let inspection = lowbit::inspect(&bytes, &display_name(&file))?;
+            let inspection = lowbit::inspect(&bytes[..], &display_name(&file))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&inspection)?);
             } else {
@@ -532,7 +532,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut bar = Bar::new(cli.quiet || cli.json);
             let plan =
-                lowbit::plan(&bytes, &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
+                lowbit::plan(&bytes[..], &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
             drop(bar);
             let report =
                 lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);

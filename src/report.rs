@@ -279,18 +279,15 @@ impl Report {
         for note in &self.notes {
             html.push_str(&format!("<p class=\"note\">{}</p>\n", esc(note)));
         }
-        html.push_str("<h2>Bits per weight by tensor</h2>\n");
-        html.push_str(&svg::bar_chart(&self.bits_chart()));
-        html.push_str("<h2>Error by tensor</h2>\n");
-        html.push_str(&svg::bar_chart(&self.error_chart()));
-        html.push_str("<h2>Rate-distortion</h2>\n");
-        html.push_str(&svg::line_chart(&self.rd_chart()));
+        let charts = self.charts();
+        for (title, chart) in &charts[..3] {
+            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
+        }
         if let Some(v) = &self.vectors {
             html.push_str(&v.to_html());
         }
-        if !self.spectra.is_empty() {
-            html.push_str("<h2>Singular-value spectra</h2>\n");
-            html.push_str(&svg::line_chart(&self.spectra_chart()));
+        for (title, chart) in &charts[3..] {
+            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
         }
         html.push_str("<h2>Tensors</h2>\n<table class=\"tensors\"><thead><tr>");
         for h in [
@@ -330,6 +327,33 @@ impl Report {
             self.schema_version
         ));
         html
+    }
+
+    /// The report's charts as (heading, `<svg>`): bits per tensor, error per tensor, the
+    /// rate-distortion curve, and the singular-value spectra when there are any. report.html and
+    /// the page both show these.
+    pub fn charts(&self) -> Vec<(String, String)> {
+        let mut charts = vec![
+            (
+                "Bits per weight by tensor".to_string(),
+                svg::bar_chart(&self.bits_chart()),
+            ),
+            (
+                "Error by tensor".to_string(),
+                svg::bar_chart(&self.error_chart()),
+            ),
+            (
+                "Rate-distortion".to_string(),
+                svg::line_chart(&self.rd_chart()),
+            ),
+        ];
+        if !self.spectra.is_empty() {
+            charts.push((
+                "Singular-value spectra".to_string(),
+                svg::line_chart(&self.spectra_chart()),
+            ));
+        }
+        charts
     }
 
     fn bits_chart(&self) -> svg::BarChart {

@@ -478,28 +478,7 @@ fn rotation_matches_cpu_bit_for_bit() {
     }
 }
 
-/// The squared error of every group with the given fits and codes.
-fn group_errors(
-    x: &[f32],
-    rows: usize,
-    cols: usize,
-    group: usize,
-    fits: &lowbit::backend::GroupFits,
-) -> Vec<f64> {
-    let mut out = Vec::new();
-    for r in 0..rows {
-        for c0 in (0..cols).step_by(group) {
-            let start = r * cols + c0;
-            let (s, m) = fits.fits[out.len()];
-            out.push(
-                (start..start + group.min(cols - c0))
-                    .map(|i| ((fits.codes[i] as f32 * s + m - x[i]) as f64).powi(2))
-                    .sum(),
-            );
-        }
-    }
-    out
-}
+use lowbit::backend::cpu::group_errors;
 
 #[test]
 fn group_fit_matches_cpu() {

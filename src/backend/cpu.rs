@@ -121,3 +121,27 @@ pub fn fit_groups(
 ) -> GroupFits {
     crate::codec::scalar::fit_groups(values, rows, cols, bits, group, search)
 }
+
+/// The squared error of every group (storage order) when `x` is coded with `fits`: value =
+/// code x scale + minimum, as the scalar decoder computes it.
+pub fn group_errors(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    fits: &GroupFits,
+) -> Vec<f64> {
+    let mut out = Vec::new();
+    for r in 0..rows {
+        for c0 in (0..cols).step_by(group) {
+            let start = r * cols + c0;
+            let (s, m) = fits.fits[out.len()];
+            out.push(
+                (start..start + group.min(cols - c0))
+                    .map(|i| ((fits.codes[i] as f32 * s + m - x[i]) as f64).powi(2))
+                    .sum(),
+            );
+        }
+    }
+    out
+}

@@ -16,6 +16,7 @@
 //! The methods are `async` because reading GPU memory back is (in the browser it cannot block);
 //! on the CPU backend the futures are ready at once ([`ready`]), natively [`block_on`] drives them.
 
+pub mod check;
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;

@@ -96,6 +96,11 @@ fn dtype_of_descr(text: &str) -> Result<DType> {
 /// header dict (exactly the keys `descr`, `fortran_order`, `shape`), and that the data after the
 /// header is exactly `numel * dtype size` bytes.
 pub fn read_header(file: &[u8]) -> Result<NpyHeader> {
+    parse_header(file, file.len() as u64)
+}
+
+/// [`read_header`] from the file's first bytes (`file`: at least the whole header) and its length.
+pub fn parse_header(file: &[u8], file_len: u64) -> Result<NpyHeader> {
     if file.len() < 10 || &file[..6] != MAGIC {
         return Err(Error::invalid("not an npy file (no \\x93NUMPY magic)"));
     }
@@ -118,13 +123,21 @@ pub fn read_header(file: &[u8]) -> Result<NpyHeader> {
         .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
     let data_start = (preamble as u64)
         .checked_add(header_len)
-        .filter(|&s| s <= file.len() as u64)
+        .filter(|&s| s <= file_len)
         .ok_or_else(|| {
             Error::invalid(format!(
-                "npy header of {header_len} bytes runs past the end of the {}-byte file",
+                "npy header of {header_len} bytes runs past the end of the {file_len}-byte file"
+            ))
+        })?;
+    let data_start = usize::try_from(data_start)
+        .ok()
+        .filter(|&s| s <= file.len())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "npy header of {header_len} bytes is longer than lowbit reads ({} bytes)",
                 file.len()
             ))
-        })? as usize;
+        })?;
     // Versions 1.0 and 2.0 are latin-1 and 3.0 UTF-8; the literals numpy writes are ASCII, and
     // anything else could only appear inside a string this reader would refuse anyway.
     let text = std::str::from_utf8(&file[preamble..data_start])
@@ -151,7 +164,7 @@ pub fn read_header(file: &[u8]) -> Result<NpyHeader> {
             ))
         })?;
     }
-    let data_len = (file.len() - data_start) as u64;
+    let data_len = file_len - data_start as u64;
     if data_len != byte_len {
         return Err(Error::invalid(format!(
             "npy data is {data_len} bytes but shape {:?} x {dtype} needs {byte_len}",

@@ -7,15 +7,24 @@ mod bench;
 mod report;
 mod setup;
 mod test;
+mod web;
 
 use bench::{Options, Section};
 
 const USAGE: &str = "\
 usage: cargo xtask test
+       cargo xtask serve [--port N]
+       cargo xtask build-web [--out DIR]
+       cargo xtask test-web [--big]
        cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
-            for wasm32, then cargo test
+            for wasm32, cargo test, then the browser tests (test-web)
+
+  serve     builds the web app and serves it on http://127.0.0.1:8000/ (or --port N)
+  build-web writes the static web app to target/web (or --out DIR): any static file host serves it
+  test-web  Playwright + Debian's Chromium against the served page (WebGPU on SwiftShader and the
+            CPU path); --big adds the > 4 GiB checkpoint run (minutes; a benchmark, not in CI)
 
   bench     lowbit beside the reference tools on the same data and machine (shared/design/TARGETS.md):
             rate-distortion on all-MiniLM-L6-v2 (lowbit at 3, 4, 5, 7 bpw vs gguf Q8_0..Q4_0),
@@ -79,6 +88,17 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
+/// Exit code of a command: 0, or 1 with the error printed.
+fn report(result: Result<(), String>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
@@ -102,6 +122,37 @@ fn main() {
                 1
             }
         },
+        Some("serve") => {
+            let port = match args.get(1).map(String::as_str) {
+                Some("--port") => args.get(2).and_then(|p| p.parse().ok()),
+                None => Some(8000),
+                _ => None,
+            };
+            match port {
+                Some(port) => report(web::serve(port)),
+                None => {
+                    eprintln!("error: serve takes --port N\n\n{USAGE}");
+                    2
+                }
+            }
+        }
+        Some("build-web") => {
+            let out = match args.get(1).map(String::as_str) {
+                Some("--out") => args.get(2).map(std::path::PathBuf::from),
+                None => {
+                    Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web"))
+                }
+                _ => None,
+            };
+            match out {
+                Some(out) => report(web::build_web(&out)),
+                None => {
+                    eprintln!("error: build-web takes --out DIR\n\n{USAGE}");
+                    2
+                }
+            }
+        }
+        Some("test-web") => report(web::test_web(&args[1..])),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0

@@ -52,7 +52,7 @@ pub fn run() -> Result<(), String> {
     if failed > 0 {
         return Err(format!("{failed} test(s) failed"));
     }
-    Ok(())
+    crate::web::test_web(&[])
 }
 
 /// The count before `word` in a `test result:` line, e.g. `3` in `ok. 3 passed; 0 failed; ...`.

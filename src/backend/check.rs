@@ -1,0 +1,235 @@
+//! Every kernel run on a backend and compared with the CPU reference, on awkward shapes, with the
+//! tolerances of docs/BACKENDS.md. The browser test runs this on the page's WebGPU adapter (the
+//! native tests/backend.rs checks the same kernels more exhaustively, tiling included); natively a
+//! test runs it on lavapipe so that the check itself is tested.
+
+use serde::Serialize;
+
+use super::{cpu, Backend};
+use crate::kmeans::Codebook;
+use crate::rng::Rng;
+
+/// One kernel on one shape.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCheck {
+    pub kernel: String,
+    pub shape: String,
+    /// The largest deviation from the CPU reference, divided by its tolerance: <= 1 passes.
+    pub worst_ratio: f64,
+    pub passed: bool,
+    /// The backend that ran it (`cpu` when the GPU gave up: a failure, not a pass).
+    pub ran_on: String,
+    pub note: String,
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+fn row(
+    kernel: &str,
+    shape: String,
+    worst_ratio: f64,
+    backend: &Backend,
+    note: &str,
+) -> KernelCheck {
+    let ran_on = backend.name().to_string();
+    KernelCheck {
+        kernel: kernel.to_string(),
+        shape,
+        passed: worst_ratio <= 1.0 && worst_ratio.is_finite() && backend.fallback().is_none(),
+        worst_ratio,
+        ran_on,
+        note: note.to_string(),
+    }
+}
+
+fn failed(kernel: &str, shape: String, e: crate::Error) -> KernelCheck {
+    KernelCheck {
+        kernel: kernel.to_string(),
+        shape,
+        worst_ratio: f64::INFINITY,
+        passed: false,
+        ran_on: String::new(),
+        note: e.to_string(),
+    }
+}
+
+/// Runs every kernel on `backend` and compares it with the CPU reference.
+pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
+    let mut out = Vec::new();
+    // Products: 1 x n, n x 1, and sizes that are not multiples of the 64 x 64 tile, both ops.
+    // Tolerance per entry: 1e-5 x sum_k |a_ik b_kj| (f32 accumulation in another order).
+    for &(m, k, n, transpose) in &[
+        (1, 300, 70, false),
+        (257, 1, 1, false),
+        (67, 129, 33, false),
+        (129, 67, 65, true),
+    ] {
+        let shape = format!("{m}x{k} * {k}x{n}{}", if transpose { " (A^T)" } else { "" });
+        let a = random(m * k, 1);
+        let b = random(k * n, 2);
+        let (a_rows, a_cols) = if transpose { (k, m) } else { (m, k) };
+        let result = backend.matmul(&a, a_rows, a_cols, transpose, &b, n).await;
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        match (
+            result,
+            cpu::matmul(&a, a_rows, a_cols, transpose, &b, n),
+            cpu::matmul(&abs(&a), a_rows, a_cols, transpose, &abs(&b), n),
+        ) {
+            (Ok(got), Ok(want), Ok(scale)) => {
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .zip(&scale)
+                    .map(|((g, w), s)| (g - w).abs() as f64 / (1e-5 * (*s as f64) + 1e-30))
+                    .fold(0.0, f64::max);
+                out.push(row("matmul", shape, worst, backend, ""));
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                out.push(failed("matmul", shape, e))
+            }
+        }
+    }
+    // The Gram matrix Y^T Y of a tall panel.
+    {
+        let (rows, cols) = (301, 19);
+        let y = random(rows * cols, 3);
+        let shape = format!("{rows}x{cols}");
+        match (
+            backend.gram(&y, rows, cols).await,
+            cpu::gram(&y, rows, cols),
+        ) {
+            (Ok(got), Ok(want)) => {
+                let norms: Vec<f64> = (0..cols)
+                    .map(|j| (0..rows).map(|i| (y[i * cols + j] as f64).powi(2)).sum())
+                    .collect();
+                let worst = (0..cols * cols)
+                    .map(|ij| {
+                        let tol = 1e-5 * (norms[ij / cols] * norms[ij % cols]).sqrt();
+                        (got[ij] - want[ij]).abs() as f64 / tol
+                    })
+                    .fold(0.0, f64::max);
+                out.push(row("gram", shape, worst, backend, ""));
+            }
+            (Err(e), _) | (_, Err(e)) => out.push(failed("gram", shape, e)),
+        }
+    }
+    // Randomized SVD: singular values within 1e-4 s1 + 1e-3 si.
+    {
+        let (rows, cols, rank) = (90, 61, 8);
+        let w = random(rows * cols, 4);
+        let shape = format!("{rows}x{cols} rank {rank}");
+        let got = backend
+            .rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9))
+            .await;
+        let want = cpu::rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9));
+        match (got, want) {
+            (Ok(g), Ok(c)) => {
+                let s1 = c.sigma.first().copied().unwrap_or(0.0) as f64;
+                let worst = g
+                    .sigma
+                    .iter()
+                    .zip(&c.sigma)
+                    .map(|(a, b)| (a - b).abs() as f64 / (1e-4 * s1 + 1e-3 * *b as f64))
+                    .fold(0.0, f64::max);
+                out.push(row("rsi (randomized SVD)", shape, worst, backend, ""));
+            }
+            (Err(e), _) | (_, Err(e)) => out.push(failed("rsi (randomized SVD)", shape, e)),
+        }
+    }
+    // Nearest-centroid assignment, k larger than the number of points and dim 70 (more than the
+    // kernel's registers): the chosen centroid's distance within 1e-4 of the nearest.
+    for &(points, dim, k) in &[(5usize, 3usize, 9usize), (1000, 70, 300)] {
+        let shape = format!("{points} points x {dim}, k = {k}");
+        let p = random(points * dim, 5);
+        let codebook = Codebook {
+            dim,
+            centroids: random(k * dim, 6),
+        };
+        match backend.kmeans_assign(&p, dim, &codebook).await {
+            Ok((codes, _)) => {
+                let dist = |i: usize, c: usize| -> f64 {
+                    (0..dim)
+                        .map(|d| (p[i * dim + d] - codebook.centroids[c * dim + d]) as f64)
+                        .map(|x| x * x)
+                        .sum()
+                };
+                let worst = (0..points)
+                    .map(|i| {
+                        let best = (0..k).map(|c| dist(i, c)).fold(f64::INFINITY, f64::min);
+                        (dist(i, codes[i] as usize) - best) / (1e-4 * (1.0 + best))
+                    })
+                    .fold(0.0, f64::max);
+                out.push(row("k-means assignment", shape, worst, backend, ""));
+            }
+            Err(e) => out.push(failed("k-means assignment", shape, e)),
+        }
+    }
+    // Centroid update: means within 1e-5 (1 + |mean|).
+    {
+        let (points, dim, k) = (1001, 7, 13);
+        let shape = format!("{points} points x {dim}, k = {k}");
+        let p = random(points * dim, 7);
+        let codes: Vec<u32> = (0..points as u32).map(|i| (i * 7) % k as u32).collect();
+        let codebook = Codebook {
+            dim,
+            centroids: random(k * dim, 8),
+        };
+        match backend.cluster_means(&p, dim, &codes, &codebook).await {
+            Ok((got, _)) => {
+                let (want, _) = cpu::cluster_means(&p, dim, &codes, &codebook);
+                let worst = got
+                    .centroids
+                    .iter()
+                    .zip(&want.centroids)
+                    .map(|(a, b)| (a - b).abs() as f64 / (1e-5 * (1.0 + b.abs() as f64)))
+                    .fold(0.0, f64::max);
+                out.push(row("k-means centroid update", shape, worst, backend, ""));
+            }
+            Err(e) => out.push(failed("k-means centroid update", shape, e)),
+        }
+    }
+    // The random-sign Walsh-Hadamard rotation: bit for bit.
+    for &(rows, cols) in &[(1usize, 1024usize), (37, 64)] {
+        let shape = format!("{rows}x{cols}");
+        let mut got = random(rows * cols, 10);
+        let mut want = got.clone();
+        match backend.rotate(&mut got, cols, 11, false).await {
+            Ok(()) => {
+                cpu::rotate(&mut want, cols, 11, false);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let worst = if same { 0.0 } else { f64::INFINITY };
+                out.push(row("rotation (FWHT)", shape, worst, backend, "bit-exact"));
+            }
+            Err(e) => out.push(failed("rotation (FWHT)", shape, e)),
+        }
+    }
+    // Per-group scale search: exact f16 fits, each group's error no worse than the CPU's x 1.001.
+    {
+        let (rows, cols, bits, group) = (3, 200, 4u8, 64);
+        let shape = format!("{rows}x{cols}, {bits} bits, groups of {group}");
+        let v = random(rows * cols, 12);
+        match backend.fit_groups(&v, rows, cols, bits, group, true).await {
+            Ok(got) => {
+                let want = cpu::fit_groups(&v, rows, cols, bits, group, true);
+                let error = |f: &super::GroupFits| -> Vec<f64> {
+                    cpu::group_errors(&v, rows, cols, group, f)
+                };
+                let (e_got, e_want) = (error(&got), error(&want));
+                let worst = e_got
+                    .iter()
+                    .zip(&e_want)
+                    .map(|(g, w)| (g - w).max(0.0) / (1e-3 * w + 1e-30))
+                    .fold(0.0, f64::max);
+                out.push(row("scalar group fit", shape, worst, backend, ""));
+            }
+            Err(e) => out.push(failed("scalar group fit", shape, e)),
+        }
+    }
+    out
+}

@@ -1,0 +1,245 @@
+//! The page's teaching view of one tensor: its weight histogram before and after coding (the
+//! quantization levels show as spikes, or as markers when there are few of them), its singular
+//! values, the error a rank-r truncation would leave, and the measured error of every option the
+//! analysis tried, per codec. Charts are the report's own SVG (`svg.rs`), so the page and
+//! report.html draw the same way.
+
+use serde::Serialize;
+
+use crate::compress::{Candidate, TensorAnalysis};
+use crate::svg;
+
+/// Histogram bins of the teaching view.
+const BINS: usize = 80;
+
+/// Reconstructed values with at most this many distinct levels are marked on the histogram (a
+/// codebook, a lattice); more (scalar codes with a scale per group) show in the second histogram.
+const MAX_MARKED_LEVELS: usize = 256;
+
+/// What the page shows about one tensor; every chart is a self-contained `<svg>`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorView {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The chosen option's codec label, when a plan exists.
+    pub chosen: Option<String>,
+    /// Relative Frobenius error of the chosen option.
+    pub chosen_error: Option<f64>,
+    pub histogram_svg: String,
+    /// The restored weights' histogram (same bins), when a plan exists.
+    pub restored_histogram_svg: Option<String>,
+    pub spectrum_svg: Option<String>,
+    pub error_vs_rank_svg: Option<String>,
+    pub error_vs_bits_svg: String,
+}
+
+/// Relative Frobenius error `sqrt(1 - sum_{i<r} s_i^2 / ||W||^2)` of the best rank-r approximation
+/// (Eckart-Young), for r = 0..=len: exact given the leading singular values and the norm.
+pub fn error_vs_rank(singular_values: &[f32], norm_sq: f64) -> Vec<(f64, f64)> {
+    let mut kept = 0.0f64;
+    let mut out = vec![(0.0, 1.0)];
+    for (i, &s) in singular_values.iter().enumerate() {
+        kept += (s as f64) * (s as f64);
+        let rest = (1.0 - kept / norm_sq.max(f64::MIN_POSITIVE)).max(0.0);
+        out.push(((i + 1) as f64, rest.sqrt()));
+    }
+    out
+}
+
+/// Bin edges and counts of the finite values in `[lo, hi]`.
+fn histogram(values: &[f32], lo: f64, hi: f64) -> (Vec<f64>, Vec<u64>) {
+    let width = (hi - lo).max(f64::MIN_POSITIVE) / BINS as f64;
+    let edges = (0..=BINS).map(|i| lo + width * i as f64).collect();
+    let mut counts = vec![0u64; BINS];
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        let b = (((v as f64 - lo) / width) as usize).min(BINS - 1);
+        counts[b] += 1;
+    }
+    (edges, counts)
+}
+
+/// The distinct values of `values` when there are at most [`MAX_MARKED_LEVELS`], sorted.
+fn few_levels(values: &[f32]) -> Option<Vec<f64>> {
+    let mut levels: Vec<u32> = Vec::new();
+    for v in values {
+        let bits = v.to_bits();
+        if let Err(i) = levels.binary_search(&bits) {
+            if levels.len() == MAX_MARKED_LEVELS {
+                return None;
+            }
+            levels.insert(i, bits);
+        }
+    }
+    let mut out: Vec<f64> = levels.iter().map(|&b| f32::from_bits(b) as f64).collect();
+    out.sort_by(f64::total_cmp);
+    Some(out)
+}
+
+/// The teaching view of a tensor with its values (`values`, row-major `shape`), what the analysis
+/// measured, and, once a plan exists, the chosen option and the restored values.
+pub fn tensor_view(
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+    analysis: &TensorAnalysis,
+    chosen: Option<(&Candidate, &[f32])>,
+) -> TensorView {
+    let finite = values.iter().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v as f64), hi.max(v as f64))
+    });
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
+    let (edges, counts) = histogram(values, lo, hi);
+    let markers = chosen
+        .and_then(|(_, restored)| few_levels(restored))
+        .unwrap_or_default();
+    let weight_axis = svg::Axis::linear("weight value");
+    let histogram_svg = svg::histogram(
+        &if markers.is_empty() {
+            format!("{name}: weights")
+        } else {
+            format!(
+                "{name}: weights, with the {} levels of the code",
+                markers.len()
+            )
+        },
+        &weight_axis,
+        &edges,
+        &counts,
+        &markers,
+    );
+    let restored_histogram_svg = chosen.map(|(c, restored)| {
+        let (_, counts) = histogram(restored, lo, hi);
+        svg::histogram(
+            &format!("{name}: restored weights ({})", c.codec.label()),
+            &weight_axis,
+            &edges,
+            &counts,
+            &[],
+        )
+    });
+    let spectrum = analysis.spectrum.as_deref().filter(|s| !s.is_empty());
+    let spectrum_svg = spectrum.map(|s| {
+        svg::line_chart(&svg::Chart {
+            title: format!("{name}: singular values"),
+            x: svg::Axis::linear("index"),
+            y: svg::Axis::log10("sigma_i"),
+            series: vec![svg::Series {
+                name: "sigma_i".into(),
+                points: s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| ((i + 1) as f64, v as f64))
+                    .collect(),
+                mark: svg::Mark::Line,
+            }],
+            width: 640,
+            height: 360,
+        })
+    });
+    let error_vs_rank_svg = spectrum.map(|s| {
+        svg::line_chart(&svg::Chart {
+            title: format!(
+                "{name}: relative error of the best rank-r approximation (first {} ranks)",
+                s.len()
+            ),
+            x: svg::Axis::linear("rank r"),
+            y: svg::Axis::log10("||W - W_r|| / ||W||"),
+            series: vec![svg::Series {
+                name: "Eckart-Young".into(),
+                points: error_vs_rank(s, analysis.norm_sq),
+                mark: svg::Mark::Line,
+            }],
+            width: 640,
+            height: 360,
+        })
+    });
+    let numel: usize = shape.iter().product();
+    let mut families: Vec<svg::Series> = Vec::new();
+    for c in analysis.candidates.iter().filter(|c| c.sq_error > 0.0) {
+        let label = c.codec.label();
+        let family = label.split_whitespace().next().unwrap_or("").to_string();
+        let point = (
+            8.0 * c.coded_bytes as f64 / numel.max(1) as f64,
+            (c.sq_error / analysis.norm_sq.max(f64::MIN_POSITIVE)).sqrt(),
+        );
+        match families.iter_mut().find(|s| s.name == family) {
+            Some(s) => s.points.push(point),
+            None => families.push(svg::Series {
+                name: family,
+                points: vec![point],
+                mark: svg::Mark::LineAndPoints,
+            }),
+        }
+    }
+    for s in &mut families {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let chosen_error =
+        chosen.map(|(c, _)| (c.sq_error / analysis.norm_sq.max(f64::MIN_POSITIVE)).sqrt());
+    if let Some((c, _)) = chosen.filter(|(c, _)| c.sq_error > 0.0) {
+        families.push(svg::Series {
+            name: "chosen".into(),
+            points: vec![(
+                8.0 * c.coded_bytes as f64 / numel.max(1) as f64,
+                chosen_error.unwrap_or(0.0),
+            )],
+            mark: svg::Mark::Points,
+        });
+    }
+    let error_vs_bits_svg = svg::line_chart(&svg::Chart {
+        title: format!("{name}: measured error of every option (coded section bits)"),
+        x: svg::Axis::linear("bits per weight"),
+        y: svg::Axis::log10("relative error ||W - W^|| / ||W||"),
+        series: families,
+        width: 640,
+        height: 360,
+    });
+    TensorView {
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        chosen: chosen.map(|(c, _)| c.codec.label()),
+        chosen_error,
+        histogram_svg,
+        restored_histogram_svg,
+        spectrum_svg,
+        error_vs_rank_svg,
+        error_vs_bits_svg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_vs_rank_follows_eckart_young() {
+        // Singular values 3, 2, 1: ||W||^2 = 14; rank 1 leaves sqrt(5/14), rank 3 nothing.
+        let e = error_vs_rank(&[3.0, 2.0, 1.0], 14.0);
+        assert_eq!(e[0], (0.0, 1.0));
+        assert!((e[1].1 - (5.0f64 / 14.0).sqrt()).abs() < 1e-12);
+        assert!((e[2].1 - (1.0f64 / 14.0).sqrt()).abs() < 1e-12);
+        assert!(e[3].1.abs() < 1e-9);
+    }
+
+    #[test]
+    fn few_levels_are_found_and_many_are_not() {
+        let codebook: Vec<f32> = (0..1000).map(|i| (i % 7) as f32 * 0.5).collect();
+        assert_eq!(few_levels(&codebook).unwrap().len(), 7);
+        let many: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        assert!(few_levels(&many).is_none());
+    }
+
+    #[test]
+    fn histogram_counts_every_finite_value_once() {
+        let v = [0.0, 0.5, 1.0, f32::NAN, 1.0];
+        let (edges, counts) = histogram(&v, 0.0, 1.0);
+        assert_eq!(edges.len(), BINS + 1);
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+        assert_eq!(counts[BINS - 1], 2);
+    }
+}

@@ -1,0 +1,610 @@
+//! The browser bindings: type and error conversion only; every decision is the core's.
+//!
+//! The page's Web Worker (www/worker.js) owns this module and calls one function per request. The
+//! open file stays a `File`: headers and tensors are read with `File.slice()` through
+//! `FileReaderSync` (synchronous, allowed in workers), one tensor at a time, so a checkpoint larger
+//! than wasm32's 4 GiB address space goes through. Outputs are built as `Blob`s of parts that live
+//! outside wasm memory. Cancelling is the worker's termination (the page starts a new one), so the
+//! core's `Progress::cancelled` is never needed here.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::io::Write;
+use std::ops::Range;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::backend::{Backend, BackendChoice};
+use crate::codec::{CodecParams, Method, Shape2};
+use crate::compress::{self, Analysed, CompressOptions, InputKind, Override, Plan, Target};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::source::{usize_range, Source};
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_error(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn to_js<T: Serialize>(value: &T) -> std::result::Result<JsValue, JsError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+fn io_error(what: &str, e: JsValue) -> Error {
+    Error::io(
+        what,
+        std::io::Error::other(e.as_string().unwrap_or_else(|| format!("{e:?}"))),
+    )
+}
+
+/// A browser `File` (or any `Blob`) read range by range.
+struct BlobSource {
+    blob: web_sys::Blob,
+    len: u64,
+}
+
+impl Source for BlobSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&self, range: Range<u64>) -> Result<Cow<'_, [u8]>> {
+        // The length must fit wasm memory; offsets may not (f64 is exact to 2^53).
+        usize_range(&(0..range.end.saturating_sub(range.start)))?;
+        let part = self
+            .blob
+            .slice_with_f64_and_f64(range.start as f64, range.end as f64)
+            .map_err(|e| io_error("input", e))?;
+        let reader = web_sys::FileReaderSync::new().map_err(|e| io_error("input", e))?;
+        let buffer = reader
+            .read_as_array_buffer(&part)
+            .map_err(|e| io_error("input", e))?;
+        Ok(Cow::Owned(js_sys::Uint8Array::new(&buffer).to_vec()))
+    }
+}
+
+/// Output assembled as a `Blob` of parts kept by the browser, not in wasm memory.
+struct BlobSink {
+    parts: js_sys::Array,
+    pending: Vec<u8>,
+}
+
+/// Bytes gathered before they are handed to the browser as one part.
+const PART_BYTES: usize = 8 << 20;
+
+impl BlobSink {
+    fn new() -> Self {
+        BlobSink {
+            parts: js_sys::Array::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn push_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.parts
+                .push(&js_sys::Uint8Array::from(self.pending.as_slice()));
+            self.pending.clear();
+        }
+    }
+
+    fn into_blob(mut self) -> std::result::Result<web_sys::Blob, JsError> {
+        self.push_pending();
+        let options = web_sys::BlobPropertyBag::new();
+        options.set_type("application/octet-stream");
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&self.parts, &options)
+            .map_err(|e| JsError::new(&format!("cannot build the output Blob: {e:?}")))
+    }
+}
+
+impl Write for BlobSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= PART_BYTES {
+            self.push_pending();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Progress posted to a JS callback `({stage, total, done, item})`, at most every 100 ms (and at
+/// the end of each stage), so the page is not flooded.
+struct JsProgress {
+    callback: js_sys::Function,
+    stage: String,
+    total: u64,
+    done: u64,
+    last_post: f64,
+}
+
+#[derive(Serialize)]
+struct ProgressEvent<'a> {
+    stage: &'a str,
+    total: u64,
+    done: u64,
+    item: &'a str,
+}
+
+impl JsProgress {
+    fn new(callback: js_sys::Function) -> Self {
+        JsProgress {
+            callback,
+            stage: String::new(),
+            total: 0,
+            done: 0,
+            last_post: 0.0,
+        }
+    }
+
+    fn post(&mut self, item: &str) {
+        self.last_post = js_sys::Date::now();
+        let event = ProgressEvent {
+            stage: &self.stage,
+            total: self.total,
+            done: self.done,
+            item,
+        };
+        if let Ok(value) = to_js(&event) {
+            // A throwing callback must not stop the run.
+            let _ = self.callback.call1(&JsValue::NULL, &value);
+        }
+    }
+}
+
+impl Progress for JsProgress {
+    fn stage(&mut self, name: &str, total: u64) {
+        self.stage = name.to_string();
+        self.total = total;
+        self.done = 0;
+        self.post("");
+    }
+
+    fn advance(&mut self, done: u64, item: &str) {
+        self.done += done;
+        if self.done >= self.total || js_sys::Date::now() - self.last_post >= 100.0 {
+            self.post(item);
+        }
+    }
+}
+
+/// The page's settings, as app.js sends them.
+#[derive(Clone, Debug, Deserialize)]
+struct PageOptions {
+    /// Bits per weight (whole file), or...
+    bpw: Option<f64>,
+    /// ...the largest relative error per tensor.
+    max_error: Option<f64>,
+    /// `auto` or a codec name.
+    method: String,
+    /// `PATTERN=BITS` or `PATTERN=lossless`, as the CLI's `--keep`.
+    overrides: Vec<String>,
+    allocator: String,
+    seed: u64,
+}
+
+impl PageOptions {
+    fn parse(value: JsValue) -> Result<PageOptions> {
+        serde_wasm_bindgen::from_value(value)
+            .map_err(|e| Error::option(format!("settings from the page: {e}")))
+    }
+
+    fn to_options(&self, backend: BackendChoice) -> Result<CompressOptions> {
+        let target = match (self.bpw, self.max_error) {
+            (Some(b), None) => Target::BitsPerWeight(b),
+            (None, Some(e)) => Target::MaxError(e),
+            _ => return Err(Error::option("give either a bit budget or a maximum error")),
+        };
+        let mut opts = CompressOptions::new(target);
+        opts.method = match self.method.as_str() {
+            "auto" => None,
+            name => Some(
+                Method::from_name(name)
+                    .ok_or_else(|| Error::option(format!("unknown method {name:?}")))?,
+            ),
+        };
+        opts.overrides = self
+            .overrides
+            .iter()
+            .map(|o| o.parse::<Override>())
+            .collect::<Result<_>>()?;
+        opts.allocator = crate::alloc::Allocator::from_name(&self.allocator)
+            .ok_or_else(|| Error::option(format!("unknown allocator {:?}", self.allocator)))?;
+        opts.seed = self.seed;
+        opts.backend = backend;
+        Ok(opts)
+    }
+
+    /// What the measured options depend on: everything but the target.
+    fn analysis_key(&self) -> String {
+        format!("{}|{:?}|{}", self.method, self.overrides, self.seed)
+    }
+}
+
+/// The worker's one open file and what is known about it.
+struct Session {
+    file: Rc<BlobSource>,
+    name: String,
+    kind: InputKind,
+    analysed: Option<(String, Rc<Analysed>)>,
+}
+
+struct Engine {
+    backend: Rc<Backend>,
+    choice: BackendChoice,
+    reason: String,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+fn session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+    SESSION.with(|s| match s.borrow_mut().as_mut() {
+        Some(session) => f(session),
+        None => Err(Error::option("no file is open")),
+    })
+}
+
+fn engine() -> (Rc<Backend>, BackendChoice, String) {
+    ENGINE.with(|e| match e.borrow().as_ref() {
+        Some(e) => (e.backend.clone(), e.choice, e.reason.clone()),
+        None => (
+            Rc::new(Backend::Cpu),
+            BackendChoice::Cpu,
+            "browser CPU path".to_string(),
+        ),
+    })
+}
+
+#[derive(Serialize)]
+struct Opened {
+    kind: &'static str,
+    name: String,
+    inspection: compress::Inspection,
+}
+
+/// Opens a dropped file: reads its header alone and returns its summary (tensors, parameters,
+/// dtypes, size), or the contents of a `.lowbit`, or a sequence file's summary.
+#[wasm_bindgen]
+pub fn open(file: web_sys::File) -> std::result::Result<JsValue, JsError> {
+    let name = file.name();
+    let source = BlobSource {
+        len: file.size() as u64,
+        blob: file.into(),
+    };
+    let kind = compress::input_kind(&source, &name).map_err(|e| js_error(e.in_file(&name)))?;
+    let inspection = compress::inspect(&source, &name).map_err(js_error)?;
+    SESSION.with(|s| {
+        *s.borrow_mut() = Some(Session {
+            file: Rc::new(source),
+            name: name.clone(),
+            kind,
+            analysed: None,
+        })
+    });
+    to_js(&Opened {
+        kind: match kind {
+            InputKind::Checkpoint => "checkpoint",
+            InputKind::Lowbit => "lowbit",
+            InputKind::Sequence(_) => "sequence",
+        },
+        name,
+        inspection,
+    })
+}
+
+#[derive(Serialize)]
+struct BackendInfo {
+    used: &'static str,
+    adapter: Option<String>,
+    reason: String,
+}
+
+/// Chooses where the kernels run: `"gpu"` (WebGPU), `"cpu"` or `"auto"`. A missing WebGPU
+/// adapter is not an error: the CPU is used and the reason returned.
+#[wasm_bindgen]
+pub async fn set_backend(choice: String) -> std::result::Result<JsValue, JsError> {
+    let choice: BackendChoice = choice.parse().map_err(js_error)?;
+    let (backend, reason) = match Backend::new(choice).await {
+        Ok(b) => b,
+        Err(e) => (Backend::Cpu, e.to_string()),
+    };
+    let info = BackendInfo {
+        used: backend.name(),
+        adapter: backend.adapter(),
+        reason: reason.clone(),
+    };
+    ENGINE.with(|e| {
+        *e.borrow_mut() = Some(Engine {
+            backend: Rc::new(backend),
+            choice,
+            reason,
+        })
+    });
+    // Measurements made on another backend are not reused.
+    SESSION.with(|s| {
+        if let Some(s) = s.borrow_mut().as_mut() {
+            s.analysed = None;
+        }
+    });
+    to_js(&info)
+}
+
+/// The measured options for `page`, measuring them unless the last run's still apply.
+async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<Rc<Analysed>> {
+    let key = page.analysis_key();
+    let (file, name, cached) = session(|s| {
+        if s.kind != InputKind::Checkpoint {
+            return Err(Error::option(format!(
+                "{} is not a checkpoint or dataset of vectors",
+                s.name
+            ))
+            .in_file(&s.name));
+        }
+        let cached = s
+            .analysed
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, a)| a.clone());
+        Ok((s.file.clone(), s.name.clone(), cached))
+    })?;
+    if let Some(a) = cached {
+        return Ok(a);
+    }
+    let (backend, choice, reason) = engine();
+    let opts = page.to_options(choice)?;
+    let a = Rc::new(
+        compress::analyse_on(&backend, &reason, file.as_ref(), &name, &opts, progress).await?,
+    );
+    session(|s| {
+        s.analysed = Some((key, a.clone()));
+        Ok(())
+    })?;
+    Ok(a)
+}
+
+fn plan_for(a: &Analysed, page: &PageOptions) -> Result<Plan> {
+    let (_, choice, _) = engine();
+    let opts = page.to_options(choice)?;
+    compress::allocate(
+        a.checkpoint.clone(),
+        a.analyses.clone(),
+        a.backend.clone(),
+        &opts,
+    )
+}
+
+/// Measures every tensor's options (the slow part) and returns the plan for the settings: the
+/// report of what would be written (`output.written` false), as JSON text.
+#[wasm_bindgen]
+pub async fn analyse(
+    options: JsValue,
+    progress: js_sys::Function,
+) -> std::result::Result<String, JsError> {
+    let page = PageOptions::parse(options).map_err(js_error)?;
+    let mut progress = JsProgress::new(progress);
+    let a = analysed_for(&page, &mut progress).await.map_err(js_error)?;
+    estimate_with(&a, &page).map_err(js_error)
+}
+
+fn estimate_with(a: &Analysed, page: &PageOptions) -> Result<String> {
+    let (_, choice, _) = engine();
+    let name = session(|s| Ok(s.name.clone()))?;
+    let plan = plan_for(a, page)?;
+    let opts = page.to_options(choice)?;
+    Ok(compress::build_report(&plan, &name, a.input_bytes, &opts, false).to_json())
+}
+
+/// Re-allocates for new settings from the last measurement (instant): the live size estimate.
+/// Fails when the settings need a new measurement (method, overrides or seed changed).
+#[wasm_bindgen]
+pub fn estimate(options: JsValue) -> std::result::Result<String, JsError> {
+    let page = PageOptions::parse(options).map_err(js_error)?;
+    let key = page.analysis_key();
+    let a = session(|s| {
+        s.analysed
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| Error::option("the settings changed: measure again"))
+    })
+    .map_err(js_error)?;
+    estimate_with(&a, &page).map_err(js_error)
+}
+
+/// Compresses the open checkpoint: returns `{ lowbit: Blob, report_json, report_html, charts }`.
+/// If the GPU fails after the header is written, the run starts again on the CPU, and the report
+/// says so.
+#[wasm_bindgen]
+pub async fn compress(
+    options: JsValue,
+    progress: js_sys::Function,
+) -> std::result::Result<JsValue, JsError> {
+    let page = PageOptions::parse(options).map_err(js_error)?;
+    let mut progress = JsProgress::new(progress);
+    let (file, name) = session(|s| Ok((s.file.clone(), s.name.clone()))).map_err(js_error)?;
+    let (mut sink, plan, opts, input_bytes) = loop {
+        let a = analysed_for(&page, &mut progress)
+            .await
+            .map_err(|e| js_error(e.in_file(&name)))?;
+        let mut plan = plan_for(&a, &page).map_err(|e| js_error(e.in_file(&name)))?;
+        let (backend, choice, _) = engine();
+        let opts = page.to_options(choice).map_err(js_error)?;
+        let mut sink = BlobSink::new();
+        let written = match &a.converted {
+            Some(values) => {
+                compress::encode_on(&backend, &mut plan, values, &mut progress, &mut sink).await
+            }
+            None => {
+                compress::encode_on(&backend, &mut plan, file.as_ref(), &mut progress, &mut sink)
+                    .await
+            }
+        };
+        match written {
+            Ok(()) => break (sink, plan, opts, a.input_bytes),
+            Err(Error::GpuFailedWhileWriting { reason }) => {
+                // Start again on the CPU, measuring again: the plan must be one backend's.
+                ENGINE.with(|e| {
+                    *e.borrow_mut() = Some(Engine {
+                        backend: Rc::new(Backend::Cpu),
+                        choice: BackendChoice::Cpu,
+                        reason: format!("the GPU failed while writing ({reason})"),
+                    })
+                });
+                session(|s| {
+                    s.analysed = None;
+                    Ok(())
+                })
+                .map_err(js_error)?;
+            }
+            Err(e) => return Err(js_error(e.in_file(&name))),
+        }
+    };
+    sink.flush().ok();
+    let report = compress::build_report(&plan, &name, input_bytes, &opts, true);
+    let out = js_sys::Object::new();
+    set(&out, "lowbit", &sink.into_blob()?.into())?;
+    set(&out, "report_json", &report.to_json().into())?;
+    set(&out, "report_html", &report.to_html().into())?;
+    set(&out, "charts", &to_js(&report.charts())?)?;
+    Ok(out.into())
+}
+
+fn set(object: &js_sys::Object, key: &str, value: &JsValue) -> std::result::Result<(), JsError> {
+    js_sys::Reflect::set(object, &key.into(), value)
+        .map(|_| ())
+        .map_err(|e| JsError::new(&format!("{e:?}")))
+}
+
+/// Compresses the open FASTA, FASTQ or text file losslessly: `{ lowbit, report_json,
+/// report_html }`. Sequence files are coded as a whole, so the file must fit in memory.
+#[wasm_bindgen]
+pub fn compress_sequence(progress: js_sys::Function) -> std::result::Result<JsValue, JsError> {
+    let mut progress = JsProgress::new(progress);
+    let (file, name, kind) = session(|s| match s.kind {
+        InputKind::Sequence(kind) => Ok((s.file.clone(), s.name.clone(), kind)),
+        _ => Err(Error::option(format!("{} is not a sequence file", s.name))),
+    })
+    .map_err(js_error)?;
+    let whole = file.whole().map_err(|e| js_error(e.in_file(&name)))?;
+    let mut sink = BlobSink::new();
+    let report = crate::dataset::compress(
+        &whole,
+        &name,
+        kind,
+        &crate::dataset::SequenceOptions::default(),
+        &mut progress,
+        &mut sink,
+    )
+    .map_err(|e| js_error(e.in_file(&name)))?;
+    let out = js_sys::Object::new();
+    set(&out, "lowbit", &sink.into_blob()?.into())?;
+    set(&out, "report_json", &report.to_json().into())?;
+    set(&out, "report_html", &report.to_html().into())?;
+    set(&out, "charts", &js_sys::Array::new().into())?;
+    Ok(out.into())
+}
+
+/// Restores a `.lowbit` (a dropped file or the one just made) to its original kind of file:
+/// `{ blob, extension, summary }`.
+#[wasm_bindgen]
+pub fn restore(
+    lowbit: web_sys::Blob,
+    file_name: String,
+    progress: js_sys::Function,
+) -> std::result::Result<JsValue, JsError> {
+    let mut progress = JsProgress::new(progress);
+    let source = BlobSource {
+        len: lowbit.size() as u64,
+        blob: lowbit,
+    };
+    let bytes = source
+        .whole()
+        .map_err(|e| js_error(e.in_file(&file_name)))?;
+    let mut sink = BlobSink::new();
+    let summary =
+        crate::decompress(&bytes, &file_name, &mut progress, &mut sink).map_err(js_error)?;
+    let out = js_sys::Object::new();
+    set(&out, "blob", &sink.into_blob()?.into())?;
+    set(&out, "extension", &summary.format.extension().into())?;
+    set(&out, "summary", &to_js(&summary)?)?;
+    Ok(out.into())
+}
+
+/// The teaching view of one tensor (histograms, singular values, error vs rank and vs bits), from
+/// the last measurement and the plan for `options`.
+#[wasm_bindgen]
+pub async fn tensor_view(
+    tensor: String,
+    options: JsValue,
+) -> std::result::Result<JsValue, JsError> {
+    let page = PageOptions::parse(options).map_err(js_error)?;
+    let key = page.analysis_key();
+    let (file, a) = session(|s| {
+        let a = s
+            .analysed
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| Error::option("measure the file first"))?;
+        Ok((s.file.clone(), a))
+    })
+    .map_err(js_error)?;
+    let i = a
+        .checkpoint
+        .tensors
+        .iter()
+        .position(|t| t.name == tensor)
+        .ok_or_else(|| JsError::new(&format!("no tensor named {tensor:?}")))?;
+    let t = &a.checkpoint.tensors[i];
+    let raw = match &a.converted {
+        Some(values) => values.read(t.range.clone()),
+        None => file.read(t.range.clone()),
+    }
+    .map_err(|e| js_error(e.in_tensor(&t.name)))?;
+    if !t.dtype.is_lossy_compressible() && a.checkpoint.format.is_vector_dataset() {
+        return Err(JsError::new(&format!("{tensor} is not a float tensor")));
+    }
+    let values = crate::dtype::to_f32(t.dtype, &raw);
+    let plan = plan_for(&a, &page).map_err(js_error)?;
+    let candidate = &a.analyses[i].candidates[plan.choice[i]];
+    let restored = match (&candidate.codec, Shape2::of(&t.shape)) {
+        (CodecParams::Lossless, _) | (_, None) => values.clone(),
+        (codec, Some(shape)) => {
+            let encoded = codec
+                .encode_on(&Backend::Cpu, &values, shape)
+                .await
+                .map_err(js_error)?;
+            codec.decode(&encoded.bytes, shape).map_err(js_error)?
+        }
+    };
+    let view = crate::teach::tensor_view(
+        &t.name,
+        &t.shape,
+        &values,
+        &a.analyses[i],
+        Some((candidate, &restored)),
+    );
+    to_js(&view)
+}
+
+/// Runs every kernel on the chosen backend and compares it with the CPU reference in this page
+/// (the browser half of the kernel tests): one row per kernel and shape.
+#[wasm_bindgen]
+pub async fn check_kernels() -> std::result::Result<JsValue, JsError> {
+    let (backend, _, _) = engine();
+    to_js(&crate::backend::check::check_kernels(&backend).await)
+}
