@@ -622,3 +622,33 @@ fn turbo_sections_are_identical_on_both_backends() {
     }
     assert!(gpu.fallback().is_none());
 }
+
+/// The kernel check the browser test runs on WebGPU (`backend::check`), run here on the native
+/// adapter with the full and the lowered binding limit: every row passes, none fell back.
+#[test]
+fn the_browser_kernel_check_passes_on_the_native_adapter() {
+    let cpu_rows = block_on(lowbit::backend::check::check_kernels(&Backend::Cpu));
+    assert!(cpu_rows.len() >= 10 && cpu_rows.iter().all(|r| r.passed));
+    if gpus().is_none() {
+        return;
+    }
+    for options in [None, Some(LOW_BINDING)] {
+        let gpu = block_on(Gpu::new(GpuOptions {
+            max_binding_bytes: options,
+        }))
+        .expect("adapter");
+        let backend = Backend::Gpu(Box::new(gpu));
+        let rows = block_on(lowbit::backend::check::check_kernels(&backend));
+        for r in &rows {
+            assert!(
+                r.passed && r.ran_on == "gpu",
+                "{} {} ({options:?}): {} of tolerance on {} {}",
+                r.kernel,
+                r.shape,
+                r.worst_ratio,
+                r.ran_on,
+                r.note
+            );
+        }
+    }
+}

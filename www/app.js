@@ -159,9 +159,16 @@ async function cancel() {
 async function applyBackend(choice) {
   const b = await call('backend', { choice });
   state.backend = b;
-  $('backend-status').textContent = b.used === 'gpu'
-    ? `WebGPU: ${b.adapter || 'adapter'}`
-    : `CPU (${b.reason})`;
+  let adapter = b.adapter || '';
+  if (b.used === 'gpu') {
+    // wgpu cannot name a browser's adapter; the browser can.
+    const info = await call('adapterInfo');
+    if (info) {
+      const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+      adapter = `${name || 'adapter'}${info.isFallbackAdapter ? ' (software fallback adapter)' : ''}`;
+    }
+  }
+  $('backend-status').textContent = b.used === 'gpu' ? `WebGPU: ${adapter}` : `CPU (${b.reason})`;
   $('backend-status').dataset.used = b.used;
   return b;
 }
@@ -172,8 +179,8 @@ function renderSummary(opened) {
   const s = $('summary');
   s.replaceChildren();
   const i = opened.inspection;
-  if (i.kind === 'sequence') {
-    s.append(el('p', {}, `${opened.name}: ${i.kind} file (${i.Sequence ? '' : ''}${bytes(i.bytes)}), ${num(i.records)} records, ${num(i.residues)} residues.`));
+  if (opened.kind === 'sequence') {
+    s.append(el('p', {}, `${opened.name}: ${i.kind || 'sequence'} file, ${bytes(i.bytes)}, ${num(i.records)} records, ${num(i.residues)} residues.`));
   } else {
     const dtypes = [...new Set(i.tensors.map((t) => t.dtype))].join(', ');
     const what = i.kind === 'lowbit'
@@ -194,6 +201,7 @@ function renderSummary(opened) {
 
 async function openFile(file) {
   if (!file) return;
+  setPhase('opening');
   clearError();
   for (const u of state.urls) URL.revokeObjectURL(u);
   state.urls = [];
@@ -263,20 +271,27 @@ function showEstimate(plan) {
 }
 
 let estimateTimer = null;
+let runs = 0; // compress runs started: an estimate asked for before one must not change the phase
 function settingsChanged() {
   clearTimeout(estimateTimer);
+  if (!state.opened || state.opened.kind !== 'checkpoint') return;
+  setPhase('estimating');
+  const runsBefore = runs;
   estimateTimer = setTimeout(async () => {
-    if (!state.opened || state.opened.kind !== 'checkpoint') return;
     const o = options();
     if (measureKey(o) !== state.measuredKey) {
       await measure();
       return;
     }
     try {
-      showEstimate(await call('estimate', { options: o }));
-      clearError();
+      const plan = await call('estimate', { options: o });
+      if (runs === runsBefore) {
+        showEstimate(plan);
+        clearError();
+      }
     } catch (e) {
       $('estimate').textContent = e.message;
+      if (runs === runsBefore) setPhase('estimated');
     }
   }, 150);
 }
@@ -285,6 +300,8 @@ async function compress() {
   if (!state.file) return;
   clearError();
   const sequence = state.opened.kind === 'sequence';
+  runs += 1;
+  clearTimeout(estimateTimer);
   running('Compressing');
   setPhase('compressing');
   try {

@@ -247,6 +247,22 @@ fn npm_install(dir: &Path) -> Result<(), String> {
 pub fn test_web(extra: &[String]) -> Result<(), String> {
     let root = root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() && std::env::var_os("CHROMIUM").is_none() {
+        // A fresh Debian machine: Debian's Chromium (TOOLING.md 4; never `playwright install`).
+        let scratch = std::env::temp_dir().join(format!("lowbit-apt-{}", std::process::id()));
+        let _ = fs::create_dir_all(&scratch);
+        let _ = run(
+            "apt-get update (for Chromium)",
+            Command::new("apt-get").args(["update", "-qq"]).env("TMPDIR", &scratch),
+        );
+        let _ = run(
+            "apt-get install chromium",
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", "chromium"])
+                .env("TMPDIR", &scratch)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+    }
     if !Path::new(&chromium).exists() {
         return Err(format!(
             "no Chromium at {chromium} (apt-get install chromium; .ci/run does): the browser tests need it"
