@@ -342,7 +342,7 @@ function showResult(result) {
     ['bits per weight', fmt(o.bits_per_weight, 5)],
   ];
   if (o.rel_mse_2d !== undefined) rows.push(['relative MSE (2-D float tensors)', fmt(o.rel_mse_2d, 4)]);
-  if (report.backend) rows.push(['kernels ran on', report.backend.used === 'gpu' ? `WebGPU: ${report.backend.adapter}` : 'CPU']);
+  if (report.backend) rows.push(['kernels ran on', report.backend.used === 'gpu' ? $('backend-status').textContent : 'CPU']);
   if (report.backend && report.backend.fallback) rows.push(['WebGPU failed, finished on the CPU', report.backend.fallback]);
   const table = el('table', { class: 'compact', id: 'result-figures' });
   for (const [k, v] of rows) table.append(el('tr', {}, el('th', {}, k), el('td', {}, v)));

@@ -132,12 +132,12 @@ fn mime(path: &Path) -> &'static str {
     }
 }
 
+/// The request paths a server has answered.
+type RequestLog = Arc<Mutex<Vec<String>>>;
+
 /// Serves `dir` on 127.0.0.1:`port` (0: any free port) from a background thread; returns the
 /// port and the list of request paths seen (the tests check that the page asks for nothing else).
-pub fn serve_in_background(
-    dir: PathBuf,
-    port: u16,
-) -> Result<(u16, Arc<Mutex<Vec<String>>>), String> {
+pub fn serve_in_background(dir: PathBuf, port: u16) -> Result<(u16, RequestLog), String> {
     let listener =
         TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -253,12 +253,20 @@ pub fn test_web(extra: &[String]) -> Result<(), String> {
         let _ = fs::create_dir_all(&scratch);
         let _ = run(
             "apt-get update (for Chromium)",
-            Command::new("apt-get").args(["update", "-qq"]).env("TMPDIR", &scratch),
+            Command::new("apt-get")
+                .args(["update", "-qq"])
+                .env("TMPDIR", &scratch),
         );
         let _ = run(
             "apt-get install chromium",
             Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends", "chromium"])
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "chromium",
+                ])
                 .env("TMPDIR", &scratch)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         );
