@@ -5,6 +5,11 @@ activations, E[y_r^2] over the non-padding tokens of a few sentences (a numpy fo
 one of shared/tools/minilm_eval.py).
 
     python3 examples/minilm_importance.py MODEL_DIR OUT.safetensors [--n 128] [--sentences FILE]
+    python3 examples/minilm_importance.py MODEL_DIR IMPORTANCE.safetensors --score RESTORED.safetensors
+
+--score prints the importance-weighted relative error of a restored checkpoint, the objective
+fwsvd minimises: per tensor sum_r i_r ||W_r - W^_r||^2 / sum_r i_r ||W_r||^2, the mean over the
+tensors of the importance file (and the unweighted relative MSE over the same tensors beside it).
 
 Sentences: short lines of MODEL_DIR/../text/fortunes.txt, drawn with seed 1 from the lines that
 minilm_eval.py (seed 0, 256 lines) does not use, so the statistic is not fitted to the sentences
@@ -77,7 +82,21 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--sentences")
+    ap.add_argument("--score", metavar="RESTORED")
     a = ap.parse_args()
+    if a.score:
+        W = load_file(os.path.join(a.model_dir, "model.safetensors"))
+        R = load_file(a.score)
+        imp = load_file(a.out)
+        weighted, plain = [], []
+        for name, i in imp.items():
+            w, r = W[name].astype(np.float64), R[name].astype(np.float64)
+            e = ((w - r) ** 2).sum(1)
+            n = (w ** 2).sum(1)
+            weighted.append((i * e).sum() / (i * n).sum())
+            plain.append(e.sum() / n.sum())
+        print(f"tensors={len(imp)} weighted_rel_mse={np.mean(weighted):.5e} rel_mse={np.mean(plain):.5e}")
+        return
     path = a.sentences or os.path.join(a.model_dir, "..", "text", "fortunes.txt")
     lines = [l.strip() for l in open(path, encoding="utf-8", errors="replace")]
     lines = [l for l in lines if 20 <= len(l) <= 200 and l != "%"]

@@ -1196,7 +1196,10 @@ pub fn build_report(
         rd_curve,
         spectra,
         vectors: vector_report(plan),
-        notes: notes(plan).into_iter().chain(importance_note(plan, opts)).collect(),
+        notes: notes(plan)
+            .into_iter()
+            .chain(importance_note(plan, opts))
+            .collect(),
         backend: plan.backend.clone(),
     }
 }
@@ -1305,12 +1308,14 @@ fn importance_note(plan: &Plan, opts: &CompressOptions) -> Option<String> {
     let mut used = 0;
     let mut proxy = Vec::new();
     for (t, a) in plan.checkpoint.tensors.iter().zip(&plan.analyses) {
-        let weighted = a.candidates.iter().any(|c| {
-            matches!(&c.codec, CodecParams::Fwsvd(p) if p.importance.is_file())
-        });
-        let fwsvd_proxy = a.candidates.iter().any(|c| {
-            matches!(&c.codec, CodecParams::Fwsvd(p) if !p.importance.is_file())
-        });
+        let weighted = a
+            .candidates
+            .iter()
+            .any(|c| matches!(&c.codec, CodecParams::Fwsvd(p) if p.importance.is_file()));
+        let fwsvd_proxy = a
+            .candidates
+            .iter()
+            .any(|c| matches!(&c.codec, CodecParams::Fwsvd(p) if !p.importance.is_file()));
         if weighted {
             used += 1;
         } else if fwsvd_proxy {

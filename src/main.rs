@@ -161,8 +161,7 @@ impl Settings {
             )
         })?;
         if let Some(path) = &self.importance {
-            let bytes =
-                fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             opts.importance = Some(lowbit::codec::fwsvd::ImportanceMap::from_safetensors(
                 &bytes,
                 &display_name(path),

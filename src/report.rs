@@ -174,7 +174,8 @@ pub struct Why {
     /// `--method` when one was forced (the options were that codec's only).
     pub forced_method: Option<String>,
     /// The next cheaper option on the tensor's rate-distortion front (the greedy's convex hull,
-    /// the knapsack's Pareto front): what choosing less would have given.
+    /// the knapsack's Pareto front): what choosing less would have given. In error mode: the
+    /// closest cheaper option of all (the one that misses the bound).
     pub cheaper: Option<Neighbour>,
     /// The next dearer option on that front: what the next upgrade would have cost.
     pub dearer: Option<Neighbour>,
@@ -260,7 +261,15 @@ pub fn explain(d: &Decision) -> Why {
         .copied()
         .filter(|&i| d.options[i].bytes > c.bytes && d.options[i].rel_mse < c.rel_mse)
         .min_by_key(|&i| d.options[i].bytes);
-    let (cheaper, dearer) = (below.map(neighbour), above.map(neighbour));
+    let (mut cheaper, dearer) = (below.map(neighbour), above.map(neighbour));
+    if let Rule::MaxError(_) = d.rule {
+        // Error mode picks the cheapest option within the bound: the one to name is the closest
+        // cheaper option of all (it misses the bound), on the front or not.
+        cheaper = (0..d.options.len())
+            .filter(|&i| d.options[i].bytes < c.bytes)
+            .max_by_key(|&i| (d.options[i].bytes, std::cmp::Reverse(i)))
+            .map(neighbour);
+    }
     let up_text = |n: &Neighbour| {
         format!(
             "the next option up ({}) would cost +{} bytes for {:.3e} rel. MSE ({:.3e} per KB)",
@@ -304,7 +313,7 @@ pub fn explain(d: &Decision) -> Why {
         _ if c.exact && cheapest_lossy.is_none_or(|l| l.bytes >= c.bytes) => {
             parts.push(match cheapest_lossy {
                 Some(l) => format!(
-                    "exact: the lossless section ({} bytes) is no larger than any lossy option                      (the cheapest, {}, takes {} bytes)",
+                    "exact: the lossless section ({} bytes) is no larger than any lossy option (the cheapest, {}, takes {} bytes)",
                     c.bytes, l.label, l.bytes
                 ),
                 None => "exact: no lossy option applies".to_string(),
@@ -314,11 +323,11 @@ pub fn explain(d: &Decision) -> Why {
         Rule::Budget(allocator) => {
             parts.push(match allocator {
                 Allocator::Greedy => format!(
-                    "greedy: best error per byte at the file's equal-slope point (rel. MSE                      {:.3e} in {} bytes)",
+                    "greedy: best error per byte at the file's equal-slope point (rel. MSE {:.3e} in {} bytes)",
                     c.rel_mse, c.bytes
                 ),
                 Allocator::Knapsack => format!(
-                    "knapsack: part of the least-total-error choice within the budget (rel.                      MSE {:.3e} in {} bytes{})",
+                    "knapsack: part of the least-total-error choice within the budget (rel. MSE {:.3e} in {} bytes{})",
                     c.rel_mse,
                     c.bytes,
                     if on_hull {
@@ -338,22 +347,17 @@ pub fn explain(d: &Decision) -> Why {
                     "max-error: cheapest option with relative error <= {bound} (this one: {error:.4})"
                 ));
                 // The cheaper options all miss the bound: name the closest one.
-                if let Some(n) = d
-                    .options
-                    .iter()
-                    .filter(|o| o.bytes < c.bytes)
-                    .max_by_key(|o| o.bytes)
-                {
+                if let Some(n) = &cheaper {
                     parts.push(format!(
                         "the next cheaper option ({}, {} bytes less) has relative error {:.4}",
                         n.label,
-                        c.bytes - n.bytes,
-                        n.rel_mse.sqrt()
+                        -n.bytes_delta,
+                        (c.rel_mse + n.rel_mse_delta).sqrt()
                     ));
                 }
             } else {
                 parts.push(format!(
-                    "max-error: no option reaches relative error {bound}: the most accurate one                      ({error:.4})"
+                    "max-error: no option reaches relative error {bound}: the most accurate one ({error:.4})"
                 ));
             }
             "max-error"
@@ -903,7 +907,9 @@ mod tests {
             forced: None,
         });
         assert_eq!(why.rule, "max-error");
-        assert!(why.text.contains("next cheaper option (a 2b, 100 bytes less)"));
+        assert!(why
+            .text
+            .contains("next cheaper option (a 2b, 100 bytes less)"));
         let why = explain(&Decision {
             options: options(),
             chosen: 3,

@@ -663,7 +663,10 @@ fn hyper_points(g: &lowbit::codec::hyper::Geometry, seed: u64) -> Vec<f32> {
             1 => [c[0] + along, c[1] + edge + e],
             _ => [c[0] + edge + e, c[1] + edge - e],
         });
-        let far = [r.normal() as f32 * side * 2.0, r.normal() as f32 * side * 2.0];
+        let far = [
+            r.normal() as f32 * side * 2.0,
+            r.normal() as f32 * side * 2.0,
+        ];
         out.push([c[0] + far[0], c[1] + far[1]]);
     }
     out.push(c);
@@ -745,7 +748,10 @@ fn hyper_codes_match_cpu_exactly() {
     let got = ok(block_on(gpus.full.hyper_codes(&x, &g)), "hyper");
     assert_eq!(got.codes, nearest_codes(&x, &g));
     let share = got.decided_on_cpu as f64 / (x.len() / 2) as f64;
-    eprintln!("hyper: {:.4}% of random pairs decided on the CPU", 100.0 * share);
+    eprintln!(
+        "hyper: {:.4}% of random pairs decided on the CPU",
+        100.0 * share
+    );
     assert!(share < 0.01, "{share}");
 }
 

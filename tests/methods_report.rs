@@ -32,6 +32,7 @@ fn check_why(report: &Report, allowed_rules: &[&str]) {
             w.text
         );
         assert_eq!(t.reason, w.text);
+        assert!(!w.text.contains("  "), "{}: {}", t.name, w.text);
         let chosen = t.options.iter().find(|o| o.chosen).expect("one chosen");
         for (n, up) in [(&w.dearer, true), (&w.cheaper, false)] {
             let Some(n) = n else { continue };
@@ -45,8 +46,12 @@ fn check_why(report: &Report, allowed_rules: &[&str]) {
             assert_eq!(n.bytes_delta, delta, "{}: {}", t.name, n.label);
             assert!((n.rel_mse_delta - (o.rel_mse - chosen.rel_mse)).abs() < 1e-12);
             assert_eq!(n.bytes_delta > 0, up, "{}", t.name);
+            // Dearer means better, cheaper means worse (on the front; in error mode the cheaper
+            // one misses the bound).
             assert_eq!(n.rel_mse_delta < 0.0, up, "{}", t.name);
-            assert!(w.text.contains(&n.label), "{}: {}", t.name, w.text);
+            if !up || w.rule != "max-error" {
+                assert!(w.text.contains(&n.label), "{}: {}", t.name, w.text);
+            }
         }
     }
 }
@@ -66,7 +71,10 @@ fn why_per_tensor_comes_from_the_allocators_data() {
             .iter()
             .filter(|t| t.why.rule == allocator.name())
             .collect();
-        assert!(!lossy.is_empty(), "{allocator:?}: no tensor went through the allocator");
+        assert!(
+            !lossy.is_empty(),
+            "{allocator:?}: no tensor went through the allocator"
+        );
         // At 3 bpw the matrices sit between options: each has a dearer one and says what it costs.
         for t in &lossy {
             assert!(t.why.dearer.is_some(), "{}: {}", t.name, t.why.text);
@@ -176,22 +184,32 @@ fn importance_file_is_validated_used_and_reported() {
     assert!(labels("layer.0.weight")
         .iter()
         .any(|l| l.starts_with("fwsvd file")));
-    assert!(!labels("layer.1.weight").iter().any(|l| l.starts_with("fwsvd")));
+    assert!(!labels("layer.1.weight")
+        .iter()
+        .any(|l| l.starts_with("fwsvd")));
 
     // Bad entries: a clear error naming the file and the tensor.
     let per_element = vec![1.0f32; 96 * 128];
     for (shape, values, what) in [
         (vec![95], vec![1.0f32; 95], "shape"),
-        (vec![96], {
-            let mut v = rows.clone();
-            v[3] = f32::NAN;
-            v
-        }, "finite"),
-        (vec![96, 128], {
-            let mut v = per_element.clone();
-            v[7] = -1.0;
-            v
-        }, "negative"),
+        (
+            vec![96],
+            {
+                let mut v = rows.clone();
+                v[3] = f32::NAN;
+                v
+            },
+            "finite",
+        ),
+        (
+            vec![96, 128],
+            {
+                let mut v = per_element.clone();
+                v[7] = -1.0;
+                v
+            },
+            "negative",
+        ),
         (vec![96], vec![0.0; 96], "zero"),
     ] {
         let bad = importance_file(&[("layer.0.weight", shape, values)]);

@@ -423,7 +423,13 @@ mod tests {
     /// A Fisher-like statistic unrelated to the rows' energies: a few rows matter a lot.
     fn fisher_like(m: usize) -> Vec<f32> {
         (0..m)
-            .map(|r| if r % 9 == 0 { 20.0 } else { 0.5 + (r % 4) as f32 })
+            .map(|r| {
+                if r % 9 == 0 {
+                    20.0
+                } else {
+                    0.5 + (r % 4) as f32
+                }
+            })
             .collect()
     }
 
@@ -475,17 +481,29 @@ mod tests {
             tensors: [("w".to_string(), (shape, values))].into(),
         };
         // Missing: None (the proxies apply).
-        assert_eq!(map(vec![m], vec![1.0; m]).rows_for("v", &[m, n]).unwrap(), None);
+        assert_eq!(
+            map(vec![m], vec![1.0; m]).rows_for("v", &[m, n]).unwrap(),
+            None
+        );
         // Per row, [rows, 1], per element (summed per row): normalised to mean 1.
-        let per_row = map(vec![m], fisher_like(m)).rows_for("w", &[m, n]).unwrap().unwrap();
-        let column = map(vec![m, 1], fisher_like(m)).rows_for("w", &[m, n]).unwrap().unwrap();
+        let per_row = map(vec![m], fisher_like(m))
+            .rows_for("w", &[m, n])
+            .unwrap()
+            .unwrap();
+        let column = map(vec![m, 1], fisher_like(m))
+            .rows_for("w", &[m, n])
+            .unwrap()
+            .unwrap();
         assert_eq!(per_row, column);
         assert!((per_row.iter().sum::<f64>() / m as f64 - 1.0).abs() < 1e-12);
         let elements: Vec<f32> = fisher_like(m)
             .iter()
             .flat_map(|&v| std::iter::repeat_n(v / n as f32, n))
             .collect();
-        let summed = map(vec![m, n], elements).rows_for("w", &[m, n]).unwrap().unwrap();
+        let summed = map(vec![m, n], elements)
+            .rows_for("w", &[m, n])
+            .unwrap()
+            .unwrap();
         for (a, b) in summed.iter().zip(&per_row) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
@@ -496,8 +514,14 @@ mod tests {
             (vec![m], vec![-0.5; m], "negative"),
             (vec![m], vec![0.0; m], "zero"),
         ] {
-            let e = map(shape, values).rows_for("w", &[m, n]).unwrap_err().to_string();
-            assert!(e.contains("imp.safetensors") && e.contains("'w'") && e.contains(what), "{e}");
+            let e = map(shape, values)
+                .rows_for("w", &[m, n])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("imp.safetensors") && e.contains("'w'") && e.contains(what),
+                "{e}"
+            );
         }
     }
 
