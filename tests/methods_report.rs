@@ -231,3 +231,58 @@ fn importance_file_is_validated_used_and_reported() {
     let e = ImportanceMap::from_safetensors(&ints, "ints.safetensors").unwrap_err();
     assert!(e.to_string().contains("ints.safetensors"), "{e}");
 }
+
+/// `--importance FILE` on the command line: `plan` and `compress` read it; a bad entry fails
+/// with a message naming the file and the tensor.
+#[test]
+fn importance_flag_on_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.safetensors"),
+        common::mixed_checkpoint(),
+    )
+    .unwrap();
+    let rows: Vec<f32> = (0..96).map(|r| 1.0 + (r % 3) as f32).collect();
+    std::fs::write(
+        dir.path().join("imp.safetensors"),
+        importance_file(&[("layer.0.weight", vec![96], rows)]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.safetensors"),
+        importance_file(&[("layer.0.weight", vec![7], vec![1.0; 7])]),
+    )
+    .unwrap();
+    let common_args = ["--method", "fwsvd", "--bpw", "4", "--backend", "cpu"];
+    let mut plan = vec![
+        "--json",
+        "plan",
+        "in.safetensors",
+        "--importance",
+        "imp.safetensors",
+    ];
+    plan.extend(common_args);
+    let o = common::lowbit(&plan, dir.path());
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(json.contains("fwsvd file"), "{json}");
+    assert!(json.contains("importance file imp.safetensors"), "{json}");
+    let mut compress = vec![
+        "--quiet",
+        "compress",
+        "in.safetensors",
+        "-o",
+        "out.lowbit",
+        "--importance",
+        "bad.safetensors",
+    ];
+    compress.extend(common_args);
+    let o = common::lowbit(&compress, dir.path());
+    assert!(!o.status.success());
+    let e = common::stderr(&o);
+    assert!(
+        e.contains("bad.safetensors") && e.contains("layer.0.weight"),
+        "{e}"
+    );
+    assert!(!dir.path().join("out.lowbit").exists());
+}
