@@ -112,6 +112,16 @@ fn bench(backend: &Backend) {
         block_on(backend.fit_groups(&w, rows, cols, 4, 64, true)).expect("group fit");
     });
     row("group scale search 768x3072 4b g64", backend, s, None);
+    // Hyper's per-pair search as `auto`'s n=1600 candidate sets it up: L = 6 x RMS, 3 rings.
+    let far = w
+        .chunks_exact(2)
+        .map(|p| (p[0] * p[0] + p[1] * p[1]).sqrt())
+        .fold(0f32, f32::max);
+    let g = lowbit::codec::hyper::Geometry::new([0.0, 0.0], 6.0, 40, 3, far);
+    let s = median_seconds(|| {
+        block_on(backend.hyper_codes(&w, &g)).expect("hyper search");
+    });
+    row("hyper search 768x3072 n=1600 C3", backend, s, None);
 }
 
 fn main() {

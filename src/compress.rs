@@ -143,6 +143,8 @@ pub struct CompressOptions {
     pub backend: BackendChoice,
     /// How a `--bpw` budget is shared among tensors (unused with `--max-error`).
     pub allocator: Allocator,
+    /// Row importances for fwsvd from an importance file (`--importance`), per tensor name.
+    pub importance: Option<codec::fwsvd::ImportanceMap>,
 }
 
 impl CompressOptions {
@@ -155,6 +157,7 @@ impl CompressOptions {
             spectra: true,
             backend: BackendChoice::Auto,
             allocator: Allocator::default(),
+            importance: None,
         }
     }
 
@@ -339,15 +342,40 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         return Ok(analysis);
     }
     let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
+    let importance = match &opts.importance {
+        Some(map) => map.rows_for(&t.name, &t.shape)?,
+        None => None,
+    };
+    let importance = importance.as_deref();
     if vector_path {
         analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
         // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
         // coders' side information (mean, basis, codebooks, tables) costs more than they save.
         if opts.method.is_none() && t.dtype.is_lossy_compressible() {
-            analyse_matrix(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
+            analyse_matrix(
+                backend,
+                &values,
+                shape,
+                t.dtype,
+                opts,
+                seed,
+                importance,
+                &mut analysis,
+            )
+            .await?;
         }
     } else {
-        analyse_matrix(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
+        analyse_matrix(
+            backend,
+            &values,
+            shape,
+            t.dtype,
+            opts,
+            seed,
+            importance,
+            &mut analysis,
+        )
+        .await?;
     }
     if opts.method.is_some() && analysis.candidates.len() > 1 {
         // A forced method replaces the exact option (it stays only where the method cannot apply).
@@ -428,7 +456,9 @@ fn analyse_vectors(
     Ok(())
 }
 
-/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor.
+/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor;
+/// `importance`: the tensor's row importances from an importance file, if any.
+#[allow(clippy::too_many_arguments)]
 async fn analyse_matrix(
     backend: &Backend,
     values: &[f32],
@@ -436,6 +466,7 @@ async fn analyse_matrix(
     dtype: DType,
     opts: &CompressOptions,
     seed: u64,
+    importance: Option<&[f64]>,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
     let mut params: Vec<CodecParams> = Vec::new();
@@ -484,13 +515,15 @@ async fn analyse_matrix(
     } else {
         Vec::new()
     };
-    // FWSVD only when asked for: the allocator's distortion is the unweighted error, which the
-    // plain SVD already minimises, so auto would have nothing to gain from it.
-    let fwsvd: Vec<codec::fwsvd::Params> = if opts.method == Some(Method::Fwsvd) {
-        codec::fwsvd::candidates(shape, seed)
-    } else {
-        Vec::new()
-    };
+    // FWSVD when asked for, or in auto for a tensor an importance file weights: with the data-free
+    // proxies only, the allocator's distortion is the unweighted error, which the plain SVD
+    // already minimises, so auto would have nothing to gain from them.
+    let fwsvd: Vec<codec::fwsvd::Params> =
+        if opts.method == Some(Method::Fwsvd) || (auto && importance.is_some()) {
+            codec::fwsvd::candidates_with(shape, seed, importance)
+        } else {
+            Vec::new()
+        };
     // Sparse plus low rank: options sharing a low-rank part share its encoding.
     let sparse_lowrank: Vec<codec::sparse_lowrank::Params> = if wants(Method::SparseLowrank) {
         codec::sparse_lowrank::candidates(shape, seed)
@@ -515,7 +548,7 @@ async fn analyse_matrix(
         .collect();
     let sparse_lowrank_encoded =
         codec::sparse_lowrank::encode_many(values, shape, &sparse_lowrank, &known);
-    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd);
+    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd, importance);
     let mut encoded_options = Vec::with_capacity(params.len() + lowrank.len());
     for p in params {
         let encoded = p.encode_on(backend, values, shape).await;
@@ -978,8 +1011,8 @@ pub async fn compress_on<S: Source + ?Sized>(
     let mut plan =
         allocate(a.checkpoint, a.analyses, a.backend, opts).map_err(|e| e.in_file(file_name))?;
     match &a.converted {
-        Some(values) => encode_on(backend, &mut plan, values, progress, out).await,
-        None => encode_on(backend, &mut plan, file, progress, out).await,
+        Some(values) => encode_on(backend, &mut plan, opts, values, progress, out).await,
+        None => encode_on(backend, &mut plan, opts, file, progress, out).await,
     }
     .map_err(|e| e.in_file(file_name))?;
     Ok(build_report(&plan, file_name, a.input_bytes, opts, true))
@@ -991,6 +1024,7 @@ pub async fn compress_on<S: Source + ?Sized>(
 pub async fn encode_on<S: Source + ?Sized>(
     backend: &Backend,
     plan: &mut Plan,
+    opts: &CompressOptions,
     data: &S,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
@@ -1006,6 +1040,23 @@ pub async fn encode_on<S: Source + ?Sized>(
         let raw = data.read(t.range.clone())?;
         let bytes = match &record.codec {
             CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
+            // An importance file's values are not in the header: take them from the options.
+            CodecParams::Fwsvd(p) if p.importance.is_file() => {
+                let rows = opts
+                    .importance
+                    .as_ref()
+                    .map(|m| m.rows_for(&t.name, &t.shape))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or_default();
+                codec::fwsvd::encode_with_importance(
+                    &dtype::to_f32(t.dtype, &raw),
+                    Shape2::of(&t.shape).expect("checked"),
+                    p,
+                    &rows,
+                )?
+                .bytes
+            }
             lossy => {
                 let values = dtype::to_f32(t.dtype, &raw);
                 drop(raw);
@@ -1066,22 +1117,29 @@ pub fn build_report(
             twod_norm += a.norm_sq;
         }
         let numel = t.numel().max(1) as f64;
-        let reason = if !a.restriction.is_empty() {
-            a.restriction.clone()
-        } else {
-            match opts.target {
-                Target::BitsPerWeight(_) => match opts.allocator {
-                    Allocator::Greedy => {
-                        "allocator: best error per byte at the file's equal-slope point".to_string()
-                    }
-                    Allocator::Knapsack => {
-                        "knapsack: part of the least-total-error choice that fits the budget"
-                            .to_string()
-                    }
-                },
-                Target::MaxError(e) => format!("cheapest option with relative error <= {e}"),
-            }
-        };
+        let why = crate::report::explain(&crate::report::Decision {
+            options: a
+                .candidates
+                .iter()
+                .map(|o| crate::report::Choice {
+                    label: o.codec.label(),
+                    bytes: container::section_len(t.numel(), o.coded_bytes),
+                    rel_mse: distortion(a, o),
+                    exact: o.codec == CodecParams::Lossless,
+                })
+                .collect(),
+            chosen: ci,
+            rule: if !a.restriction.is_empty() {
+                crate::report::Rule::Restricted(a.restriction.clone())
+            } else {
+                match opts.target {
+                    Target::BitsPerWeight(_) => crate::report::Rule::Budget(opts.allocator),
+                    Target::MaxError(e) => crate::report::Rule::MaxError(e),
+                }
+            },
+            forced: opts.method.map(|m| m.name().to_string()),
+        });
+        let reason = why.text.clone();
         tensors.push(TensorReport {
             name: t.name.clone(),
             dtype: t.dtype,
@@ -1098,6 +1156,7 @@ pub fn build_report(
             snr_db: (rel_mse > 0.0).then(|| -10.0 * rel_mse.log10()),
             non_finite: a.non_finite,
             reason,
+            why,
             options: a
                 .candidates
                 .iter()
@@ -1186,7 +1245,10 @@ pub fn build_report(
         rd_curve,
         spectra,
         vectors: vector_report(plan),
-        notes: notes(plan),
+        notes: notes(plan)
+            .into_iter()
+            .chain(importance_note(plan, opts))
+            .collect(),
         backend: plan.backend.clone(),
     }
 }
@@ -1286,6 +1348,53 @@ fn notes(plan: &Plan) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// What an importance file did: which tensors fwsvd weighted with it, which fell back to the
+/// data-free proxies, and entries that match no tensor.
+fn importance_note(plan: &Plan, opts: &CompressOptions) -> Option<String> {
+    let map = opts.importance.as_ref()?;
+    let mut used = 0;
+    let mut proxy = Vec::new();
+    for (t, a) in plan.checkpoint.tensors.iter().zip(&plan.analyses) {
+        let weighted = a
+            .candidates
+            .iter()
+            .any(|c| matches!(&c.codec, CodecParams::Fwsvd(p) if p.importance.is_file()));
+        let fwsvd_proxy = a
+            .candidates
+            .iter()
+            .any(|c| matches!(&c.codec, CodecParams::Fwsvd(p) if !p.importance.is_file()));
+        if weighted {
+            used += 1;
+        } else if fwsvd_proxy {
+            proxy.push(t.name.as_str());
+        }
+    }
+    let unmatched = map
+        .tensors
+        .keys()
+        .filter(|k| !plan.checkpoint.tensors.iter().any(|t| &t.name == *k))
+        .count();
+    let mut note = format!(
+        "importance file {}: fwsvd weighted {used} tensor(s) with its values",
+        map.source
+    );
+    if !proxy.is_empty() {
+        note.push_str(&format!(
+            "; {} tensor(s) have no entry and used the data-free proxies (row-energy, \
+             inv-row-energy): {}",
+            proxy.len(),
+            proxy.join(", ")
+        ));
+    }
+    if unmatched > 0 {
+        note.push_str(&format!("; {unmatched} entr(ies) match no tensor"));
+    }
+    if opts.method.is_some() && opts.method != Some(Method::Fwsvd) {
+        note.push_str(" (unused: the forced method is not fwsvd)");
+    }
+    Some(note)
 }
 
 /// What `decompress` wrote.

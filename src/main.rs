@@ -99,6 +99,12 @@ struct Settings {
     /// How a --bpw budget is shared among tensors: greedy (convex hull) or knapsack (exact DP).
     #[arg(long, default_value = Allocator::DEFAULT.name())]
     allocator: String,
+    /// Row importances for fwsvd: a .safetensors file with, per tensor name, per-row ([rows]) or
+    /// per-element (the tensor's shape) non-negative weights, e.g. a Fisher or activation
+    /// statistic. Tensors without an entry use the data-free proxies; in auto mode fwsvd is
+    /// also tried for the tensors that have one.
+    #[arg(long, value_name = "FILE")]
+    importance: Option<PathBuf>,
 }
 
 impl Settings {
@@ -112,6 +118,7 @@ impl Settings {
                 "--method",
             ),
             (!self.keep.is_empty(), "--keep"),
+            (self.importance.is_some(), "--importance"),
         ];
         if let Some((_, flag)) = lossy.iter().find(|(given, _)| *given) {
             bail!(
@@ -153,6 +160,13 @@ impl Settings {
                 self.allocator
             )
         })?;
+        if let Some(path) = &self.importance {
+            let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            opts.importance = Some(lowbit::codec::fwsvd::ImportanceMap::from_safetensors(
+                &bytes,
+                &display_name(path),
+            )?);
+        }
         Ok(opts)
     }
 }

@@ -154,10 +154,227 @@ pub struct TensorReport {
     /// 10 log10(||W||^2 / ||W - W^||^2); infinite (null in JSON) for exact tensors.
     pub snr_db: Option<f64>,
     pub non_finite: u64,
-    /// Why this option was chosen (or why only the lossless one was available).
+    /// Why this option was chosen (or why only the lossless one was available): `why.text`.
     pub reason: String,
+    /// The same, as data: the rule and the neighbouring options with their marginal cost.
+    pub why: Why,
     /// Every option measured for this tensor.
     pub options: Vec<OptionReport>,
+}
+
+/// Why a tensor got its option, computed from the options the allocator had (see [`explain`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Why {
+    /// `greedy`, `knapsack`, `max-error`, `exact` (the lossless section was no larger than any
+    /// lossy option), or `restricted` (a rule left only some options: 1-D, small, non-float or
+    /// non-finite tensors, `--keep`, `--method lossless`).
+    pub rule: String,
+    /// In words, with the figures below.
+    pub text: String,
+    /// `--method` when one was forced (the options were that codec's only).
+    pub forced_method: Option<String>,
+    /// The next cheaper option on the tensor's rate-distortion front (the greedy's convex hull,
+    /// the knapsack's Pareto front): what choosing less would have given. In error mode: the
+    /// closest cheaper option of all (the one that misses the bound).
+    pub cheaper: Option<Neighbour>,
+    /// The next dearer option on that front: what the next upgrade would have cost.
+    pub dearer: Option<Neighbour>,
+    /// Whether the chosen option is on the lower convex hull of the tensor's options (the greedy
+    /// picks only those; the knapsack may pick any Pareto-optimal option).
+    pub on_hull: bool,
+}
+
+/// A neighbouring option, relative to the chosen one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Neighbour {
+    pub label: String,
+    /// Its section bytes minus the chosen option's (negative: smaller).
+    pub bytes_delta: i64,
+    /// Its relative MSE minus the chosen option's (the allocator's distortion unit).
+    pub rel_mse_delta: f64,
+}
+
+/// One option of a tensor as the allocator saw it.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub label: String,
+    /// Section bytes (padding included), as the allocator counts them.
+    pub bytes: u64,
+    /// The allocator's distortion: the tensor's relative MSE.
+    pub rel_mse: f64,
+    pub exact: bool,
+}
+
+/// How the option was chosen.
+#[derive(Clone, Debug)]
+pub enum Rule {
+    /// A `--bpw` budget shared by this allocator.
+    Budget(crate::alloc::Allocator),
+    /// `--max-error` with this bound on the relative error.
+    MaxError(f64),
+    /// A rule restricted the options (its words).
+    Restricted(String),
+}
+
+/// Everything [`explain`] needs about one tensor.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub options: Vec<Choice>,
+    pub chosen: usize,
+    pub rule: Rule,
+    pub forced: Option<String>,
+}
+
+/// Why `d.chosen` was chosen, from the allocator's own data: the neighbouring options on the
+/// tensor's front and what moving to them would cost or save.
+pub fn explain(d: &Decision) -> Why {
+    use crate::alloc::{convex_hull, pareto_front, Allocator, OptionPoint};
+    let points: Vec<OptionPoint> = d
+        .options
+        .iter()
+        .map(|o| OptionPoint {
+            bytes: o.bytes,
+            distortion: o.rel_mse,
+        })
+        .collect();
+    let hull = convex_hull(&points);
+    let on_hull = hull.contains(&d.chosen);
+    let front = match d.rule {
+        Rule::Budget(Allocator::Greedy) if on_hull => hull,
+        _ => pareto_front(&points),
+    };
+    let c = &d.options[d.chosen];
+    let neighbour = |i: usize| Neighbour {
+        label: d.options[i].label.clone(),
+        bytes_delta: d.options[i].bytes as i64 - c.bytes as i64,
+        rel_mse_delta: d.options[i].rel_mse - c.rel_mse,
+    };
+    // The chosen option's place on the front (by bytes if it is not on it, as with a forced
+    // option the rules kept alone).
+    let below = front
+        .iter()
+        .copied()
+        .filter(|&i| d.options[i].bytes < c.bytes && d.options[i].rel_mse > c.rel_mse)
+        .max_by_key(|&i| d.options[i].bytes);
+    let above = front
+        .iter()
+        .copied()
+        .filter(|&i| d.options[i].bytes > c.bytes && d.options[i].rel_mse < c.rel_mse)
+        .min_by_key(|&i| d.options[i].bytes);
+    let (mut cheaper, dearer) = (below.map(neighbour), above.map(neighbour));
+    if let Rule::MaxError(_) = d.rule {
+        // Error mode picks the cheapest option within the bound: the one to name is the closest
+        // cheaper option of all (it misses the bound), on the front or not.
+        cheaper = (0..d.options.len())
+            .filter(|&i| d.options[i].bytes < c.bytes)
+            .max_by_key(|&i| (d.options[i].bytes, std::cmp::Reverse(i)))
+            .map(neighbour);
+    }
+    let up_text = |n: &Neighbour| {
+        format!(
+            "the next option up ({}) would cost +{} bytes for {:.3e} rel. MSE ({:.3e} per KB)",
+            n.label,
+            n.bytes_delta,
+            n.rel_mse_delta,
+            1024.0 * n.rel_mse_delta / n.bytes_delta.max(1) as f64
+        )
+    };
+    let down_text = |n: &Neighbour| {
+        format!(
+            "the next option down ({}) would save {} bytes for +{:.3e} rel. MSE ({:.3e} per KB)",
+            n.label,
+            -n.bytes_delta,
+            n.rel_mse_delta,
+            1024.0 * n.rel_mse_delta / (-n.bytes_delta).max(1) as f64
+        )
+    };
+    let margins = |parts: &mut Vec<String>| {
+        if let Some(n) = &dearer {
+            parts.push(up_text(n));
+        }
+        if let Some(n) = &cheaper {
+            parts.push(down_text(n));
+        }
+    };
+    let cheapest_lossy = d
+        .options
+        .iter()
+        .filter(|o| !o.exact)
+        .min_by_key(|o| o.bytes);
+    let mut parts = Vec::new();
+    let rule = match &d.rule {
+        Rule::Restricted(why) => {
+            parts.push(why.clone());
+            if d.options.len() > 1 {
+                margins(&mut parts);
+            }
+            "restricted"
+        }
+        _ if c.exact && cheapest_lossy.is_none_or(|l| l.bytes >= c.bytes) => {
+            parts.push(match cheapest_lossy {
+                Some(l) => format!(
+                    "exact: the lossless section ({} bytes) is no larger than any lossy option (the cheapest, {}, takes {} bytes)",
+                    c.bytes, l.label, l.bytes
+                ),
+                None => "exact: no lossy option applies".to_string(),
+            });
+            "exact"
+        }
+        Rule::Budget(allocator) => {
+            parts.push(match allocator {
+                Allocator::Greedy => format!(
+                    "greedy: best error per byte at the file's equal-slope point (rel. MSE {:.3e} in {} bytes)",
+                    c.rel_mse, c.bytes
+                ),
+                Allocator::Knapsack => format!(
+                    "knapsack: part of the least-total-error choice within the budget (rel. MSE {:.3e} in {} bytes{})",
+                    c.rel_mse,
+                    c.bytes,
+                    if on_hull {
+                        ""
+                    } else {
+                        "; off the convex hull, which only the knapsack picks"
+                    }
+                ),
+            });
+            margins(&mut parts);
+            allocator.name()
+        }
+        Rule::MaxError(bound) => {
+            let error = c.rel_mse.sqrt();
+            if error <= *bound {
+                parts.push(format!(
+                    "max-error: cheapest option with relative error <= {bound} (this one: {error:.4})"
+                ));
+                // The cheaper options all miss the bound: name the closest one.
+                if let Some(n) = &cheaper {
+                    parts.push(format!(
+                        "the next cheaper option ({}, {} bytes less) has relative error {:.4}",
+                        n.label,
+                        -n.bytes_delta,
+                        (c.rel_mse + n.rel_mse_delta).sqrt()
+                    ));
+                }
+            } else {
+                parts.push(format!(
+                    "max-error: no option reaches relative error {bound}: the most accurate one ({error:.4})"
+                ));
+            }
+            "max-error"
+        }
+    };
+    let mut text = parts.join("; ");
+    if let Some(m) = &d.forced {
+        text = format!("--method {m}: {text}");
+    }
+    Why {
+        rule: rule.to_string(),
+        text,
+        forced_method: d.forced.clone(),
+        cheaper,
+        dearer,
+        on_hull,
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -629,3 +846,109 @@ table.tensors td:nth-child(n+5){text-align:right;font-variant-numeric:tabular-nu
 svg{max-width:100%;height:auto}.note{background:#fff6d5;padding:.4rem .6rem}.foot{color:#777;font-size:.8rem}
 </style>
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::Allocator;
+
+    fn choice(label: &str, bytes: u64, rel_mse: f64) -> Choice {
+        Choice {
+            label: label.into(),
+            bytes,
+            rel_mse,
+            exact: rel_mse == 0.0,
+        }
+    }
+
+    fn options() -> Vec<Choice> {
+        vec![
+            choice("lossless", 1000, 0.0),
+            choice("a 2b", 100, 0.1),
+            choice("b 4b", 200, 0.02),
+            choice("c 6b", 400, 0.005),
+            // Dominated (dearer and worse than b): never a neighbour.
+            choice("d", 300, 0.05),
+            // Pareto-optimal but above the hull between b and c.
+            choice("e 5b", 350, 0.0195),
+        ]
+    }
+
+    #[test]
+    fn budget_neighbours_are_the_front_around_the_choice() {
+        for allocator in Allocator::ALL {
+            let why = explain(&Decision {
+                options: options(),
+                chosen: 2,
+                rule: Rule::Budget(allocator),
+                forced: None,
+            });
+            assert_eq!(why.rule, allocator.name());
+            assert!(why.on_hull);
+            let down = why.cheaper.clone().unwrap();
+            assert_eq!((down.label.as_str(), down.bytes_delta), ("a 2b", -100));
+            assert!((down.rel_mse_delta - 0.08).abs() < 1e-12);
+            let up = why.dearer.clone().unwrap();
+            // The greedy walks the hull (b -> c); the knapsack's front also holds e.
+            let want = if allocator == Allocator::Greedy {
+                ("c 6b", 200)
+            } else {
+                ("e 5b", 150)
+            };
+            assert_eq!((up.label.as_str(), up.bytes_delta), want);
+            assert!(why.text.contains("would cost +") && why.text.contains("would save 100"));
+        }
+        // The knapsack may pick a point off the hull, and says so.
+        let why = explain(&Decision {
+            options: options(),
+            chosen: 5,
+            rule: Rule::Budget(Allocator::Knapsack),
+            forced: Some("lowrank".into()),
+        });
+        assert!(!why.on_hull);
+        assert!(why.text.starts_with("--method lowrank: knapsack"));
+        assert!(why.text.contains("off the convex hull"), "{}", why.text);
+        assert_eq!(why.cheaper.unwrap().label, "b 4b");
+        assert_eq!(why.dearer.unwrap().label, "c 6b");
+    }
+
+    #[test]
+    fn exact_max_error_and_restricted() {
+        let mut o = options();
+        o[0].bytes = 90;
+        let why = explain(&Decision {
+            options: o,
+            chosen: 0,
+            rule: Rule::Budget(Allocator::Knapsack),
+            forced: None,
+        });
+        assert_eq!(why.rule, "exact");
+        assert!(why.text.contains("(the cheapest, a 2b, takes 100 bytes)"));
+        let why = explain(&Decision {
+            options: options(),
+            chosen: 2,
+            rule: Rule::MaxError(0.2),
+            forced: None,
+        });
+        assert_eq!(why.rule, "max-error");
+        assert!(why
+            .text
+            .contains("next cheaper option (a 2b, 100 bytes less)"));
+        let why = explain(&Decision {
+            options: options(),
+            chosen: 3,
+            rule: Rule::MaxError(0.01),
+            forced: None,
+        });
+        assert!(why.text.contains("no option reaches"), "{}", why.text);
+        let why = explain(&Decision {
+            options: vec![choice("lossless", 10, 0.0)],
+            chosen: 0,
+            rule: Rule::Restricted("1-D tensor (norm, bias): stored exactly".into()),
+            forced: None,
+        });
+        assert_eq!(why.rule, "restricted");
+        assert_eq!(why.text, "1-D tensor (norm, bias): stored exactly");
+        assert_eq!((why.cheaper, why.dearer), (None, None));
+    }
+}

@@ -41,5 +41,11 @@ pub const GROUP_FIT: Shader = Shader {
     entry_points: &["main"],
 };
 
+pub const HYPER: Shader = Shader {
+    name: "hyper.wgsl",
+    source: include_str!("../shaders/hyper.wgsl"),
+    entry_points: &["main"],
+};
+
 /// Every kernel, in the order the backend creates their pipelines.
-pub const ALL: [Shader; 5] = [MATMUL, KMEANS_ASSIGN, KMEANS_UPDATE, FWHT, GROUP_FIT];
+pub const ALL: [Shader; 6] = [MATMUL, KMEANS_ASSIGN, KMEANS_UPDATE, FWHT, GROUP_FIT, HYPER];

@@ -446,11 +446,19 @@ pub async fn compress(
         let mut sink = BlobSink::new();
         let written = match &a.converted {
             Some(values) => {
-                compress::encode_on(&backend, &mut plan, values, &mut progress, &mut sink).await
+                compress::encode_on(&backend, &mut plan, &opts, values, &mut progress, &mut sink)
+                    .await
             }
             None => {
-                compress::encode_on(&backend, &mut plan, file.as_ref(), &mut progress, &mut sink)
-                    .await
+                compress::encode_on(
+                    &backend,
+                    &mut plan,
+                    &opts,
+                    file.as_ref(),
+                    &mut progress,
+                    &mut sink,
+                )
+                .await
             }
         };
         match written {

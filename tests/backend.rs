@@ -652,3 +652,150 @@ fn the_browser_kernel_check_passes_on_the_native_adapter() {
         }
     }
 }
+
+/// Points that stress the hyper search of `g`: inside the square, near and on its edges and
+/// corners, far outside, at the centre, on lattice points, on midpoints between neighbouring
+/// lattice points (exact ties), and on the ring boundaries.
+fn hyper_points(g: &lowbit::codec::hyper::Geometry, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    let (c, side, t) = (g.centre, g.side, g.t);
+    let half = 0.5 * side;
+    let mut out: Vec<[f32; 2]> = Vec::new();
+    for _ in 0..700 {
+        let u = [r.uniform() as f32 - 0.5, r.uniform() as f32 - 0.5];
+        out.push([c[0] + u[0] * side, c[1] + u[1] * side]);
+        let e = (r.uniform() as f32 - 0.5) * side / t as f32 * 0.2;
+        let along = (r.uniform() as f32 - 0.5) * side;
+        let edge = if r.uniform() < 0.5 { half } else { -half };
+        out.push(match r.below(3) {
+            0 => [c[0] + edge + e, c[1] + along],
+            1 => [c[0] + along, c[1] + edge + e],
+            _ => [c[0] + edge + e, c[1] + edge - e],
+        });
+        let far = [
+            r.normal() as f32 * side * 2.0,
+            r.normal() as f32 * side * 2.0,
+        ];
+        out.push([c[0] + far[0], c[1] + far[1]]);
+    }
+    out.push(c);
+    out.push([c[0] + half, c[1] + half]);
+    out.push([c[0] - half, c[1] - half]);
+    for k in 0..(t * t).min(400) {
+        let w = g.codeword(k + 1);
+        out.push(w);
+        let v = g.codeword((k + 1) % (t * t) + 1);
+        out.push([0.5 * (w[0] + v[0]), 0.5 * (w[1] + v[1])]);
+        out.push([0.5 * (w[0] + c[0]), 0.5 * (w[1] + c[1])]);
+    }
+    for j in 1..=g.rings as usize {
+        for angle in [0.0f32, 0.7, 2.0, 4.0] {
+            let d = g.radii[j];
+            out.push([c[0] + d * angle.cos(), c[1] + d * angle.sin()]);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Hyper's per-pair search on the GPU gives the CPU's codes exactly, for 1 pair, odd pair counts,
+/// counts that are not a multiple of the workgroup, and (under the lowered limit) several tiles;
+/// ties, edges and ring boundaries included. The kernel must also decide most pairs itself
+/// (random pairs in a realistic geometry), so the CPU's share is bounded.
+#[test]
+fn hyper_codes_match_cpu_exactly() {
+    use lowbit::codec::hyper::{nearest_codes, Geometry};
+    let geometries = [
+        Geometry::new([0.0, 0.0], 0.1, 40, 1, 0.3),
+        Geometry::new([0.013, -0.02], 0.1, 15, 3, 0.5),
+        Geometry::new([0.1, 0.1], 0.5, 1, 0, 0.5),
+        Geometry::new([0.0, 0.0], 1.0, 2, 8, 10.0),
+        Geometry::new([-1.5, 2.25], 3.0, 7, 0, 3.0),
+        Geometry::new([0.0, 0.0], 6.0, 1024, 2, 40.0),
+    ];
+    let mut ran = 0;
+    let mut tie_cases_on_cpu = 0;
+    for (gi, g) in geometries.iter().enumerate() {
+        let all = hyper_points(g, gi as u64);
+        let pairs = all.len() / 2;
+        for count in [1, 3, 255, 257, pairs] {
+            let x = &all[..2 * count];
+            let want = nearest_codes(x, g);
+            for side in sides() {
+                let got = match &side {
+                    Side::Cpu => cpu::hyper_codes(x, g),
+                    Side::Gpu(gpu, name) => {
+                        let got = ok(block_on(gpu.hyper_codes(x, g)), "hyper");
+                        if *name == LOW_NAME && count * 8 > LOW_BINDING as usize {
+                            ran += 1;
+                        }
+                        if count == pairs {
+                            tie_cases_on_cpu += got.decided_on_cpu;
+                        }
+                        got.codes
+                    }
+                };
+                assert_eq!(
+                    got,
+                    want,
+                    "{} geometry {gi} ({g:?}), {count} pairs",
+                    side.name()
+                );
+            }
+        }
+    }
+    tiled_runs(ran, "hyper");
+    let Some(gpus) = gpus() else { return };
+    assert!(tie_cases_on_cpu > 0, "the ties were not handed to the CPU");
+    // Random pairs, L = 6 x RMS, n = 1600, 3 rings (the auto candidate): the kernel decides
+    // almost all of them.
+    let x = random(200_000, 31);
+    let far = x
+        .chunks_exact(2)
+        .map(|p| (p[0] * p[0] + p[1] * p[1]).sqrt())
+        .fold(0f32, f32::max);
+    let g = Geometry::new([0.0, 0.0], 6.0, 40, 3, far);
+    let got = ok(block_on(gpus.full.hyper_codes(&x, &g)), "hyper");
+    assert_eq!(got.codes, nearest_codes(&x, &g));
+    let share = got.decided_on_cpu as f64 / (x.len() / 2) as f64;
+    eprintln!(
+        "hyper: {:.4}% of random pairs decided on the CPU",
+        100.0 * share
+    );
+    assert!(share < 0.01, "{share}");
+}
+
+/// Hyper sections are byte-identical on both backends (every candidate, plus one ring and an
+/// absolute side), on heavy-tailed weights so that the rings are used.
+#[test]
+fn hyper_sections_are_identical_on_both_backends() {
+    let Some(_) = gpus() else { return };
+    let gpu = Backend::Gpu(Box::new(
+        block_on(Gpu::new(GpuOptions::default())).expect("an adapter exists"),
+    ));
+    let shape = lowbit::codec::Shape2::new(37, 129); // an odd element count
+    let mut rng = Rng::new(8);
+    let values: Vec<f32> = (0..shape.len())
+        .map(|_| {
+            let v = 0.02 * rng.normal() as f32;
+            if rng.uniform() < 0.02 {
+                v * 15.0
+            } else {
+                v
+            }
+        })
+        .collect();
+    let mut options = lowbit::codec::hyper::candidates(shape);
+    options.push(lowbit::codec::hyper::Params {
+        n: 1600,
+        side: 0.1,
+        relative: false,
+        rings: 1,
+    });
+    for p in options {
+        let codec = lowbit::codec::CodecParams::Hyper(p);
+        let on_cpu = block_on(codec.encode_on(&Backend::Cpu, &values, shape)).unwrap();
+        let on_gpu = block_on(codec.encode_on(&gpu, &values, shape)).unwrap();
+        assert_eq!(on_cpu.bytes, on_gpu.bytes, "{}", codec.label());
+    }
+    assert!(gpu.fallback().is_none(), "{:?}", gpu.fallback());
+}

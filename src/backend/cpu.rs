@@ -145,3 +145,24 @@ pub fn group_errors(
     }
     out
 }
+
+/// Checks the operands of the hyper search (see [`super::Backend::hyper_codes`]).
+pub fn check_hyper(pairs: &[f32], geometry: &crate::codec::hyper::Geometry) -> Result<()> {
+    if !pairs.len().is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "hyper search: {} values do not make pairs",
+            pairs.len()
+        )));
+    }
+    if let Some(bad) = pairs.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "hyper search needs finite values, found {bad}"
+        )));
+    }
+    crate::codec::hyper::check_geometry(geometry)
+}
+
+/// [`crate::codec::hyper::nearest_codes`].
+pub fn hyper_codes(pairs: &[f32], geometry: &crate::codec::hyper::Geometry) -> Vec<u32> {
+    crate::codec::hyper::nearest_codes(pairs, geometry)
+}

@@ -126,6 +126,38 @@ struct GroupDims {
     _pad: [u32; 2],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct HyperDims {
+    pairs: u32,
+    t: u32,
+    rings: u32,
+    groups_x: u32,
+    centre: [f32; 2],
+    corner: [f32; 2],
+    half_side: f32,
+    h: f32,
+    shear: f32,
+    tolerance: f32,
+    radii: [f32; 12],
+    factors: [f32; 12],
+}
+
+/// hyper.wgsl's `K`: a pair whose best and second-best codewords are within
+/// `K (M sqrt(d) + d)` of each other is decided on the CPU (see the kernel's header).
+const HYPER_TOLERANCE: f32 = 1.0 / 65536.0;
+/// Bit 31 of a code from hyper.wgsl: the kernel could not decide this pair with certainty.
+const HYPER_AMBIGUOUS: u32 = 1 << 31;
+
+/// The result of [`Gpu::hyper_codes`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HyperCodes {
+    /// One code per pair, equal to `codec::hyper::nearest_codes`.
+    pub codes: Vec<u32>,
+    /// How many of them the kernel left to the CPU (near-ties, ring and edge boundaries).
+    pub decided_on_cpu: usize,
+}
+
 /// A row-major matrix resident on the GPU, split into tiles of whole rows (one buffer each).
 struct Tiled {
     cols: usize,
@@ -1021,6 +1053,83 @@ impl Gpu {
             let f = self.read::<f32>(fits, 2 * groups).await?;
             out.fits.extend(f.chunks_exact(2).map(|p| (p[0], p[1])));
             out.codes.extend(self.read::<u32>(codes, *len).await?);
+        }
+        Ok(out)
+    }
+}
+
+impl Gpu {
+    /// Hyper-Compression's per-pair search (`shaders/hyper.wgsl`), pairs tiled by the binding
+    /// limit; the pairs the kernel marks ambiguous are decided by `codec::hyper::nearest_code`,
+    /// so the codes are the CPU's. Declines (`Unsupported`) squares whose squared pitch is near
+    /// the bottom of f32's normal range, or values whose squares are near its top, where the
+    /// kernel's tolerance argument does not hold.
+    pub async fn hyper_codes(
+        &self,
+        pairs: &[f32],
+        g: &crate::codec::hyper::Geometry,
+    ) -> GpuResult<HyperCodes> {
+        let n = pairs.len() / 2;
+        let h = g.pitch();
+        let largest = pairs
+            .iter()
+            .chain(&g.centre)
+            .fold(g.side, |m, &v| m.max(v.abs()));
+        // 2^-100 and 2^50: squares (and the tolerance) stay normal f32 numbers with room to spare.
+        if !(h * h >= 2f32.powi(-100) && largest < 2f32.powi(50)) {
+            return Err(GpuFailure::Unsupported(format!(
+                "hyper search: pitch {h:e} or magnitude {largest:e} outside the kernel's f32 range"
+            )));
+        }
+        let mut radii = [0f32; 12];
+        let mut factors = [0f32; 12];
+        for j in 0..g.radii.len() {
+            radii[j] = g.radii[j];
+            factors[j] = g.shrink_factor(j as u32);
+        }
+        let tiled = self.upload_tiled(pairs, n, 2, 2, "pairs")?;
+        let mut outputs = Vec::new();
+        let mut encoder = self.encoder();
+        for (_, count, buffer) in &tiled.tiles {
+            let (gx, gy) = grid(count.div_ceil(WORKGROUP))?;
+            let dims = HyperDims {
+                pairs: to_u32(*count, "pairs")?,
+                t: g.t,
+                rings: g.rings,
+                groups_x: gx,
+                centre: g.centre,
+                corner: g.corner(),
+                half_side: 0.5 * g.side,
+                h,
+                shear: g.shear(),
+                tolerance: HYPER_TOLERANCE,
+                radii,
+                factors,
+            };
+            let uniform = self.uniform(&dims);
+            let codes = self.zeroed(count * 4, "codes");
+            self.dispatch(
+                &mut encoder,
+                &shaders::HYPER,
+                "main",
+                &[(0, &uniform), (1, buffer), (2, &codes)],
+                (gx, gy, 1),
+            );
+            outputs.push((*count, codes));
+        }
+        self.submit(encoder);
+        let mut out = HyperCodes {
+            codes: Vec::with_capacity(n),
+            decided_on_cpu: 0,
+        };
+        for (count, codes) in &outputs {
+            out.codes.extend(self.read::<u32>(codes, *count).await?);
+        }
+        for (i, code) in out.codes.iter_mut().enumerate() {
+            if *code & HYPER_AMBIGUOUS != 0 {
+                *code = crate::codec::hyper::nearest_code([pairs[2 * i], pairs[2 * i + 1]], g);
+                out.decided_on_cpu += 1;
+            }
         }
         Ok(out)
     }

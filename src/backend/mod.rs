@@ -348,6 +348,24 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Hyper-Compression's per-pair nearest-codeword search ([`crate::codec::hyper::nearest_codes`]):
+    /// one code per pair `(pairs[2i], pairs[2i+1])`. The same codes on both backends (the kernel
+    /// hands the pairs it cannot decide with certainty in f32 to the CPU function).
+    pub async fn hyper_codes(
+        &self,
+        pairs: &[f32],
+        geometry: &crate::codec::hyper::Geometry,
+    ) -> Result<Vec<u32>> {
+        cpu::check_hyper(pairs, geometry)?;
+        run!(
+            self,
+            g => g.hyper_codes(pairs, geometry).await.map(|c| c.codes),
+            Ok(cpu::hyper_codes(pairs, geometry))
+        )
+    }
+}
+
 /// The result of [`Backend::fit_groups`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupFits {

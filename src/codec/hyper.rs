@@ -11,8 +11,9 @@
 //! Nearest codeword: the reference searches a KD-tree; here [`nearest_codes`] decodes the lattice
 //! in closed form (the rows of the sheared grid near the point, the nearest column of each, and
 //! the centre), exact including the square's edges, where the grid does not wrap: the tests check
-//! it against brute force over all codewords. It is one allocation-free loop per pair, the shape a
-//! GPU kernel mirrors.
+//! it against brute force over all codewords. It is one allocation-free loop per pair, mirrored by
+//! `shaders/hyper.wgsl` (through [`crate::backend::Backend::hyper_codes`]), which gives the same
+//! codes: pairs it cannot decide with certainty in f32 are decided here ([`nearest_code`]).
 //!
 //! Differences from the reference, chosen and measured (docs/METHODS.md): the codes are entropy
 //! coded (three symbols per pair: ring, column, row, each with its own adaptive-free static model)
@@ -29,6 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{get_varint, put_varint, Encoded, Shape2};
+use crate::backend::Backend;
 use crate::entropy;
 use crate::error::{Error, Result};
 
@@ -166,6 +168,35 @@ impl Geometry {
         ]
     }
 
+    /// Pitch `h = L/T` of the grid, as every search computes it.
+    #[inline]
+    pub fn pitch(&self) -> f32 {
+        self.side / self.t as f32
+    }
+
+    /// Shear `h/T` between consecutive rows.
+    #[inline]
+    pub fn shear(&self) -> f32 {
+        self.pitch() / self.t as f32
+    }
+
+    /// Lower-left corner `centre - L/2` of the square (the origin of [`Self::codeword`]).
+    #[inline]
+    pub fn corner(&self) -> [f32; 2] {
+        let half = 0.5 * self.side;
+        [self.centre[0] - half, self.centre[1] - half]
+    }
+
+    /// The factor ring `j`'s pairs are shrunk by, `(L/2) / r_j` (1 for ring 0).
+    #[inline]
+    pub fn shrink_factor(&self, ring: u32) -> f32 {
+        if ring == 0 {
+            1.0
+        } else {
+            0.5 * self.side / self.radii[ring as usize]
+        }
+    }
+
     #[inline]
     fn row_y(&self, b: u32) -> f32 {
         let h = self.side / self.t as f32;
@@ -218,7 +249,7 @@ fn shrink(p: [f32; 2], g: &Geometry) -> (u32, [f32; 2]) {
             break;
         }
     }
-    let f = half / g.radii[ring as usize];
+    let f = g.shrink_factor(ring);
     (ring, [g.centre[0] + dx * f, g.centre[1] + dy * f])
 }
 
@@ -272,17 +303,36 @@ pub fn nearest_codeword(q: [f32; 2], g: &Geometry) -> u32 {
     best_i
 }
 
-/// The per-pair search: for each pair `(pairs[2i], pairs[2i+1])`, its ring `j` and nearest
-/// codeword `i`, as the code `i + (n + 1) * j`. No allocation inside the loop.
+/// The code of one pair: its ring `j` and nearest codeword `i`, as `i + (n + 1) * j`.
+#[inline]
+pub fn nearest_code(p: [f32; 2], g: &Geometry) -> u32 {
+    let (ring, q) = shrink(p, g);
+    nearest_codeword(q, g) + g.per_ring() * ring
+}
+
+/// The per-pair search: [`nearest_code`] of each pair `(pairs[2i], pairs[2i+1])`. No allocation
+/// inside the loop.
 pub fn nearest_codes(pairs: &[f32], g: &Geometry) -> Vec<u32> {
-    let per = g.per_ring();
     pairs
         .chunks_exact(2)
-        .map(|p| {
-            let (ring, q) = shrink([p[0], p[1]], g);
-            nearest_codeword(q, g) + per * ring
-        })
+        .map(|p| nearest_code([p[0], p[1]], g))
         .collect()
+}
+
+/// Checks a geometry before a search: `1 <= T <= MAX_SIDE_POINTS`, at most `MAX_RINGS` rings,
+/// a positive finite side and finite centre and radii.
+pub fn check_geometry(g: &Geometry) -> Result<()> {
+    let finite = g.side.is_finite()
+        && g.side > 0.0
+        && g.centre.iter().all(|c| c.is_finite())
+        && g.radii.iter().all(|r| r.is_finite() && *r > 0.0);
+    if !(1..=MAX_SIDE_POINTS).contains(&g.t) || g.rings > MAX_RINGS as u32 || !finite {
+        return Err(Error::invalid(format!(
+            "hyper geometry out of range: T = {}, {} rings, side {}",
+            g.t, g.rings, g.side
+        )));
+    }
+    Ok(())
 }
 
 /// The reference's fixed-width rate: `bit_length(max code)` bits per pair (at least 1).
@@ -306,7 +356,19 @@ const CONTEXTS: u32 = 3;
 /// `f32 L, f32 centre_x, f32 centre_y, f32 far, u8 rings`.
 const HEADER: usize = 17;
 
+/// Encodes on the CPU (see [`encode_on`]).
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
+    crate::backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+}
+
+/// Encodes with the per-pair search on `backend`; the bytes do not depend on the backend (the
+/// kernel's codes are the CPU's, see [`crate::backend::Backend::hyper_codes`]).
+pub async fn encode_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<Encoded> {
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
             "{} values for a {}x{} tensor",
@@ -370,7 +432,7 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
     }
     let rings = if outside { p.rings as u32 } else { 0 };
     let g = Geometry::new(centre, side, t, rings, far);
-    let codes = nearest_codes(&pairs, &g);
+    let codes = backend.hyper_codes(&pairs, &g).await?;
 
     let mut reconstruction = Vec::with_capacity(pairs.len());
     let mut symbols = Vec::with_capacity(3 * codes.len());

@@ -205,7 +205,7 @@ impl CodecParams {
                     lowrank::encode_many_on(backend, values, shape, std::slice::from_ref(p)).await;
                 out.pop().expect("one option gives one result")
             }
-            CodecParams::Hyper(p) => hyper::encode(values, shape, p),
+            CodecParams::Hyper(p) => hyper::encode_on(backend, values, shape, p).await,
             CodecParams::Turbo(p) => turbo::encode_on(backend, values, shape, p).await,
             CodecParams::Transform(p) => {
                 let stats = vectors::Stats::of(values, shape)?;
