@@ -240,6 +240,16 @@ struct Session {
     analysed: Option<(String, Rc<Analysed>)>,
 }
 
+impl Session {
+    /// The last measurement, if it was made for settings with this analysis key.
+    fn measured(&self, key: &str) -> Option<Rc<Analysed>> {
+        self.analysed
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, a)| a.clone())
+    }
+}
+
 struct Engine {
     backend: Rc<Backend>,
     choice: BackendChoice,
@@ -354,12 +364,7 @@ async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<R
             ))
             .in_file(&s.name));
         }
-        let cached = s
-            .analysed
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, a)| a.clone());
-        Ok((s.file.clone(), s.name.clone(), cached))
+        Ok((s.file.clone(), s.name.clone(), s.measured(&key)))
     })?;
     if let Some(a) = cached {
         return Ok(a);
@@ -415,10 +420,7 @@ pub fn estimate(options: JsValue) -> std::result::Result<String, JsError> {
     let page = PageOptions::parse(options).map_err(js_error)?;
     let key = page.analysis_key();
     let a = session(|s| {
-        s.analysed
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, a)| a.clone())
+        s.measured(&key)
             .ok_or_else(|| Error::option("the settings changed: measure again"))
     })
     .map_err(js_error)?;
@@ -563,10 +565,7 @@ pub async fn tensor_view(
     let key = page.analysis_key();
     let (file, a) = session(|s| {
         let a = s
-            .analysed
-            .as_ref()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, a)| a.clone())
+            .measured(&key)
             .ok_or_else(|| Error::option("measure the file first"))?;
         Ok((s.file.clone(), a))
     })
