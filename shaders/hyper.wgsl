@@ -39,7 +39,9 @@ struct HyperDims {
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 
 const AMBIGUOUS: u32 = 0x80000000u;
-const F32_MAX: f32 = 3.4028235e38;
+// f32::MAX written exactly in hex: Tint (Chrome's WGSL compiler) rejects a decimal literal such as
+// 3.4028235e38, which rounds to f32::MAX but lies above it.
+const F32_MAX: f32 = 0x1.fffffep+127f;
 
 // The search state of this invocation's pair.
 var<private> q: vec2<f32>;

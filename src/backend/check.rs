@@ -231,5 +231,26 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
             Err(e) => out.push(failed("scalar group fit", shape, e)),
         }
     }
+    // Hyper-Compression's nearest codeword: the same code for every pair (the kernel settles
+    // near-ties on the CPU), with and without rings outside the square.
+    for (t, rings) in [(40u32, 0u32), (15, 3)] {
+        let geometry = crate::codec::hyper::Geometry::new([0.013, -0.02], 0.1, t, rings, 0.5);
+        let shape = format!("1001 pairs, T = {t}, {rings} rings");
+        let pairs: Vec<f32> = random(2 * 1001, 13).iter().map(|x| 0.08 * x).collect();
+        match backend.hyper_codes(&pairs, &geometry).await {
+            Ok(got) => {
+                let want = cpu::hyper_codes(&pairs, &geometry);
+                let worst = if got == want { 0.0 } else { f64::INFINITY };
+                out.push(row(
+                    "hyper nearest codeword",
+                    shape,
+                    worst,
+                    backend,
+                    "identical codes",
+                ));
+            }
+            Err(e) => out.push(failed("hyper nearest codeword", shape, e)),
+        }
+    }
     out
 }
