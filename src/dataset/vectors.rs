@@ -7,10 +7,12 @@
 //!
 //! Besides the coders this module holds what the report shows about a vector dataset: the
 //! covariance eigenvalues and the Gaussian rate-distortion bound they give (reverse water-filling),
-//! and the nearest-neighbour recall of the compressed rows.
+//! and the nearest-neighbour recall of the compressed rows, which is also what the allocator
+//! maximises for a vector dataset under a size budget (`distortion` in src/compress.rs).
 //!
 //! What it does not do: a mixture of Gaussians (one KLT per cluster: planned, not built), rotation
-//! + Lloyd-Max scalar codebooks (TurboQuant; should share code with a `turbo` codec), GPU kernels.
+//! and Lloyd-Max scalar codebooks (TurboQuant; should reuse `codec::turbo` and `rotation`), OPQ,
+//! PQ's k-means on the `Backend` (GPU).
 
 use faer::{Mat, Side};
 

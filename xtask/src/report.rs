@@ -88,6 +88,10 @@ pub fn print_row(row: &Value) {
         "mse",
         "compress_seconds",
         "decompress_seconds",
+        "bits_per_vector_whole_file",
+        "recall_at_10",
+        "mse_per_dimension",
+        "gap_bits_per_dimension",
     ] {
         if let Some(v) = row.get(key) {
             parts.push(format!("{key}={v}"));

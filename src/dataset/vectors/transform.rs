@@ -110,9 +110,9 @@ impl Params {
                 self.basis_bits
             )));
         }
-        if !(1.0..=MAX_KEEP_FACTOR).contains(&self.keep_factor)
-            || !(self.gain > 0.0 && self.gain <= MAX_GAIN)
-        {
+        let keep_ok = (1.0..=MAX_KEEP_FACTOR).contains(&self.keep_factor);
+        let gain_ok = self.gain > 0.0 && self.gain <= MAX_GAIN;
+        if !(keep_ok && gain_ok) {
             return Err(Error::corrupt(format!(
                 "transform keep factor {} or gain {} out of range",
                 self.keep_factor, self.gain
