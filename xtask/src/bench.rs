@@ -981,12 +981,13 @@ fn gaussian_rows(paths: &Paths, bin: &Path, script: &Path, dir: &Path, results: 
     let push = |results: &mut Results, row: Value| {
         Results::push(&mut results.vectors, &mut results.failures, row)
     };
-    let generated = setup::run(python(paths).arg(script).arg("gaussian").arg(dir)).and_then(|ran| {
-        setup::json_lines(&ran.stdout)
-            .pop()
-            .and_then(|l| l["rows"].as_f64())
-            .ok_or_else(|| "gaussian printed no rows".to_string())
-    });
+    let generated =
+        setup::run(python(paths).arg(script).arg("gaussian").arg(dir)).and_then(|ran| {
+            setup::json_lines(&ran.stdout)
+                .pop()
+                .and_then(|l| l["rows"].as_f64())
+                .ok_or_else(|| "gaussian printed no rows".to_string())
+        });
     let rows = match generated {
         Ok(rows) => rows,
         Err(e) => {
@@ -1005,22 +1006,26 @@ fn gaussian_rows(paths: &Paths, bin: &Path, script: &Path, dir: &Path, results: 
         m.insert("budget_bits_per_dimension".into(), json!(budget));
         let bpw = budget.to_string();
         let args = ["--bpw", bpw.as_str(), "--method", "transform"];
-        let ran = lowbit_round_trip(bin, &input, &packed, &restored, &args, 1, &mut m).and_then(
-            |()| {
+        let ran =
+            lowbit_round_trip(bin, &input, &packed, &restored, &args, 1, &mut m).and_then(|()| {
                 let bytes = fs::metadata(&packed).map_err(|e| e.to_string())?.len();
                 let bits = 8.0 * bytes as f64 / (rows * 16.0);
                 let ran = setup::run(python(paths).arg(script).arg("rd").arg(dir).arg(&restored))?;
                 let line = setup::json_lines(&ran.stdout)
                     .pop()
                     .ok_or("rd printed no JSON")?;
-                let bound = line["rd_bits_per_dimension"].as_f64().ok_or("no rd figure")?;
+                let bound = line["rd_bits_per_dimension"]
+                    .as_f64()
+                    .ok_or("no rd figure")?;
                 m.insert("bits_per_dimension_whole_file".into(), json!(bits));
                 m.insert("rd_bits_per_dimension".into(), json!(bound));
                 m.insert("gap_bits_per_dimension".into(), json!(bits - bound));
-                m.insert("mse_per_dimension".into(), line["mse_per_dimension"].clone());
+                m.insert(
+                    "mse_per_dimension".into(),
+                    line["mse_per_dimension"].clone(),
+                );
                 Ok(())
-            },
-        );
+            });
         let status = match ran {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("failed: {e}"),

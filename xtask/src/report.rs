@@ -592,3 +592,40 @@ fn sequences(rows: &[Value]) -> String {
     }
     out + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// The vectors tables: lowbit rows compared with the faiss row of the same bits, the Gaussian
+    /// rows in their own table.
+    #[test]
+    fn vectors_tables_compare_at_the_same_bits() {
+        let doc = json!({
+            "vectors": [
+                {"method": "faiss PQ m16 nbits8", "kind": "reference", "status": "ok",
+                 "code_bits_per_vector": 128, "recall_at_10": 0.1869},
+                {"method": "lowbit transform 128 bits/vector", "kind": "lowbit", "status": "ok",
+                 "target_bits_per_vector": 128, "bits_per_vector_whole_file": 119.76,
+                 "recall_at_10": 0.2162, "mse_per_dimension": 0.00183},
+                {"method": "lowbit pq 64 bits/vector", "kind": "lowbit",
+                 "status": "skipped: below the smallest file", "target_bits_per_vector": 64},
+                {"method": "lowbit transform --bpw 2 (Gaussian)", "kind": "gaussian", "status": "ok",
+                 "bits_per_dimension_whole_file": 1.8782, "rd_bits_per_dimension": 1.6041,
+                 "gap_bits_per_dimension": 0.2741, "mse_per_dimension": 0.0203}
+            ]
+        });
+        let md = super::markdown(&doc);
+        let line = |needle: &str| {
+            md.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle} in\n{md}"))
+                .to_string()
+        };
+        assert!(line("lowbit transform 128").contains("| +0.0293 |"));
+        assert!(!line("lowbit pq 64").contains('+'));
+        let gaussian = line("(Gaussian)");
+        assert!(gaussian.contains("| 0.2741 |") && gaussian.contains("| 1.6041 |"));
+        assert!(md.find("against R(D)") > md.find("recall@10"));
+    }
+}
