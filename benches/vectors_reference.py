@@ -8,6 +8,10 @@
                                   base rows: recall@10 of the queries against the decoded base,
                                   fixed-length code bits per vector (codebooks not counted)
   recall DIR RESTORED.npy         recall@10 and MSE of a restored base (lowbit's decompressed file)
+  gaussian DIR                    DIR/gaussian.npy: 40000 rows of a zero-mean Gaussian in 16
+                                  dimensions, covariance eigenvalues 0.8^i in a random basis (seeded)
+  rd DIR RESTORED.npy             MSE per dimension of a restored gaussian.npy and the Gaussian
+                                  R(D) at that MSE (reverse water-filling on the true eigenvalues)
 
 Prints one JSON object per measurement on stdout.
 """
@@ -101,6 +105,39 @@ def recall_of(d, restored_path):
     print(json.dumps({"recall_at_10": recall(truth, top_k(queries, restored)), "mse_per_dimension": mse}))
 
 
+GAUSS_ROWS = 40000
+GAUSS_EIGENVALUES = 0.8 ** np.arange(16)
+
+
+def gaussian(d):
+    rng = np.random.default_rng(SEED)
+    basis, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    z = rng.standard_normal((GAUSS_ROWS, 16)) * np.sqrt(GAUSS_EIGENVALUES)
+    np.save(f"{d}/gaussian.npy", (z @ basis.T).astype(np.float32))
+    print(json.dumps({"gaussian": True, "rows": GAUSS_ROWS, "eigenvalues": GAUSS_EIGENVALUES.tolist()}))
+
+
+def gaussian_rate(eig, mse):
+    """Bits per dimension of the Gaussian R(D) at `mse` per dimension (reverse water-filling)."""
+    lo, hi = 0.0, float(eig.max())
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(eig, mid).sum() < mse * len(eig):
+            lo = mid
+        else:
+            hi = mid
+    theta = 0.5 * (lo + hi)
+    return float(np.sum(np.maximum(0.0, 0.5 * np.log2(eig / theta))) / len(eig))
+
+
+def rd_of(d, restored_path):
+    x = np.load(f"{d}/gaussian.npy").astype(np.float64)
+    y = np.load(restored_path).astype(np.float64)
+    assert x.shape == y.shape, (x.shape, y.shape)
+    mse = float(((x - y) ** 2).mean())
+    print(json.dumps({"mse_per_dimension": mse, "rd_bits_per_dimension": gaussian_rate(GAUSS_EIGENVALUES, mse)}))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "prepare":
@@ -109,5 +146,9 @@ if __name__ == "__main__":
         faiss_pq(sys.argv[2], [int(b) for b in sys.argv[3:]])
     elif cmd == "recall":
         recall_of(sys.argv[2], sys.argv[3])
+    elif cmd == "gaussian":
+        gaussian(sys.argv[2])
+    elif cmd == "rd":
+        rd_of(sys.argv[2], sys.argv[3])
     else:
         sys.exit(f"unknown command {cmd}")

@@ -348,9 +348,10 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     };
     let importance = importance.as_deref();
     if vector_path {
-        analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
+        let queries = analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
         // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
         // coders' side information (mean, basis, codebooks, tables) costs more than they save.
+        // Their recall is measured like the vector coders' (the allocator compares recall).
         if opts.method.is_none() && t.dtype.is_lossy_compressible() {
             analyse_matrix(
                 backend,
@@ -360,6 +361,7 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
                 opts,
                 seed,
                 importance,
+                Some(&queries),
                 &mut analysis,
             )
             .await?;
@@ -373,6 +375,7 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
             opts,
             seed,
             importance,
+            None,
             &mut analysis,
         )
         .await?;
@@ -426,11 +429,13 @@ fn analyse_vectors(
     opts: &CompressOptions,
     seed: u64,
     analysis: &mut TensorAnalysis,
-) -> Result<()> {
+) -> Result<vectors::RecallQueries> {
     let stats = vectors::Stats::of(values, shape)?;
     let before = analysis.candidates.len();
     let queries = vectors::RecallQueries::sample(values, shape, vectors::RECALL_QUERIES, seed);
-    for option in vectors::encode_options(values, shape, &stats, opts.method, seed)? {
+    let options =
+        vectors::encode_options(values, shape, &stats, opts.method, seed, Some(&queries))?;
+    for option in options {
         let encoded = option.encoded;
         analysis.candidates.push(Candidate {
             coded_bytes: encoded.bytes.len() as u64,
@@ -438,7 +443,7 @@ fn analyse_vectors(
             side_bytes: encoded.side_bytes as u64,
             sq_error: squared_error(values, &encoded.reconstruction, dtype),
             vector: Some(VectorMeasure {
-                recall_at_10: queries.recall(&encoded.reconstruction, shape),
+                recall_at_10: option.recall_at_10,
                 bits_per_dimension: option.bits_per_dimension,
             }),
             codec: option.codec,
@@ -453,11 +458,12 @@ fn analyse_vectors(
         eigenvalues: stats.eigenvalues,
         recall_queries: queries.rows.len(),
     });
-    Ok(())
+    Ok(queries)
 }
 
 /// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor;
-/// `importance`: the tensor's row importances from an importance file, if any.
+/// `importance`: the tensor's row importances from an importance file, if any; with `queries` (a
+/// vector dataset), each option's recall@10 is measured too.
 #[allow(clippy::too_many_arguments)]
 async fn analyse_matrix(
     backend: &Backend,
@@ -467,6 +473,7 @@ async fn analyse_matrix(
     opts: &CompressOptions,
     seed: u64,
     importance: Option<&[f64]>,
+    queries: Option<&vectors::RecallQueries>,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
     let mut params: Vec<CodecParams> = Vec::new();
@@ -576,7 +583,10 @@ async fn analyse_matrix(
             crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
             sq_error,
-            vector: None,
+            vector: queries.map(|q| VectorMeasure {
+                recall_at_10: q.recall(&encoded.reconstruction, shape),
+                bits_per_dimension: Vec::new(),
+            }),
         });
     }
     Ok(())
@@ -705,8 +715,18 @@ pub struct Plan {
 /// parameter count instead (the plain MSE of relative errors over all weights) spends half the
 /// budget on the 11.7M-entry word-embedding table and gives embedding cosine 0.9669; equal weight
 /// per tensor gives 0.9902 for the same file size (0.9897 with sqrt(params) weights).
+///
+/// A vector dataset (rows coded as vectors) is different: what it is for is nearest-neighbour
+/// search, and at the same size the option with the lower MSE is not the one that ranks neighbours
+/// best (MiniLM's word embeddings, docs/VECTORS.md). There the distortion is 1 - recall@10 on the
+/// sampled queries, with the relative MSE as a tie-break far below recall's resolution. `--max-error`
+/// stays an MSE bound (it does not use this function).
 fn distortion(a: &TensorAnalysis, c: &Candidate) -> f64 {
-    a.rel_mse(c)
+    let recall = c.vector.as_ref().and_then(|v| v.recall_at_10);
+    match (&a.vectors, recall) {
+        (Some(_), Some(recall)) => (1.0 - recall) + 1e-6 * a.rel_mse(c),
+        _ => a.rel_mse(c),
+    }
 }
 
 fn option_points(ckpt: &Checkpoint, analyses: &[TensorAnalysis]) -> Vec<Vec<OptionPoint>> {
@@ -1299,15 +1319,20 @@ fn vector_report(plan: &Plan) -> Option<VectorReport> {
         })
         .collect();
     let chosen = &a.candidates[ci];
-    let allocation = chosen.vector.as_ref().map(|v| BitAllocation {
-        label: chosen.codec.label(),
-        axis: match chosen.codec {
-            CodecParams::Transform(_) => "KLT component".into(),
-            _ => "coordinate".into(),
-        },
-        estimated_bits: v.bits_per_dimension.clone(),
-        water_filling_bits: vectors::water_filling_allocation(eig, chosen.sq_error / numel),
-    });
+    // Matrix codecs chosen for a vector dataset have a recall but no per-dimension estimate.
+    let allocation = chosen
+        .vector
+        .as_ref()
+        .filter(|v| !v.bits_per_dimension.is_empty())
+        .map(|v| BitAllocation {
+            label: chosen.codec.label(),
+            axis: match chosen.codec {
+                CodecParams::Transform(_) => "KLT component".into(),
+                _ => "coordinate".into(),
+            },
+            estimated_bits: v.bits_per_dimension.clone(),
+            water_filling_bits: vectors::water_filling_allocation(eig, chosen.sq_error / numel),
+        });
     Some(VectorReport {
         tensor: t.name.clone(),
         vectors: stats.vectors,

@@ -230,3 +230,51 @@ fn bad_vector_files_fail_cleanly() {
         );
     }
 }
+
+/// Under a size budget a vector dataset gets the option that ranks neighbours best: no measured
+/// option is both smaller and of higher recall@10 than the chosen one (in MSE terms it may lose).
+#[test]
+fn a_budget_on_vectors_picks_by_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let eigenvalues: Vec<f64> = (0..32).map(|i| 0.9f64.powi(i)).collect();
+    let (n, dim) = (4000, 32);
+    let x = gaussian(n, &eigenvalues, 21);
+    fs::write(d.join("v.npy"), npy_file(&x, n, dim)).unwrap();
+    let o = lowbit(
+        &[
+            "compress",
+            "v.npy",
+            "-o",
+            "v.lowbit",
+            "--bpw",
+            "0.75",
+            "--method",
+            "transform",
+            "--report",
+            "rep",
+            "--quiet",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("rep/report.json")).unwrap()).unwrap();
+    let options = report["vectors"]["options"].as_array().unwrap();
+    let figure = |o: &serde_json::Value, k: &str| o[k].as_f64().unwrap();
+    let chosen = options.iter().find(|o| o["chosen"] == true).unwrap();
+    for o in options {
+        let smaller = figure(o, "bits_per_dimension") <= figure(chosen, "bits_per_dimension");
+        let better = figure(o, "recall_at_10") > figure(chosen, "recall_at_10");
+        assert!(
+            !(smaller && better),
+            "{} dominates the chosen {}",
+            o["label"],
+            chosen["label"]
+        );
+    }
+    // The low-rate variants were measured (the candidates this choice is among).
+    assert!(options
+        .iter()
+        .any(|o| o["label"].as_str().unwrap().contains("keep")));
+}

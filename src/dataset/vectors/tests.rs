@@ -162,3 +162,113 @@ fn recall_is_one_on_the_data_itself_and_falls_with_noise() {
     let r = q.recall(&noisy, shape).unwrap();
     assert!(r < 0.9 && r > 0.05, "{r}");
 }
+
+#[test]
+fn transform_with_fewer_components_and_a_gain_round_trips() {
+    let eig = [4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.01];
+    let shape = Shape2::new(2000, 8);
+    let x = gaussian(shape.rows, &eig, 12);
+    let stats = Stats::of(&x, shape).unwrap();
+    let theta = water_level_for_rate(&stats.eigenvalues, 1.0);
+    let plain = transform::params_for_level(&stats, theta);
+    let few = transform::Params {
+        keep_factor: 4.0,
+        gain: 1.2,
+        ..plain.clone()
+    };
+    assert!(few.kept(&stats.eigenvalues) < plain.kept(&stats.eigenvalues));
+    let (a, _) = transform::encode(&x, shape, &stats, &plain).unwrap();
+    let (b, _) = transform::encode(&x, shape, &stats, &few).unwrap();
+    assert_eq!(
+        transform::decode(&b.bytes, shape, &few).unwrap(),
+        b.reconstruction
+    );
+    // Fewer components: fewer bytes; the gain moves the reconstruction away from the MSE optimum.
+    assert!(b.bytes.len() < a.bytes.len());
+    assert!(mse(&x, &b.reconstruction) > mse(&x, &a.reconstruction));
+    // The gain scales the decoded coefficients about the mean, nothing else.
+    let unit = transform::Params {
+        gain: 1.0,
+        ..few.clone()
+    };
+    let (c, _) = transform::encode(&x, shape, &stats, &unit).unwrap();
+    assert_eq!(
+        c.bytes, b.bytes,
+        "the gain lives in the header, not the section"
+    );
+    for (t, (&g, &u)) in b.reconstruction.iter().zip(&c.reconstruction).enumerate() {
+        let m = stats.mean[t % 8] as f32;
+        assert!((g - (m + 1.2 * (u - m))).abs() < 1e-4, "{t}: {g} vs {u}");
+    }
+    // Out-of-range parameters are typed errors.
+    for bad in [
+        transform::Params {
+            keep_factor: 0.5,
+            ..few.clone()
+        },
+        transform::Params {
+            gain: 0.0,
+            ..few.clone()
+        },
+        transform::Params {
+            gain: f32::NAN,
+            ..few.clone()
+        },
+    ] {
+        assert!(matches!(
+            transform::decode(&b.bytes, shape, &bad),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}
+
+#[test]
+fn transform_params_without_the_new_fields_read_as_water_filling() {
+    // Files written before keep_factor and gain existed carry neither field.
+    let p: transform::Params = serde_json::from_str(r#"{"step":0.5,"basis_bits":8}"#).unwrap();
+    assert_eq!((p.keep_factor, p.gain), (1.0, 1.0));
+    // And the defaults are not written, so such headers stay byte-identical.
+    assert_eq!(
+        serde_json::to_string(&p).unwrap(),
+        r#"{"step":0.5,"basis_bits":8}"#
+    );
+}
+
+#[test]
+fn encode_options_measures_recall_and_keeps_a_gain_only_when_it_helps() {
+    let eig: Vec<f64> = (0..24).map(|i| 0.85f64.powi(i)).collect();
+    let shape = Shape2::new(3000, 24);
+    let x = gaussian(shape.rows, &eig, 13);
+    let stats = Stats::of(&x, shape).unwrap();
+    let queries = RecallQueries::sample(&x, shape, 200, 3);
+    let options = encode_options(
+        &x,
+        shape,
+        &stats,
+        Some(Method::Transform),
+        1,
+        Some(&queries),
+    )
+    .unwrap();
+    assert!(options.iter().all(|o| o.recall_at_10.is_some()));
+    let mut previous: Option<(&transform::Params, f64)> = None;
+    for o in &options {
+        let CodecParams::Transform(p) = &o.codec else {
+            panic!("only transform options were asked for")
+        };
+        let recall = o.recall_at_10.unwrap();
+        // A gain option follows its gain-1 option and was kept because it ranks better there.
+        if p.gain != 1.0 {
+            let (base, base_recall) = previous.expect("a gain option follows its base");
+            assert_eq!((base.step, base.keep_factor), (p.step, p.keep_factor));
+            assert!(recall > base_recall, "{recall} vs {base_recall}");
+        }
+        previous = Some((p, recall));
+    }
+    // Without queries: no recall, no gain options.
+    let plain = encode_options(&x, shape, &stats, Some(Method::Transform), 1, None).unwrap();
+    assert!(plain.iter().all(|o| o.recall_at_10.is_none()));
+    assert!(plain
+        .iter()
+        .all(|o| matches!(&o.codec, CodecParams::Transform(p) if p.gain == 1.0)));
+}
