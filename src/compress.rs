@@ -221,7 +221,7 @@ pub struct TensorAnalysis {
 }
 
 impl TensorAnalysis {
-    fn rel_mse(&self, c: &Candidate) -> f64 {
+    pub(crate) fn rel_mse(&self, c: &Candidate) -> f64 {
         if c.sq_error == 0.0 {
             0.0
         } else {
@@ -477,11 +477,14 @@ async fn analyse_matrix(
         );
     }
     // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
-    let lowrank: Vec<codec::lowrank::Params> = if wants(Method::Lowrank) {
-        codec::lowrank::candidates(shape, seed)
-    } else {
-        Vec::new()
-    };
+    // `--method shared-lowrank` measures the per-tensor low rank too: a tensor without siblings
+    // is coded by it, and `shared_basis::SharedPlan` reuses its pure options.
+    let lowrank: Vec<codec::lowrank::Params> =
+        if wants(Method::Lowrank) || opts.method == Some(Method::SharedLowrank) {
+            codec::lowrank::candidates(shape, seed)
+        } else {
+            Vec::new()
+        };
     // FWSVD only when asked for: the allocator's distortion is the unweighted error, which the
     // plain SVD already minimises, so auto would have nothing to gain from it.
     let fwsvd: Vec<codec::fwsvd::Params> = if opts.method == Some(Method::Fwsvd) {
@@ -549,7 +552,7 @@ async fn analyse_matrix(
 
 /// Sum of squared differences, measured on what the user gets back: the reconstruction converted
 /// to the tensor's own dtype.
-fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
+pub(crate) fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
     let round = |v: f32| match dtype {
         DType::F16 => half::f16::from_f32(v).to_f32(),
         DType::BF16 => half::bf16::from_f32(v).to_f32(),
@@ -707,6 +710,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
             None
         },
         source_bytes: None,
+        groups: Vec::new(),
         tensors: ckpt
             .tensors
             .iter()
@@ -737,6 +741,11 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
                 .tensors
                 .iter()
                 .map(TensorRecord::section_len)
+                .sum::<u64>()
+            + manifest
+                .groups
+                .iter()
+                .map(container::GroupRecord::section_len)
                 .sum::<u64>(),
     ))
 }
@@ -811,7 +820,19 @@ async fn plan_loaded(
         // other bits: measure everything again on the CPU so the plan is one backend's.
         analyses = analyse_all(&Backend::Cpu, file, &checkpoint, opts, progress).await?;
     }
-    let points = option_points(&checkpoint, &analyses);
+    // shared-lowrank: sibling sets become single allocator items (their options code every
+    // member and charge each shared basis once); otherwise one item per tensor.
+    let shared = crate::shared_basis::SharedPlan::build(&checkpoint, &analyses, opts, &|t| {
+        let t = &checkpoint.tensors[t];
+        dtype::to_f32(t.dtype, &file[t.range.clone()])
+    })?;
+    let manifest_of = |analyses: &[TensorAnalysis], c: &[usize]| {
+        shared.manifest(
+            manifest_for(&checkpoint, analyses, &shared.tensor_choice(c)),
+            c,
+        )
+    };
+    let points = shared.points(&option_points(&checkpoint, &analyses));
     let choice = match opts.target {
         Target::BitsPerWeight(bpw) => {
             let allowed = (bpw * checkpoint.parameters() as f64 / 8.0).floor() as u64;
@@ -825,8 +846,7 @@ async fn plan_loaded(
                         .expect("every tensor has an option")
                 })
                 .collect();
-            let (min_header, min_total) =
-                output_size(&manifest_for(&checkpoint, &analyses, &cheapest))?;
+            let (min_header, min_total) = output_size(&manifest_of(&analyses, &cheapest))?;
             if min_total > allowed {
                 return Err(Error::option(format!(
                     "--bpw {bpw} is below the smallest file lowbit can make for this input: {:.3} bits per weight \
@@ -840,7 +860,7 @@ async fn plan_loaded(
                 let Some(c) = opts.allocator.allocate(&points, budget) else {
                     break;
                 };
-                let (_, total) = output_size(&manifest_for(&checkpoint, &analyses, &c))?;
+                let (_, total) = output_size(&manifest_of(&analyses, &c))?;
                 if total <= allowed {
                     choice = c;
                     break;
@@ -851,29 +871,19 @@ async fn plan_loaded(
         }
         Target::MaxError(max_error) => {
             let picks = alloc::allocate_max_error(&points, max_error, |t, i| {
-                analyses[t].rel_mse(&analyses[t].candidates[i]).sqrt()
+                shared.item_error(&analyses, t, i)
             });
             picks
                 .into_iter()
                 .enumerate()
-                .map(|(t, p)| {
-                    // The exact option always qualifies unless a forced method removed it; then take
-                    // the most accurate option and say so in the report.
-                    p.unwrap_or_else(|| {
-                        let a = &analyses[t];
-                        (0..a.candidates.len())
-                            .min_by(|&x, &y| {
-                                a.candidates[x]
-                                    .sq_error
-                                    .total_cmp(&a.candidates[y].sq_error)
-                            })
-                            .expect("every tensor has an option")
-                    })
-                })
+                // The exact option always qualifies unless a forced method removed it; then take
+                // the most accurate option and say so in the report.
+                .map(|(t, p)| p.unwrap_or_else(|| shared.most_accurate(&analyses, t)))
                 .collect()
         }
     };
-    let manifest = manifest_for(&checkpoint, &analyses, &choice);
+    let manifest = manifest_of(&analyses, &choice);
+    let choice = shared.finish(&mut analyses, &choice);
     let (header_len, output_bytes) = output_size(&manifest)?;
     Ok(Plan {
         checkpoint,
@@ -949,13 +959,27 @@ pub async fn compress_on(
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
     progress.stage("encode", plan.checkpoint.parameters());
-    for (t, record) in plan.checkpoint.tensors.iter().zip(&plan.manifest.tensors) {
+    // shared-lowrank groups are coded as wholes, before the sections are streamed.
+    let mut shared = crate::shared_basis::encode_groups(&plan.manifest, &|i| {
+        let t = &plan.checkpoint.tensors[i];
+        dtype::to_f32(t.dtype, &file[t.range.clone()])
+    })?;
+    for (i, (t, record)) in plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.manifest.tensors)
+        .enumerate()
+    {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
         let raw = &file[t.range.clone()];
         let bytes = match &record.codec {
             CodecParams::Lossless => lossless::encode(raw, t.dtype)?.bytes,
+            CodecParams::SharedLowrank(_) => shared.members[i]
+                .take()
+                .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?,
             lossy => {
                 lossy
                     .encode_on(
@@ -983,6 +1007,12 @@ pub async fn compress_on(
         out.write_all(&vec![0u8; padding as usize])
             .map_err(io_err)?;
         progress.advance(t.numel(), &t.name);
+    }
+    for (record, bytes) in plan.manifest.groups.iter().zip(&shared.bases) {
+        out.write_all(bytes).map_err(io_err)?;
+        let padding = record.section_len() - record.coded_bytes;
+        out.write_all(&vec![0u8; padding as usize])
+            .map_err(io_err)?;
     }
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
@@ -1063,6 +1093,11 @@ pub fn build_report(
                 })
                 .collect(),
         });
+    }
+    for g in &plan.manifest.groups {
+        payload += g.coded_bytes - g.side_bytes;
+        side += g.side_bytes;
+        padding += g.section_len() - g.coded_bytes;
     }
     let points = option_points(ckpt, &plan.analyses);
     let lossy_tensors = plan
@@ -1327,11 +1362,12 @@ pub fn decompress(
     let parameters: u64 = m.tensors.iter().map(TensorRecord::numel).sum();
     progress.stage("decode", parameters);
     let mut written = header.len() as u64;
+    let bases = crate::shared_basis::decode_bases(&c, file).map_err(|e| e.in_file(file_name))?;
     for (record, range) in m.tensors.iter().zip(&c.sections) {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let bytes = decode_tensor(&file[range.clone()], record)
+        let bytes = crate::shared_basis::decode_tensor(&file[range.clone()], record, &bases)
             .map_err(|e| e.in_tensor(&record.name).in_file(file_name))?;
         // Text and fvecs records are written from the values (checked above: one 2-D F32 array).
         let bytes = match m.source_format {
