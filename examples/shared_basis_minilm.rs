@@ -2,13 +2,20 @@
 //! and value matrices of a layer share one input-side basis within a relative error `eps`, and how
 //! many factor parameters would that save against one basis per matrix?
 //!
-//! For each layer and `eps`: the smallest rank at which each matrix alone meets `eps` (exact SVD),
+//! The blocks are scaled to unit norm (as `--method shared-lowrank` does), so a group's error is
+//! the RMS of its members' relative errors. For each layer and `eps`: the smallest rank at which
+//! each matrix alone meets `eps` (exact SVD),
 //! the smallest rank at which the incremental estimator lets the three form one group, the exact
 //! error of that group (must be <= eps), and the factor parameter counts (uncoded f32 counts, not
 //! a file size): separate `sum r_j (m + n)`, shared `r (m + 3 n)`. Then the CODED sizes at those
 //! ranks (8-bit factors, entropy coded, every byte of the sections counted, padding included):
 //! per-tensor `lowrank` at each r_j against `shared-lowrank` (one basis section + three member
 //! sections) at r, with the measured relative errors after quantization.
+//!
+//! With `SHARED_BASIS_WRITE=DIR`, it also writes, per eps, the checkpoint with every layer's
+//! query, key and value replaced by their decoded values (the codecs' reconstructions, which
+//! their decoders reproduce bit for bit), one for each coding, for `minilm_eval.py`:
+//! `DIR/lowrank-EPS.safetensors` and `DIR/shared-EPS.safetensors` (other tensors untouched).
 //!
 //! `cargo run --release --example shared_basis_minilm [PATH]`
 
@@ -34,6 +41,16 @@ fn main() {
         }
     };
     let ckpt = Checkpoint::parse(&bytes).expect("a safetensors checkpoint");
+    let write_dir = std::env::var_os("SHARED_BASIS_WRITE").map(std::path::PathBuf::from);
+    // Per eps: (lowrank copy, shared copy) of the file, patched layer by layer.
+    let mut patched: Vec<(Vec<u8>, Vec<u8>)> = match &write_dir {
+        Some(_) => EPS.iter().map(|_| (bytes.clone(), bytes.clone())).collect(),
+        None => Vec::new(),
+    };
+    let patch = |file: &mut Vec<u8>, t: &lowbit::checkpoint::InputTensor, values: &[f32]| {
+        assert_eq!(t.dtype, lowbit::dtype::DType::F32);
+        file[t.range.clone()].copy_from_slice(&lowbit::dtype::from_f32(t.dtype, values));
+    };
     println!(
         "eps  layer  r_sep(q,k,v)   r_shared  est_err  exact_err  params_sep  params_shared  saved"
     );
@@ -55,10 +72,13 @@ fn main() {
             .map(|t| {
                 let w = to_f32(t.dtype, &bytes[t.range.clone()]);
                 let (out, inp) = (t.shape[0], t.shape[1]);
+                // Unit norm, as the codec and the planner see the blocks: eps then bounds the
+                // RMS of the three relative errors.
+                let scale = lowbit::codec::shared_lowrank::unit_scale(&w);
                 let mut wt = vec![0.0f32; w.len()];
                 for i in 0..out {
                     for j in 0..inp {
-                        wt[j * out + i] = w[i * inp + j];
+                        wt[j * out + i] = w[i * inp + j] * scale;
                     }
                 }
                 (wt, out)
@@ -97,7 +117,7 @@ fn main() {
             let shape = Shape2::new(q.shape[0], rows);
             let numel = shape.len() as u64;
             let mut sep_bytes = 0u64;
-            let mut sep_err = 0.0f64;
+            let (mut sep_err, mut sep_ms) = (0.0f64, 0.0f64);
             for (j, w) in originals.iter().enumerate() {
                 let p = lowrank::Params {
                     rank: separate[j] as u32,
@@ -108,8 +128,13 @@ fn main() {
                     seed: 1,
                 };
                 let enc = lowrank::encode(w, shape, &p).unwrap();
+                if let Some((file, _)) = patched.get_mut(e) {
+                    patch(file, [q, k, v][j], &enc.reconstruction);
+                }
                 sep_bytes += section_len(numel, enc.bytes.len() as u64);
-                sep_err = sep_err.max(rel(w, &enc.reconstruction));
+                let e = rel(w, &enc.reconstruction);
+                sep_err = sep_err.max(e);
+                sep_ms += e * e / 3.0;
             }
             let basis = BasisParams {
                 rank: shared as u32,
@@ -121,17 +146,26 @@ fn main() {
             let members: Vec<(&[f32], Shape2)> =
                 originals.iter().map(|w| (w.as_slice(), shape)).collect();
             let enc = encode_group(&members, &basis).unwrap();
+            if let Some((_, file)) = patched.get_mut(e) {
+                for (t, m) in [q, k, v].iter().zip(&enc.members) {
+                    patch(file, t, &m.reconstruction);
+                }
+            }
             let mut sh_bytes = section_len((rows * shared) as u64, enc.basis.bytes.len() as u64);
-            let mut sh_err = 0.0f64;
+            let (mut sh_err, mut sh_ms) = (0.0f64, 0.0f64);
             for (w, m) in originals.iter().zip(&enc.members) {
                 sh_bytes += section_len(numel, m.bytes.len() as u64);
-                sh_err = sh_err.max(rel(w, &m.reconstruction));
+                let e = rel(w, &m.reconstruction);
+                sh_err = sh_err.max(e);
+                sh_ms += e * e / 3.0;
             }
             coded_totals[e].0 += sep_bytes;
             coded_totals[e].1 += sh_bytes;
             coded_rows.push(format!(
-                "{eps:.1}  {layer}  lowrank {sep_bytes:>8} B (worst rel. error {sep_err:.4})  \
-                 shared-lowrank {sh_bytes:>8} B (worst {sh_err:.4})  saved {:>7} B ({:.1} %)",
+                "{eps:.1}  {layer}  lowrank {sep_bytes:>8} B (rel. error worst {sep_err:.4}, rms {:.4})  \
+                 shared-lowrank {sh_bytes:>8} B (worst {sh_err:.4}, rms {:.4})  saved {:>7} B ({:.1} %)",
+                sep_ms.sqrt(),
+                sh_ms.sqrt(),
                 sep_bytes as i64 - sh_bytes as i64,
                 100.0 * (sep_bytes as f64 - sh_bytes as f64) / sep_bytes as f64
             ));
@@ -143,6 +177,12 @@ fn main() {
                 estimator.error(),
                 params_sep as i64 - params_shared as i64
             );
+        }
+    }
+    if let Some(dir) = &write_dir {
+        for (&eps, (low, shared)) in EPS.iter().zip(&patched) {
+            std::fs::write(dir.join(format!("lowrank-{eps}.safetensors")), low).unwrap();
+            std::fs::write(dir.join(format!("shared-{eps}.safetensors")), shared).unwrap();
         }
     }
     println!("coded sizes (8-bit factors, sections with padding; dense f32 q+k+v = 1769472 B):");

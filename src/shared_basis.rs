@@ -159,7 +159,9 @@ pub fn group(
 // that stores them. An option is a rank r of the low-rank ladder (short side / 16, 8, 4, 2 at
 // 8-bit factors, as `lowrank::candidates`' pure options) and a partition of the set: members
 // alone (each a plain `lowrank` rank-r section), or the groups [`group`] forms at rank r under a
-// threshold eps in [`THRESHOLDS`] (plus the `--max-error` bound), each group one basis + member
+// threshold eps in [`THRESHOLDS`] (plus the `--max-error` bound) on the members scaled to unit
+// norm (so eps bounds the RMS of their relative errors at the optimal shared basis: the
+// concatenation's error is the members' mean relative squared error), each group one basis + member
 // sections and its leftover singletons plain `lowrank`. The option's size is every section it
 // writes (padding included), its distortion the sum of its members' relative squared errors,
 // the allocator's unit, so the allocator trades shared against separate bases on measured bytes.
@@ -530,10 +532,17 @@ fn set_options(
         .collect();
     let cols = shapes[0].cols;
     let values: Vec<Vec<f32>> = members.iter().map(|&t| values_of(t)).collect();
+    // Unit-norm blocks, as `shared_lowrank::encode_group` sees them: the threshold bounds the
+    // RMS of the members' relative errors, not an error dominated by the largest member.
     let blocks: Vec<Vec<f32>> = values
         .iter()
         .zip(&shapes)
-        .map(|(v, s)| transposed(v, s.rows, s.cols))
+        .map(|(v, s)| {
+            let scale = shared_lowrank::unit_scale(v);
+            let mut t = transposed(v, s.rows, s.cols);
+            t.iter_mut().for_each(|x| *x *= scale);
+            t
+        })
         .collect();
     let view: Vec<(&[f32], usize)> = blocks
         .iter()

@@ -24,6 +24,8 @@
 //! ```
 //! The coefficients are computed against the *dequantized* basis (`C = W V^`), so the member's
 //! quantizer sees, and partly absorbs, the basis's quantization error. The reconstruction is
+//! The basis is computed from the members scaled to unit norm (see `encode_group`).
+//! The reconstruction is
 //! `C^ V^^T` by the low-rank codec's fixed-order f32 loop ([`super::lowrank::multiply`]), so every
 //! platform decodes the same bits. The encoder's SVD runs on the CPU (faer), like `lowrank`'s:
 //! its bits may differ between machines in the last place, never between runs on one machine.
@@ -161,13 +163,17 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
             p.rank
         )));
     }
-    // M = [W_1^T .. W_K^T], cols x total_rows: its left singular vectors are the input-side basis.
+    // M = [W_1^T/||W_1|| .. W_K^T/||W_K||], cols x total_rows: its left singular vectors are the
+    // input-side basis. Each block is scaled to unit norm so that the basis minimises the sum of
+    // the members' RELATIVE squared errors (the allocator's objective) rather than favouring the
+    // largest member; `crate::shared_basis` groups the same normalised blocks.
     let mut concat = vec![0.0f32; cols * total_rows];
     let mut at = 0;
     for &(values, shape) in members {
+        let scale = unit_scale(values);
         for k in 0..shape.rows {
             for i in 0..cols {
-                concat[i * total_rows + at + k] = values[k * cols + i];
+                concat[i * total_rows + at + k] = values[k * cols + i] * scale;
             }
         }
         at += shape.rows;
@@ -325,6 +331,20 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params, basis: &Basis) -> Result<
     r.end()?;
     let c = dequantize(&symbols, &steps, rank, level, Layout::PerColumn);
     Ok(multiply(&c, &basis.vt, rows, cols, rank))
+}
+
+/// The factor that scales `values` to unit Frobenius norm (1 for an all-zero block).
+pub fn unit_scale(values: &[f32]) -> f32 {
+    let norm = values
+        .iter()
+        .map(|&x| x as f64 * x as f64)
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        (1.0 / norm) as f32
+    } else {
+        1.0
+    }
 }
 
 fn peak(values: &[f32]) -> f32 {

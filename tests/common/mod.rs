@@ -147,7 +147,7 @@ pub fn siblings() -> Vec<u8> {
     let p = "enc.layer.0.attn";
     safetensors_file(&[
         (
-            &format!("{p}.query.weight"),
+            format!("{p}.query.weight").as_str(),
             DType::F32,
             vec![SIB_ROWS, SIB_COLS],
             dtype::from_f32(DType::F32, &q),
@@ -165,7 +165,7 @@ pub fn siblings() -> Vec<u8> {
             dtype::from_f32(DType::BF16, &v),
         ),
         (
-            &"enc.layer.0.mlp.dense.weight".to_string(),
+            "enc.layer.0.mlp.dense.weight",
             DType::F32,
             vec![SIB_ROWS, SIB_COLS],
             dtype::from_f32(DType::F32, &other),
