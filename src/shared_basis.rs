@@ -156,9 +156,13 @@ pub fn group(
 // for `...attention.self.query.weight`) and whose column counts (input sides) agree. A set of
 // one is coded by plain `lowrank`. A set of two or more is ONE allocator item: each of its
 // options codes all of its members, so the basis bytes are charged exactly once, to the option
-// that stores them. An option is a rank r of the low-rank ladder (short side / 16, 8, 4, 2 at
-// 8-bit factors, as `lowrank::candidates`' pure options) and a partition of the set: members
-// alone (each a plain `lowrank` rank-r section), or the groups [`group`] forms at rank r under a
+// that stores them. Its options: every member alone with any of its own measured options (the
+// lower convex hull of the sum of the members' hulls, and under `--max-error` each member's
+// cheapest option within the bound), so sharing removes nothing the greedy allocator could
+// reach (the knapsack, which also takes points off the hull, sees only hull sums for a set); and
+// per rank r of the low-rank ladder (short side / 16, 8, 4, 2 at 8-bit factors, as
+// `lowrank::candidates`' pure options) a partition of the set: members alone (each a plain
+// `lowrank` rank-r section), or the groups [`group`] forms at rank r under a
 // threshold eps in [`THRESHOLDS`] (plus the `--max-error` bound) on the members scaled to unit
 // norm (so eps bounds the RMS of their relative errors at the optimal shared basis: the
 // concatenation's error is the members' mean relative squared error), each group one basis + member
