@@ -225,7 +225,7 @@ pub struct TensorAnalysis {
 }
 
 impl TensorAnalysis {
-    fn rel_mse(&self, c: &Candidate) -> f64 {
+    pub(crate) fn rel_mse(&self, c: &Candidate) -> f64 {
         if c.sq_error == 0.0 {
             0.0
         } else {
@@ -517,11 +517,14 @@ async fn analyse_matrix(
         );
     }
     // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
-    let lowrank: Vec<codec::lowrank::Params> = if wants(Method::Lowrank) {
-        codec::lowrank::candidates(shape, seed)
-    } else {
-        Vec::new()
-    };
+    // `--method shared-lowrank` measures the per-tensor low rank too: a tensor without siblings
+    // is coded by it, and `shared_basis::SharedPlan` reuses its pure options.
+    let lowrank: Vec<codec::lowrank::Params> =
+        if wants(Method::Lowrank) || opts.method == Some(Method::SharedLowrank) {
+            codec::lowrank::candidates(shape, seed)
+        } else {
+            Vec::new()
+        };
     // FWSVD when asked for, or in auto for a tensor an importance file weights: with the data-free
     // proxies only, the allocator's distortion is the unweighted error, which the plain SVD
     // already minimises, so auto would have nothing to gain from them.
@@ -594,7 +597,7 @@ async fn analyse_matrix(
 
 /// Sum of squared differences, measured on what the user gets back: the reconstruction converted
 /// to the tensor's own dtype.
-fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
+pub(crate) fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
     let round = |v: f32| match dtype {
         DType::F16 => half::f16::from_f32(v).to_f32(),
         DType::BF16 => half::bf16::from_f32(v).to_f32(),
@@ -762,6 +765,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
             None
         },
         source_bytes: None,
+        groups: Vec::new(),
         tensors: ckpt
             .tensors
             .iter()
@@ -792,6 +796,11 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
                 .tensors
                 .iter()
                 .map(TensorRecord::section_len)
+                .sum::<u64>()
+            + manifest
+                .groups
+                .iter()
+                .map(container::GroupRecord::section_len)
                 .sum::<u64>(),
     ))
 }
@@ -838,7 +847,7 @@ pub async fn plan_on<S: Source + ?Sized>(
     progress: &mut dyn Progress,
 ) -> Result<Plan> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
-    allocate(a.checkpoint, a.analyses, a.backend, opts)
+    allocate(&a, opts)
 }
 
 /// An input with every tensor's options measured: what the allocator chooses from. It does not
@@ -848,6 +857,8 @@ pub async fn plan_on<S: Source + ?Sized>(
 pub struct Analysed {
     pub checkpoint: Checkpoint,
     pub analyses: Vec<TensorAnalysis>,
+    /// Sibling sets measured for shared-lowrank (one item per tensor otherwise).
+    pub shared: crate::shared_basis::SharedPlan,
     /// A `.csv` / `.fvecs` input's values as f32 bytes, which the checkpoint's ranges point into
     /// (`None`: they point into the input file).
     pub converted: Option<Vec<u8>>,
@@ -884,24 +895,44 @@ pub async fn analyse_on<S: Source + ?Sized>(
         };
         analyses = again.map_err(|e| e.in_file(file_name))?;
     }
+    // shared-lowrank: sibling sets become single allocator items (their options code every
+    // member and charge each shared basis once); otherwise one item per tensor.
+    let values_of = |t: usize| {
+        let t = &checkpoint.tensors[t];
+        match &converted {
+            Some(values) => tensor_values(values, t),
+            None => tensor_values(file, t),
+        }
+    };
+    let shared = crate::shared_basis::SharedPlan::build(&checkpoint, &analyses, opts, &values_of)
+        .map_err(|e| e.in_file(file_name))?;
     Ok(Analysed {
         checkpoint,
         analyses,
+        shared,
         converted,
         backend: backend.summary(opts.backend, backend_reason),
         input_bytes: file.len(),
     })
 }
 
-/// The allocator: one measured option per tensor, meeting `opts.target`.
-pub fn allocate(
-    checkpoint: Checkpoint,
-    analyses: Vec<TensorAnalysis>,
-    backend: BackendSummary,
-    opts: &CompressOptions,
-) -> Result<Plan> {
+/// Tensor `t` of `data` as f32 values.
+fn tensor_values<S: Source + ?Sized>(data: &S, t: &InputTensor) -> Result<Vec<f32>> {
+    Ok(dtype::to_f32(t.dtype, &data.read(t.range.clone())?))
+}
+
+/// The allocator: one measured option per tensor (or per sibling set), meeting `opts.target`.
+pub fn allocate(a: &Analysed, opts: &CompressOptions) -> Result<Plan> {
     opts.validate()?;
-    let points = option_points(&checkpoint, &analyses);
+    let (checkpoint, shared) = (a.checkpoint.clone(), &a.shared);
+    let mut analyses = a.analyses.clone();
+    let manifest_of = |analyses: &[TensorAnalysis], c: &[usize]| {
+        shared.manifest(
+            manifest_for(&checkpoint, analyses, &shared.tensor_choice(c)),
+            c,
+        )
+    };
+    let points = shared.points(&option_points(&checkpoint, &analyses));
     let choice = match opts.target {
         Target::BitsPerWeight(bpw) => {
             let allowed = (bpw * checkpoint.parameters() as f64 / 8.0).floor() as u64;
@@ -915,8 +946,7 @@ pub fn allocate(
                         .expect("every tensor has an option")
                 })
                 .collect();
-            let (min_header, min_total) =
-                output_size(&manifest_for(&checkpoint, &analyses, &cheapest))?;
+            let (min_header, min_total) = output_size(&manifest_of(&analyses, &cheapest))?;
             if min_total > allowed {
                 return Err(Error::option(format!(
                     "--bpw {bpw} is below the smallest file lowbit can make for this input: {:.3} bits per weight \
@@ -930,7 +960,7 @@ pub fn allocate(
                 let Some(c) = opts.allocator.allocate(&points, budget) else {
                     break;
                 };
-                let (_, total) = output_size(&manifest_for(&checkpoint, &analyses, &c))?;
+                let (_, total) = output_size(&manifest_of(&analyses, &c))?;
                 if total <= allowed {
                     choice = c;
                     break;
@@ -941,29 +971,19 @@ pub fn allocate(
         }
         Target::MaxError(max_error) => {
             let picks = alloc::allocate_max_error(&points, max_error, |t, i| {
-                analyses[t].rel_mse(&analyses[t].candidates[i]).sqrt()
+                shared.item_error(&analyses, t, i)
             });
             picks
                 .into_iter()
                 .enumerate()
-                .map(|(t, p)| {
-                    // The exact option always qualifies unless a forced method removed it; then take
-                    // the most accurate option and say so in the report.
-                    p.unwrap_or_else(|| {
-                        let a = &analyses[t];
-                        (0..a.candidates.len())
-                            .min_by(|&x, &y| {
-                                a.candidates[x]
-                                    .sq_error
-                                    .total_cmp(&a.candidates[y].sq_error)
-                            })
-                            .expect("every tensor has an option")
-                    })
-                })
+                // The exact option always qualifies unless a forced method removed it; then take
+                // the most accurate option and say so in the report.
+                .map(|(t, p)| p.unwrap_or_else(|| shared.most_accurate(&analyses, t)))
                 .collect()
         }
     };
-    let manifest = manifest_for(&checkpoint, &analyses, &choice);
+    let manifest = manifest_of(&analyses, &choice);
+    let choice = shared.finish(&mut analyses, &choice);
     let (header_len, output_bytes) = output_size(&manifest)?;
     Ok(Plan {
         checkpoint,
@@ -972,7 +992,7 @@ pub fn allocate(
         manifest,
         header_len,
         output_bytes,
-        backend,
+        backend: a.backend.clone(),
     })
 }
 
@@ -1028,8 +1048,7 @@ pub async fn compress_on<S: Source + ?Sized>(
     out: &mut dyn Write,
 ) -> Result<Report> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
-    let mut plan =
-        allocate(a.checkpoint, a.analyses, a.backend, opts).map_err(|e| e.in_file(file_name))?;
+    let mut plan = allocate(&a, opts).map_err(|e| e.in_file(file_name))?;
     match &a.converted {
         Some(values) => encode_on(backend, &mut plan, opts, values, progress, out).await,
         None => encode_on(backend, &mut plan, opts, file, progress, out).await,
@@ -1053,13 +1072,26 @@ pub async fn encode_on<S: Source + ?Sized>(
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
     progress.stage("encode", plan.checkpoint.parameters());
-    for (t, record) in plan.checkpoint.tensors.iter().zip(&plan.manifest.tensors) {
+    // shared-lowrank groups are coded as wholes, before the sections are streamed.
+    let mut shared = crate::shared_basis::encode_groups(&plan.manifest, &|i| {
+        tensor_values(data, &plan.checkpoint.tensors[i])
+    })?;
+    for (i, (t, record)) in plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.manifest.tensors)
+        .enumerate()
+    {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
         let raw = data.read(t.range.clone())?;
         let bytes = match &record.codec {
             CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
+            CodecParams::SharedLowrank(_) => shared.members[i]
+                .take()
+                .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?,
             // An importance file's values are not in the header: take them from the options.
             CodecParams::Fwsvd(p) if p.importance.is_file() => {
                 let rows = opts
@@ -1102,6 +1134,12 @@ pub async fn encode_on<S: Source + ?Sized>(
         out.write_all(&vec![0u8; padding as usize])
             .map_err(io_err)?;
         progress.advance(t.numel(), &t.name);
+    }
+    for (record, bytes) in plan.manifest.groups.iter().zip(&shared.bases) {
+        out.write_all(bytes).map_err(io_err)?;
+        let padding = record.section_len() - record.coded_bytes;
+        out.write_all(&vec![0u8; padding as usize])
+            .map_err(io_err)?;
     }
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
@@ -1190,6 +1228,11 @@ pub fn build_report(
                 })
                 .collect(),
         });
+    }
+    for g in &plan.manifest.groups {
+        payload += g.coded_bytes - g.side_bytes;
+        side += g.side_bytes;
+        padding += g.section_len() - g.coded_bytes;
     }
     let points = option_points(ckpt, &plan.analyses);
     let lossy_tensors = plan
@@ -1509,11 +1552,12 @@ pub fn decompress(
     let parameters: u64 = m.tensors.iter().map(TensorRecord::numel).sum();
     progress.stage("decode", parameters);
     let mut written = header.len() as u64;
+    let bases = crate::shared_basis::decode_bases(&c, file).map_err(|e| e.in_file(file_name))?;
     for (record, range) in m.tensors.iter().zip(&c.sections) {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let bytes = decode_tensor(&file[range.clone()], record)
+        let bytes = crate::shared_basis::decode_tensor(&file[range.clone()], record, &bases)
             .map_err(|e| e.in_tensor(&record.name).in_file(file_name))?;
         // Text and fvecs records are written from the values (checked above: one 2-D F32 array).
         let bytes = match m.source_format {

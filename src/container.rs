@@ -92,6 +92,39 @@ pub struct Manifest {
     pub source_bytes: Option<u64>,
     /// In output order (the source file's order).
     pub tensors: Vec<TensorRecord>,
+    /// Sections shared by several tensors (a shared-lowrank group's basis), stored after the
+    /// tensors' sections; absent when empty, so files without them are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRecord>,
+}
+
+/// The section a group of tensors shares: today the basis of a `shared-lowrank` group
+/// (`codec::shared_lowrank`). Members point at it by index (`shared_lowrank::Params::group`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRecord {
+    /// The section's name (`GROUP_SECTION_PREFIX` + index); never a tensor's name.
+    pub name: String,
+    /// The members' column count: the basis is `rank x cols`.
+    pub cols: usize,
+    pub basis: crate::codec::shared_lowrank::BasisParams,
+    pub coded_bytes: u64,
+    pub side_bytes: u64,
+    pub crc32: u32,
+}
+
+/// Group sections are named this plus the group's index.
+pub const GROUP_SECTION_PREFIX: &str = "lowbit.group.";
+
+impl GroupRecord {
+    /// Elements the section stands for (for the decompression-bomb bound).
+    pub fn numel(&self) -> u64 {
+        (self.cols as u64).saturating_mul(self.basis.rank as u64)
+    }
+
+    pub fn section_len(&self) -> u64 {
+        section_len(self.numel(), self.coded_bytes)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,10 +169,17 @@ pub fn encode_header(manifest: &Manifest) -> Result<Vec<u8>> {
     let planned: Vec<PlannedTensor> = manifest
         .tensors
         .iter()
-        .map(|t| PlannedTensor {
-            name: t.name.clone(),
+        .map(|t| (t.name.clone(), t.section_len()))
+        .chain(
+            manifest
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), g.section_len())),
+        )
+        .map(|(name, len)| PlannedTensor {
+            name,
             dtype: DType::U8,
-            shape: vec![t.section_len() as usize],
+            shape: vec![len as usize],
         })
         .collect();
     safetensors::encode_header(&planned, &metadata)
@@ -151,6 +191,8 @@ pub struct Container {
     pub manifest: Manifest,
     /// Absolute byte ranges of each record's coded bytes (padding excluded), in manifest order.
     pub sections: Vec<std::ops::Range<usize>>,
+    /// The same for each of the manifest's `groups`.
+    pub group_sections: Vec<std::ops::Range<usize>>,
     /// Bytes of the file before the first section (8-byte length + JSON header).
     pub header_bytes: u64,
 }
@@ -173,10 +215,11 @@ impl Container {
         for entry in &header.tensors {
             by_name.insert(entry.name.as_str(), entry);
         }
-        if by_name.len() != manifest.tensors.len() {
+        if by_name.len() != manifest.tensors.len() + manifest.groups.len() {
             return Err(Error::corrupt(format!(
-                "the manifest lists {} tensors but the file has {} sections",
+                "the manifest lists {} tensors and {} groups but the file has {} sections",
                 manifest.tensors.len(),
+                manifest.groups.len(),
                 by_name.len()
             )));
         }
@@ -197,9 +240,30 @@ impl Container {
             }
             sections.push(coded);
         }
+        let mut group_sections = Vec::with_capacity(manifest.groups.len());
+        for group in &manifest.groups {
+            let entry = by_name.get(group.name.as_str()).ok_or_else(|| {
+                Error::corrupt(format!(
+                    "the manifest's group '{}' has no section",
+                    group.name
+                ))
+            })?;
+            validate_group(group, entry)
+                .map_err(|e| Error::corrupt(format!("group '{}': {e}", group.name)))?;
+            let start = (header.data_start + entry.start) as usize;
+            let coded = start..start + group.coded_bytes as usize;
+            if crc32(&file[coded.clone()]) != group.crc32 {
+                return Err(Error::corrupt(format!(
+                    "group '{}': its section fails its checksum: the file is damaged",
+                    group.name
+                )));
+            }
+            group_sections.push(coded);
+        }
         Ok(Container {
             manifest,
             sections,
+            group_sections,
             header_bytes: header.data_start,
         })
     }
@@ -268,7 +332,76 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
             .in_tensor(&t.name));
         }
     }
+    validate_groups(&manifest)?;
     Ok(manifest)
+}
+
+/// Groups and their members agree: names distinct from tensors', indices in range, every group
+/// used, each member's rank, bits and column count those of its group.
+fn validate_groups(manifest: &Manifest) -> Result<()> {
+    let mut used = vec![false; manifest.groups.len()];
+    for (i, g) in manifest.groups.iter().enumerate() {
+        if g.name != format!("{GROUP_SECTION_PREFIX}{i}") {
+            return Err(Error::corrupt(format!(
+                "group {i} is named '{}', not '{GROUP_SECTION_PREFIX}{i}'",
+                g.name
+            )));
+        }
+        g.basis
+            .validate()
+            .map_err(|e| Error::corrupt(format!("group '{}': {e}", g.name)))?;
+        if g.basis.rank as usize > g.cols {
+            return Err(Error::corrupt(format!(
+                "group '{}': rank {} above its {} columns",
+                g.name, g.basis.rank, g.cols
+            )));
+        }
+    }
+    for t in &manifest.tensors {
+        if t.name.starts_with(GROUP_SECTION_PREFIX) {
+            return Err(Error::corrupt("a tensor named like a group section").in_tensor(&t.name));
+        }
+        let crate::codec::CodecParams::SharedLowrank(p) = &t.codec else {
+            continue;
+        };
+        let g = manifest.groups.get(p.group as usize).ok_or_else(|| {
+            Error::corrupt(format!("its group {} does not exist", p.group)).in_tensor(&t.name)
+        })?;
+        let cols = Shape2::of(&t.shape).map(|s| s.cols);
+        if p.rank != g.basis.rank || p.factor_bits != g.basis.factor_bits || cols != Some(g.cols) {
+            return Err(Error::corrupt(format!(
+                "its rank, bits or columns differ from its group '{}'",
+                g.name
+            ))
+            .in_tensor(&t.name));
+        }
+        used[p.group as usize] = true;
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        return Err(Error::corrupt(format!("group {i} has no member tensor")));
+    }
+    Ok(())
+}
+
+fn validate_group(group: &GroupRecord, entry: &safetensors::TensorEntry) -> Result<()> {
+    if entry.dtype != DType::U8 || entry.shape.len() != 1 {
+        return Err(Error::corrupt("its section is not a 1-D U8 tensor"));
+    }
+    let section_len = entry.end - entry.start;
+    if group.coded_bytes > section_len || group.side_bytes > group.coded_bytes {
+        return Err(Error::corrupt(format!(
+            "it claims {} coded ({} side) bytes in a {section_len}-byte section",
+            group.coded_bytes, group.side_bytes
+        )));
+    }
+    if group.numel() > MAX_ELEMENTS_PER_SECTION_BYTE.saturating_mul(section_len) {
+        return Err(Error::corrupt(format!(
+            "it claims {} basis values from a {section_len}-byte section: rejected as a \
+             decompression bomb",
+            group.numel()
+        )));
+    }
+    Ok(())
 }
 
 fn validate_record(record: &TensorRecord, entry: &safetensors::TensorEntry) -> Result<()> {

@@ -83,8 +83,8 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank, sparse-lowrank, fwsvd, hyper,
-    /// turbo, lossless, or for vector datasets transform or pq.
+    /// auto (the allocator picks per tensor), scalar, vq, lowrank, sparse-lowrank, fwsvd,
+    /// shared-lowrank, hyper, turbo, lossless, or for vector datasets transform or pq.
     #[arg(long, default_value = "auto")]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
@@ -134,7 +134,7 @@ impl Settings {
             name => Some(Method::from_name(name).ok_or_else(|| {
                 anyhow!(
                     "unknown method '{name}' (use auto, scalar, vq, lowrank, sparse-lowrank, fwsvd, \
-                     hyper, turbo, lossless, transform or pq)"
+                     shared-lowrank, hyper, turbo, lossless, transform or pq)"
                 )
             })?),
         };

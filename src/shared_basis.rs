@@ -1,8 +1,8 @@
 //! Shared bases (after Concatenated Matrix SVD with error-constrained clustering, Shamrai;
-//! ALGORITHMS.md 7), as an *analysis*: which matrices of a checkpoint could share one basis of
-//! rank `r` within a relative error `eps`, and how many factor parameters that would save. No codec
-//! stores a shared basis yet (that needs a group section in the container), so nothing here changes
-//! a `.lowbit` file; `examples/shared_basis_minilm.rs` reports the figures.
+//! ALGORITHMS.md 7): which matrices of a checkpoint share one basis of rank `r` within a relative
+//! error `eps` (the estimator and grouping below), and the planning of `--method shared-lowrank`
+//! on top of it ([`SharedPlan`]): the groups are coded by `codec::shared_lowrank`, whose basis is
+//! stored once per group in the container's `groups`.
 //!
 //! A group is blocks `A_j` (m x n_j) with the same `m`, concatenated `M = [A_1 .. A_K]`; one basis
 //! `U` (m x r) plus per-block coefficients `U^T A_j` replace the blocks. Its optimal error is
@@ -146,6 +146,720 @@ pub fn group(
         groups.push(members);
     }
     Ok(groups)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning `--method shared-lowrank`.
+//
+// Sibling sets: tensors the forced method may code (2-D, lossy, with low-rank options) whose
+// names share the parent module (the name without its last two components: `...attention.self`
+// for `...attention.self.query.weight`) and whose column counts (input sides) agree. A set of
+// one is coded by plain `lowrank`. A set of two or more is ONE allocator item: each of its
+// options codes all of its members, so the basis bytes are charged exactly once, to the option
+// that stores them. Its options: every member alone with any of its own measured options (the
+// lower convex hull of the sum of the members' hulls, and under `--max-error` each member's
+// cheapest option within the bound), so sharing removes nothing the greedy allocator could
+// reach (the knapsack, which also takes points off the hull, sees only hull sums for a set); and
+// per rank r of the low-rank ladder (short side / 16, 8, 4, 2 at 8-bit factors, as
+// `lowrank::candidates`' pure options) a partition of the set: members alone (each a plain
+// `lowrank` rank-r section), or the groups [`group`] forms at rank r under a
+// threshold eps in [`THRESHOLDS`] (plus the `--max-error` bound) on the members scaled to unit
+// norm (so eps bounds the RMS of their relative errors at the optimal shared basis: the
+// concatenation's error is the members' mean relative squared error), each group one basis + member
+// sections and its leftover singletons plain `lowrank`. The option's size is every section it
+// writes (padding included), its distortion the sum of its members' relative squared errors,
+// the allocator's unit, so the allocator trades shared against separate bases on measured bytes.
+// ---------------------------------------------------------------------------------------------
+
+use crate::alloc::OptionPoint;
+use crate::checkpoint::Checkpoint;
+use crate::codec::shared_lowrank::{self, BasisParams};
+use crate::codec::{lowrank, CodecParams, Method, Shape2};
+use crate::compress::{self, Candidate, CompressOptions, Target, TensorAnalysis};
+use crate::container::{self, GroupRecord, Manifest, TensorRecord};
+use crate::rng::Rng;
+
+/// The error thresholds under which groups are formed (each a separate option of the set).
+pub const THRESHOLDS: [f64; 3] = [0.1, 0.2, 0.3];
+/// Factor bits of the shared options (those of `lowrank`'s pure options).
+pub const FACTOR_BITS: u8 = 8;
+const OVERSAMPLE: u32 = 10;
+const POWER_ITERS: u8 = 2;
+
+/// One group of a set option: members sharing a basis.
+#[derive(Clone, Debug)]
+pub struct GroupOption {
+    /// Positions in the set's `members`, ascending (the coding order: tensor order).
+    pub members: Vec<usize>,
+    pub cols: usize,
+    pub basis: BasisParams,
+    pub coded_bytes: u64,
+    pub side_bytes: u64,
+    pub crc32: u32,
+    /// The threshold the group was formed under, the estimator's bound and the exact optimal
+    /// rank-r error of the concatenation (<= threshold, checked).
+    pub threshold: f64,
+    pub estimate: f64,
+    pub exact_error: f64,
+}
+
+impl GroupOption {
+    fn section_len(&self) -> u64 {
+        container::section_len(self.cols as u64 * self.basis.rank as u64, self.coded_bytes)
+    }
+}
+
+/// One way to code a whole sibling set.
+#[derive(Clone, Debug)]
+pub struct SetOption {
+    /// The rank of the option's groups and pure low-rank members; 0 for the options where every
+    /// member takes one of its own measured options.
+    pub rank: u32,
+    pub groups: Vec<GroupOption>,
+    /// Per member of the set: its section (`lowrank` alone, or `shared-lowrank` in a group; the
+    /// group index in its parameters is assigned when the manifest is written).
+    pub member_candidates: Vec<Candidate>,
+    /// Every section the option writes, padding included.
+    pub bytes: u64,
+    /// Sum of the members' relative squared errors.
+    pub distortion: f64,
+    /// The largest member relative (Frobenius) error.
+    pub max_rel_error: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SiblingSet {
+    /// Tensor indices, ascending.
+    pub members: Vec<usize>,
+    pub options: Vec<SetOption>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Item {
+    Tensor(usize),
+    Set(usize),
+}
+
+/// The allocator's items under `--method shared-lowrank` (one per tensor otherwise).
+#[derive(Clone, Debug)]
+pub struct SharedPlan {
+    items: Vec<Item>,
+    pub sets: Vec<SiblingSet>,
+    tensors: usize,
+}
+
+/// The parent module of a tensor name (its last two components removed).
+fn parent(name: &str) -> &str {
+    name.rsplitn(3, '.').nth(2).unwrap_or("")
+}
+
+/// `values` (`rows x cols`, row-major) transposed: the estimator's block for an input-side basis.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; values.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = values[i * cols + j];
+        }
+    }
+    t
+}
+
+impl SharedPlan {
+    /// One item per tensor: what every method but shared-lowrank allocates.
+    pub fn per_tensor(tensors: usize) -> Self {
+        SharedPlan {
+            items: (0..tensors).map(Item::Tensor).collect(),
+            sets: Vec::new(),
+            tensors,
+        }
+    }
+
+    /// Finds the sibling sets and measures their options (`values_of(t)`: tensor `t` as f32).
+    /// Per tensor unless `opts.method` is shared-lowrank.
+    pub fn build(
+        ckpt: &Checkpoint,
+        analyses: &[TensorAnalysis],
+        opts: &CompressOptions,
+        values_of: &dyn Fn(usize) -> Result<Vec<f32>>,
+    ) -> Result<SharedPlan> {
+        let n = ckpt.tensors.len();
+        if opts.method != Some(Method::SharedLowrank) {
+            return Ok(SharedPlan::per_tensor(n));
+        }
+        let mut by_key: std::collections::BTreeMap<(&str, usize), Vec<usize>> = Default::default();
+        for (t, (tensor, a)) in ckpt.tensors.iter().zip(analyses).enumerate() {
+            let eligible = a.restriction.is_empty()
+                && a.candidates
+                    .iter()
+                    .any(|c| matches!(c.codec, CodecParams::Lowrank(_)));
+            if let (true, Some(shape)) = (eligible, Shape2::of(&tensor.shape)) {
+                by_key
+                    .entry((parent(&tensor.name), shape.cols))
+                    .or_default()
+                    .push(t);
+            }
+        }
+        let mut set_members: Vec<Vec<usize>> =
+            by_key.into_values().filter(|m| m.len() >= 2).collect();
+        set_members.sort();
+        let mut set_of = vec![None; n];
+        let mut sets = Vec::with_capacity(set_members.len());
+        for members in set_members {
+            for &t in &members {
+                set_of[t] = Some(sets.len());
+            }
+            let options = set_options(ckpt, analyses, opts, &members, values_of)
+                .map_err(|e| e.in_tensor(&ckpt.tensors[members[0]].name))?;
+            sets.push(SiblingSet { members, options });
+        }
+        // Items in tensor order; a set sits where its first member is.
+        let items = (0..n)
+            .filter_map(|t| match set_of[t] {
+                None => Some(Item::Tensor(t)),
+                Some(s) if sets[s].members[0] == t => Some(Item::Set(s)),
+                Some(_) => None,
+            })
+            .collect();
+        Ok(SharedPlan {
+            items,
+            sets,
+            tensors: n,
+        })
+    }
+
+    /// The allocator's options per item, from the per-tensor ones.
+    pub fn points(&self, per_tensor: &[Vec<OptionPoint>]) -> Vec<Vec<OptionPoint>> {
+        self.items
+            .iter()
+            .map(|item| match *item {
+                Item::Tensor(t) => per_tensor[t].clone(),
+                Item::Set(s) => self.sets[s]
+                    .options
+                    .iter()
+                    .map(|o| OptionPoint {
+                        bytes: o.bytes,
+                        distortion: o.distortion,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The relative error `--max-error` bounds, of option `i` of item `item` (for a set: its
+    /// worst member).
+    pub fn item_error(&self, analyses: &[TensorAnalysis], item: usize, i: usize) -> f64 {
+        match self.items[item] {
+            Item::Tensor(t) => analyses[t].rel_mse(&analyses[t].candidates[i]).sqrt(),
+            Item::Set(s) => self.sets[s].options[i].max_rel_error,
+        }
+    }
+
+    /// The item's lowest-distortion option (when none meets `--max-error`).
+    pub fn most_accurate(&self, analyses: &[TensorAnalysis], item: usize) -> usize {
+        let key = |i: usize| match self.items[item] {
+            Item::Tensor(t) => analyses[t].candidates[i].sq_error,
+            Item::Set(s) => self.sets[s].options[i].distortion,
+        };
+        let count = match self.items[item] {
+            Item::Tensor(t) => analyses[t].candidates.len(),
+            Item::Set(s) => self.sets[s].options.len(),
+        };
+        (0..count)
+            .min_by(|&x, &y| key(x).total_cmp(&key(y)))
+            .expect("every item has an option")
+    }
+
+    /// Per-tensor candidate indices for an item choice; members of sets get a placeholder (0)
+    /// that [`Self::manifest`] replaces.
+    pub fn tensor_choice(&self, item_choice: &[usize]) -> Vec<usize> {
+        let mut choice = vec![0; self.tensors];
+        for (item, &i) in self.items.iter().zip(item_choice) {
+            if let Item::Tensor(t) = *item {
+                choice[t] = i;
+            }
+        }
+        choice
+    }
+
+    /// Rewrites the set members' records of `manifest` (built from [`Self::tensor_choice`]) for
+    /// the chosen set options and appends their groups.
+    pub fn manifest(&self, mut manifest: Manifest, item_choice: &[usize]) -> Manifest {
+        for (t, c) in self.chosen_candidates(item_choice) {
+            let record: &mut TensorRecord = &mut manifest.tensors[t];
+            record.codec = c.codec.clone();
+            record.coded_bytes = c.coded_bytes;
+            record.side_bytes = c.side_bytes;
+            record.crc32 = c.crc32;
+        }
+        manifest.groups = self
+            .chosen_groups(item_choice)
+            .into_iter()
+            .enumerate()
+            .map(|(g, o)| GroupRecord {
+                name: format!("{}{g}", container::GROUP_SECTION_PREFIX),
+                cols: o.cols,
+                basis: o.basis.clone(),
+                coded_bytes: o.coded_bytes,
+                side_bytes: o.side_bytes,
+                crc32: o.crc32,
+            })
+            .collect();
+        if !manifest.groups.is_empty() {
+            manifest.source_header = None;
+        }
+        manifest
+    }
+
+    /// Adds the chosen set options' candidates to the members' analyses (so the report shows
+    /// them, with the reason) and returns the per-tensor choice.
+    pub fn finish(&self, analyses: &mut [TensorAnalysis], item_choice: &[usize]) -> Vec<usize> {
+        let mut choice = self.tensor_choice(item_choice);
+        let reasons = self.reasons(item_choice);
+        for ((t, c), reason) in self.chosen_candidates(item_choice).into_iter().zip(reasons) {
+            analyses[t].candidates.push(c);
+            choice[t] = analyses[t].candidates.len() - 1;
+            analyses[t].restriction = reason;
+        }
+        choice
+    }
+
+    /// The chosen group options, in group-index order.
+    fn chosen_groups<'a>(&'a self, item_choice: &'a [usize]) -> Vec<&'a GroupOption> {
+        self.chosen_sets(item_choice)
+            .flat_map(|(_, o)| o.groups.iter())
+            .collect()
+    }
+
+    fn chosen_sets<'a>(
+        &'a self,
+        item_choice: &'a [usize],
+    ) -> impl Iterator<Item = (&'a SiblingSet, &'a SetOption)> + 'a {
+        self.items
+            .iter()
+            .zip(item_choice)
+            .filter_map(move |(item, &i)| match *item {
+                Item::Set(s) => Some((&self.sets[s], &self.sets[s].options[i])),
+                Item::Tensor(_) => None,
+            })
+    }
+
+    /// (tensor, candidate) of every set member, group indices assigned in group order.
+    fn chosen_candidates(&self, item_choice: &[usize]) -> Vec<(usize, Candidate)> {
+        let mut out = Vec::new();
+        let mut next_group = 0u32;
+        for (set, option) in self.chosen_sets(item_choice) {
+            let mut group_of = vec![None; set.members.len()];
+            for g in &option.groups {
+                for &m in &g.members {
+                    group_of[m] = Some(next_group);
+                }
+                next_group += 1;
+            }
+            for (m, &t) in set.members.iter().enumerate() {
+                let mut c = option.member_candidates[m].clone();
+                if let (CodecParams::SharedLowrank(p), Some(g)) = (&mut c.codec, group_of[m]) {
+                    p.group = g;
+                }
+                out.push((t, c));
+            }
+        }
+        out
+    }
+
+    fn reasons(&self, item_choice: &[usize]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next_group = 0u32;
+        for (set, option) in self.chosen_sets(item_choice) {
+            let mut reason = vec![String::new(); set.members.len()];
+            for g in &option.groups {
+                for &m in &g.members {
+                    reason[m] = format!(
+                        "shared-lowrank: group {next_group} of {} tensors shares a rank-{} input-side \
+                         basis ({} bytes, counted once in the file) formed under threshold {} \
+                         (estimate {:.4}, exact error {:.4}); the allocator chose this among the \
+                         {} measured options of its sibling set",
+                        g.members.len(),
+                        g.basis.rank,
+                        g.section_len(),
+                        g.threshold,
+                        g.estimate,
+                        g.exact_error,
+                        set.options.len()
+                    );
+                }
+                next_group += 1;
+            }
+            for r in reason.iter_mut().filter(|r| r.is_empty()) {
+                *r = format!(
+                    "shared-lowrank: coded alone (its own low-rank option): sharing a basis with \
+                     its siblings did not pay at this budget; the allocator chose this among the \
+                     {} measured options of its sibling set",
+                    set.options.len()
+                );
+            }
+            out.extend(reason);
+        }
+        out
+    }
+}
+
+/// A measured candidate from an encoding of tensor `t`.
+fn candidate(
+    codec: CodecParams,
+    encoded: &crate::codec::Encoded,
+    values: &[f32],
+    dtype: crate::dtype::DType,
+) -> Candidate {
+    Candidate {
+        codec,
+        coded_bytes: encoded.bytes.len() as u64,
+        side_bytes: encoded.side_bytes as u64,
+        crc32: container::crc32(&encoded.bytes),
+        sq_error: compress::squared_error(values, &encoded.reconstruction, dtype),
+        vector: None,
+    }
+}
+
+/// The options of one sibling set (see the section comment).
+fn set_options(
+    ckpt: &Checkpoint,
+    analyses: &[TensorAnalysis],
+    opts: &CompressOptions,
+    members: &[usize],
+    values_of: &dyn Fn(usize) -> Result<Vec<f32>>,
+) -> Result<Vec<SetOption>> {
+    let tensors: Vec<&crate::checkpoint::InputTensor> =
+        members.iter().map(|&t| &ckpt.tensors[t]).collect();
+    let shapes: Vec<Shape2> = tensors
+        .iter()
+        .map(|t| Shape2::of(&t.shape).expect("checked by the reader"))
+        .collect();
+    let cols = shapes[0].cols;
+    let values: Vec<Vec<f32>> = members
+        .iter()
+        .map(|&t| values_of(t))
+        .collect::<Result<_>>()?;
+    // Unit-norm blocks, as `shared_lowrank::encode_group` sees them: the threshold bounds the
+    // RMS of the members' relative errors, not an error dominated by the largest member.
+    let blocks: Vec<Vec<f32>> = values
+        .iter()
+        .zip(&shapes)
+        .map(|(v, s)| {
+            let scale = shared_lowrank::unit_scale(v);
+            let mut t = transposed(v, s.rows, s.cols);
+            t.iter_mut().for_each(|x| *x *= scale);
+            t
+        })
+        .collect();
+    let view: Vec<(&[f32], usize)> = blocks
+        .iter()
+        .zip(&shapes)
+        .map(|(b, s)| (b.as_slice(), s.rows))
+        .collect();
+    let short = shapes.iter().map(|s| s.rows).min().unwrap_or(0).min(cols);
+    let mut ranks: Vec<usize> = [16, 8, 4, 2].iter().map(|d| (short / d).max(1)).collect();
+    ranks.dedup();
+    let mut thresholds = THRESHOLDS.to_vec();
+    if let Target::MaxError(e) = opts.target {
+        thresholds.push(e);
+    }
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    let seeds: Vec<u64> = tensors
+        .iter()
+        .map(|t| Rng::for_stream(opts.seed, &t.name).next_u64())
+        .collect();
+    let rel = |m: usize, c: &Candidate| analyses[members[m]].rel_mse(c);
+
+    let mut options = Vec::new();
+    // Every member coded alone by any of its own measured options: the lower convex hull of the
+    // sum of the members' hulls (their segments merged by slope, the greedy allocator's own walk),
+    // so the set item offers all that per-tensor allocation could reach, besides sharing.
+    let hulls: Vec<Vec<usize>> = members
+        .iter()
+        .map(|&t| {
+            let points: Vec<OptionPoint> = analyses[t]
+                .candidates
+                .iter()
+                .map(|c| OptionPoint {
+                    bytes: container::section_len(ckpt.tensors[t].numel(), c.coded_bytes),
+                    distortion: analyses[t].rel_mse(c),
+                })
+                .collect();
+            crate::alloc::convex_hull(&points)
+        })
+        .collect();
+    let mut at = vec![0usize; members.len()];
+    let alone_option = |picks: &[usize]| -> Vec<Candidate> {
+        picks
+            .iter()
+            .enumerate()
+            .map(|(m, &i)| analyses[members[m]].candidates[i].clone())
+            .collect()
+    };
+    let mut alone_combos: Vec<Vec<usize>> = Vec::new();
+    loop {
+        alone_combos.push(at.iter().enumerate().map(|(m, &h)| hulls[m][h]).collect());
+        // The next segment with the steepest distortion drop per byte.
+        let slope = |m: usize| {
+            let (a, b) = (&analyses[members[m]], hulls[m][at[m]]);
+            let c = hulls[m][at[m] + 1];
+            let bytes = |i: usize| {
+                container::section_len(
+                    ckpt.tensors[members[m]].numel(),
+                    a.candidates[i].coded_bytes,
+                ) as f64
+            };
+            (a.rel_mse(&a.candidates[b]) - a.rel_mse(&a.candidates[c]))
+                / (bytes(c) - bytes(b)).max(1.0)
+        };
+        let Some(m) = (0..members.len())
+            .filter(|&m| at[m] + 1 < hulls[m].len())
+            .max_by(|&x, &y| slope(x).total_cmp(&slope(y)).then(y.cmp(&x)))
+        else {
+            break;
+        };
+        at[m] += 1;
+    }
+    if let Target::MaxError(e) = opts.target {
+        // Per member the cheapest option within the bound (else its most accurate).
+        let picks: Vec<usize> = members
+            .iter()
+            .map(|&t| {
+                let a = &analyses[t];
+                let n = a.candidates.len();
+                (0..n)
+                    .filter(|&i| a.rel_mse(&a.candidates[i]).sqrt() <= e)
+                    .min_by_key(|&i| (a.candidates[i].coded_bytes, i))
+                    .unwrap_or_else(|| {
+                        (0..n)
+                            .min_by(|&x, &y| {
+                                a.candidates[x]
+                                    .sq_error
+                                    .total_cmp(&a.candidates[y].sq_error)
+                            })
+                            .expect("a candidate")
+                    })
+            })
+            .collect();
+        alone_combos.push(picks);
+    }
+    for picks in alone_combos {
+        let candidates = alone_option(&picks);
+        let bytes = candidates
+            .iter()
+            .zip(&tensors)
+            .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
+            .sum();
+        let rels: Vec<f64> = candidates
+            .iter()
+            .enumerate()
+            .map(|(m, c)| rel(m, c))
+            .collect();
+        options.push(SetOption {
+            rank: 0,
+            groups: Vec::new(),
+            bytes,
+            distortion: rels.iter().sum(),
+            max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
+            member_candidates: candidates,
+        });
+    }
+    for &rank in &ranks {
+        // Each member alone: the pure lowrank option of this rank (measured by the analysis
+        // when it tried it, else encoded here with the same parameters).
+        let alone: Vec<Candidate> = (0..members.len())
+            .map(|m| {
+                let p = lowrank::Params {
+                    rank: rank as u32,
+                    oversample: OVERSAMPLE,
+                    power_iters: POWER_ITERS,
+                    factor_bits: FACTOR_BITS,
+                    residual_step_log2: None,
+                    seed: seeds[m],
+                };
+                let codec = CodecParams::Lowrank(p.clone());
+                if let Some(c) = analyses[members[m]]
+                    .candidates
+                    .iter()
+                    .find(|c| c.codec == codec)
+                {
+                    return Ok(c.clone());
+                }
+                let enc = lowrank::encode(&values[m], shapes[m], &p)?;
+                Ok(candidate(codec, &enc, &values[m], tensors[m].dtype))
+            })
+            .collect::<Result<_>>()?;
+        let mut partitions: Vec<(Vec<Vec<usize>>, f64)> = Vec::new();
+        for &eps in &thresholds {
+            let mut groups = group(&view, cols, rank, eps)?;
+            groups.iter_mut().for_each(|g| g.sort());
+            groups.sort();
+            if groups.iter().any(|g| g.len() > 1) && !partitions.iter().any(|p| p.0 == groups) {
+                partitions.push((groups, eps));
+            }
+        }
+        let mut option_of = |groups: Vec<GroupOption>, candidates: Vec<Candidate>| {
+            let bytes = candidates
+                .iter()
+                .zip(&tensors)
+                .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
+                .chain(groups.iter().map(GroupOption::section_len))
+                .sum();
+            let rels: Vec<f64> = candidates
+                .iter()
+                .enumerate()
+                .map(|(m, c)| rel(m, c))
+                .collect();
+            options.push(SetOption {
+                rank: rank as u32,
+                groups,
+                bytes,
+                distortion: rels.iter().sum(),
+                max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
+                member_candidates: candidates,
+            });
+        };
+        option_of(Vec::new(), alone.clone());
+        for (partition, eps) in partitions {
+            let mut candidates = alone.clone();
+            let mut groups = Vec::new();
+            for g in partition.into_iter().filter(|g| g.len() > 1) {
+                let total_rows: usize = g.iter().map(|&m| shapes[m].rows).sum();
+                let basis = BasisParams {
+                    rank: shared_lowrank::effective_rank(rank as u32, cols, total_rows) as u32,
+                    factor_bits: FACTOR_BITS,
+                    oversample: OVERSAMPLE,
+                    power_iters: POWER_ITERS,
+                    seed: seeds[g[0]],
+                };
+                let group_view: Vec<(&[f32], usize)> = g.iter().map(|&m| view[m]).collect();
+                let exact = exact_error(&group_view, cols, basis.rank as usize)?;
+                let mut estimator = Estimator::new(cols, basis.rank as usize);
+                for b in &group_view {
+                    estimator.add(b.0, b.1)?;
+                }
+                if exact > eps * (1.0 + 1e-9) {
+                    // The estimator bounds the exact error from above, so this is a bug.
+                    return Err(Error::invalid(format!(
+                        "internal error: a shared-basis group's exact error {exact} is above \
+                         its threshold {eps}"
+                    )));
+                }
+                let inputs: Vec<(&[f32], Shape2)> = g
+                    .iter()
+                    .map(|&m| (values[m].as_slice(), shapes[m]))
+                    .collect();
+                let enc = shared_lowrank::encode_group(&inputs, &basis)?;
+                for (&m, e) in g.iter().zip(&enc.members) {
+                    candidates[m] = candidate(
+                        CodecParams::SharedLowrank(basis.member(0)),
+                        e,
+                        &values[m],
+                        tensors[m].dtype,
+                    );
+                }
+                groups.push(GroupOption {
+                    members: g,
+                    cols,
+                    coded_bytes: enc.basis.bytes.len() as u64,
+                    side_bytes: enc.basis.side_bytes as u64,
+                    crc32: container::crc32(&enc.basis.bytes),
+                    basis,
+                    threshold: eps,
+                    estimate: estimator.error(),
+                    exact_error: exact,
+                });
+            }
+            option_of(groups, candidates);
+        }
+    }
+    Ok(options)
+}
+
+/// The sections `compress` writes for the manifest's groups: per tensor its member section (None
+/// for non-members), and per group its basis section. Re-encodes each group from its members'
+/// values in tensor order, as the plan measured it.
+pub struct GroupSections {
+    pub members: Vec<Option<Vec<u8>>>,
+    pub bases: Vec<Vec<u8>>,
+}
+
+pub fn encode_groups(
+    manifest: &Manifest,
+    values_of: &dyn Fn(usize) -> Result<Vec<f32>>,
+) -> Result<GroupSections> {
+    let mut out = GroupSections {
+        members: vec![None; manifest.tensors.len()],
+        bases: Vec::with_capacity(manifest.groups.len()),
+    };
+    for (g, record) in manifest.groups.iter().enumerate() {
+        let members: Vec<usize> = manifest
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, t)| matches!(&t.codec, CodecParams::SharedLowrank(p) if p.group as usize == g),
+            )
+            .map(|(i, _)| i)
+            .collect();
+        let values: Vec<Vec<f32>> = members
+            .iter()
+            .map(|&t| values_of(t))
+            .collect::<Result<_>>()?;
+        let inputs: Vec<(&[f32], Shape2)> = members
+            .iter()
+            .zip(&values)
+            .map(|(&t, v)| {
+                let shape = Shape2::of(&manifest.tensors[t].shape).expect("checked");
+                (v.as_slice(), shape)
+            })
+            .collect();
+        let enc = shared_lowrank::encode_group(&inputs, &record.basis)?;
+        if enc.basis.bytes.len() as u64 != record.coded_bytes
+            || container::crc32(&enc.basis.bytes) != record.crc32
+        {
+            return Err(Error::invalid(format!(
+                "internal error: re-encoding group '{}' gave other bytes than the analysis measured",
+                record.name
+            )));
+        }
+        out.bases.push(enc.basis.bytes);
+        for (&t, e) in members.iter().zip(enc.members) {
+            out.members[t] = Some(e.bytes);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes every group's basis of a validated container.
+pub fn decode_bases(c: &container::Container, file: &[u8]) -> Result<Vec<shared_lowrank::Basis>> {
+    c.manifest
+        .groups
+        .iter()
+        .zip(&c.group_sections)
+        .map(|(g, range)| {
+            shared_lowrank::decode_basis(&file[range.clone()], g.cols, &g.basis)
+                .map_err(|e| Error::corrupt(format!("group '{}': {e}", g.name)))
+        })
+        .collect()
+}
+
+/// [`compress::decode_tensor`], with the group bases shared-lowrank members need.
+pub fn decode_tensor(
+    section: &[u8],
+    record: &TensorRecord,
+    bases: &[shared_lowrank::Basis],
+) -> Result<Vec<u8>> {
+    let CodecParams::SharedLowrank(p) = &record.codec else {
+        return compress::decode_tensor(section, record);
+    };
+    let shape = Shape2::of(&record.shape).ok_or_else(|| Error::corrupt("shape overflows"))?;
+    let basis = bases
+        .get(p.group as usize)
+        .ok_or_else(|| Error::corrupt("its group does not exist"))?;
+    let values = shared_lowrank::decode(section, shape, p, basis)?;
+    Ok(crate::dtype::from_f32(record.dtype, &values))
 }
 
 #[cfg(test)]

@@ -384,12 +384,7 @@ async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<R
 fn plan_for(a: &Analysed, page: &PageOptions) -> Result<Plan> {
     let (_, choice, _) = engine();
     let opts = page.to_options(choice)?;
-    compress::allocate(
-        a.checkpoint.clone(),
-        a.analyses.clone(),
-        a.backend.clone(),
-        &opts,
-    )
+    compress::allocate(a, &opts)
 }
 
 /// Measures every tensor's options (the slow part) and returns the plan for the settings: the

@@ -70,3 +70,54 @@ fn golden_each_portable_codec() {
         check(&format!("mixed-{}-{bpw}bpw.lowbit", method.name()), &opts);
     }
 }
+
+/// shared-lowrank's encoder runs an SVD (faer, CPU-dependent in the last bits, see above), so
+/// its file cannot be pinned by re-encoding. What is pinned is the format: the committed file
+/// (group section, member sections, manifest with `groups`) must still be read, and decode to the
+/// very same bytes (the decoder is a fixed-order loop), whose CRC-32 is pinned beside it.
+#[test]
+fn golden_shared_lowrank_decodes() {
+    let path = golden_path("siblings-shared-lowrank.lowbit");
+    let crc_path = golden_path("siblings-shared-lowrank.decoded-crc32");
+    if std::env::var_os("LOWBIT_BLESS").is_some() {
+        let mut opts = CompressOptions::new(Target::MaxError(0.1));
+        opts.method = Some(lowbit::codec::Method::SharedLowrank);
+        let mut out = Vec::new();
+        lowbit::compress(
+            &common::siblings(),
+            "siblings.safetensors",
+            &opts,
+            &mut NoProgress,
+            &mut out,
+        )
+        .expect("compresses");
+        let mut restored = Vec::new();
+        lowbit::decompress(&out, "golden", &mut NoProgress, &mut restored).expect("decodes");
+        std::fs::write(&path, &out).unwrap();
+        std::fs::write(
+            &crc_path,
+            format!("{}\n", lowbit::container::crc32(&restored)),
+        )
+        .unwrap();
+        return;
+    }
+    let file = std::fs::read(&path).expect("the golden file: bless it");
+    let container = lowbit::container::Container::read(&file).expect("reads");
+    assert_eq!(
+        container.manifest.groups.len(),
+        1,
+        "the golden file has a group"
+    );
+    let mut restored = Vec::new();
+    lowbit::decompress(&file, "golden", &mut NoProgress, &mut restored).expect("decodes");
+    let pinned: u32 = std::fs::read_to_string(&crc_path)
+        .expect("the pinned CRC: bless it")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(
+        lowbit::container::crc32(&restored),
+        pinned,
+        "the golden shared-lowrank file decodes to other bytes"
+    );
+}

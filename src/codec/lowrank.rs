@@ -458,7 +458,7 @@ fn parse(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Section> {
     Ok(Section { factors, residual })
 }
 
-fn quantize(x: f32, step: f32, level: u32) -> u32 {
+pub(crate) fn quantize(x: f32, step: f32, level: u32) -> u32 {
     if step > 0.0 {
         let q = (x / step).round().clamp(-(level as f32), level as f32) as i64;
         (q + level as i64) as u32
@@ -486,13 +486,25 @@ fn reconstruct_factors(f: &Factors, rows: usize, cols: usize, level: u32) -> Vec
         .enumerate()
         .map(|(idx, &s)| dequant(s, f.steps_b[idx / cols.max(1)]))
         .collect();
+    let a: Vec<f32> = sym_a
+        .iter()
+        .enumerate()
+        .map(|(idx, &s)| dequant(s, f.steps_a[idx % r.max(1)]))
+        .collect();
+    multiply(&a, &b, rows, cols, r)
+}
+
+/// `A B` for row-major `A` (rows x r) and `B` (r x cols), by the fixed-order f32 loop every
+/// decoder of factors uses (also `shared_lowrank`): for each output row, `out += a_ij * B_j` over
+/// j = 0..r in order, no FMA contraction, so every platform gets the same bits.
+pub(crate) fn multiply(a: &[f32], b: &[f32], rows: usize, cols: usize, r: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * cols];
     if r == 0 || cols == 0 {
         return out;
     }
     for (i, out_row) in out.chunks_exact_mut(cols).enumerate() {
         for j in 0..r {
-            let a = dequant(sym_a[i * r + j], f.steps_a[j]);
+            let a = a[i * r + j];
             if a == 0.0 {
                 continue;
             }

@@ -22,6 +22,7 @@ pub mod hyper;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
+pub mod shared_lowrank;
 pub mod sparse_lowrank;
 pub mod turbo;
 pub mod vq;
@@ -89,10 +90,13 @@ pub enum Method {
     #[serde(rename = "sparse-lowrank")]
     SparseLowrank,
     Fwsvd,
+    /// Low rank with one input-side basis per group of sibling matrices (`shared_basis`).
+    #[serde(rename = "shared-lowrank")]
+    SharedLowrank,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Scalar,
         Method::Vq,
         Method::Lowrank,
@@ -103,6 +107,7 @@ impl Method {
         Method::Pq,
         Method::SparseLowrank,
         Method::Fwsvd,
+        Method::SharedLowrank,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +122,7 @@ impl Method {
             Method::Pq => "pq",
             Method::SparseLowrank => "sparse-lowrank",
             Method::Fwsvd => "fwsvd",
+            Method::SharedLowrank => "shared-lowrank",
         }
     }
 
@@ -144,6 +150,9 @@ pub enum CodecParams {
     SparseLowrank(sparse_lowrank::Params),
     /// A lowrank section whose factors come from the row-weighted SVD.
     Fwsvd(fwsvd::Params),
+    /// A member of a group whose basis is stored once, in the manifest's `groups`.
+    #[serde(rename = "shared-lowrank")]
+    SharedLowrank(shared_lowrank::Params),
     /// One stream of a sequence file (FASTA, FASTQ, text), coded by a context-mixing model; see
     /// `dataset/`. Lossless; decoded by `dataset::decompress`, never through `encode`/`decode`.
     Sequence(crate::dataset::StreamCodec),
@@ -162,6 +171,7 @@ impl CodecParams {
             CodecParams::Pq(_) => Method::Pq,
             CodecParams::SparseLowrank(_) => Method::SparseLowrank,
             CodecParams::Fwsvd(_) => Method::Fwsvd,
+            CodecParams::SharedLowrank(_) => Method::SharedLowrank,
         }
     }
 
@@ -178,6 +188,7 @@ impl CodecParams {
             CodecParams::Pq(p) => p.label(),
             CodecParams::SparseLowrank(p) => p.label(),
             CodecParams::Fwsvd(p) => p.label(),
+            CodecParams::SharedLowrank(p) => p.label(),
             CodecParams::Sequence(c) => c.label(),
         }
     }
@@ -214,6 +225,9 @@ impl CodecParams {
             CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
             CodecParams::SparseLowrank(p) => sparse_lowrank::encode(values, shape, p),
             CodecParams::Fwsvd(p) => fwsvd::encode(values, shape, p),
+            CodecParams::SharedLowrank(_) => Err(crate::error::Error::invalid(
+                "shared-lowrank codes a group of tensors at once: see shared_lowrank::encode_group",
+            )),
             CodecParams::Lossless | CodecParams::Sequence(_) => {
                 unreachable!("lossless codecs work on raw bytes: call lossless::encode")
             }
@@ -232,6 +246,9 @@ impl CodecParams {
             CodecParams::Pq(p) => vectors::pq::decode(bytes, shape, p),
             CodecParams::SparseLowrank(p) => sparse_lowrank::decode(bytes, shape, p),
             CodecParams::Fwsvd(p) => fwsvd::decode(bytes, shape, p),
+            CodecParams::SharedLowrank(_) => Err(crate::error::Error::corrupt(
+                "a shared-lowrank section needs its group's basis (decoded by decompress)",
+            )),
             CodecParams::Lossless | CodecParams::Sequence(_) => {
                 unreachable!("lossless codecs work on raw bytes: call lossless::decode")
             }

@@ -297,6 +297,7 @@ pub fn compress(
         source_metadata: Default::default(),
         source_header: None,
         source_bytes: Some(file.len() as u64),
+        groups: Vec::new(),
         tensors: coded
             .iter()
             .map(|c| TensorRecord {

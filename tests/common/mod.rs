@@ -118,3 +118,63 @@ pub fn rel_error(dtype: DType, original: &[u8], restored: &[u8]) -> f64 {
     let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
+
+/// Shape of each matrix of [`siblings`].
+pub const SIB_ROWS: usize = 64;
+pub const SIB_COLS: usize = 96;
+
+/// `query`, `key`, `value` of one layer (rows on a shared rank-10 subspace of the input side,
+/// plus 5 % noise; `value` in BF16), an unrelated random matrix and a norm.
+pub fn siblings() -> Vec<u8> {
+    let mut rng = Rng::new(11);
+    let k = 10;
+    let basis: Vec<f32> = (0..k * SIB_COLS).map(|_| rng.normal() as f32).collect();
+    let mut member = |scale: f32| -> Vec<f32> {
+        let coef: Vec<f32> = (0..SIB_ROWS * k).map(|_| rng.normal() as f32).collect();
+        (0..SIB_ROWS * SIB_COLS)
+            .map(|idx| {
+                let (i, j) = (idx / SIB_COLS, idx % SIB_COLS);
+                let v: f32 = (0..k)
+                    .map(|t| coef[i * k + t] * basis[t * SIB_COLS + j])
+                    .sum();
+                scale * (v + 0.05 * (k as f32).sqrt() * rng.normal() as f32)
+            })
+            .collect()
+    };
+    let (q, kk, v) = (member(0.02), member(0.03), member(0.05));
+    let other = weights(5, SIB_ROWS, SIB_COLS);
+    let norm: Vec<f32> = (0..SIB_COLS).map(|i| 1.0 + 0.01 * i as f32).collect();
+    let p = "enc.layer.0.attn";
+    safetensors_file(&[
+        (
+            format!("{p}.query.weight").as_str(),
+            DType::F32,
+            vec![SIB_ROWS, SIB_COLS],
+            dtype::from_f32(DType::F32, &q),
+        ),
+        (
+            &format!("{p}.key.weight"),
+            DType::F32,
+            vec![SIB_ROWS, SIB_COLS],
+            dtype::from_f32(DType::F32, &kk),
+        ),
+        (
+            &format!("{p}.value.weight"),
+            DType::BF16,
+            vec![SIB_ROWS, SIB_COLS],
+            dtype::from_f32(DType::BF16, &v),
+        ),
+        (
+            "enc.layer.0.mlp.dense.weight",
+            DType::F32,
+            vec![SIB_ROWS, SIB_COLS],
+            dtype::from_f32(DType::F32, &other),
+        ),
+        (
+            &format!("{p}.norm"),
+            DType::F32,
+            vec![SIB_COLS],
+            dtype::from_f32(DType::F32, &norm),
+        ),
+    ])
+}

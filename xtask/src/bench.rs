@@ -443,13 +443,15 @@ fn forced_methods(
             )?;
         }
     }
-    // Issue 5 part B: the two allocators side by side, and the forced sparse-lowrank codec.
+    // Issue 5 part B: the two allocators side by side, and the forced sparse-lowrank and
+    // shared-lowrank codecs.
     for &bpw in FORCED_BPW {
         let bpw_arg = bpw.to_string();
         for (flag, value) in [
             ("--allocator", "greedy"),
             ("--allocator", "knapsack"),
             ("--method", "sparse-lowrank"),
+            ("--method", "shared-lowrank"),
         ] {
             minilm_lowbit_row(
                 paths,
