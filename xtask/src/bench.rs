@@ -29,6 +29,9 @@ pub enum Section {
     Vectors,
     /// FASTA and text, lossless, against zstd -19 / xz -9e / bzip2 -9 (TARGETS.md section 5).
     Sequences,
+    /// MiniLM at 4 bpw in headless Chromium (wasm CPU path, WebGPU) beside the native CLI on one
+    /// thread. Only with `--only web`: the WebGPU run on SwiftShader takes tens of minutes.
+    Web,
 }
 
 pub struct Options {
@@ -47,6 +50,7 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
+            None if section == Section::Web => false,
             None => {
                 !(self.quick
                     && matches!(
@@ -74,6 +78,7 @@ pub struct Results {
     pub kernels: Vec<Value>,
     pub vectors: Vec<Value>,
     pub sequences: Vec<Value>,
+    pub web: Vec<Value>,
     pub failures: Vec<String>,
 }
 
@@ -105,8 +110,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
     setup::fetch_data(&paths)?;
 
     // The sequence rows need no Python: their references are the system's compressors.
-    let python_env = if options.only == Some(Section::Sequences) {
-        println!("[2/4] python venv: not needed for --only sequences");
+    let python_env = if matches!(options.only, Some(Section::Sequences | Section::Web)) {
+        println!("[2/4] python venv: not needed for this section");
         Value::Null
     } else {
         println!(
@@ -124,7 +129,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
         || options.runs(Section::Methods)
         || options.runs(Section::Lossless)
         || options.runs(Section::Vectors)
-        || options.runs(Section::Sequences);
+        || options.runs(Section::Sequences)
+        || options.runs(Section::Web);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -161,6 +167,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
         println!("== sequences: Klebsiella genome (FASTA), fortunes (text)");
         sequences(&paths, options, &lowbit, &mut results)?;
     }
+    if options.runs(Section::Web) {
+        println!("== web: all-MiniLM-L6-v2 at 4 bpw in headless Chromium vs the native CLI");
+        web(&paths, &lowbit, &mut results)?;
+    }
 
     let document = json!({
         "machine": machine,
@@ -176,6 +186,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "kernels": results.kernels,
         "vectors": results.vectors,
         "sequences": results.sequences,
+        "web": results.web,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);
@@ -1212,6 +1223,135 @@ fn sequences(
             };
             Results::push(&mut results.sequences, &mut results.failures, r);
         }
+    }
+    Ok(())
+}
+
+/// Seconds the WebGPU run may take before its row says "stopped" (SwiftShader emulates the GPU on
+/// the CPU: the whole model takes tens of minutes on 2 cores).
+const WEB_GPU_LIMIT_S: u32 = 1200;
+
+/// MiniLM at 4 bpw: the native CLI on one thread (`taskset -c 0`) and on every core, then the page
+/// in headless Chromium with the CPU forced (wasm, one worker thread) and on WebGPU. The page's
+/// time is measure + encode as the page runs them (file open to "done"), without the browser's
+/// start-up. Target (issue 4): wasm <= 2.5x the native CLI on the same thread count.
+fn web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), String> {
+    let model = paths.minilm_dir().join("model.safetensors");
+    let count = setup::count_parameters(&model)?;
+    let Lowbit::Ready(bin) = lowbit else {
+        let Lowbit::Missing(why) = lowbit else {
+            unreachable!()
+        };
+        Results::push(
+            &mut results.web,
+            &mut results.failures,
+            status_row(row("native CLI"), format!("skipped: {why}")),
+        );
+        return Ok(());
+    };
+    let work = paths.work();
+    let packed = work.join("web-native.lowbit");
+    for (label, threads) in [
+        ("native CLI, 1 thread (taskset -c 0)", Some("0")),
+        ("native CLI, every core", None),
+    ] {
+        let mut m = row(label);
+        m.insert("kind".into(), json!("lowbit"));
+        let _ = fs::remove_file(&packed);
+        let mut cmd = match threads {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpu]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("compress").arg(&model).arg("-o").arg(&packed);
+        cmd.args(["--bpw", "4", "--backend", "cpu", "--quiet"]);
+        let status = match setup::run(&mut cmd) {
+            Ok(ran) => {
+                let bytes = fs::metadata(&packed).map(|m| m.len()).unwrap_or(0);
+                m.insert("backend".into(), json!("cpu"));
+                m.insert(
+                    "threads".into(),
+                    json!(if threads.is_some() { "1" } else { "all" }),
+                );
+                m.insert("seconds".into(), json!(ran.seconds));
+                m.insert("bytes".into(), json!(bytes));
+                m.insert(
+                    "bits_per_weight".into(),
+                    json!(8.0 * bytes as f64 / count.parameters as f64),
+                );
+                "ok".to_string()
+            }
+            Err(e) => format!("failed: {e}"),
+        };
+        Results::push(
+            &mut results.web,
+            &mut results.failures,
+            status_row(m, status),
+        );
+    }
+    let _ = fs::remove_file(&packed);
+
+    let site = paths.root.join("target/web");
+    crate::web::build_web(&site)?;
+    let tests = paths.root.join("tests/web");
+    crate::web::npm_install(&tests)?;
+    let chromium = crate::web::chromium()?;
+    let (port, _) = crate::web::serve_in_background(site, 0)?;
+    for (label, backend, limit) in [
+        ("page in Chromium, CPU forced (wasm, 1 worker)", "cpu", 3600),
+        ("page in Chromium, WebGPU", "gpu", WEB_GPU_LIMIT_S),
+    ] {
+        let mut m = row(label);
+        m.insert("kind".into(), json!("lowbit"));
+        m.insert("threads".into(), json!("1"));
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&tests)
+            .arg("bench.mjs")
+            .arg(format!("--url=http://127.0.0.1:{port}/"))
+            .arg(format!("--file={}", model.display()))
+            .arg(format!("--backend={backend}"))
+            .args(["--bpw=4", &format!("--limit={limit}")])
+            .arg(format!("--chromium={chromium}"));
+        let status = match setup::run(&mut cmd) {
+            Ok(ran) => {
+                let line = ran
+                    .stdout
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with('{'))
+                    .unwrap_or("{}");
+                let got: Value = serde_json::from_str(line)
+                    .map_err(|e| format!("bench.mjs said {line:?}: {e}"))?;
+                for key in [
+                    "backend",
+                    "adapter",
+                    "seconds",
+                    "measure_seconds",
+                    "encode_seconds",
+                    "bytes",
+                    "bits_per_weight",
+                    "rel_mse",
+                ] {
+                    if let Some(v) = got.get(key) {
+                        m.insert(key.into(), v.clone());
+                    }
+                }
+                got.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("failed: no status")
+                    .to_string()
+            }
+            Err(e) => format!("failed: {e}"),
+        };
+        // Running out of time on an emulated adapter is a measurement, not a failure.
+        Results::push(
+            &mut results.web,
+            &mut results.failures,
+            status_row(m, status),
+        );
     }
     Ok(())
 }

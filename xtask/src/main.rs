@@ -16,7 +16,7 @@ usage: cargo xtask test
        cargo xtask serve [--port N]
        cargo xtask build-web [--out DIR]
        cargo xtask test-web [--big]
-       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences] [--repeat N] [--xz] [--keep]
+       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
             for wasm32, cargo test, then the browser tests (test-web)
@@ -34,7 +34,9 @@ usage: cargo xtask test
 
   --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
   --only S  one section: minilm, methods (MiniLM with --method hyper|turbo|sparse-lowrank and
-            --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels, vectors or sequences
+            --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels, vectors, sequences,
+            or web (MiniLM at 4 bpw in headless Chromium, wasm CPU and WebGPU, beside the native
+            CLI on one thread; never in the full run: WebGPU on SwiftShader takes tens of minutes)
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
@@ -65,6 +67,7 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("kernels") => Section::Kernels,
                     Some("vectors") => Section::Vectors,
                     Some("sequences") => Section::Sequences,
+                    Some("web") => Section::Web,
                     other => {
                         return Err(format!(
                             "--only takes minilm, methods, lossless, kernels, vectors or sequences, not {other:?}"

@@ -167,7 +167,64 @@ pub fn markdown(doc: &Value) -> String {
     if !sq.is_empty() {
         out += &sequences(&sq);
     }
+    let w = doc["web"].as_array().cloned().unwrap_or_default();
+    if !w.is_empty() {
+        out += &web(&w);
+    }
     out
+}
+
+/// MiniLM at 4 bpw in the page vs the native CLI; ratio against the native CLI on one thread.
+fn web(rows: &[Value]) -> String {
+    let native = rows
+        .iter()
+        .find(|r| is_ok(r) && text(r, "method").starts_with("native CLI, 1 thread"))
+        .and_then(|r| num(r, "seconds"));
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let ratio = match (num(r, "seconds"), native) {
+                (Some(s), Some(n)) if is_ok(r) => format!("{:.2}x", s / n),
+                _ => String::new(),
+            };
+            vec![
+                text(r, "method"),
+                text(r, "adapter"),
+                text(r, "threads"),
+                secs(num(r, "measure_seconds")),
+                secs(num(r, "encode_seconds")),
+                secs(num(r, "seconds")),
+                ratio,
+                text(r, "bytes"),
+                fixed(num(r, "bits_per_weight"), 4),
+                sci(num(r, "rel_mse")),
+                status(r),
+            ]
+        })
+        .collect();
+    format!(
+        "### Web: all-MiniLM-L6-v2 at --bpw 4, page vs native CLI\n\n\
+         The page's seconds run from dropping the file to \"done\" (measure + encode), without the \
+         browser's start-up; the native CLI's include reading the file and writing the output. \
+         Target (issue 4): wasm CPU <= 2.5x the native CLI on one thread. WebGPU in headless \
+         Chromium without a GPU is SwiftShader: emulation on the CPU, not a GPU figure.\n\n{}\n",
+        table(
+            &[
+                "run",
+                "adapter",
+                "threads",
+                "measure s",
+                "encode s",
+                "total s",
+                "vs native 1 thread",
+                "file bytes",
+                "bits/weight",
+                "rel. MSE (2-D)",
+                "status",
+            ],
+            &body
+        )
+    )
 }
 
 fn vectors(all: &[Value]) -> String {

@@ -227,7 +227,7 @@ pub fn serve(port: u16) -> Result<(), String> {
 }
 
 /// Installs the test's npm packages (playwright-core) when they are missing.
-fn npm_install(dir: &Path) -> Result<(), String> {
+pub fn npm_install(dir: &Path) -> Result<(), String> {
     if dir.join("node_modules/playwright-core").exists() {
         return Ok(());
     }
@@ -244,8 +244,9 @@ fn npm_install(dir: &Path) -> Result<(), String> {
 
 /// `cargo xtask test-web`: the Playwright tests of tests/web against the served page.
 /// `extra`: arguments passed to the test script (e.g. `--big` for the > 4 GiB checkpoint).
-pub fn test_web(extra: &[String]) -> Result<(), String> {
-    let root = root();
+/// Debian's Chromium (`$CHROMIUM` or /usr/bin/chromium), installed with apt when missing on a
+/// fresh machine (TOOLING.md 4; never `playwright install`).
+pub fn chromium() -> Result<String, String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() && std::env::var_os("CHROMIUM").is_none() {
         // A fresh Debian machine: Debian's Chromium (TOOLING.md 4; never `playwright install`).
@@ -276,6 +277,12 @@ pub fn test_web(extra: &[String]) -> Result<(), String> {
             "no Chromium at {chromium} (apt-get install chromium; .ci/run does): the browser tests need it"
         ));
     }
+    Ok(chromium)
+}
+
+pub fn test_web(extra: &[String]) -> Result<(), String> {
+    let root = root();
+    let chromium = chromium()?;
     let out = root.join("target/web");
     build_web(&out)?;
     run(
