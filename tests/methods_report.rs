@@ -286,3 +286,50 @@ fn importance_flag_on_the_cli() {
     );
     assert!(!dir.path().join("out.lowbit").exists());
 }
+
+/// With an importance file, auto's allocator compares a weighted tensor's options by the
+/// importance-weighted error: on a tensor whose first rows matter 1000 times more, the file it
+/// writes has a much lower weighted error than the plain-error choice at the same budget.
+#[test]
+fn importance_file_steers_the_allocator() {
+    let (rows, cols) = (96, 128);
+    let w = common::weights(7, rows, cols);
+    let input = common::safetensors_file(&[(
+        "layer.0.weight",
+        DType::F32,
+        vec![rows, cols],
+        dtype::from_f32(DType::F32, &w),
+    )]);
+    let importance: Vec<f32> = (0..rows)
+        .map(|r| if r < 8 { 1000.0 } else { 1.0 })
+        .collect();
+    let file = importance_file(&[("layer.0.weight", vec![rows], importance.clone())]);
+    let weighted_error = |out: &[u8]| -> f64 {
+        let mut restored = Vec::new();
+        lowbit::decompress(out, "x.lowbit", &mut NoProgress, &mut restored).unwrap();
+        let (_, _, bytes) = &common::tensors_of(&restored)["layer.0.weight"];
+        let got = dtype::to_f32(DType::F32, bytes);
+        let (mut err, mut norm) = (0.0, 0.0);
+        for r in 0..rows {
+            for c in 0..cols {
+                let (a, b) = (w[r * cols + c] as f64, got[r * cols + c] as f64);
+                err += importance[r] as f64 * (a - b) * (a - b);
+                norm += importance[r] as f64 * a * a;
+            }
+        }
+        err / norm
+    };
+    let mut opts = CompressOptions::new(Target::BitsPerWeight(2.0));
+    opts.spectra = false;
+    opts.backend = lowbit::BackendChoice::Cpu;
+    let (plain, _) = compress(&input, &opts).unwrap();
+    opts.importance = Some(ImportanceMap::from_safetensors(&file, "fisher.safetensors").unwrap());
+    let (steered, report) = compress(&input, &opts).unwrap();
+    assert!(steered.len() as f64 <= 2.0 * (rows * cols) as f64 / 8.0);
+    let (e_plain, e_steered) = (weighted_error(&plain), weighted_error(&steered));
+    assert!(
+        e_steered < 0.7 * e_plain,
+        "weighted rel. error {e_steered:.3e} with the file, {e_plain:.3e} without ({})",
+        report.tensors[0].label
+    );
+}
