@@ -135,13 +135,15 @@ pub fn markdown(doc: &Value) -> String {
                 .join(", ")
         })
         .unwrap_or_default();
-    out += &format!(
-        "Python {}: {}; numpy BLAS: {}; OPENBLAS_CORETYPE={}.  \n",
-        text(python, "python"),
-        packages,
-        blas(python),
-        text(python, "OPENBLAS_CORETYPE"),
-    );
+    if !python.is_null() {
+        out += &format!(
+            "Python {}: {}; numpy BLAS: {}; OPENBLAS_CORETYPE={}.  \n",
+            text(python, "python"),
+            packages,
+            blas(python),
+            text(python, "OPENBLAS_CORETYPE"),
+        );
+    }
     out += &format!("Options: {}.\n\n", doc["options"]);
 
     let rd = doc["rate_distortion"]
