@@ -559,43 +559,16 @@ async fn analyse_matrix(
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
-    let lowrank_encoded = codec::lowrank::encode_many_on(backend, values, shape, &lowrank).await;
-    // The sparse options' low-rank parts are among the lowrank options: reuse those encodings.
-    let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
-        .iter()
-        .zip(&lowrank_encoded)
-        .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
-        .collect();
-    let sparse_lowrank_encoded =
-        codec::sparse_lowrank::encode_many(values, shape, &sparse_lowrank, &known);
-    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd, importance);
-    let mut encoded_options = Vec::with_capacity(params.len() + lowrank.len());
-    for p in params {
-        let encoded = p.encode_on(backend, values, shape).await;
-        encoded_options.push((p, encoded));
-    }
-    encoded_options.extend(
-        lowrank
-            .into_iter()
-            .map(CodecParams::Lowrank)
-            .zip(lowrank_encoded),
-    );
-    encoded_options.extend(
-        sparse_lowrank
-            .into_iter()
-            .map(CodecParams::SparseLowrank)
-            .zip(sparse_lowrank_encoded),
-    );
-    encoded_options.extend(fwsvd.into_iter().map(CodecParams::Fwsvd).zip(fwsvd_encoded));
-    for (codec, encoded) in encoded_options {
+    // Each encoding is measured and dropped at once: a reconstruction is as large as the tensor,
+    // and holding all ~45 of a 4096 x 4096 tensor's took 3 GiB (the page's > 4 GiB test).
+    let measure = |codec: CodecParams, encoded: Result<codec::Encoded>| -> Result<Candidate> {
         let encoded = encoded?;
-        let sq_error = squared_error(values, &encoded.reconstruction, dtype);
-        analysis.candidates.push(Candidate {
+        Ok(Candidate {
             codec,
             coded_bytes: encoded.bytes.len() as u64,
             crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
-            sq_error,
+            sq_error: squared_error(values, &encoded.reconstruction, dtype),
             weighted_sq_error: importance.map(|rows| {
                 weighted_squared_error(values, Some(&encoded.reconstruction), dtype, rows)
             }),
@@ -603,7 +576,38 @@ async fn analyse_matrix(
                 recall_at_10: q.recall(&encoded.reconstruction, shape),
                 bits_per_dimension: Vec::new(),
             }),
-        });
+        })
+    };
+    for p in params {
+        let encoded = p.encode_on(backend, values, shape).await;
+        analysis.candidates.push(measure(p, encoded)?);
+    }
+    // Options sharing a truncated SVD are encoded together (one SVD each); the sparse options'
+    // low-rank parts are among the lowrank options, so those encodings are reused before they go.
+    let lowrank_encoded = codec::lowrank::encode_many_on(backend, values, shape, &lowrank).await;
+    let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
+        .iter()
+        .zip(&lowrank_encoded)
+        .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
+        .collect();
+    let sparse_lowrank_encoded =
+        codec::sparse_lowrank::encode_many(values, shape, &sparse_lowrank, &known);
+    drop(known);
+    for (p, encoded) in lowrank.into_iter().zip(lowrank_encoded) {
+        analysis
+            .candidates
+            .push(measure(CodecParams::Lowrank(p), encoded)?);
+    }
+    for (p, encoded) in sparse_lowrank.into_iter().zip(sparse_lowrank_encoded) {
+        analysis
+            .candidates
+            .push(measure(CodecParams::SparseLowrank(p), encoded)?);
+    }
+    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd, importance);
+    for (p, encoded) in fwsvd.into_iter().zip(fwsvd_encoded) {
+        analysis
+            .candidates
+            .push(measure(CodecParams::Fwsvd(p), encoded)?);
     }
     Ok(())
 }
