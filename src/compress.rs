@@ -184,9 +184,6 @@ pub struct Candidate {
     pub crc32: u32,
     /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
     pub sq_error: f64,
-    /// With an importance file's rows `i_r` for this tensor: `sum_r i_r ||W_r - What_r||^2`, the
-    /// error the allocator then minimises (`None` otherwise, and for the exact option).
-    pub weighted_sq_error: Option<f64>,
     /// For a vector coder's option: what the report shows about it.
     pub vector: Option<VectorMeasure>,
 }
@@ -219,8 +216,6 @@ pub struct TensorAnalysis {
     pub candidates: Vec<Candidate>,
     /// Sum of squares of the tensor (f64).
     pub norm_sq: f64,
-    /// With an importance file's rows for this tensor: `sum_r i_r ||W_r||^2`.
-    pub weighted_norm_sq: Option<f64>,
     pub non_finite: u64,
     /// Why only some codecs were tried (empty when all were).
     pub restriction: String,
@@ -274,13 +269,11 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         crc32: container::crc32(&exact.bytes),
         side_bytes: exact.side_bytes as u64,
         sq_error: 0.0,
-        weighted_sq_error: None,
         vector: None,
     };
     let mut analysis = TensorAnalysis {
         candidates: vec![lossless_candidate],
         norm_sq: 0.0,
-        weighted_norm_sq: None,
         non_finite: 0,
         restriction: String::new(),
         spectrum: None,
@@ -354,8 +347,6 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         None => None,
     };
     let importance = importance.as_deref();
-    analysis.weighted_norm_sq =
-        importance.map(|rows| weighted_squared_error(&values, None, t.dtype, rows));
     if vector_path {
         let queries = analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
         // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
@@ -451,7 +442,6 @@ fn analyse_vectors(
             crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
             sq_error: squared_error(values, &encoded.reconstruction, dtype),
-            weighted_sq_error: None,
             vector: Some(VectorMeasure {
                 recall_at_10: option.recall_at_10,
                 bits_per_dimension: option.bits_per_dimension,
@@ -569,9 +559,6 @@ async fn analyse_matrix(
             crc32: container::crc32(&encoded.bytes),
             side_bytes: encoded.side_bytes as u64,
             sq_error: squared_error(values, &encoded.reconstruction, dtype),
-            weighted_sq_error: importance.map(|rows| {
-                weighted_squared_error(values, Some(&encoded.reconstruction), dtype, rows)
-            }),
             vector: queries.map(|q| VectorMeasure {
                 recall_at_10: q.recall(&encoded.reconstruction, shape),
                 bits_per_dimension: Vec::new(),
@@ -626,32 +613,6 @@ pub(crate) fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DTy
         .map(|(&a, &b)| {
             let d = a as f64 - round(b) as f64;
             d * d
-        })
-        .sum()
-}
-
-/// `sum_r i_r ||W_r - What_r||^2` over the rows of `original` (`rows`: one importance per row),
-/// with the reconstruction converted to `dtype` like [`squared_error`]; without a reconstruction,
-/// `sum_r i_r ||W_r||^2`.
-fn weighted_squared_error(
-    original: &[f32],
-    reconstruction: Option<&[f32]>,
-    dtype: DType,
-    rows: &[f64],
-) -> f64 {
-    let cols = original.len() / rows.len().max(1);
-    rows.iter()
-        .enumerate()
-        .map(|(r, &importance)| {
-            let span = r * cols..(r + 1) * cols;
-            let row_error = match reconstruction {
-                Some(what) => squared_error(&original[span.clone()], &what[span], dtype),
-                None => original[span]
-                    .iter()
-                    .map(|&v| (v as f64) * (v as f64))
-                    .sum(),
-            };
-            importance * row_error
         })
         .sum()
 }
@@ -767,15 +728,10 @@ pub struct Plan {
 /// best (MiniLM's word embeddings, docs/VECTORS.md). There the distortion is 1 - recall@10 on the
 /// sampled queries, with the relative MSE as a tie-break far below recall's resolution. `--max-error`
 /// stays an MSE bound (it does not use this function).
-///
-/// A tensor an importance file weights is measured by its importance-weighted relative error
-/// `sum_r i_r ||W_r - What_r||^2 / sum_r i_r ||W_r||^2`: what the file says matters, and what fwsvd
-/// minimises (with the plain error, auto would never see fwsvd's gain).
 fn distortion(a: &TensorAnalysis, c: &Candidate) -> f64 {
     let recall = c.vector.as_ref().and_then(|v| v.recall_at_10);
-    match (&a.vectors, recall, a.weighted_norm_sq, c.weighted_sq_error) {
-        (Some(_), Some(recall), _, _) => (1.0 - recall) + 1e-6 * a.rel_mse(c),
-        (_, _, Some(norm), Some(e)) => e / norm.max(f64::MIN_POSITIVE),
+    match (&a.vectors, recall) {
+        (Some(_), Some(recall)) => (1.0 - recall) + 1e-6 * a.rel_mse(c),
         _ => a.rel_mse(c),
     }
 }
@@ -1493,8 +1449,7 @@ fn importance_note(plan: &Plan, opts: &CompressOptions) -> Option<String> {
         .filter(|k| !plan.checkpoint.tensors.iter().any(|t| &t.name == *k))
         .count();
     let mut note = format!(
-        "importance file {}: fwsvd weighted {used} tensor(s) with its values, and the allocator \
-         compared those tensors' options by their importance-weighted error",
+        "importance file {}: fwsvd weighted {used} tensor(s) with its values",
         map.source
     );
     if !proxy.is_empty() {

@@ -516,8 +516,6 @@ fn candidate(
         side_bytes: encoded.side_bytes as u64,
         crc32: container::crc32(&encoded.bytes),
         sq_error: compress::squared_error(values, &encoded.reconstruction, dtype),
-        // Sibling sets are measured by the plain error (shared-lowrank is a forced method).
-        weighted_sq_error: None,
         vector: None,
     }
 }
