@@ -224,6 +224,13 @@ fn cli_detects_sequences_reports_and_restores() {
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("bases"));
     let o = lowbit(&["inspect", "genome.fa"], d);
     assert!(String::from_utf8_lossy(&o.stdout).contains("Fasta file"));
+    // JSON with one "kind" (what the input is) and the sequence format apart.
+    let o = lowbit(&["inspect", "genome.fa", "--json"], d);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches("\"kind\"").count(), 1, "{text}");
+    let inspection: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inspection["kind"], "sequence");
+    assert_eq!(inspection["format"], "fasta");
 }
 
 fn assert_cli_fails(dir: &std::path::Path, args: &[&str], needles: &[&str]) {

@@ -180,7 +180,7 @@ function renderSummary(opened) {
   s.replaceChildren();
   const i = opened.inspection;
   if (opened.kind === 'sequence') {
-    s.append(el('p', {}, `${opened.name}: ${i.kind || 'sequence'} file, ${bytes(i.bytes)}, ${num(i.records)} records, ${num(i.residues)} residues.`));
+    s.append(el('p', {}, `${opened.name}: ${i.format || 'sequence'} file, ${bytes(i.bytes)}, ${num(i.records)} records, ${num(i.residues)} residues.`));
   } else {
     const dtypes = [...new Set(i.tensors.map((t) => t.dtype))].join(', ');
     const what = i.kind === 'lowbit'

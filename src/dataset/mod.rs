@@ -431,6 +431,8 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Resul
 /// What `inspect` says about a sequence file.
 #[derive(Clone, Debug, Serialize)]
 pub struct SequenceSummary {
+    /// Serialised as `format`: inside `Inspection`, `kind` says what the input is.
+    #[serde(rename = "format")]
     pub kind: DatasetKind,
     pub bytes: u64,
     pub records: u64,

@@ -353,6 +353,7 @@ await test('cancel stops a run within a second and leaves the page usable', asyn
 await test('a FASTA file is compressed losslessly and restored byte for byte', async () => {
   await drop(fasta);
   await waitPhase(['estimated', 'error']);
+  assert.match(await page.textContent('#summary'), /: fasta file, /);
   await page.click('#compress');
   await waitPhase(['done', 'error']);
   assert.equal(await phase(), 'done', await page.textContent('#error'));
