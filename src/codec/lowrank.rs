@@ -28,6 +28,7 @@
 //! [`candidates`]), or apply to 1-D tensors and tiny matrices (no candidates: factors would cost
 //! more than the values).
 
+use super::section;
 use serde::{Deserialize, Serialize};
 
 use super::{Encoded, Shape2};
@@ -315,7 +316,7 @@ pub(crate) fn encode_with_svd(
         bytes.extend_from_slice(&s.to_le_bytes());
     }
     let coded = entropy::encode(&factors.symbols, 2 * level + 1);
-    push_stream(&mut bytes, &coded.bytes)?;
+    section::push_stream(&mut bytes, &coded.bytes, "lowrank")?;
     let mut side_bytes = 2 + 12 + 8 * rank + 4 + coded.table_bytes;
 
     if let Some(s) = p.residual_step_log2 {
@@ -336,7 +337,7 @@ pub(crate) fn encode_with_svd(
         let coded = entropy::encode(&symbols, 2 * max_abs + 1);
         bytes.extend_from_slice(&step.to_le_bytes());
         bytes.extend_from_slice(&max_abs.to_le_bytes());
-        push_stream(&mut bytes, &coded.bytes)?;
+        section::push_stream(&mut bytes, &coded.bytes, "lowrank")?;
         side_bytes += 4 + 4 + 4 + coded.table_bytes;
         add_residual(&mut reconstruction, &integers, step);
     }
@@ -394,7 +395,7 @@ fn parse(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Section> {
     let len = rows
         .checked_mul(cols)
         .ok_or_else(|| Error::corrupt("lowrank: tensor shape overflows"))?;
-    let mut reader = Reader { bytes, pos: 0 };
+    let mut reader = section::Reader::new(bytes, "lowrank");
     if reader.u8()? != FORMAT_VERSION {
         return Err(Error::unsupported(
             "lowrank section of an unknown format version",
@@ -452,9 +453,7 @@ fn parse(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Section> {
     } else {
         None
     };
-    if reader.pos != bytes.len() {
-        return Err(Error::corrupt("lowrank section has trailing bytes"));
-    }
+    reader.end()?;
     Ok(Section { factors, residual })
 }
 
@@ -520,69 +519,6 @@ pub(crate) fn multiply(a: &[f32], b: &[f32], rows: usize, cols: usize, r: usize)
 fn add_residual(out: &mut [f32], integers: &[i32], step: f32) {
     for (o, &q) in out.iter_mut().zip(integers) {
         *o += q as f32 * step;
-    }
-}
-
-fn push_stream(bytes: &mut Vec<u8>, stream: &[u8]) -> Result<()> {
-    let len = u32::try_from(stream.len())
-        .map_err(|_| Error::unsupported("lowrank stream longer than 4 GiB"))?;
-    bytes.extend_from_slice(&len.to_le_bytes());
-    bytes.extend_from_slice(stream);
-    Ok(())
-}
-
-/// A bounds-checked little-endian cursor over a section.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| Error::corrupt("lowrank section ends early"))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn f32(&mut self) -> Result<f32> {
-        Ok(f32::from_bits(self.u32()?))
-    }
-
-    /// `n` quantizer steps, each finite and non-negative.
-    fn steps(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.take(
-            n.checked_mul(4)
-                .ok_or_else(|| Error::corrupt("lowrank rank overflows"))?,
-        )?;
-        let steps: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if steps.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
-            return Err(Error::corrupt(
-                "lowrank factor step is negative or not finite",
-            ));
-        }
-        Ok(steps)
-    }
-
-    fn stream(&mut self) -> Result<&'a [u8]> {
-        let len = self.u32()? as usize;
-        self.take(len)
     }
 }
 

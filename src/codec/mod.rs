@@ -22,6 +22,7 @@ pub mod hyper;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
+pub mod section;
 pub mod shared_lowrank;
 pub mod sparse_lowrank;
 pub mod turbo;

@@ -34,6 +34,7 @@
 //! vector by `s` and its coefficients by `1/s` scales both steps and gives the same symbols), so
 //! the basis is kept orthonormal.
 
+use super::section;
 use serde::{Deserialize, Serialize};
 
 use super::lowrank::{multiply, quantize};
@@ -210,7 +211,7 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
         basis_bytes.extend_from_slice(&s.to_le_bytes());
     }
     let coded = entropy::encode(&symbols_v, 2 * level + 1);
-    push_stream(&mut basis_bytes, &coded.bytes)?;
+    section::push_stream(&mut basis_bytes, &coded.bytes, "shared-lowrank")?;
     let basis = Encoded {
         side_bytes: 1 + 8 + 4 * rank + 4 + coded.table_bytes,
         bytes: basis_bytes,
@@ -254,7 +255,7 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
             bytes.extend_from_slice(&s.to_le_bytes());
         }
         let coded = entropy::encode(&symbols_c, 2 * level + 1);
-        push_stream(&mut bytes, &coded.bytes)?;
+        section::push_stream(&mut bytes, &coded.bytes, "shared-lowrank")?;
         out.push(Encoded {
             side_bytes: 1 + 12 + 4 * rank + 4 + coded.table_bytes,
             bytes,
@@ -271,7 +272,7 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
 pub fn decode_basis(bytes: &[u8], cols: usize, p: &BasisParams) -> Result<Basis> {
     p.validate()
         .map_err(|e| Error::corrupt(format!("shared-lowrank group parameters: {e}")))?;
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = section::Reader::new(bytes, "shared-lowrank");
     if r.u8()? != FORMAT_VERSION {
         return Err(Error::unsupported(
             "shared-lowrank basis of an unknown format version",
@@ -308,7 +309,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params, basis: &Basis) -> Result<
             p.rank, basis.cols, basis.rank
         )));
     }
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = section::Reader::new(bytes, "shared-lowrank");
     if r.u8()? != FORMAT_VERSION {
         return Err(Error::unsupported(
             "shared-lowrank section of an unknown format version",
@@ -384,69 +385,6 @@ fn put_u32(out: &mut Vec<u8>, v: usize) -> Result<()> {
         .map_err(|_| Error::unsupported("shared-lowrank: a side longer than 2^32 - 1"))?;
     out.extend_from_slice(&v.to_le_bytes());
     Ok(())
-}
-
-fn push_stream(out: &mut Vec<u8>, stream: &[u8]) -> Result<()> {
-    put_u32(out, stream.len())?;
-    out.extend_from_slice(stream);
-    Ok(())
-}
-
-/// A bounds-checked little-endian cursor over a section.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| Error::corrupt("shared-lowrank section ends early"))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn steps(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.take(
-            n.checked_mul(4)
-                .ok_or_else(|| Error::corrupt("shared-lowrank rank overflows"))?,
-        )?;
-        let steps: Vec<f32> = raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if steps.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
-            return Err(Error::corrupt(
-                "shared-lowrank step is negative or not finite",
-            ));
-        }
-        Ok(steps)
-    }
-
-    fn stream(&mut self) -> Result<&'a [u8]> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-
-    fn end(&self) -> Result<()> {
-        if self.pos != self.bytes.len() {
-            return Err(Error::corrupt("shared-lowrank section has trailing bytes"));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 //! Positions are row-major linear indices. The reconstruction is the low-rank part's (bit-exact
 //! by its own contract) plus `q * step` at each position, so every platform decodes the same bits.
 
+use super::section;
 use serde::{Deserialize, Serialize};
 
 use super::{lowrank, Encoded, Shape2};
@@ -279,11 +280,11 @@ fn assemble(
     bytes.extend_from_slice(&max_abs.to_le_bytes());
     let (classes, bits) = gap_code(&positions);
     let coded_classes = entropy::encode(&classes, GAP_CLASSES);
-    push_stream(&mut bytes, &coded_classes.bytes)?;
-    push_stream(&mut bytes, &bits)?;
+    section::push_stream(&mut bytes, &coded_classes.bytes, "sparse-lowrank")?;
+    section::push_stream(&mut bytes, &bits, "sparse-lowrank")?;
     let symbols: Vec<u32> = integers.iter().map(|&q| zigzag(q)).collect();
     let coded_values = entropy::encode(&symbols, 2 * max_abs + 1);
-    push_stream(&mut bytes, &coded_values.bytes)?;
+    section::push_stream(&mut bytes, &coded_values.bytes, "sparse-lowrank")?;
     let mut side_bytes = 2 + 12 + 8 + 12 + coded_classes.table_bytes + coded_values.table_bytes;
     if let Some(l) = low {
         bytes.extend_from_slice(&l.bytes);
@@ -318,7 +319,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
         .rows
         .checked_mul(shape.cols)
         .ok_or_else(|| Error::corrupt("sparse-lowrank: tensor shape overflows"))?;
-    let mut reader = Reader { bytes, pos: 0 };
+    let mut reader = section::Reader::new(bytes, "sparse-lowrank");
     if reader.u8()? != FORMAT_VERSION {
         return Err(Error::unsupported(
             "sparse-lowrank section of an unknown format version",
@@ -375,7 +376,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
         ));
     }
     let symbols = entropy::decode(reader.stream()?, count, 2 * max_abs + 1)?;
-    let rest = &bytes[reader.pos..];
+    let rest = reader.rest();
     let mut out = match &p.lowrank {
         Some(l) => lowrank::decode(rest, shape, l)?,
         None if rest.is_empty() => vec![0.0f32; len],
@@ -393,14 +394,6 @@ fn zigzag(q: i32) -> u32 {
 
 fn unzigzag(s: u32) -> i32 {
     ((s >> 1) as i32) ^ -((s & 1) as i32)
-}
-
-fn push_stream(bytes: &mut Vec<u8>, stream: &[u8]) -> Result<()> {
-    let len = u32::try_from(stream.len())
-        .map_err(|_| Error::unsupported("sparse-lowrank stream longer than 4 GiB"))?;
-    bytes.extend_from_slice(&len.to_le_bytes());
-    bytes.extend_from_slice(stream);
-    Ok(())
 }
 
 /// MSB-first bit packing.
@@ -458,43 +451,6 @@ impl<'a> BitReader<'a> {
     /// Whether every byte was used (only the last one's padding left).
     fn exhausted(&self) -> bool {
         self.bit.div_ceil(8) == self.bytes.len()
-    }
-}
-
-/// A bounds-checked little-endian cursor over a section.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| Error::corrupt("sparse-lowrank section ends early"))?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn f32(&mut self) -> Result<f32> {
-        Ok(f32::from_bits(self.u32()?))
-    }
-
-    fn stream(&mut self) -> Result<&'a [u8]> {
-        let len = self.u32()? as usize;
-        self.take(len)
     }
 }
 
