@@ -348,7 +348,8 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     };
     let importance = importance.as_deref();
     if vector_path {
-        let queries = analyse_vectors(&values, shape, t.dtype, opts, seed, &mut analysis)?;
+        let queries =
+            analyse_vectors(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
         // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
         // coders' side information (mean, basis, codebooks, tables) costs more than they save.
         // Their recall is measured like the vector coders' (the allocator compares recall).
@@ -422,7 +423,8 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
 }
 
 /// The vector coders' options for the rows of `values`, with recall and bit allocation.
-fn analyse_vectors(
+async fn analyse_vectors(
+    backend: &Backend,
     values: &[f32],
     shape: Shape2,
     dtype: DType,
@@ -433,8 +435,16 @@ fn analyse_vectors(
     let stats = vectors::Stats::of(values, shape)?;
     let before = analysis.candidates.len();
     let queries = vectors::RecallQueries::sample(values, shape, vectors::RECALL_QUERIES, seed);
-    let options =
-        vectors::encode_options(values, shape, &stats, opts.method, seed, Some(&queries))?;
+    let options = vectors::encode_options(
+        backend,
+        values,
+        shape,
+        &stats,
+        opts.method,
+        seed,
+        Some(&queries),
+    )
+    .await?;
     for option in options {
         let encoded = option.encoded;
         analysis.candidates.push(Candidate {

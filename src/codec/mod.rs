@@ -223,7 +223,7 @@ impl CodecParams {
                 let stats = vectors::Stats::of(values, shape)?;
                 Ok(vectors::transform::encode(values, shape, &stats, p)?.0)
             }
-            CodecParams::Pq(p) => Ok(vectors::pq::encode(values, shape, p)?.0),
+            CodecParams::Pq(p) => Ok(vectors::pq::encode_on(backend, values, shape, p).await?.0),
             CodecParams::SparseLowrank(p) => sparse_lowrank::encode(values, shape, p),
             CodecParams::Fwsvd(p) => fwsvd::encode(values, shape, p),
             CodecParams::SharedLowrank(_) => Err(crate::error::Error::invalid(

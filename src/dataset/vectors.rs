@@ -357,7 +357,8 @@ pub fn pq_candidates(shape: Shape2, seed: u64) -> Vec<pq::Params> {
 /// option with the decoder gain of [`TRANSFORM_GAINS`] that gives the highest recall, when one
 /// beats gain 1 (measured on the gain-1 reconstruction scaled about the mean, then encoded again
 /// so that the stored reconstruction is exactly what the decoder computes).
-pub fn encode_options(
+pub async fn encode_options(
+    backend: &crate::backend::Backend,
     values: &[f32],
     shape: Shape2,
     stats: &Stats,
@@ -421,7 +422,7 @@ pub fn encode_options(
     }
     if wants(method, Method::Pq) {
         for p in pq_candidates(shape, seed) {
-            let (encoded, extras) = pq::encode(values, shape, &p)?;
+            let (encoded, extras) = pq::encode_on(backend, values, shape, &p).await?;
             out.push(VectorOption {
                 codec: CodecParams::Pq(p),
                 recall_at_10: recall(&encoded.reconstruction),

@@ -1,6 +1,7 @@
 //! Product quantization of a vector dataset (Jégou, Douze & Schmid 2011): the `dim` coordinates are
 //! cut into `m` contiguous sub-spaces (sizes differ by at most one when `m` does not divide `dim`),
-//! `k` centroids are fitted per sub-space with [`crate::kmeans`], and each vector is stored as its
+//! `k` centroids are fitted per sub-space by k-means on the backend (the WGSL assignment and update
+//! kernels on a GPU, [`crate::kmeans`] on the CPU), and each vector is stored as its
 //! `m` nearest-centroid indices. The codebooks are stored with `codebook_bits` per value (a uniform
 //! grid between each sub-space's smallest and largest value) and counted; the indices are stored at
 //! fixed width or entropy coded (one model per sub-space), whichever is smaller.
@@ -22,10 +23,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::{pack_bits, unpack_bits, Reader};
+use crate::backend::{self, Backend};
 use crate::codec::{put_varint, Encoded, Shape2};
 use crate::entropy;
 use crate::error::{Error, Result};
-use crate::kmeans::{self, Codebook};
+use crate::kmeans::Codebook;
 use crate::rng::Rng;
 
 const FORMAT_VERSION: u8 = 1;
@@ -91,7 +93,20 @@ pub struct Extras {
     pub coordinate_bits: Vec<f64>,
 }
 
+/// [`encode_on`] on the CPU backend.
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<(Encoded, Extras)> {
+    backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+}
+
+/// Encodes the rows of `values`, with the k-means of every sub-space on `backend`. On the GPU the
+/// centroids can differ from the CPU's in their last bits (sums in another order), so the bytes
+/// can differ; the CPU backend gives the same bytes on every run.
+pub async fn encode_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+) -> Result<(Encoded, Extras)> {
     let (n, dim) = (shape.rows, shape.cols);
     p.check(dim)?;
     let m = p.m as usize;
@@ -117,7 +132,10 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<(Encoded, Ext
                 centroids: Vec::new(),
             }
         } else {
-            kmeans::fit(&points, sub_dim, entries, p.iters as usize, &mut rng)?
+            backend
+                .kmeans_fit(&points, sub_dim, entries, p.iters as usize, &mut rng)
+                .await?
+                .codebook
         };
         // Pad to `entries` centroids (k-means gives fewer only when n < k, excluded above, but a
         // codebook of a constant sub-space still has `entries` rows).
@@ -140,7 +158,7 @@ pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<(Encoded, Ext
             centroids: dequantize(&codebook_codes[start_code..], lo, hi, levels),
         };
         if entries > 0 {
-            let (assigned, _) = kmeans::assign(&points, sub_dim, &stored)?;
+            let (assigned, _) = backend.kmeans_assign(&points, sub_dim, &stored).await?;
             for (i, &a) in assigned.iter().enumerate() {
                 codes[i * m + j] = a;
                 reconstruction[i * dim + start..i * dim + end]

@@ -241,14 +241,16 @@ fn encode_options_measures_recall_and_keeps_a_gain_only_when_it_helps() {
     let x = gaussian(shape.rows, &eig, 13);
     let stats = Stats::of(&x, shape).unwrap();
     let queries = RecallQueries::sample(&x, shape, 200, 3);
-    let options = encode_options(
+    let cpu = crate::backend::Backend::Cpu;
+    let options = crate::backend::ready(encode_options(
+        &cpu,
         &x,
         shape,
         &stats,
         Some(Method::Transform),
         1,
         Some(&queries),
-    )
+    ))
     .unwrap();
     assert!(options.iter().all(|o| o.recall_at_10.is_some()));
     let mut previous: Option<(&transform::Params, f64)> = None;
@@ -266,7 +268,16 @@ fn encode_options_measures_recall_and_keeps_a_gain_only_when_it_helps() {
         previous = Some((p, recall));
     }
     // Without queries: no recall, no gain options.
-    let plain = encode_options(&x, shape, &stats, Some(Method::Transform), 1, None).unwrap();
+    let plain = crate::backend::ready(encode_options(
+        &cpu,
+        &x,
+        shape,
+        &stats,
+        Some(Method::Transform),
+        1,
+        None,
+    ))
+    .unwrap();
     assert!(plain.iter().all(|o| o.recall_at_10.is_none()));
     assert!(plain
         .iter()
