@@ -570,6 +570,28 @@ fn set_options(
         .map(|t| Rng::for_stream(opts.seed, &t.name).next_u64())
         .collect();
     let rel = |m: usize, c: &Candidate| analyses[members[m]].rel_mse(c);
+    // A set option: every member's candidate plus the shared bases, sized and measured.
+    let set_option = |rank: u32, groups: Vec<GroupOption>, candidates: Vec<Candidate>| {
+        let bytes = candidates
+            .iter()
+            .zip(&tensors)
+            .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
+            .chain(groups.iter().map(GroupOption::section_len))
+            .sum();
+        let rels: Vec<f64> = candidates
+            .iter()
+            .enumerate()
+            .map(|(m, c)| rel(m, c))
+            .collect();
+        SetOption {
+            rank,
+            groups,
+            bytes,
+            distortion: rels.iter().sum(),
+            max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
+            member_candidates: candidates,
+        }
+    };
 
     let mut options = Vec::new();
     // Every member coded alone by any of its own measured options: the lower convex hull of the
@@ -645,25 +667,7 @@ fn set_options(
         alone_combos.push(picks);
     }
     for picks in alone_combos {
-        let candidates = alone_option(&picks);
-        let bytes = candidates
-            .iter()
-            .zip(&tensors)
-            .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
-            .sum();
-        let rels: Vec<f64> = candidates
-            .iter()
-            .enumerate()
-            .map(|(m, c)| rel(m, c))
-            .collect();
-        options.push(SetOption {
-            rank: 0,
-            groups: Vec::new(),
-            bytes,
-            distortion: rels.iter().sum(),
-            max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
-            member_candidates: candidates,
-        });
+        options.push(set_option(0, Vec::new(), alone_option(&picks)));
     }
     for &rank in &ranks {
         // Each member alone: the pure lowrank option of this rank (measured by the analysis
@@ -700,25 +704,7 @@ fn set_options(
             }
         }
         let mut option_of = |groups: Vec<GroupOption>, candidates: Vec<Candidate>| {
-            let bytes = candidates
-                .iter()
-                .zip(&tensors)
-                .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
-                .chain(groups.iter().map(GroupOption::section_len))
-                .sum();
-            let rels: Vec<f64> = candidates
-                .iter()
-                .enumerate()
-                .map(|(m, c)| rel(m, c))
-                .collect();
-            options.push(SetOption {
-                rank: rank as u32,
-                groups,
-                bytes,
-                distortion: rels.iter().sum(),
-                max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
-                member_candidates: candidates,
-            });
+            options.push(set_option(rank as u32, groups, candidates));
         };
         option_of(Vec::new(), alone.clone());
         for (partition, eps) in partitions {

@@ -6,7 +6,7 @@
 // node bench.mjs --url=http://127.0.0.1:PORT/ --file=PATH --backend=cpu|gpu --bpw=4
 //                [--limit=SECONDS] [--chromium=PATH]
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).map((a) => {
   const [k, ...v] = a.replace(/^--/, '').split('=');
@@ -14,12 +14,7 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
 }));
 const limitMs = 1000 * Number(args.limit || 3600);
 
-const browser = await chromium.launch({
-  executablePath: args.chromium || '/usr/bin/chromium',
-  // The flags of the browser tests (TOOLING.md): WebGPU on SwiftShader where there is no GPU.
-  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--enable-unsafe-webgpu'],
-});
+const browser = await launch(args.chromium || undefined);
 let result;
 let page;
 try {

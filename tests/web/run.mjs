@@ -6,7 +6,7 @@
 //
 // node run.mjs --url=http://127.0.0.1:PORT/ --cli=PATH/lowbit --out=DIR [--chromium=PATH] [--big]
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -125,11 +125,7 @@ function cli(...argv) {
 
 // --- the browser ------------------------------------------------------------------------------
 
-const browser = await chromium.launch({
-  executablePath: args.chromium || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--enable-unsafe-webgpu'],
-});
+const browser = await launch(args.chromium || undefined);
 const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 900 } });
 const offsite = [];
 const consoleErrors = [];

@@ -3,28 +3,18 @@
 
 use std::process::Command;
 
-fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
-    eprintln!("xtask test: {what}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what}: failed ({status})"))
-    }
-}
+use crate::web;
 
 pub fn run() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The wasm32 standard library comes from rustup; a machine without rustup must have it already.
     if Command::new("rustup").arg("--version").output().is_ok() {
-        step(
+        web::run(
             "rustup target add wasm32-unknown-unknown",
             Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]),
         )?;
     }
-    step(
+    web::run(
         "the library builds for wasm32 (the browser target)",
         Command::new(&cargo).args([
             "check",
@@ -34,7 +24,7 @@ pub fn run() -> Result<(), String> {
             "wasm32-unknown-unknown",
         ]),
     )?;
-    step(
+    web::run(
         "the library with its WebGPU backend builds for wasm32",
         Command::new(&cargo).args([
             "check",

@@ -21,7 +21,8 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
+/// Runs one step of an xtask, its name printed first; a failure names the step.
+pub fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: {what}");
     let status = cmd
         .status()
