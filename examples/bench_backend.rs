@@ -7,7 +7,10 @@
 //! `{"job":"backend","kernel":"matmul 1024x1024x256","impl":"gpu","seconds":0.01,"gflops":50.0,
 //!   "adapter":"llvmpipe (Cpu, Vulkan)"}`.
 //!
-//! Run: `cargo run --release --example bench_backend`
+//! Run: `cargo run --release --example bench_backend [-- --large] [--gpu-only | --cpu-only]`.
+//! `--large` uses sizes for a real GPU (each launch well past launch overhead, the matrix product
+//! 4096^3); the GPU rows add the matrix product on resident buffers, i.e. the kernel's own rate
+//! without the transfers.
 
 use std::time::Instant;
 
@@ -51,15 +54,43 @@ fn row(kernel: &str, backend: &Backend, seconds: f64, flops: Option<f64>) {
     println!("{line}");
 }
 
-fn bench(backend: &Backend) {
-    let (m, k, n) = (1024, 1024, 256);
+/// Problem sizes: the defaults fit the 2-core development box and lavapipe; `large` a real GPU.
+struct Sizes {
+    matmul: (usize, usize, usize),
+    matrix: (usize, usize),
+    rank: usize,
+    points: usize,
+}
+
+impl Sizes {
+    fn small() -> Sizes {
+        Sizes {
+            matmul: (1024, 1024, 256),
+            matrix: (768, 3072),
+            rank: 128,
+            points: 100_000,
+        }
+    }
+
+    fn large() -> Sizes {
+        Sizes {
+            matmul: (4096, 4096, 4096),
+            matrix: (2048, 8192),
+            rank: 256,
+            points: 1_000_000,
+        }
+    }
+}
+
+fn bench(backend: &Backend, sizes: &Sizes) {
+    let (m, k, n) = sizes.matmul;
     let a = random(m * k, 1);
     let b = random(k * n, 2);
     let s = median_seconds(|| {
         block_on(backend.matmul(&a, m, k, false, &b, n)).expect("matmul");
     });
     row(
-        "matmul A*B 1024x1024x256",
+        &format!("matmul A*B {m}x{k}x{n}"),
         backend,
         s,
         Some(2.0 * (m * k * n) as f64),
@@ -68,27 +99,52 @@ fn bench(backend: &Backend) {
         block_on(backend.matmul(&a, k, m, true, &b, n)).expect("matmul");
     });
     row(
-        "matmul A^T*B 1024x1024x256",
+        &format!("matmul A^T*B {m}x{k}x{n}"),
         backend,
         s,
         Some(2.0 * (m * k * n) as f64),
     );
 
-    let (rows, cols) = (768, 3072);
+    #[cfg(feature = "gpu")]
+    if let Backend::Gpu(gpu) = backend {
+        let repeats = 20;
+        match block_on(gpu.time_resident_matmul(m, k, n, repeats)) {
+            Ok(s) => row(
+                &format!("matmul A*B {m}x{k}x{n} resident ({repeats} dispatches)"),
+                backend,
+                s,
+                Some(2.0 * (m * k * n) as f64),
+            ),
+            Err(e) => eprintln!("resident matmul: {e:?}"),
+        }
+    }
+
+    let (rows, cols) = sizes.matrix;
+    let rank = sizes.rank;
     let w = random(rows * cols, 3);
     let s = median_seconds(|| {
         let mut rng = Rng::new(4);
-        block_on(backend.rsi(&w, rows, cols, 128, 10, 1, &mut rng)).expect("rsi");
+        block_on(backend.rsi(&w, rows, cols, rank, 10, 1, &mut rng)).expect("rsi");
     });
-    row("rsi 768x3072 rank 128 q=1", backend, s, None);
+    row(
+        &format!("rsi {rows}x{cols} rank {rank} q=1"),
+        backend,
+        s,
+        None,
+    );
 
-    let (points, dim, centroids) = (100_000, 8, 256);
+    let (points, dim, centroids) = (sizes.points, 8, 256);
     let x = random(points * dim, 5);
     let s = median_seconds(|| {
         let mut rng = Rng::new(6);
         block_on(backend.kmeans_fit(&x, dim, centroids, 20, &mut rng)).expect("fit");
     });
-    row("kmeans 100000x8 k=256 20 iterations", backend, s, None);
+    row(
+        &format!("kmeans {points}x{dim} k={centroids} 20 iterations"),
+        backend,
+        s,
+        None,
+    );
     let cb = Codebook {
         dim,
         centroids: random(centroids * dim, 7),
@@ -97,7 +153,7 @@ fn bench(backend: &Backend) {
         block_on(backend.kmeans_assign(&x, dim, &cb)).expect("assign");
     });
     row(
-        "kmeans assign 100000x8 k=256",
+        &format!("kmeans assign {points}x{dim} k={centroids}"),
         backend,
         s,
         Some(2.0 * (points * centroids * dim) as f64),
@@ -107,11 +163,21 @@ fn bench(backend: &Backend) {
     let s = median_seconds(|| {
         block_on(backend.rotate(&mut v, cols, 8, false)).expect("rotate");
     });
-    row("hadamard rotation 768x3072", backend, s, None);
+    row(
+        &format!("hadamard rotation {rows}x{cols}"),
+        backend,
+        s,
+        None,
+    );
     let s = median_seconds(|| {
         block_on(backend.fit_groups(&w, rows, cols, 4, 64, true)).expect("group fit");
     });
-    row("group scale search 768x3072 4b g64", backend, s, None);
+    row(
+        &format!("group scale search {rows}x{cols} 4b g64"),
+        backend,
+        s,
+        None,
+    );
     // Hyper's per-pair search as `auto`'s n=1600 candidate sets it up: L = 6 x RMS, 3 rings.
     let far = w
         .chunks_exact(2)
@@ -121,13 +187,29 @@ fn bench(backend: &Backend) {
     let s = median_seconds(|| {
         block_on(backend.hyper_codes(&w, &g)).expect("hyper search");
     });
-    row("hyper search 768x3072 n=1600 C3", backend, s, None);
+    row(
+        &format!("hyper search {rows}x{cols} n=1600 C3"),
+        backend,
+        s,
+        None,
+    );
 }
 
 fn main() {
-    bench(&Backend::Cpu);
+    let sizes = if std::env::args().any(|a| a == "--large") {
+        Sizes::large()
+    } else {
+        Sizes::small()
+    };
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    if !flag("--gpu-only") {
+        bench(&Backend::Cpu, &sizes);
+    }
+    if flag("--cpu-only") {
+        return;
+    }
     match block_on(Backend::new(BackendChoice::Gpu)) {
-        Ok((gpu, _)) => bench(&gpu),
+        Ok((gpu, _)) => bench(&gpu, &sizes),
         Err(e) => eprintln!("no GPU backend: {e}"),
     }
 }

@@ -47,10 +47,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
+    // One vec4 of C per row of the 4 x 4 block, named rather than indexed: a dynamically indexed
+    // function-local array can live in local memory on some compilers (NVIDIA's, through Vulkan),
+    // which made this kernel 0.5 TFLOP/s on an H200.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     let steps = (dims.k + DEPTH - 1u) / DEPTH;
     for (var s = 0u; s < steps; s++) {
         let k0 = s * DEPTH;
@@ -77,34 +80,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
         for (var kk = 0u; kk < DEPTH; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = a_tile[kk * TILE + lid.y + 16u * i];
-                bv[i] = b_tile[kk * TILE + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + av[i] * bv[j];
-                }
-            }
+            let base = kk * TILE;
+            let bv = vec4<f32>(
+                b_tile[base + lid.x],
+                b_tile[base + lid.x + 16u],
+                b_tile[base + lid.x + 32u],
+                b_tile[base + lid.x + 48u],
+            );
+            acc0 = acc0 + a_tile[base + lid.y] * bv;
+            acc1 = acc1 + a_tile[base + lid.y + 16u] * bv;
+            acc2 = acc2 + a_tile[base + lid.y + 32u] * bv;
+            acc3 = acc3 + a_tile[base + lid.y + 48u] * bv;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid.y + 16u * i;
-        if (row >= dims.m) {
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid.x + 16u * j;
-            if (col < dims.n) {
-                let o = row * dims.n + col;
-                if (dims.accumulate == 1u) {
-                    c[o] = c[o] + acc[i * 4u + j];
-                } else {
-                    c[o] = acc[i * 4u + j];
-                }
+    store_row(row0 + lid.y, col0 + lid.x, acc0);
+    store_row(row0 + lid.y + 16u, col0 + lid.x, acc1);
+    store_row(row0 + lid.y + 32u, col0 + lid.x, acc2);
+    store_row(row0 + lid.y + 48u, col0 + lid.x, acc3);
+}
+
+// Writes (or adds) the 4 values of `v` at columns col, col + 16, col + 32, col + 48 of `row`.
+fn store_row(row: u32, col: u32, v: vec4<f32>) {
+    if (row >= dims.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let cj = col + 16u * j;
+        if (cj < dims.n) {
+            let o = row * dims.n + cj;
+            if (dims.accumulate == 1u) {
+                c[o] = c[o] + v[j];
+            } else {
+                c[o] = v[j];
             }
         }
     }

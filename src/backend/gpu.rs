@@ -674,6 +674,43 @@ impl Gpu {
         }
     }
 
+    /// Seconds per product `C = A B` (`m x k` times `k x n`, each in one binding) over `repeats`
+    /// dispatches on buffers already on the device, after one warm-up: the kernel's own rate,
+    /// which the transfers every `matmul` call pays would hide. For the benchmark; native only
+    /// (the browser has no monotonic clock here).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn time_resident_matmul(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        repeats: usize,
+    ) -> GpuResult<f64> {
+        for (bytes, what) in [(m * k * 4, "A"), (k * n * 4, "B"), (m * n * 4, "C")] {
+            self.check_binding(bytes, what)?;
+        }
+        let mut rng = Rng::new(1);
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+        let a = self.upload(&random(m * k), "A");
+        let b = self.upload(&random(k * n), "B");
+        let c = self.zeroed(m * n * 4, "C");
+        let run = |count: usize| -> GpuResult<()> {
+            let mut encoder = self.encoder();
+            for _ in 0..count {
+                self.record_matmul(&mut encoder, &a, &b, &c, m, n, k, false, false)?;
+            }
+            self.submit(encoder);
+            Ok(())
+        };
+        run(1)?;
+        self.sync().await?;
+        let start = std::time::Instant::now();
+        run(repeats.max(1))?;
+        self.sync().await?;
+        Ok(start.elapsed().as_secs_f64() / repeats.max(1) as f64)
+    }
+
     /// Uploads `values` (`rows(like) x cols`) with the row tiling of `like`.
     fn upload_tiled_like(&self, values: &[f32], like: &Tiled, cols: usize, label: &str) -> Tiled {
         Tiled {
