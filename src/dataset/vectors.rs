@@ -62,6 +62,15 @@ const PQ_GRID: [(u32, f64); 6] = [
     (4, 0.5),
     (4, 1.0),
 ];
+/// Cluster counts of the transform mixtures tried beside the single Gaussian (a "small mixture":
+/// every cluster pays for its own basis, which is side information for every vector).
+const MIXTURE_CLUSTERS: [usize; 2] = [2, 4];
+/// A mixture is tried only with at least this many rows per dimension per cluster (each cluster's
+/// covariance is estimated from its own rows).
+const MIXTURE_MIN_ROWS_PER_DIM: usize = 4;
+/// Lloyd iterations of the mixture's k-means, and the salt of its seed.
+const MIXTURE_ITERS: usize = 20;
+const MIXTURE_SEED: u64 = 0x6d69_7874_7572_6521;
 /// Bits per PQ codebook value: the codebook is side information that every vector pays for
 /// (256 x 384 values on MiniLM's embeddings: 20 bits per vector at 6 bits, 27 at 8), and at the
 /// rates PQ serves its own error is far above a 6-bit grid's.
@@ -135,16 +144,33 @@ pub fn water_level_for_distortion(eigenvalues: &[f64], mse: f64) -> f64 {
 
 /// The water level whose rate `sum_i max(0, log2(lambda_i / theta) / 2)` equals `dim * rate`.
 pub fn water_level_for_rate(eigenvalues: &[f64], rate: f64) -> f64 {
-    let target = rate * eigenvalues.len() as f64;
-    let top = eigenvalues.iter().copied().fold(0.0, f64::max);
+    mixture_water_level_for_rate(&[(1.0, eigenvalues)], rate)
+}
+
+/// The one water level of a mixture (weights `pi_c`, each Gaussian's eigenvalues) whose rate
+/// `sum_c pi_c sum_i max(0, log2(lambda_ci / theta) / 2)` equals `dim * rate` (ALGORITHMS.md
+/// section 10; the labels' H(C) is not in it).
+pub fn mixture_water_level_for_rate(parts: &[(f64, &[f64])], rate: f64) -> f64 {
+    let dim = parts.first().map_or(0, |p| p.1.len());
+    let target = rate * dim as f64;
+    let top = parts
+        .iter()
+        .flat_map(|p| p.1.iter().copied())
+        .fold(0.0, f64::max);
     if top <= 0.0 {
         return 0.0;
     }
+    let rate_at = |theta: f64| -> f64 {
+        parts
+            .iter()
+            .map(|(w, l)| w * gaussian_rate_at_level(l, theta))
+            .sum()
+    };
     // log-domain bisection: the rate falls as theta grows.
     let (mut lo, mut hi) = (top.ln() - 200.0, top.ln());
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if gaussian_rate_at_level(eigenvalues, mid.exp()) > target {
+        if rate_at(mid.exp()) > target {
             lo = mid;
         } else {
             hi = mid;
@@ -301,28 +327,64 @@ pub fn wants(method: Option<Method>, coder: Method) -> bool {
     method.is_none() || method == Some(coder)
 }
 
-/// The transform options: one per target rate, at the water level of that Gaussian rate, and at
-/// the low rates the same step on fewer components (`keep_factor` above 1).
-pub fn transform_candidates(stats: &Stats) -> Vec<transform::Params> {
+/// The transform options of a model (one Gaussian, or each cluster's share and statistics): one
+/// per target rate, at the water level of that Gaussian rate, and at the low rates the same step
+/// on fewer components (`keep_factor` above 1).
+pub fn transform_candidates(model: &[(f64, &Stats)]) -> Vec<transform::Params> {
+    let parts: Vec<(f64, &[f64])> = model
+        .iter()
+        .map(|(w, s)| (*w, s.eigenvalues.as_slice()))
+        .collect();
+    let kept = |p: &transform::Params| -> usize { parts.iter().map(|(_, l)| p.kept(l)).sum() };
     let mut out: Vec<transform::Params> = Vec::new();
     for rate in TRANSFORM_RATES {
-        let theta = water_level_for_rate(&stats.eigenvalues, rate);
+        let theta = mixture_water_level_for_rate(&parts, rate);
         if theta > 0.0 && theta.is_finite() {
-            let p = transform::params_for_level(stats, theta);
+            // The finest basis any cluster needs.
+            let mut p = model
+                .iter()
+                .map(|(_, s)| transform::params_for_level(s, theta))
+                .max_by_key(|p| p.basis_bits)
+                .expect("a model has at least one Gaussian");
+            p.clusters = if model.len() > 1 {
+                model.len() as u32
+            } else {
+                1
+            };
             let few = transform::Params {
                 keep_factor: FEW_COMPONENTS_KEEP_FACTOR,
                 ..p.clone()
             };
-            let differs = few.kept(&stats.eigenvalues) < p.kept(&stats.eigenvalues);
+            let differs = kept(&few) < kept(&p);
             if !out.contains(&p) {
                 out.push(p);
             }
-            if rate <= FEW_COMPONENTS_MAX_RATE && differs && few.kept(&stats.eigenvalues) > 0 {
+            if rate <= FEW_COMPONENTS_MAX_RATE && differs && kept(&few) > 0 {
                 out.push(few);
             }
         }
     }
     out
+}
+
+/// Fits a mixture of `clusters` Gaussians to the rows: k-means on the backend (the means), then each
+/// cluster's own statistics. Hard assignment by distance to the means, as the GMTC paper's EM would
+/// end on well separated clusters; the [UNVERIFIED] EM refinement is not done.
+pub async fn fit_mixture(
+    backend: &crate::backend::Backend,
+    values: &[f32],
+    shape: Shape2,
+    clusters: usize,
+    seed: u64,
+) -> Result<transform::Mixture> {
+    let mut rng = Rng::new(seed ^ MIXTURE_SEED);
+    let fit = backend
+        .kmeans_fit(values, shape.cols, clusters, MIXTURE_ITERS, &mut rng)
+        .await?;
+    let (labels, _) = backend
+        .kmeans_assign(values, shape.cols, &fit.codebook)
+        .await?;
+    transform::Mixture::from_labels(values, shape, labels, clusters)
 }
 
 /// The PQ options that fit this shape: at least 4 vectors per centroid, at most one sub-space per
@@ -369,53 +431,77 @@ pub async fn encode_options(
     let recall = |r: &[f32]| queries.and_then(|q| q.recall(r, shape));
     let mut out = Vec::new();
     if wants(method, Method::Transform) {
-        for p in transform_candidates(stats) {
-            let (encoded, extras) = match transform::encode(values, shape, stats, &p) {
-                Ok(e) => e,
-                // A step too fine for the entropy coder's alphabet: not an option here.
-                Err(Error::InvalidInput { .. }) => continue,
-                Err(e) => return Err(e),
+        let mut mixtures = Vec::new();
+        for clusters in MIXTURE_CLUSTERS {
+            if shape.rows >= clusters * MIXTURE_MIN_ROWS_PER_DIM * shape.cols.max(1) {
+                mixtures.push(fit_mixture(backend, values, shape, clusters, seed).await?);
+            }
+        }
+        let single = [(1.0, stats)];
+        let mut models: Vec<(Option<&transform::Mixture>, Vec<(f64, &Stats)>)> =
+            vec![(None, single.to_vec())];
+        models.extend(mixtures.iter().map(|m| (Some(m), m.weighted())));
+        for (mixture, model) in &models {
+            let encode = |p: &transform::Params| match mixture {
+                None => transform::encode(values, shape, stats, p),
+                Some(m) => transform::encode_mixture(values, shape, m, p),
             };
-            let base_recall = recall(&encoded.reconstruction);
-            let mut best: Option<(f32, f64)> = None;
-            // The gains help where dead-zone shrinkage is large: at low rates only.
-            let bits_per_value = 8.0 * encoded.bytes.len() as f64 / shape.len().max(1) as f64;
-            if let Some(r1) = base_recall.filter(|_| bits_per_value <= FEW_COMPONENTS_MAX_RATE) {
-                let dim = shape.cols.max(1);
-                for g in TRANSFORM_GAINS {
-                    let scaled: Vec<f32> = encoded
-                        .reconstruction
-                        .iter()
-                        .enumerate()
-                        .map(|(t, &v)| {
-                            let m = stats.mean[t % dim] as f32;
-                            m + g * (v - m)
-                        })
-                        .collect();
-                    let r = recall(&scaled).unwrap_or(0.0);
-                    if r > best.map_or(r1, |b| b.1) {
-                        best = Some((g, r));
+            // The mean a row's reconstruction is scaled about for a gain: its Gaussian's.
+            let row_mean = |row: usize| -> &[f64] {
+                match mixture {
+                    None => &stats.mean,
+                    Some(m) => &m.clusters[m.labels[row] as usize].mean,
+                }
+            };
+            for p in transform_candidates(model) {
+                let (encoded, extras) = match encode(&p) {
+                    Ok(e) => e,
+                    // A step too fine for the entropy coder's alphabet: not an option here.
+                    Err(Error::InvalidInput { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                let base_recall = recall(&encoded.reconstruction);
+                let mut best: Option<(f32, f64)> = None;
+                // The gains help where dead-zone shrinkage is large: at low rates only.
+                let bits_per_value = 8.0 * encoded.bytes.len() as f64 / shape.len().max(1) as f64;
+                if let Some(r1) = base_recall.filter(|_| bits_per_value <= FEW_COMPONENTS_MAX_RATE)
+                {
+                    let dim = shape.cols.max(1);
+                    for g in TRANSFORM_GAINS {
+                        let scaled: Vec<f32> = encoded
+                            .reconstruction
+                            .iter()
+                            .enumerate()
+                            .map(|(t, &v)| {
+                                let m = row_mean(t / dim)[t % dim] as f32;
+                                m + g * (v - m)
+                            })
+                            .collect();
+                        let r = recall(&scaled).unwrap_or(0.0);
+                        if r > best.map_or(r1, |b| b.1) {
+                            best = Some((g, r));
+                        }
                     }
                 }
-            }
-            out.push(VectorOption {
-                codec: CodecParams::Transform(p.clone()),
-                encoded,
-                recall_at_10: base_recall,
-                bits_per_dimension: extras.component_bits.clone(),
-            });
-            if let (Some((gain, _)), Some(r1)) = (best, base_recall) {
-                let p = transform::Params { gain, ..p };
-                let (encoded, extras) = transform::encode(values, shape, stats, &p)?;
-                // Measured again on what the decoder gives (the scaling above rounds differently).
-                let r = recall(&encoded.reconstruction);
-                if r.is_some_and(|r| r > r1) {
-                    out.push(VectorOption {
-                        codec: CodecParams::Transform(p),
-                        recall_at_10: r,
-                        encoded,
-                        bits_per_dimension: extras.component_bits,
-                    });
+                out.push(VectorOption {
+                    codec: CodecParams::Transform(p.clone()),
+                    encoded,
+                    recall_at_10: base_recall,
+                    bits_per_dimension: extras.component_bits.clone(),
+                });
+                if let (Some((gain, _)), Some(r1)) = (best, base_recall) {
+                    let p = transform::Params { gain, ..p };
+                    let (encoded, extras) = encode(&p)?;
+                    // Measured again on what the decoder gives (the scaling above rounds differently).
+                    let r = recall(&encoded.reconstruction);
+                    if r.is_some_and(|r| r > r1) {
+                        out.push(VectorOption {
+                            codec: CodecParams::Transform(p),
+                            recall_at_10: r,
+                            encoded,
+                            bits_per_dimension: extras.component_bits,
+                        });
+                    }
                 }
             }
         }

@@ -283,3 +283,122 @@ fn encode_options_measures_recall_and_keeps_a_gain_only_when_it_helps() {
         .iter()
         .all(|o| matches!(&o.codec, CodecParams::Transform(p) if p.gain == 1.0)));
 }
+
+/// Rows from `means.len()` Gaussians in 8 dimensions, each with its own mean and its own random
+/// basis for the eigenvalues `eig`, row `i` from Gaussian `i % means.len()`.
+fn mixture_data(rows: usize, means: &[f32], eig: &[f64], seed: u64) -> Vec<f32> {
+    let dim = eig.len();
+    let parts: Vec<Vec<f32>> = (0..means.len())
+        .map(|c| gaussian(rows / means.len() + 1, eig, seed + c as u64))
+        .collect();
+    (0..rows)
+        .flat_map(|i| {
+            let c = i % means.len();
+            let row = &parts[c][(i / means.len()) * dim..(i / means.len() + 1) * dim];
+            row.iter().map(move |&v| v + means[c]).collect::<Vec<f32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_mixture_codes_clustered_data_in_fewer_bits_and_round_trips() {
+    // Three well separated clusters, each flat in a different 8-D orientation: one Gaussian sees
+    // a nearly isotropic cloud, the mixture three elongated ones.
+    let eig = [9.0, 4.0, 1.0, 0.3, 0.1, 0.05, 0.02, 0.01];
+    let shape = Shape2::new(12000, 8);
+    let x = mixture_data(shape.rows, &[-40.0, 0.0, 40.0], &eig, 30);
+    let stats = Stats::of(&x, shape).unwrap();
+    let backend = crate::backend::Backend::Cpu;
+    let mixture = crate::backend::block_on(fit_mixture(&backend, &x, shape, 3, 7)).unwrap();
+    let step = (12.0f64 * 0.01).sqrt() as f32;
+    let single = transform::Params {
+        step,
+        ..transform::params_for_level(&stats, 0.01)
+    };
+    let mixed = transform::Params {
+        clusters: 3,
+        ..single.clone()
+    };
+    let (a, _) = transform::encode(&x, shape, &stats, &single).unwrap();
+    let (b, extras) = transform::encode_mixture(&x, shape, &mixture, &mixed).unwrap();
+    // Same step, so about the same error; the mixture in far fewer bits (each cluster's two
+    // dominant directions are its own).
+    let (da, db) = (mse(&x, &a.reconstruction), mse(&x, &b.reconstruction));
+    assert!(db < 1.2 * da, "mse {db} vs {da}");
+    assert!(
+        (b.bytes.len() as f64) < 0.8 * a.bytes.len() as f64,
+        "{} vs {} bytes",
+        b.bytes.len(),
+        a.bytes.len()
+    );
+    assert!(b.side_bytes > 0 && b.side_bytes < b.bytes.len());
+    assert_eq!(extras.component_bits.len(), 8);
+    let decoded = CodecParams::Transform(mixed.clone())
+        .decode(&b.bytes, shape)
+        .unwrap();
+    assert_eq!(decoded, b.reconstruction);
+    // Same input, same bytes.
+    let again = crate::backend::block_on(fit_mixture(&backend, &x, shape, 3, 7)).unwrap();
+    assert_eq!(
+        transform::encode_mixture(&x, shape, &again, &mixed)
+            .unwrap()
+            .0
+            .bytes,
+        b.bytes
+    );
+    // The section and the header must agree on the model.
+    for wrong in [1, 2, 4] {
+        let p = transform::Params {
+            clusters: wrong,
+            ..mixed.clone()
+        };
+        assert!(transform::decode(&b.bytes, shape, &p).is_err());
+    }
+    assert!(transform::decode(&a.bytes, shape, &mixed).is_err());
+    // Damaged mixture sections are refused or decode to the right length, without panic.
+    let codec = CodecParams::Transform(mixed);
+    for cut in [0, 1, 3, b.bytes.len() / 2, b.bytes.len() - 1] {
+        assert!(codec.decode(&b.bytes[..cut], shape).is_err());
+    }
+    let mut rng = Rng::new(31);
+    for _ in 0..200 {
+        let mut damaged = b.bytes.clone();
+        let i = rng.below(damaged.len() as u64) as usize;
+        damaged[i] ^= 1 << rng.below(8);
+        if let Ok(v) = codec.decode(&damaged, shape) {
+            assert_eq!(v.len(), shape.len());
+        }
+    }
+}
+
+#[test]
+fn mixture_options_are_offered_only_with_enough_rows() {
+    let eig = [4.0, 2.0, 1.0, 0.5];
+    let backend = crate::backend::Backend::Cpu;
+    for (rows, want_mixtures) in [(24, false), (4000, true)] {
+        let shape = Shape2::new(rows, 4);
+        let x = mixture_data(rows, &[-10.0, 10.0], &eig, 40);
+        let stats = Stats::of(&x, shape).unwrap();
+        let options = crate::backend::block_on(encode_options(
+            &backend,
+            &x,
+            shape,
+            &stats,
+            Some(Method::Transform),
+            1,
+            None,
+        ))
+        .unwrap();
+        let mixtures = options
+            .iter()
+            .filter(|o| matches!(&o.codec, CodecParams::Transform(p) if p.clusters > 1))
+            .count();
+        assert_eq!(mixtures > 0, want_mixtures, "{rows} rows");
+        for o in &options {
+            assert_eq!(
+                o.codec.decode(&o.encoded.bytes, shape).unwrap(),
+                o.encoded.reconstruction
+            );
+        }
+    }
+}

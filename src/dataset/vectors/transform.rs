@@ -9,10 +9,13 @@
 //! variance), exactly the `min(theta, lambda_i)` of the Gaussian R(D) solution. The residual gap to
 //! R(D) is the ~0.25 bit/dim of uniform scalar quantization at high rate.
 //!
-//! What it does not do: a mixture of Gaussians (one KLT per cluster), vector quantization of the
-//! components, or adaptive models.
+//! A mixture of Gaussians (GMTC proper) is coded as one such section per cluster, all at the same
+//! step (one global water level: ALGORITHMS.md section 10), behind the entropy-coded cluster label
+//! of every vector; see [`encode_mixture`] for how the clusters are found and the layout.
 //!
-//! Section layout (little-endian), version 1:
+//! What it does not do: vector quantization of the components, or adaptive models.
+//!
+//! Section layout (little-endian), version 1 (one Gaussian):
 //! ```text
 //! u8   version = 1
 //! var  kept           components coded (<= dim)
@@ -45,6 +48,10 @@ use crate::error::{Error, Result};
 use crate::linalg;
 
 const FORMAT_VERSION: u8 = 1;
+/// The section version of a mixture (one version-1 section per cluster).
+const MIXTURE_VERSION: u8 = 2;
+/// Most clusters a mixture section may have.
+pub const MAX_CLUSTERS: u32 = 16;
 /// Bits per basis entry the codec accepts.
 pub const BASIS_BITS: std::ops::RangeInclusive<u8> = 4..=24;
 
@@ -67,6 +74,10 @@ pub struct Params {
     /// quantization causes at low rate; the encoder picks it by measured recall@10.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub gain: f32,
+    /// Gaussians in the model: 1 (the default) codes every vector in one KLT basis; more is a
+    /// mixture, one basis per cluster of vectors ([`encode_mixture`]).
+    #[serde(default = "one_cluster", skip_serializing_if = "is_one_cluster")]
+    pub clusters: u32,
 }
 
 fn one() -> f32 {
@@ -75,6 +86,14 @@ fn one() -> f32 {
 
 fn is_one(v: &f32) -> bool {
     *v == 1.0
+}
+
+fn one_cluster() -> u32 {
+    1
+}
+
+fn is_one_cluster(v: &u32) -> bool {
+    *v == 1
 }
 
 /// Largest `keep_factor` and `gain` a section may ask for (a damaged header must not make the
@@ -93,6 +112,9 @@ impl Params {
         }
         if self.gain != 1.0 {
             out += &format!(" gain {}", self.gain);
+        }
+        if self.clusters != 1 {
+            out += &format!(" mixture of {}", self.clusters);
         }
         out
     }
@@ -116,6 +138,12 @@ impl Params {
             return Err(Error::corrupt(format!(
                 "transform keep factor {} or gain {} out of range",
                 self.keep_factor, self.gain
+            )));
+        }
+        if !(1..=MAX_CLUSTERS).contains(&self.clusters) {
+            return Err(Error::corrupt(format!(
+                "transform mixture of {} clusters (1..={MAX_CLUSTERS} allowed)",
+                self.clusters
             )));
         }
         Ok(())
@@ -148,6 +176,7 @@ pub fn params_for_level(stats: &Stats, theta: f64) -> Params {
         basis_bits: (bits as u8).clamp(*BASIS_BITS.start(), 16),
         keep_factor: 1.0,
         gain: 1.0,
+        clusters: 1,
     }
 }
 
@@ -157,7 +186,8 @@ pub struct Extras {
     pub component_bits: Vec<f64>,
 }
 
-/// Encodes the `n x dim` row-major `values` whose statistics are `stats`.
+/// Encodes the `n x dim` row-major `values` whose statistics are `stats` (one Gaussian; `p.clusters`
+/// must be 1).
 pub fn encode(
     values: &[f32],
     shape: Shape2,
@@ -165,6 +195,11 @@ pub fn encode(
     p: &Params,
 ) -> Result<(Encoded, Extras)> {
     p.check()?;
+    if p.clusters != 1 {
+        return Err(Error::invalid(
+            "a transform mixture is coded by encode_mixture",
+        ));
+    }
     let (n, dim) = (shape.rows, shape.cols);
     let kept = p.kept(&stats.eigenvalues);
     let mut out = vec![FORMAT_VERSION];
@@ -271,6 +306,17 @@ pub fn encode(
 
 pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     p.check()?;
+    match (bytes.first(), p.clusters) {
+        (Some(&FORMAT_VERSION), 1) => decode_single(bytes, shape, p),
+        (Some(&MIXTURE_VERSION), c) if c > 1 => decode_mixture(bytes, shape, p),
+        _ => Err(Error::corrupt(format!(
+            "transform section version does not match a model of {} cluster(s)",
+            p.clusters
+        ))),
+    }
+}
+
+fn decode_single(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let (n, dim) = (shape.rows, shape.cols);
     let mut r = Reader::new(bytes);
     if r.u8()? != FORMAT_VERSION {
@@ -326,6 +372,169 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
         &mean,
         &basis,
     ))
+}
+
+/// A Gaussian mixture fitted to a dataset: the cluster of every vector and each cluster's statistics.
+pub struct Mixture {
+    pub labels: Vec<u32>,
+    pub clusters: Vec<Stats>,
+}
+
+impl Mixture {
+    /// The statistics of each cluster of `labels` (each `< clusters`) over the `n x dim` `values`.
+    pub fn from_labels(
+        values: &[f32],
+        shape: Shape2,
+        labels: Vec<u32>,
+        clusters: usize,
+    ) -> Result<Mixture> {
+        let stats = (0..clusters)
+            .map(|c| {
+                let (rows, members) = gather(values, shape.cols, &labels, c as u32);
+                Stats::of(&members, Shape2::new(rows.len(), shape.cols))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Mixture {
+            labels,
+            clusters: stats,
+        })
+    }
+
+    /// Each cluster's share of the vectors and its statistics.
+    pub fn weighted(&self) -> Vec<(f64, &Stats)> {
+        let n = self.labels.len().max(1) as f64;
+        self.clusters
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                let members = self.labels.iter().filter(|&&l| l == c as u32).count();
+                (members as f64 / n, s)
+            })
+            .collect()
+    }
+}
+
+/// The indices of the rows labelled `cluster` and those rows, in order.
+fn gather(values: &[f32], dim: usize, labels: &[u32], cluster: u32) -> (Vec<usize>, Vec<f32>) {
+    let rows: Vec<usize> = (0..labels.len())
+        .filter(|&i| labels[i] == cluster)
+        .collect();
+    let mut members = Vec::with_capacity(rows.len() * dim);
+    for &i in &rows {
+        members.extend_from_slice(&values[i * dim..(i + 1) * dim]);
+    }
+    (rows, members)
+}
+
+/// Encodes the `n x dim` `values` with a mixture: every vector in the KLT basis of its cluster
+/// (`mixture.labels`), every cluster at the step of `p` (one water level for all: the MSE-optimal
+/// allocation across clusters, ALGORITHMS.md section 10). The labels are chosen by the caller
+/// (k-means on the backend, `vectors::fit_mixture`); the decoder reads them.
+///
+/// Section layout, version 2:
+/// ```text
+/// u8   version = 2
+/// var  clusters C      (2..=MAX_CLUSTERS, equal to the header's)
+/// var  L, then L bytes the n cluster labels, entropy::encode with alphabet C (its model table is
+///                      side information, the rest about H(C) bits per vector)
+/// per cluster: var S, then S bytes a version-1 section of that cluster's rows in their order
+/// ```
+pub fn encode_mixture(
+    values: &[f32],
+    shape: Shape2,
+    mixture: &Mixture,
+    p: &Params,
+) -> Result<(Encoded, Extras)> {
+    p.check()?;
+    let clusters = mixture.clusters.len();
+    if p.clusters as usize != clusters || clusters < 2 || mixture.labels.len() != shape.rows {
+        return Err(Error::invalid(format!(
+            "a mixture of {clusters} clusters over {} labels for {} rows and {} in the parameters",
+            mixture.labels.len(),
+            shape.rows,
+            p.clusters
+        )));
+    }
+    let dim = shape.cols;
+    let single = Params {
+        clusters: 1,
+        ..p.clone()
+    };
+    let mut out = vec![MIXTURE_VERSION];
+    put_varint(&mut out, clusters as u64);
+    let labels = entropy::encode(&mixture.labels, clusters as u32);
+    put_varint(&mut out, labels.bytes.len() as u64);
+    out.extend_from_slice(&labels.bytes);
+    let mut payload_bytes = labels.bytes.len() - labels.table_bytes;
+    let mut reconstruction = vec![0f32; values.len()];
+    let mut component_bits = vec![0f64; dim];
+    for (c, stats) in mixture.clusters.iter().enumerate() {
+        let (rows, members) = gather(values, dim, &mixture.labels, c as u32);
+        let (part, extras) = encode(&members, Shape2::new(rows.len(), dim), stats, &single)?;
+        put_varint(&mut out, part.bytes.len() as u64);
+        payload_bytes += part.bytes.len() - part.side_bytes;
+        out.extend_from_slice(&part.bytes);
+        for (k, &i) in rows.iter().enumerate() {
+            reconstruction[i * dim..(i + 1) * dim]
+                .copy_from_slice(&part.reconstruction[k * dim..(k + 1) * dim]);
+        }
+        // Per vector of the whole dataset: the cluster's j-th component, weighted by its share.
+        let share = rows.len() as f64 / shape.rows.max(1) as f64;
+        for (total, bits) in component_bits.iter_mut().zip(&extras.component_bits) {
+            *total += share * bits;
+        }
+    }
+    // Side information: everything but the labels' and the clusters' coded payloads (so the
+    // framing, versions, counts and lengths, is counted too).
+    let side_bytes = out.len() - payload_bytes;
+    Ok((
+        Encoded {
+            bytes: out,
+            side_bytes,
+            reconstruction,
+        },
+        Extras { component_bits },
+    ))
+}
+
+fn decode_mixture(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
+    let (n, dim) = (shape.rows, shape.cols);
+    let mut r = Reader::new(bytes);
+    r.u8()?;
+    let clusters = r.varint()?;
+    if clusters != p.clusters as u64 {
+        return Err(Error::corrupt(format!(
+            "transform mixture section of {clusters} clusters where the header says {}",
+            p.clusters
+        )));
+    }
+    let label_bytes = r.varint()?;
+    let label_bytes = r.take(usize::try_from(label_bytes).map_err(|_| truncated())?)?;
+    let labels = entropy::decode(label_bytes, n, p.clusters)?;
+    let single = Params {
+        clusters: 1,
+        ..p.clone()
+    };
+    let mut out = vec![0f32; n * dim];
+    for c in 0..p.clusters {
+        let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == c).collect();
+        let len = r.varint()?;
+        let part = r.take(usize::try_from(len).map_err(|_| truncated())?)?;
+        let values = decode_single(part, Shape2::new(rows.len(), dim), &single)?;
+        for (k, &i) in rows.iter().enumerate() {
+            out[i * dim..(i + 1) * dim].copy_from_slice(&values[k * dim..(k + 1) * dim]);
+        }
+    }
+    if !r.rest().is_empty() {
+        return Err(Error::corrupt(
+            "bytes after the last cluster of a transform mixture",
+        ));
+    }
+    Ok(out)
+}
+
+fn truncated() -> Error {
+    Error::corrupt("transform mixture section truncated")
 }
 
 /// `mean + U y` for every vector (`y` from the symbols `q`, see the module comment), through one
