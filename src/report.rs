@@ -735,12 +735,12 @@ impl VectorReport {
             .filter(|o| o.chosen)
             .map(|o| (o.bits_per_dimension, o.mse_per_dimension))
             .collect();
-        let option_series = |prefix: &str, name: &str| svg::Series {
+        let option_series = |keep: &dyn Fn(&str) -> bool, name: &str| svg::Series {
             name: name.into(),
             points: self
                 .options
                 .iter()
-                .filter(|o| o.label.starts_with(prefix))
+                .filter(|o| keep(&o.label))
                 .map(|o| (o.bits_per_dimension, o.mse_per_dimension))
                 .collect(),
             mark: svg::Mark::LineAndPoints,
@@ -759,8 +759,15 @@ impl VectorReport {
                         .collect(),
                     mark: svg::Mark::Line,
                 },
-                option_series("transform", "transform (KLT + ECSQ)"),
-                option_series("pq", "product quantization"),
+                option_series(
+                    &|l| l.starts_with("transform") && !l.contains("mixture"),
+                    "transform (KLT + ECSQ)",
+                ),
+                option_series(
+                    &|l| l.starts_with("transform") && l.contains("mixture"),
+                    "transform, Gaussian mixture (a KLT per cluster)",
+                ),
+                option_series(&|l| l.starts_with("pq"), "product quantization"),
                 svg::Series {
                     name: "chosen".into(),
                     points: chosen,

@@ -2,17 +2,18 @@
 //! embedding table, features, a `.npy`/`.csv`/`.fvecs` file). Two coders, both measured by the
 //! allocator like any codec option, with all side information counted:
 //! - [`transform`]: KLT (PCA) + one uniform quantizer step for all components (reverse
-//!   water-filling) + entropy coding per component (GMTC with a single Gaussian);
-//! - [`pq`]: product quantization, k-means per sub-space.
+//!   water-filling) + entropy coding per component: GMTC with one Gaussian, or with a small mixture
+//!   (k-means on the backend into 2 or 4 clusters, a KLT per cluster, one water level for all);
+//! - [`pq`]: product quantization, k-means per sub-space on the backend.
 //!
 //! Besides the coders this module holds what the report shows about a vector dataset: the
 //! covariance eigenvalues and the Gaussian rate-distortion bound they give (reverse water-filling),
 //! and the nearest-neighbour recall of the compressed rows, which is also what the allocator
 //! maximises for a vector dataset under a size budget (`distortion` in src/compress.rs).
 //!
-//! What it does not do: a mixture of Gaussians (one KLT per cluster: planned, not built), rotation
-//! and Lloyd-Max scalar codebooks (TurboQuant; should reuse `codec::turbo` and `rotation`), OPQ,
-//! PQ's k-means on the `Backend` (GPU).
+//! What it does not do: OPQ (a learned rotation before PQ), an EM refinement of the mixture.
+//! TurboQuant (rotation + Lloyd-Max scalar codebooks) reaches vector datasets through the matrix
+//! path (`codec::turbo`).
 
 use faer::{Mat, Side};
 
@@ -415,7 +416,8 @@ pub fn pq_candidates(shape: Shape2, seed: u64) -> Vec<pq::Params> {
 }
 
 /// Encodes every vector option that `method` allows (None = all), in a fixed order, each with its
-/// recall@10 on `queries` when given. With queries, each transform option is followed by the same
+/// recall@10 on `queries` when given: the transform options of one Gaussian, then of each mixture
+/// that has enough rows ([`MIXTURE_CLUSTERS`]), then the PQ options. With queries, each transform option is followed by the same
 /// option with the decoder gain of [`TRANSFORM_GAINS`] that gives the highest recall, when one
 /// beats gain 1 (measured on the gain-1 reconstruction scaled about the mean, then encoded again
 /// so that the stored reconstruction is exactly what the decoder computes).
@@ -437,11 +439,13 @@ pub async fn encode_options(
                 mixtures.push(fit_mixture(backend, values, shape, clusters, seed).await?);
             }
         }
-        let single = [(1.0, stats)];
-        let mut models: Vec<(Option<&transform::Mixture>, Vec<(f64, &Stats)>)> =
-            vec![(None, single.to_vec())];
-        models.extend(mixtures.iter().map(|m| (Some(m), m.weighted())));
-        for (mixture, model) in &models {
+        // None: one Gaussian.
+        let models = std::iter::once(None).chain(mixtures.iter().map(Some));
+        for mixture in models {
+            let model = match mixture {
+                None => vec![(1.0, stats)],
+                Some(m) => m.weighted(),
+            };
             let encode = |p: &transform::Params| match mixture {
                 None => transform::encode(values, shape, stats, p),
                 Some(m) => transform::encode_mixture(values, shape, m, p),
@@ -453,7 +457,7 @@ pub async fn encode_options(
                     Some(m) => &m.clusters[m.labels[row] as usize].mean,
                 }
             };
-            for p in transform_candidates(model) {
+            for p in transform_candidates(&model) {
                 let (encoded, extras) = match encode(&p) {
                     Ok(e) => e,
                     // A step too fine for the entropy coder's alphabet: not an option here.
