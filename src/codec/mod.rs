@@ -219,6 +219,12 @@ impl CodecParams {
             }
             CodecParams::Hyper(p) => hyper::encode_on(backend, values, shape, p).await,
             CodecParams::Turbo(p) => turbo::encode_on(backend, values, shape, p).await,
+            CodecParams::Transform(p) if p.clusters > 1 => {
+                let mixture =
+                    vectors::fit_mixture(backend, values, shape, p.clusters as usize, p.seed)
+                        .await?;
+                Ok(vectors::transform::encode_mixture(values, shape, &mixture, p)?.0)
+            }
             CodecParams::Transform(p) => {
                 let stats = vectors::Stats::of(values, shape)?;
                 Ok(vectors::transform::encode(values, shape, &stats, p)?.0)

@@ -78,6 +78,14 @@ pub struct Params {
     /// mixture, one basis per cluster of vectors ([`encode_mixture`]).
     #[serde(default = "one_cluster", skip_serializing_if = "is_one_cluster")]
     pub clusters: u32,
+    /// Seed of a mixture's k-means (`vectors::fit_mixture`), so that encoding the chosen option
+    /// again finds the same clusters; 0 and unused for one Gaussian.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn one() -> f32 {
@@ -177,6 +185,7 @@ pub fn params_for_level(stats: &Stats, theta: f64) -> Params {
         keep_factor: 1.0,
         gain: 1.0,
         clusters: 1,
+        seed: 0,
     }
 }
 
