@@ -286,8 +286,9 @@ fn encode_options_measures_recall_and_keeps_a_gain_only_when_it_helps() {
         .all(|o| matches!(&o.codec, CodecParams::Transform(p) if p.gain == 1.0)));
 }
 
-/// Rows from `means.len()` Gaussians in 8 dimensions, each with its own mean and its own random
-/// basis for the eigenvalues `eig`, row `i` from Gaussian `i % means.len()`.
+/// Rows from `means.len()` Gaussians in `eig.len()` dimensions, each with its own mean (the same in
+/// every coordinate) and its own random basis for the eigenvalues `eig`, row `i` from Gaussian
+/// `i % means.len()`.
 fn mixture_data(rows: usize, means: &[f32], eig: &[f64], seed: u64) -> Vec<f32> {
     let dim = eig.len();
     let parts: Vec<Vec<f32>> = (0..means.len())
