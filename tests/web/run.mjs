@@ -89,7 +89,50 @@ const corrupt = path.join(OUT, 'corrupt.safetensors');
 const fasta = path.join(OUT, 'tiny.fa');
 fs.writeFileSync(fasta, '>one\nACGTACGTNNNNacgtACGT\nACG\n>two\n\nGGGCCCAAATTT\n');
 
+// A vector dataset: 3000 rows x 8, two separated clusters, each long along a different axis, so
+// that the transform coder's Gaussian mixture codes it better than one Gaussian (and is offered).
+const VEC_ROWS = 3000;
+const VEC_DIM = 8;
+const vectors = path.join(OUT, 'clusters.npy');
+{
+  const values = new Float32Array(VEC_ROWS * VEC_DIM);
+  let x = 7;
+  const uniform = () => { x = (x * 1103515245 + 12345) % 2147483648; return (x + 0.5) / 2147483648; };
+  const normal = () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  for (let i = 0; i < VEC_ROWS; i++) {
+    const c = i % 2;
+    for (let j = 0; j < VEC_DIM; j++) {
+      const spread = j === c ? 2 : 0.1 + 0.05 * j;
+      values[i * VEC_DIM + j] = (c ? 3 : -3) + spread * normal();
+    }
+  }
+  writeNpyF32(vectors, values, [VEC_ROWS, VEC_DIM]);
+}
+
 // --- reading safetensors back (to check the page's error figures) --------------------------
+
+/** A little-endian f32 .npy (format 1.0, C order). */
+function writeNpyF32(file, values, shape) {
+  let dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}), }`;
+  while ((10 + dict.length + 1) % 64) dict += ' ';
+  dict += '\n';
+  const head = Buffer.alloc(10);
+  Buffer.from('\x93NUMPY', 'latin1').copy(head);
+  head[6] = 1; head[7] = 0;
+  head.writeUInt16LE(dict.length, 8);
+  fs.writeFileSync(file, Buffer.concat([head, Buffer.from(dict, 'latin1'), Buffer.from(values.buffer)]));
+}
+
+/** The shape and f32 values of a .npy written by lowbit (format 1.0, '<f4'). */
+function readNpyF32(file) {
+  const buf = fs.readFileSync(file);
+  const len = buf.readUInt16LE(8);
+  const dict = buf.subarray(10, 10 + len).toString('latin1');
+  assert.match(dict, /'descr': '<f4'/);
+  const shape = dict.match(/'shape': \(([^)]*)\)/)[1].split(',').map((d) => d.trim()).filter(Boolean).map(Number);
+  const data = buf.subarray(10 + len);
+  return { shape, values: new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length)) };
+}
 
 function readF32Tensors(file) {
   const buf = fs.readFileSync(file);
@@ -357,6 +400,37 @@ await test('a FASTA file is compressed losslessly and restored byte for byte', a
   const restored = path.join(OUT, 'tiny.cli-restored.fa');
   cli('decompress', lowbitFile, '-o', restored);
   assert.ok(fs.readFileSync(restored).equals(fs.readFileSync(fasta)));
+});
+
+await test('a vector dataset (.npy) is compressed, the Gaussian mixture among its options, and restored by the native CLI', async () => {
+  // The backend is still the CPU, forced by the test above.
+  await drop(vectors);
+  await waitPhase(['estimated', 'error']);
+  await setBpw(2);
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  const report = JSON.parse(await page.evaluate(() => window.lowbit.lastReport()));
+  const labels = report.vectors.options.map((o) => o.label);
+  assert.ok(labels.some((l) => l.includes('mixture')), `no mixture option among ${labels.length}`);
+  const lowbitFile = await downloadOf('#downloads a[download$=".lowbit"]', 'clusters.lowbit');
+  const size = fs.statSync(lowbitFile).size;
+  assert.ok(8 * size <= 2 * VEC_ROWS * VEC_DIM, `${size} bytes over the 2 bits/value budget`);
+  const restored = path.join(OUT, 'clusters.cli-restored.npy');
+  cli('decompress', lowbitFile, '-o', restored);
+  const original = readNpyF32(vectors).values;
+  const back = readNpyF32(restored);
+  assert.deepEqual(back.shape, [VEC_ROWS, VEC_DIM]);
+  let err = 0; let norm = 0;
+  original.forEach((v, i) => { err += (v - back.values[i]) ** 2; norm += v * v; });
+  assert.ok(Math.abs(err / norm - report.output.rel_mse_lossy) <= 1e-3 * report.output.rel_mse_lossy + 1e-12,
+    `restored relative MSE ${err / norm} vs the page's ${report.output.rel_mse_lossy}`);
+  // The native CLI, same options: the same choice, so a file within 1% of the page's.
+  const native = path.join(OUT, 'clusters.native.lowbit');
+  cli('compress', vectors, '-o', native, '--bpw', '2', '--backend', 'cpu', '--quiet');
+  const nativeSize = fs.statSync(native).size;
+  assert.ok(Math.abs(nativeSize - size) <= 0.01 * size, `native ${nativeSize} bytes, page ${size}`);
+  console.log(`      ${size} bytes (${(8 * size / (VEC_ROWS * VEC_DIM)).toFixed(3)} bits/value) on ${report.backend.used}, chosen ${report.tensors[0].label}; native CLI ${nativeSize} bytes`);
 });
 
 await test('phone width: nothing wider than the screen', async () => {
