@@ -196,12 +196,12 @@ fn bench(backend: &Backend, sizes: &Sizes) {
 }
 
 fn main() {
-    let sizes = if std::env::args().any(|a| a == "--large") {
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    let sizes = if flag("--large") {
         Sizes::large()
     } else {
         Sizes::small()
     };
-    let flag = |f: &str| std::env::args().any(|a| a == f);
     if !flag("--gpu-only") {
         bench(&Backend::Cpu, &sizes);
     }

@@ -18,6 +18,8 @@
 use faer::{Mat, Side};
 
 use crate::codec::{get_varint, CodecParams, Encoded, Method, Shape2};
+use crate::compress::squared_error;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::linalg;
 use crate::rng::Rng;
@@ -347,11 +349,7 @@ pub fn transform_candidates(model: &[(f64, &Stats)]) -> Vec<transform::Params> {
                 .map(|(_, s)| transform::params_for_level(s, theta))
                 .max_by_key(|p| p.basis_bits)
                 .expect("a model has at least one Gaussian");
-            p.clusters = if model.len() > 1 {
-                model.len() as u32
-            } else {
-                1
-            };
+            p.clusters = model.len() as u32;
             let few = transform::Params {
                 keep_factor: FEW_COMPONENTS_KEEP_FACTOR,
                 ..p.clone()
@@ -417,8 +415,8 @@ pub fn pq_candidates(shape: Shape2, seed: u64) -> Vec<pq::Params> {
 
 /// Encodes every vector option that `method` allows (None = all), in a fixed order, each with its
 /// recall@10 on `queries` when given: the transform options of one Gaussian, then of each mixture
-/// that has enough rows ([`MIXTURE_CLUSTERS`]), then the PQ options. With queries, each transform option is followed by the same
-/// option with the decoder gain of [`TRANSFORM_GAINS`] that gives the highest recall, when one
+/// that has enough rows ([`MIXTURE_CLUSTERS`]) and pays off, then the PQ options. With queries,
+/// each transform option is followed by the same option with the decoder gain of [`TRANSFORM_GAINS`] that gives the highest recall, when one
 /// beats gain 1 (measured on the gain-1 reconstruction scaled about the mean, then encoded again
 /// so that the stored reconstruction is exactly what the decoder computes).
 pub async fn encode_options(
@@ -472,8 +470,8 @@ pub async fn encode_options(
                     Err(e) => return Err(e),
                 };
                 if p.keep_factor == 1.0 {
-                    let mse = mean_squared_error(values, &encoded.reconstruction);
-                    plain.push((encoded.bytes.len() as f64, mse));
+                    let error = squared_error(values, &encoded.reconstruction, DType::F32);
+                    plain.push((encoded.bytes.len() as f64, error));
                 }
                 let base_recall = recall(&encoded.reconstruction);
                 let mut best: Option<(f32, f64)> = None;
@@ -540,8 +538,9 @@ pub async fn encode_options(
     Ok(out)
 }
 
-/// Whether a mixture codes the data better than one Gaussian: at the sizes of the mixture's
-/// water-filling options, one Gaussian's MSE (log-linear in bytes between its own water-filling
+/// Whether a mixture codes the data better than one Gaussian, given (bytes, squared error) of each
+/// one's water-filling options: at the sizes of the mixture's, one Gaussian's error (log-linear in
+/// bytes between its own water-filling
 /// options) is higher at more than half of them. Otherwise the mixture's bases and labels cost
 /// more than its clusters save, and its options are not offered: they would only add chances
 /// for a noise winner in a choice by measured recall (on one Gaussian's data such an option was
@@ -550,7 +549,7 @@ fn mixture_pays_off(single: &[(f64, f64)], mixture: &[(f64, f64)]) -> bool {
     let mut single = single.to_vec();
     single.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut compared, mut better) = (0usize, 0usize);
-    for &(bytes, mse) in mixture {
+    for &(bytes, error) in mixture {
         let Some(i) = single
             .windows(2)
             .position(|w| w[0].0 <= bytes && bytes <= w[1].0)
@@ -566,19 +565,11 @@ fn mixture_pays_off(single: &[(f64, f64)], mixture: &[(f64, f64)]) -> bool {
         let log_single =
             d0.max(f64::MIN_POSITIVE).ln() * (1.0 - t) + d1.max(f64::MIN_POSITIVE).ln() * t;
         compared += 1;
-        if mse.max(f64::MIN_POSITIVE).ln() < log_single {
+        if error.max(f64::MIN_POSITIVE).ln() < log_single {
             better += 1;
         }
     }
     compared > 0 && 2 * better > compared
-}
-
-fn mean_squared_error(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.len().max(1) as f64
 }
 
 /// Packs `values` (each < 2^bits, bits <= 32) LSB first into bytes, padded to a byte.

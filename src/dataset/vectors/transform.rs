@@ -423,16 +423,28 @@ impl Mixture {
     }
 }
 
+/// The indices of the rows labelled `cluster`, in order.
+fn rows_of(labels: &[u32], cluster: u32) -> Vec<usize> {
+    (0..labels.len())
+        .filter(|&i| labels[i] == cluster)
+        .collect()
+}
+
 /// The indices of the rows labelled `cluster` and those rows, in order.
 fn gather(values: &[f32], dim: usize, labels: &[u32], cluster: u32) -> (Vec<usize>, Vec<f32>) {
-    let rows: Vec<usize> = (0..labels.len())
-        .filter(|&i| labels[i] == cluster)
-        .collect();
+    let rows = rows_of(labels, cluster);
     let mut members = Vec::with_capacity(rows.len() * dim);
     for &i in &rows {
         members.extend_from_slice(&values[i * dim..(i + 1) * dim]);
     }
     (rows, members)
+}
+
+/// Writes the `k`-th row of `part` to row `rows[k]` of `out` (the inverse of [`gather`]).
+fn scatter(out: &mut [f32], dim: usize, rows: &[usize], part: &[f32]) {
+    for (k, &i) in rows.iter().enumerate() {
+        out[i * dim..(i + 1) * dim].copy_from_slice(&part[k * dim..(k + 1) * dim]);
+    }
 }
 
 /// Encodes the `n x dim` `values` with a mixture: every vector in the KLT basis of its cluster
@@ -483,10 +495,7 @@ pub fn encode_mixture(
         put_varint(&mut out, part.bytes.len() as u64);
         payload_bytes += part.bytes.len() - part.side_bytes;
         out.extend_from_slice(&part.bytes);
-        for (k, &i) in rows.iter().enumerate() {
-            reconstruction[i * dim..(i + 1) * dim]
-                .copy_from_slice(&part.reconstruction[k * dim..(k + 1) * dim]);
-        }
+        scatter(&mut reconstruction, dim, &rows, &part.reconstruction);
         // Per vector of the whole dataset: the cluster's j-th component, weighted by its share.
         let share = rows.len() as f64 / shape.rows.max(1) as f64;
         for (total, bits) in component_bits.iter_mut().zip(&extras.component_bits) {
@@ -526,13 +535,11 @@ fn decode_mixture(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     };
     let mut out = vec![0f32; n * dim];
     for c in 0..p.clusters {
-        let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == c).collect();
+        let rows = rows_of(&labels, c);
         let len = r.varint()?;
         let part = r.take(usize::try_from(len).map_err(|_| truncated())?)?;
         let values = decode_single(part, Shape2::new(rows.len(), dim), &single)?;
-        for (k, &i) in rows.iter().enumerate() {
-            out[i * dim..(i + 1) * dim].copy_from_slice(&values[k * dim..(k + 1) * dim]);
-        }
+        scatter(&mut out, dim, &rows, &values);
     }
     if !r.rest().is_empty() {
         return Err(Error::corrupt(
