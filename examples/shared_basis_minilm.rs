@@ -24,7 +24,7 @@ use lowbit::codec::shared_lowrank::{encode_group, BasisParams};
 use lowbit::codec::{lowrank, Shape2};
 use lowbit::container::section_len;
 use lowbit::dtype::to_f32;
-use lowbit::shared_basis::{exact_error, group};
+use lowbit::codec::shared_basis::{exact_error, group};
 
 const EPS: [f64; 3] = [0.1, 0.2, 0.3];
 
@@ -109,7 +109,7 @@ fn main() {
             assert_eq!(groups.len(), 1);
             let exact = exact_error(&view, rows, shared).unwrap();
             assert!(exact <= eps, "exact error {exact} above {eps}");
-            let mut estimator = lowbit::shared_basis::Estimator::new(rows, shared);
+            let mut estimator = lowbit::codec::shared_basis::Estimator::new(rows, shared);
             for b in &view {
                 estimator.add(b.0, b.1).unwrap();
             }

@@ -1,7 +1,7 @@
 //! Sweeps the transform coder's low-rate options on the vectors benchmark's data and scores each
 //! by recall@10 of the *held-out* queries, as `benches/vectors_reference.py recall` does: to see
 //! which `keep_factor`, step and gain rank neighbours best near a budget, before changing the
-//! candidate grid in `dataset::vectors`.
+//! candidate grid in `codec::vectors`.
 //!
 //! Run (after `cargo xtask bench --only vectors --keep` has written the files):
 //! `cargo run --release --example vectors_sweep -- target/bench/work/vectors 50 66`
@@ -13,7 +13,7 @@ use std::fs;
 
 use faer::Mat;
 use lowbit::codec::Shape2;
-use lowbit::dataset::vectors::{transform, water_level_for_rate, Stats};
+use lowbit::codec::vectors::{transform, water_level_for_rate, Stats};
 use lowbit::io::npy;
 
 fn load(path: &std::path::Path) -> (Vec<usize>, Vec<u8>) {

@@ -8,7 +8,8 @@ use std::ops::Range;
 
 use crate::container::SourceFormat;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::codec::fwsvd::ImportanceMap;
+use crate::error::{Error, Result};
 use crate::io::{csv, fvecs, npy, safetensors};
 use crate::source::Source;
 
@@ -31,37 +32,9 @@ impl InputTensor {
     }
 }
 
-/// What kind of file the first bytes say this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileKind {
-    Safetensors,
-    Npy,
-    Lowbit,
-}
-
-const NPY_MAGIC: &[u8] = b"\x93NUMPY";
-
 /// How much of an npy file is read to find its header: numpy writes headers of a few hundred
 /// bytes; a longer one is refused by [`npy::parse_header`] rather than read at any length.
 const NPY_HEADER_READ: u64 = 1 << 20;
-
-/// Sniffs the kind from the file's bytes (a `.lowbit` is a safetensors file with format=lowbit).
-pub fn sniff(file: &[u8]) -> FileKind {
-    if file.starts_with(NPY_MAGIC) {
-        return FileKind::Npy;
-    }
-    // Only the header is parsed. A file that fails to parse is routed as safetensors, whose reader
-    // then reports what is wrong with it.
-    match safetensors::read_header(file) {
-        Ok(h)
-            if h.metadata.get("format").map(String::as_str)
-                == Some(crate::container::FORMAT_NAME) =>
-        {
-            FileKind::Lowbit
-        }
-        _ => FileKind::Safetensors,
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -131,7 +104,7 @@ impl Checkpoint {
     /// Parses the header of a safetensors or npy file, reading only the header's bytes.
     pub fn parse<S: Source + ?Sized>(file: &S) -> Result<Checkpoint> {
         let file_len = file.len();
-        if file.prefix(NPY_MAGIC.len() as u64)?.as_ref() == NPY_MAGIC {
+        if file.prefix(npy::MAGIC.len() as u64)?.as_ref() == npy::MAGIC {
             let h = npy::parse_header(&file.prefix(NPY_HEADER_READ)?, file_len)?;
             let len = h.shape.iter().map(|&d| d as u64).product::<u64>() * h.dtype.size() as u64;
             let start = h.data_start as u64;
@@ -180,5 +153,78 @@ impl Checkpoint {
 
     pub fn parameters(&self) -> u64 {
         self.tensors.iter().map(InputTensor::numel).sum()
+    }
+}
+
+/// An importance file (`--importance`): every float tensor of a safetensors file (non-float tensors are an error: they cannot be
+/// weights).
+pub fn importance_map(bytes: &[u8], file_name: &str) -> Result<ImportanceMap> {
+    let (ckpt, _) = Checkpoint::load(bytes, file_name)
+        .map_err(|e| e.in_file(file_name))?;
+    let mut tensors = BTreeMap::new();
+    for t in &ckpt.tensors {
+        if !t.dtype.is_lossy_compressible() {
+            return Err(Error::invalid(format!(
+                "importance file {file_name}: tensor '{}' is {}, not a float type",
+                t.name, t.dtype
+            )));
+        }
+        let raw = crate::source::Source::read(bytes, t.range.clone())?;
+        let values = crate::dtype::to_f32(t.dtype, &raw);
+        tensors.insert(t.name.clone(), (t.shape.clone(), values));
+    }
+    Ok(ImportanceMap {
+        source: file_name.to_string(),
+        tensors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A source that hands out copies and counts what was read: headers are read alone.
+    struct Counting {
+        bytes: Vec<u8>,
+        read: std::sync::atomic::AtomicU64,
+    }
+
+    impl Source for Counting {
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read(&self, range: Range<u64>) -> Result<Cow<'_, [u8]>> {
+            self.read.fetch_add(
+                range.end - range.start,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Ok(Cow::Owned(self.bytes.as_slice().read(range)?.into_owned()))
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_header_is_parsed_without_reading_its_tensors() {
+        let file = crate::demo::demo_checkpoint();
+        let source = Counting {
+            bytes: file.clone(),
+            read: Default::default(),
+        };
+        let ckpt = Checkpoint::parse(&source).unwrap();
+        assert!(ckpt.tensors.len() > 5);
+        let read = source.read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            read < 16 << 10 && read * 100 < file.len() as u64,
+            "{read} bytes of {} read for the header",
+            file.len()
+        );
+        // The same answer as from the slice.
+        assert_eq!(
+            Checkpoint::parse(file.as_slice())
+                .unwrap()
+                .tensors,
+            ckpt.tensors
+        );
     }
 }

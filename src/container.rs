@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{CodecParams, Shape2};
+pub use crate::checksum::crc32;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{self, PlannedTensor};
@@ -39,7 +40,7 @@ pub enum SourceFormat {
     Csv,
     /// A TEXMEX `.fvecs` file.
     Fvecs,
-    /// Sequence files (`dataset/`): the sections are the file's streams, restored byte for byte.
+    /// Sequence files (`sequence/`): the sections are the file's streams, restored byte for byte.
     Fasta,
     Fastq,
     Text,
@@ -267,34 +268,6 @@ impl Container {
             header_bytes: header.data_start,
         })
     }
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 fn parse_manifest(json: &str) -> Result<Manifest> {

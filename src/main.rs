@@ -1,5 +1,6 @@
 //! The `lowbit` command line: parses flags, maps files, draws progress, writes outputs atomically.
-//! All compression logic lives in the library.
+//! All compression logic lives in the library: each command is a call to `lowbit::api` or
+//! `lowbit::pipeline`, plus printing.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -7,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
-use lowbit::codec::Method;
-use lowbit::dataset::{DatasetKind, SequenceOptions, SequenceReport};
-use lowbit::{CompressOptions, Inspection, Override, Progress, Report, Target};
+use lowbit::api::{Compressed, Output};
+use lowbit::sequence::SequenceReport;
+use lowbit::{CompressOptions, Inspection, Progress, Report, Target};
 
 #[derive(Parser)]
 #[command(
@@ -71,9 +73,6 @@ enum Command {
     },
 }
 
-/// The budget when neither --bpw nor --max-error is given.
-const DEFAULT_BITS_PER_WEIGHT: f64 = 4.0;
-
 #[derive(Args)]
 struct Settings {
     /// Bits per parameter for the whole output file, everything counted (default 4; none for
@@ -83,9 +82,10 @@ struct Settings {
     /// Maximum relative Frobenius error per tensor instead of a size budget.
     #[arg(long)]
     max_error: Option<f64>,
-    /// auto (the allocator picks per tensor), scalar, vq, lowrank, sparse-lowrank, fwsvd,
-    /// shared-lowrank, hyper, turbo, lossless, or for vector datasets transform or pq.
-    #[arg(long, default_value = "auto")]
+    /// auto (the allocator picks per tensor) or one method (docs/METHODS.md); transform and pq
+    /// are for vector datasets.
+    #[arg(long, default_value = lowbit::pipeline::options::AUTO,
+          value_parser = PossibleValuesParser::new(lowbit::pipeline::method_names()))]
     method: String,
     /// Per-tensor rule by name pattern: PATTERN=BITS or PATTERN=lossless (repeatable).
     #[arg(long = "keep", value_name = "PATTERN=BITS")]
@@ -108,65 +108,34 @@ struct Settings {
 }
 
 impl Settings {
-    /// Sequences are always lossless: a bit budget or a codec choice cannot apply to them.
-    fn check_lossless(&self, kind: DatasetKind) -> Result<()> {
-        let lossy = [
-            (self.bpw.is_some(), "--bpw"),
-            (self.max_error.is_some(), "--max-error"),
-            (
-                !matches!(self.method.as_str(), "auto" | "lossless"),
-                "--method",
-            ),
-            (!self.keep.is_empty(), "--keep"),
-            (self.importance.is_some(), "--importance"),
-        ];
-        if let Some((_, flag)) = lossy.iter().find(|(given, _)| *given) {
-            bail!(
-                "{flag} does not apply to a {kind:?} file: sequences are always compressed losslessly"
-            );
-        }
-        Ok(())
+    /// The library's settings (checked there, in one place for the CLI and the page).
+    fn settings(&self) -> Result<lowbit::Settings> {
+        Ok(lowbit::Settings {
+            bpw: self.bpw,
+            max_error: self.max_error,
+            method: self.method.clone(),
+            overrides: self.keep.clone(),
+            allocator: self.allocator.clone(),
+            seed: self.seed,
+            backend: self.backend.parse()?,
+        })
+    }
+
+    /// The importance file, parsed, when one is given.
+    fn importance(&self) -> Result<Option<lowbit::codec::fwsvd::ImportanceMap>> {
+        let Some(path) = &self.importance else {
+            return Ok(None);
+        };
+        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(lowbit::checkpoint::importance_map(
+            &bytes,
+            &display_name(path),
+        )?))
     }
 
     fn options(&self) -> Result<CompressOptions> {
-        let method = match self.method.as_str() {
-            "auto" => None,
-            name => Some(Method::from_name(name).ok_or_else(|| {
-                anyhow!(
-                    "unknown method '{name}' (use auto, scalar, vq, lowrank, sparse-lowrank, fwsvd, \
-                     shared-lowrank, hyper, turbo, lossless, transform or pq)"
-                )
-            })?),
-        };
-        let target = match (self.bpw, self.max_error) {
-            (_, Some(e)) => Target::MaxError(e),
-            (Some(b), None) => Target::BitsPerWeight(b),
-            // Lossless has no budget to meet: everything is exact.
-            (None, None) if method == Some(Method::Lossless) => Target::MaxError(0.0),
-            (None, None) => Target::BitsPerWeight(DEFAULT_BITS_PER_WEIGHT),
-        };
-        let mut opts = CompressOptions::new(target);
-        opts.method = method;
-        opts.overrides = self
-            .keep
-            .iter()
-            .map(|k| k.parse::<Override>())
-            .collect::<Result<_, _>>()?;
-        opts.seed = self.seed;
-        opts.backend = self.backend.parse()?;
-        opts.allocator = Allocator::from_name(&self.allocator).ok_or_else(|| {
-            anyhow!(
-                "unknown allocator '{}' (use greedy or knapsack)",
-                self.allocator
-            )
-        })?;
-        if let Some(path) = &self.importance {
-            let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            opts.importance = Some(lowbit::codec::fwsvd::ImportanceMap::from_safetensors(
-                &bytes,
-                &display_name(path),
-            )?);
-        }
+        let mut opts = self.settings()?.options()?;
+        opts.importance = self.importance()?;
         Ok(opts)
     }
 }
@@ -285,44 +254,57 @@ fn check_not_same_file(input: &Path, output: &Path) -> Result<()> {
 
 /// Writes through `write` into a temporary file next to `path` and renames it into place only on
 /// success, so a failed run leaves nothing behind.
-fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> lowbit::Result<T>,
+) -> lowbit::Result<T> {
+    let shown = path.display();
+    let io = |what: &str| {
+        let at = format!("{shown}: {what}");
+        move |e| lowbit::Error::io(at, e)
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let file_name = path
         .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
+        .ok_or_else(|| lowbit::Error::option(format!("{shown}: not a file path")))?;
     let tmp = dir.join(format!(
         ".{}.lowbit-tmp-{}",
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    let file =
-        fs::File::create(&tmp).with_context(|| format!("{}: cannot write here", path.display()))?;
+    let file = fs::File::create(&tmp).map_err(io("cannot write here"))?;
     let mut out = BufWriter::new(file);
     let result = write(&mut out).and_then(|v| {
         let file = out
             .into_inner()
-            .map_err(|e| anyhow!("{}: {}", path.display(), e.error()))?;
-        file.sync_all()
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+            .map_err(|e| lowbit::Error::io(shown.to_string(), e.into_error()))?;
+        file.sync_all().map_err(io("cannot write"))?;
         Ok(v)
     });
     match result {
         Ok(v) => {
-            fs::rename(&tmp, path).with_context(|| {
-                format!(
-                    "{}: cannot move the finished file into place",
-                    path.display()
-                )
-            })?;
+            fs::rename(&tmp, path).map_err(io("cannot move the finished file into place"))?;
             Ok(v)
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+/// An output path as the front door's [`Output`]: each attempt writes a fresh temporary file.
+struct AtomicFile<'a>(&'a Path);
+
+impl Output for AtomicFile<'_> {
+    fn attempt(
+        &mut self,
+        write: &mut dyn FnMut(&mut dyn Write) -> lowbit::Result<()>,
+    ) -> lowbit::Result<()> {
+        write_atomically(self.0, write)
     }
 }
 
@@ -357,11 +339,12 @@ fn print_sequence_summary(r: &SequenceReport) {
 fn write_report_files(dir: &Path, json: &str, html: &str) -> Result<()> {
     fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the report directory", dir.display()))?;
+    let io = |e| lowbit::Error::io("report", e);
     write_atomically(&dir.join("report.json"), |w| {
-        Ok(w.write_all(json.as_bytes())?)
+        w.write_all(json.as_bytes()).map_err(io)
     })?;
     write_atomically(&dir.join("report.html"), |w| {
-        Ok(w.write_all(html.as_bytes())?)
+        w.write_all(html.as_bytes()).map_err(io)
     })?;
     Ok(())
 }
@@ -427,105 +410,15 @@ fn print_summary(report: &Report) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet || cli.json;
     match cli.command {
         Command::Compress {
             input,
             output,
             settings,
             report,
-        } => {
-            check_not_same_file(&input, &output)?;
-            let bytes = open_input(&input)?;
-            let name = display_name(&input);
-            // `.csv` / `.fvecs` are vector datasets by name (a CSV is text too: the name decides).
-            let vector_file = lowbit::checkpoint::vector_format_by_name(&name).is_some();
-            if let Some(kind) = lowbit::dataset::sniff_input(&bytes).filter(|_| !vector_file) {
-                settings.check_lossless(kind)?;
-                let mut bar = Bar::new(cli.quiet || cli.json);
-                let report_data = write_atomically(&output, |w| {
-                    Ok(lowbit::dataset::compress(
-                        &bytes,
-                        &name,
-                        kind,
-                        &SequenceOptions::default(),
-                        &mut bar,
-                        w,
-                    )?)
-                })?;
-                drop(bar);
-                if let Some(dir) = report {
-                    write_report_files(&dir, &report_data.to_json(), &report_data.to_html())?;
-                }
-                if cli.json {
-                    println!("{}", report_data.to_json());
-                } else if !cli.quiet {
-                    print_sequence_summary(&report_data);
-                }
-                return Ok(());
-            }
-            if !vector_file && !bytes.is_empty() && !bytes.starts_with(b"\x93NUMPY") {
-                if let Err(e) = lowbit::io::safetensors::read_header(&bytes) {
-                    bail!(
-                        "{name}: neither a checkpoint (.safetensors, .npy) nor a FASTA, FASTQ or text file \
-                         (binary content that is not a valid safetensors header: {e})"
-                    );
-                }
-            }
-            let opts = settings.options()?;
-            let mut bar = Bar::new(cli.quiet || cli.json);
-            let compress = |opts: &CompressOptions, bar: &mut Bar| {
-                write_atomically(&output, |w| {
-                    Ok(lowbit::compress(&bytes[..], &name, opts, bar, w)?)
-                })
-            };
-            let report_data = match compress(&opts, &mut bar) {
-                Err(e)
-                    if matches!(
-                        e.downcast_ref::<lowbit::Error>(),
-                        Some(lowbit::Error::GpuFailedWhileWriting { .. })
-                    ) =>
-                {
-                    // The half-written output is gone (write_atomically removed it): start
-                    // again on the CPU.
-                    eprintln!("warning: {e}; compressing again on the CPU");
-                    let mut cpu = opts.clone();
-                    cpu.backend = lowbit::BackendChoice::Cpu;
-                    compress(&cpu, &mut bar)?
-                }
-                other => other?,
-            };
-            drop(bar);
-            if let Some(dir) = report {
-                write_report(&dir, &report_data)?;
-            }
-            if cli.json {
-                println!("{}", report_data.to_json());
-            } else if !cli.quiet {
-                print_summary(&report_data);
-            }
-        }
-        Command::Decompress { input, output } => {
-            check_not_same_file(&input, &output)?;
-            let bytes = open_input(&input)?;
-            let name = display_name(&input);
-            let mut bar = Bar::new(cli.quiet || cli.json);
-            let summary = write_atomically(&output, |w| {
-                Ok(lowbit::decompress(&bytes, &name, &mut bar, w)?)
-            })?;
-            drop(bar);
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else if !cli.quiet {
-                println!(
-                    "{}: {} tensors, {} parameters -> {} ({} bytes)",
-                    name,
-                    summary.tensors,
-                    summary.parameters,
-                    output.display(),
-                    summary.bytes_written
-                );
-            }
-        }
+        } => compress(&input, &output, &settings, report.as_deref(), quiet, cli.json),
+        Command::Decompress { input, output } => decompress(&input, &output, quiet, cli.json),
         Command::Inspect { file } => {
             let bytes = open_input(&file)?;
             let inspection = lowbit::inspect(&bytes[..], &display_name(&file))?;
@@ -534,60 +427,121 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print_inspection(&display_name(&file), &inspection);
             }
+            Ok(())
         }
         Command::Plan { input, settings } => {
             let opts = settings.options()?;
             let bytes = open_input(&input)?;
-            let name = display_name(&input);
-            // `.csv` / `.fvecs` are vector datasets by name (a CSV is text too: the name decides).
-            let vector_file = lowbit::checkpoint::vector_format_by_name(&name).is_some();
-            if let Some(kind) = lowbit::dataset::sniff_input(&bytes).filter(|_| !vector_file) {
-                bail!("{name}: a {kind:?} file has no size/error trade-off to plan: `lowbit compress` codes it losslessly");
-            }
-            let mut bar = Bar::new(cli.quiet || cli.json);
-            let plan =
-                lowbit::plan(&bytes[..], &name, &opts, &mut bar).map_err(|e| e.in_file(&name))?;
+            let mut bar = Bar::new(quiet);
+            let report = lowbit::api::plan_report(&bytes[..], &display_name(&input), &opts, &mut bar)?;
             drop(bar);
-            let report =
-                lowbit::compress::build_report(&plan, &name, bytes.len() as u64, &opts, false);
-            if cli.json {
-                println!("{}", report.to_json());
-            } else if !cli.quiet {
-                print_summary(&report);
-            }
+            show(&report, quiet, cli.json);
+            Ok(())
         }
-        Command::Demo { out, bpw } => {
-            let input = lowbit::demo::demo_checkpoint();
-            let opts = CompressOptions::new(Target::BitsPerWeight(bpw));
-            let mut bar = Bar::new(cli.quiet || cli.json);
-            let mut compressed = Vec::new();
-            let report =
-                lowbit::compress(&input, "demo.safetensors", &opts, &mut bar, &mut compressed)?;
-            let mut restored = Vec::new();
-            lowbit::decompress(
-                &compressed,
-                "demo.lowbit",
-                &mut lowbit::NoProgress,
-                &mut restored,
-            )?;
-            drop(bar);
-            if let Some(dir) = out {
-                fs::create_dir_all(&dir)
-                    .with_context(|| format!("{}: cannot create", dir.display()))?;
-                write_atomically(&dir.join("demo.safetensors"), |w| Ok(w.write_all(&input)?))?;
-                write_atomically(&dir.join("demo.lowbit"), |w| Ok(w.write_all(&compressed)?))?;
-                write_atomically(&dir.join("demo.restored.safetensors"), |w| {
-                    Ok(w.write_all(&restored)?)
-                })?;
-                write_report(&dir, &report)?;
+        Command::Demo { out, bpw } => demo(out.as_deref(), bpw, quiet, cli.json),
+    }
+}
+
+/// Prints a report's summary, or its JSON.
+fn show(report: &Report, quiet: bool, json: bool) {
+    if json {
+        println!("{}", report.to_json());
+    } else if !quiet {
+        print_summary(report);
+    }
+}
+
+fn compress(
+    input: &Path,
+    output: &Path,
+    settings: &Settings,
+    report_dir: Option<&Path>,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
+    check_not_same_file(input, output)?;
+    let bytes = open_input(input)?;
+    let name = display_name(input);
+    let library_settings = settings.settings()?;
+    let importance = settings.importance()?;
+    let mut bar = Bar::new(quiet);
+    let compressed = lowbit::api::compress_input(
+        &bytes[..],
+        &name,
+        &library_settings,
+        importance,
+        &mut bar,
+        &mut AtomicFile(output),
+    )?;
+    drop(bar);
+    match compressed {
+        Compressed::Model(report) => {
+            if let Some(dir) = report_dir {
+                write_report(dir, &report)?;
             }
-            if cli.json {
+            show(&report, quiet, json);
+        }
+        Compressed::Sequence(report) => {
+            if let Some(dir) = report_dir {
+                write_report_files(dir, &report.to_json(), &report.to_html())?;
+            }
+            if json {
                 println!("{}", report.to_json());
-            } else if !cli.quiet {
-                print_summary(&report);
+            } else if !quiet {
+                print_sequence_summary(&report);
             }
         }
     }
+    Ok(())
+}
+
+fn decompress(input: &Path, output: &Path, quiet: bool, json: bool) -> Result<()> {
+    check_not_same_file(input, output)?;
+    let bytes = open_input(input)?;
+    let name = display_name(input);
+    let mut bar = Bar::new(quiet);
+    let summary = write_atomically(output, |w| lowbit::decompress(&bytes, &name, &mut bar, w))?;
+    drop(bar);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if !quiet {
+        println!(
+            "{}: {} tensors, {} parameters -> {} ({} bytes)",
+            name,
+            summary.tensors,
+            summary.parameters,
+            output.display(),
+            summary.bytes_written
+        );
+    }
+    Ok(())
+}
+
+fn demo(out: Option<&Path>, bpw: f64, quiet: bool, json: bool) -> Result<()> {
+    let input = lowbit::demo::demo_checkpoint();
+    let opts = CompressOptions::new(Target::BitsPerWeight(bpw));
+    let mut bar = Bar::new(quiet);
+    let mut compressed = Vec::new();
+    let report = lowbit::compress(&input, "demo.safetensors", &opts, &mut bar, &mut compressed)?;
+    let mut restored = Vec::new();
+    lowbit::decompress(
+        &compressed,
+        "demo.lowbit",
+        &mut lowbit::NoProgress,
+        &mut restored,
+    )?;
+    drop(bar);
+    if let Some(dir) = out {
+        fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        let io = |e| lowbit::Error::io("output", e);
+        write_atomically(&dir.join("demo.safetensors"), |w| w.write_all(&input).map_err(io))?;
+        write_atomically(&dir.join("demo.lowbit"), |w| w.write_all(&compressed).map_err(io))?;
+        write_atomically(&dir.join("demo.restored.safetensors"), |w| {
+            w.write_all(&restored).map_err(io)
+        })?;
+        write_report(dir, &report)?;
+    }
+    show(&report, quiet, json);
     Ok(())
 }
 

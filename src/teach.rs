@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::compress::{Candidate, TensorAnalysis};
+use crate::pipeline::{Candidate, TensorAnalysis};
 use crate::svg;
 
 /// Histogram bins of the teaching view.

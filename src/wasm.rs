@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendChoice};
-use crate::codec::{CodecParams, Method, Shape2};
-use crate::compress::{self, Analysed, CompressOptions, InputKind, Override, Plan, Target};
+use crate::codec::{CodecParams, Shape2};
+use crate::pipeline::{self, Analysed, CompressOptions, InputKind, Plan, Settings};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::source::{usize_range, Source};
@@ -179,57 +179,40 @@ impl Progress for JsProgress {
     }
 }
 
-/// The page's settings, as app.js sends them.
-#[derive(Clone, Debug, Deserialize)]
-struct PageOptions {
-    /// Bits per weight (whole file), or...
-    bpw: Option<f64>,
-    /// ...the largest relative error per tensor.
-    max_error: Option<f64>,
-    /// `auto` or a codec name.
-    method: String,
-    /// `PATTERN=BITS` or `PATTERN=lossless`, as the CLI's `--keep`.
-    overrides: Vec<String>,
-    allocator: String,
-    seed: u64,
+/// The page's settings (app.js sends the fields of [`Settings`] as an object), with the backend
+/// this worker chose.
+fn page_settings(value: JsValue) -> Result<Settings> {
+    serde_wasm_bindgen::from_value(value)
+        .map_err(|e| Error::option(format!("settings from the page: {e}")))
 }
 
-impl PageOptions {
-    fn parse(value: JsValue) -> Result<PageOptions> {
-        serde_wasm_bindgen::from_value(value)
-            .map_err(|e| Error::option(format!("settings from the page: {e}")))
-    }
+fn options_for(page: &Settings, backend: BackendChoice) -> Result<CompressOptions> {
+    let mut settings = page.clone();
+    settings.backend = backend;
+    settings.options()
+}
 
-    fn to_options(&self, backend: BackendChoice) -> Result<CompressOptions> {
-        let target = match (self.bpw, self.max_error) {
-            (Some(b), None) => Target::BitsPerWeight(b),
-            (None, Some(e)) => Target::MaxError(e),
-            _ => return Err(Error::option("give either a bit budget or a maximum error")),
-        };
-        let mut opts = CompressOptions::new(target);
-        opts.method = match self.method.as_str() {
-            "auto" => None,
-            name => Some(
-                Method::from_name(name)
-                    .ok_or_else(|| Error::option(format!("unknown method {name:?}")))?,
-            ),
-        };
-        opts.overrides = self
-            .overrides
-            .iter()
-            .map(|o| o.parse::<Override>())
-            .collect::<Result<_>>()?;
-        opts.allocator = crate::alloc::Allocator::from_name(&self.allocator)
-            .ok_or_else(|| Error::option(format!("unknown allocator {:?}", self.allocator)))?;
-        opts.seed = self.seed;
-        opts.backend = backend;
-        Ok(opts)
-    }
+#[derive(Serialize)]
+struct MethodEntry {
+    name: &'static str,
+    /// What the page shows beside the name, if anything.
+    note: Option<&'static str>,
+}
 
-    /// What the measured options depend on: everything but the target.
-    fn analysis_key(&self) -> String {
-        format!("{}|{:?}|{}", self.method, self.overrides, self.seed)
-    }
+/// The methods the page offers, in order (`auto` first): the one list is the core's.
+#[wasm_bindgen]
+pub fn methods() -> std::result::Result<JsValue, JsError> {
+    let entries: Vec<MethodEntry> = crate::pipeline::method_names()
+        .into_iter()
+        .map(|name| MethodEntry {
+            name,
+            note: match crate::pipeline::parse_method(name) {
+                Ok(Some(m)) => m.note(),
+                _ => Some("the allocator picks per tensor"),
+            },
+        })
+        .collect();
+    to_js(&entries)
 }
 
 /// The worker's one open file and what is known about it.
@@ -283,7 +266,7 @@ fn engine() -> (Rc<Backend>, BackendChoice, String) {
 struct Opened {
     kind: &'static str,
     name: String,
-    inspection: compress::Inspection,
+    inspection: pipeline::Inspection,
 }
 
 /// Opens a dropped file: reads its header alone and returns its summary (tensors, parameters,
@@ -295,8 +278,8 @@ pub fn open(file: web_sys::File) -> std::result::Result<JsValue, JsError> {
         len: file.size() as u64,
         blob: file.into(),
     };
-    let kind = compress::input_kind(&source, &name).map_err(|e| js_error(e.in_file(&name)))?;
-    let inspection = compress::inspect(&source, &name).map_err(js_error)?;
+    let kind = pipeline::input_kind(&source, &name).map_err(|e| js_error(e.in_file(&name)))?;
+    let inspection = pipeline::inspect(&source, &name).map_err(js_error)?;
     SESSION.with(|s| {
         *s.borrow_mut() = Some(Session {
             file: Rc::new(source),
@@ -354,7 +337,7 @@ pub async fn set_backend(choice: String) -> std::result::Result<JsValue, JsError
 }
 
 /// The measured options for `page`, measuring them unless the last run's still apply.
-async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<Rc<Analysed>> {
+async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<Analysed>> {
     let key = page.analysis_key();
     let (file, name, cached) = session(|s| {
         if s.kind != InputKind::Checkpoint {
@@ -370,9 +353,9 @@ async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<R
         return Ok(a);
     }
     let (backend, choice, reason) = engine();
-    let opts = page.to_options(choice)?;
+    let opts = options_for(page, choice)?;
     let a = Rc::new(
-        compress::analyse_on(&backend, &reason, file.as_ref(), &name, &opts, progress).await?,
+        pipeline::analyse_on(&backend, &reason, file.as_ref(), &name, &opts, progress).await?,
     );
     session(|s| {
         s.analysed = Some((key, a.clone()));
@@ -381,10 +364,10 @@ async fn analysed_for(page: &PageOptions, progress: &mut JsProgress) -> Result<R
     Ok(a)
 }
 
-fn plan_for(a: &Analysed, page: &PageOptions) -> Result<Plan> {
+fn plan_for(a: &Analysed, page: &Settings) -> Result<Plan> {
     let (_, choice, _) = engine();
-    let opts = page.to_options(choice)?;
-    compress::allocate(a, &opts)
+    let opts = options_for(page, choice)?;
+    pipeline::allocate(a, &opts)
 }
 
 /// Measures every tensor's options (the slow part) and returns the plan for the settings: the
@@ -394,25 +377,25 @@ pub async fn analyse(
     options: JsValue,
     progress: js_sys::Function,
 ) -> std::result::Result<String, JsError> {
-    let page = PageOptions::parse(options).map_err(js_error)?;
+    let page = page_settings(options).map_err(js_error)?;
     let mut progress = JsProgress::new(progress);
     let a = analysed_for(&page, &mut progress).await.map_err(js_error)?;
     estimate_with(&a, &page).map_err(js_error)
 }
 
-fn estimate_with(a: &Analysed, page: &PageOptions) -> Result<String> {
+fn estimate_with(a: &Analysed, page: &Settings) -> Result<String> {
     let (_, choice, _) = engine();
     let name = session(|s| Ok(s.name.clone()))?;
     let plan = plan_for(a, page)?;
-    let opts = page.to_options(choice)?;
-    Ok(compress::build_report(&plan, &name, a.input_bytes, &opts, false).to_json())
+    let opts = options_for(page, choice)?;
+    Ok(crate::report::build_report(&plan, &name, a.input_bytes, &opts, false).to_json())
 }
 
 /// Re-allocates for new settings from the last measurement (instant): the live size estimate.
 /// Fails when the settings need a new measurement (method, overrides or seed changed).
 #[wasm_bindgen]
 pub fn estimate(options: JsValue) -> std::result::Result<String, JsError> {
-    let page = PageOptions::parse(options).map_err(js_error)?;
+    let page = page_settings(options).map_err(js_error)?;
     let key = page.analysis_key();
     let a = session(|s| {
         s.measured(&key)
@@ -430,7 +413,7 @@ pub async fn compress(
     options: JsValue,
     progress: js_sys::Function,
 ) -> std::result::Result<JsValue, JsError> {
-    let page = PageOptions::parse(options).map_err(js_error)?;
+    let page = page_settings(options).map_err(js_error)?;
     let mut progress = JsProgress::new(progress);
     let (file, name) = session(|s| Ok((s.file.clone(), s.name.clone()))).map_err(js_error)?;
     let (mut sink, plan, opts, input_bytes) = loop {
@@ -439,25 +422,18 @@ pub async fn compress(
             .map_err(|e| js_error(e.in_file(&name)))?;
         let mut plan = plan_for(&a, &page).map_err(|e| js_error(e.in_file(&name)))?;
         let (backend, choice, _) = engine();
-        let opts = page.to_options(choice).map_err(js_error)?;
+        let opts = options_for(&page, choice).map_err(js_error)?;
         let mut sink = BlobSink::new();
-        let written = match &a.converted {
-            Some(values) => {
-                compress::encode_on(&backend, &mut plan, &opts, values, &mut progress, &mut sink)
-                    .await
-            }
-            None => {
-                compress::encode_on(
-                    &backend,
-                    &mut plan,
-                    &opts,
-                    file.as_ref(),
-                    &mut progress,
-                    &mut sink,
-                )
-                .await
-            }
-        };
+        let written = crate::api::write_plan_on(
+            &backend,
+            &a,
+            &mut plan,
+            &opts,
+            file.as_ref(),
+            &mut progress,
+            &mut sink,
+        )
+        .await;
         match written {
             Ok(()) => break (sink, plan, opts, a.input_bytes),
             Err(Error::GpuFailedWhileWriting { reason }) => {
@@ -479,7 +455,7 @@ pub async fn compress(
         }
     };
     sink.flush().ok();
-    let report = compress::build_report(&plan, &name, input_bytes, &opts, true);
+    let report = crate::report::build_report(&plan, &name, input_bytes, &opts, true);
     let out = js_sys::Object::new();
     set(&out, "lowbit", &sink.into_blob()?.into())?;
     set(&out, "report_json", &report.to_json().into())?;
@@ -506,11 +482,11 @@ pub fn compress_sequence(progress: js_sys::Function) -> std::result::Result<JsVa
     .map_err(js_error)?;
     let whole = file.whole().map_err(|e| js_error(e.in_file(&name)))?;
     let mut sink = BlobSink::new();
-    let report = crate::dataset::compress(
+    let report = crate::sequence::compress(
         &whole,
         &name,
         kind,
-        &crate::dataset::SequenceOptions::default(),
+        &crate::sequence::SequenceOptions::default(),
         &mut progress,
         &mut sink,
     )
@@ -556,7 +532,7 @@ pub async fn tensor_view(
     tensor: String,
     options: JsValue,
 ) -> std::result::Result<JsValue, JsError> {
-    let page = PageOptions::parse(options).map_err(js_error)?;
+    let page = page_settings(options).map_err(js_error)?;
     let key = page.analysis_key();
     let (file, a) = session(|s| {
         let a = s

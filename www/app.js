@@ -156,6 +156,14 @@ async function cancel() {
 
 // --- backend ----------------------------------------------------------------------------------
 
+// The method list is the core's (one enum in the Rust code), not repeated here.
+async function fillMethods() {
+  const select = $('method');
+  const chosen = select.value;
+  select.replaceChildren(...(await call('methods')).map(({ name, note }) => el('option', { value: name }, note ? `${name} (${note})` : name)));
+  select.value = chosen;
+}
+
 async function applyBackend(choice) {
   const b = await call('backend', { choice });
   state.backend = b;
@@ -490,6 +498,7 @@ async function main() {
   setPhase('starting');
   try {
     await startWorker();
+    await fillMethods();
     await applyBackend($('backend-choice').value);
     setPhase('ready');
   } catch (e) {

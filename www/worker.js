@@ -7,6 +7,7 @@ import init, * as lowbit from './pkg/lowbit.js';
 const ready = init();
 
 const commands = {
+  methods: () => lowbit.methods(),
   open: ({ file }) => lowbit.open(file),
   backend: ({ choice }) => lowbit.set_backend(choice),
   analyse: async ({ options }, progress) => JSON.parse(await lowbit.analyse(options, progress)),

@@ -47,7 +47,7 @@ impl Importance {
 }
 
 /// Importance statistics computed elsewhere, per tensor name (`--importance FILE`; the CLI reads
-/// the file, the library takes the values).
+/// the file, [`crate::checkpoint::importance_map`] parses it, the codec takes the values).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImportanceMap {
     /// Where the values came from (the file's name), for messages and the report.
@@ -58,29 +58,6 @@ pub struct ImportanceMap {
 }
 
 impl ImportanceMap {
-    /// Every float tensor of a safetensors file (non-float tensors are an error: they cannot be
-    /// weights).
-    pub fn from_safetensors(bytes: &[u8], file_name: &str) -> Result<ImportanceMap> {
-        let (ckpt, _) = crate::checkpoint::Checkpoint::load(bytes, file_name)
-            .map_err(|e| e.in_file(file_name))?;
-        let mut tensors = BTreeMap::new();
-        for t in &ckpt.tensors {
-            if !t.dtype.is_lossy_compressible() {
-                return Err(Error::invalid(format!(
-                    "importance file {file_name}: tensor '{}' is {}, not a float type",
-                    t.name, t.dtype
-                )));
-            }
-            let raw = crate::source::Source::read(bytes, t.range.clone())?;
-            let values = crate::dtype::to_f32(t.dtype, &raw);
-            tensors.insert(t.name.clone(), (t.shape.clone(), values));
-        }
-        Ok(ImportanceMap {
-            source: file_name.to_string(),
-            tensors,
-        })
-    }
-
     /// The row importances (normalised to mean 1) for tensor `name` of `shape`, `None` when the
     /// map has none for it; an error naming the file and the tensor when the entry has the wrong
     /// shape, a NaN, an infinity or a negative value, or is all zero.
@@ -127,7 +104,7 @@ impl ImportanceMap {
 /// The CRC-32 that [`Importance::File`] records for normalised row importances.
 pub fn importance_crc(rows: &[f64]) -> u32 {
     let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
-    crate::container::crc32(&bytes)
+    crate::checksum::crc32(&bytes)
 }
 
 /// Options of the FWSVD encoder (stored in the container header; decoding uses `lowrank` only).

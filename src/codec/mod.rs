@@ -14,18 +14,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::dataset::vectors;
 use crate::error::Result;
 
+pub mod fcm;
 pub mod fwsvd;
 pub mod hyper;
 pub mod lossless;
 pub mod lowrank;
 pub mod scalar;
 pub mod section;
+pub mod shared_basis;
 pub mod shared_lowrank;
 pub mod sparse_lowrank;
 pub mod turbo;
+pub mod vectors;
 pub mod vq;
 
 /// How the matrix codecs see a tensor: `rows` = first dimension, `cols` = product of the others
@@ -127,6 +129,15 @@ impl Method {
         }
     }
 
+    /// What a list of methods shows beside the name, where the name alone could mislead.
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Method::Transform | Method::Pq => Some("vectors"),
+            Method::SharedLowrank => Some("sibling matrices"),
+            _ => None,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Method> {
         Method::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -155,8 +166,8 @@ pub enum CodecParams {
     #[serde(rename = "shared-lowrank")]
     SharedLowrank(shared_lowrank::Params),
     /// One stream of a sequence file (FASTA, FASTQ, text), coded by a context-mixing model; see
-    /// `dataset/`. Lossless; decoded by `dataset::decompress`, never through `encode`/`decode`.
-    Sequence(crate::dataset::StreamCodec),
+    /// `sequence/`. Lossless; decoded by `sequence::decompress`, never through `encode`/`decode`.
+    Sequence(fcm::StreamCodec),
 }
 
 impl CodecParams {

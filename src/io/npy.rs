@@ -14,7 +14,8 @@ use super::MAX_RANK;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// The first bytes of every `.npy` file (the one place the crate spells them).
+pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// numpy aligns the start of the data to this many bytes (so it can be memory-mapped).
 const ALIGN: usize = 64;

@@ -21,6 +21,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::MAX_RANK;
+use crate::source::Source;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -182,6 +183,14 @@ pub fn parse_header(json: &[u8], file_len: u64) -> Result<Header> {
         metadata: raw.metadata.unwrap_or_default(),
         data_start,
     })
+}
+
+/// Reads and validates the header of a file through a [`Source`]: the 8-byte length, then the JSON
+/// header alone (the tensors are not read).
+pub fn read_header_from<S: Source + ?Sized>(file: &S) -> Result<Header> {
+    let file_len = file.len();
+    let json_len = header_len(&file.prefix(8)?, file_len)?;
+    parse_header(&file.read(8..8 + json_len)?, file_len)
 }
 
 /// Reads and validates the header of a whole file held in memory.

@@ -2,13 +2,12 @@
 //! bits), round trips through npy / csv / fvecs with the CLI, determinism, the report's vector
 //! section, and the bad inputs that must fail cleanly.
 
-mod common;
 
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use lowbit::codec::Method;
-use lowbit::dataset::vectors;
+use lowbit::codec::vectors;
 use lowbit::dtype::{self, DType};
 use lowbit::io::{csv, fvecs, npy};
 use lowbit::rng::Rng;

@@ -2,7 +2,7 @@
 //! grouped and coded with one stored basis, the file round-trips (library and CLI), the sizes are
 //! the file's, and damaged or inconsistent group records are rejected with typed errors.
 
-mod common;
+use crate::common;
 
 use lowbit::codec::{CodecParams, Method};
 use lowbit::container::{self, Container, Manifest};
@@ -10,7 +10,7 @@ use lowbit::dtype;
 use lowbit::rng::Rng;
 use lowbit::{CompressOptions, NoProgress, Target};
 
-use common::{siblings, SIB_COLS as COLS, SIB_ROWS as ROWS};
+use crate::common::{siblings, SIB_COLS as COLS, SIB_ROWS as ROWS};
 
 fn compress(input: &[u8], target: Target) -> (Vec<u8>, lowbit::Report) {
     let mut opts = CompressOptions::new(target);
@@ -106,9 +106,9 @@ fn shared_basis_beats_separate_bases_at_equal_rank_on_siblings() {
     let analyses: Vec<_> = ckpt
         .tensors
         .iter()
-        .map(|t| lowbit::compress::analyse_tensor(&input, t, &opts, false).unwrap())
+        .map(|t| lowbit::pipeline::analyse_tensor(&input, t, &opts, false).unwrap())
         .collect();
-    let plan = lowbit::shared_basis::SharedPlan::build(&ckpt, &analyses, &opts, &|t| {
+    let plan = lowbit::pipeline::shared::SharedPlan::build(&ckpt, &analyses, &opts, &|t| {
         let t = &ckpt.tensors[t];
         Ok(dtype::to_f32(
             t.dtype,

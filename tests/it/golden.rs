@@ -3,7 +3,7 @@
 //! here. After an intended format change, bump the format version if old files no longer decode,
 //! then re-bless with `LOWBIT_BLESS=1 cargo test --test golden` and say why in the commit.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

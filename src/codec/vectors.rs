@@ -18,7 +18,7 @@
 use faer::{Mat, Side};
 
 use crate::codec::{get_varint, CodecParams, Encoded, Method, Shape2};
-use crate::compress::squared_error;
+use crate::distortion::squared_error;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::linalg;

@@ -20,77 +20,42 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
-pub mod coder;
 pub mod fasta;
-pub mod fcm;
 pub mod report;
 pub mod selection;
-pub mod vectors;
 
 pub use report::SequenceReport;
 
 use fasta::SequenceStreams;
-use fcm::ModelSpec;
+use crate::codec::fcm::{self, ModelSpec, StreamCodec, StreamModel};
 
 /// The kinds of sequence file lowbit recognises by content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
+pub enum SequenceKind {
     Fasta,
     Fastq,
     Text,
 }
 
-impl DatasetKind {
+impl SequenceKind {
     pub fn source_format(self) -> SourceFormat {
         match self {
-            DatasetKind::Fasta => SourceFormat::Fasta,
-            DatasetKind::Fastq => SourceFormat::Fastq,
-            DatasetKind::Text => SourceFormat::Text,
+            SequenceKind::Fasta => SourceFormat::Fasta,
+            SequenceKind::Fastq => SourceFormat::Fastq,
+            SequenceKind::Text => SourceFormat::Text,
         }
     }
 
-    pub fn of(format: SourceFormat) -> Option<DatasetKind> {
+    pub fn of(format: SourceFormat) -> Option<SequenceKind> {
         match format {
-            SourceFormat::Fasta => Some(DatasetKind::Fasta),
-            SourceFormat::Fastq => Some(DatasetKind::Fastq),
-            SourceFormat::Text => Some(DatasetKind::Text),
+            SourceFormat::Fasta => Some(SequenceKind::Fasta),
+            SourceFormat::Fastq => Some(SequenceKind::Fastq),
+            SourceFormat::Text => Some(SequenceKind::Text),
             SourceFormat::Safetensors
             | SourceFormat::Npy
             | SourceFormat::Csv
             | SourceFormat::Fvecs => None,
-        }
-    }
-}
-
-/// How a stream's section is coded (the `sequence` codec's parameters in the manifest).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamModel {
-    /// Bases 0..3, one per element, by the nucleotide mixture with these models.
-    Nucleotides { models: Vec<ModelSpec> },
-    /// Bytes by the byte context-mixing model.
-    Bytes,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamCodec {
-    pub model: StreamModel,
-}
-
-impl StreamCodec {
-    pub fn label(&self) -> String {
-        match &self.model {
-            StreamModel::Nucleotides { models } => format!(
-                "fcm mix k={}",
-                models
-                    .iter()
-                    .map(|m| m.order.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            StreamModel::Bytes => "cm bytes".into(),
         }
     }
 }
@@ -125,24 +90,15 @@ fn is_text(file: &[u8]) -> bool {
 /// The kind of a sequence file, by content: '>' starts FASTA, '@' with strict 4-line records is
 /// FASTQ, other text is text. `None` for empty or binary files (and for anything starting like a
 /// safetensors or npy file, which the checkpoint readers own).
-pub fn sniff(file: &[u8]) -> Option<DatasetKind> {
+pub fn sniff(file: &[u8]) -> Option<SequenceKind> {
     if file.is_empty() || !is_text(file) {
         return None;
     }
     match file[0] {
-        b'>' => Some(DatasetKind::Fasta),
-        b'@' if fasta::split_fastq(file).is_some() => Some(DatasetKind::Fastq),
-        _ => Some(DatasetKind::Text),
+        b'>' => Some(SequenceKind::Fasta),
+        b'@' if fasta::split_fastq(file).is_some() => Some(SequenceKind::Fastq),
+        _ => Some(SequenceKind::Text),
     }
-}
-
-/// The kind of an input file when it is a sequence file and not a checkpoint (npy magic, or a
-/// safetensors header that parses, wins): what `compress` and `inspect` dispatch on.
-pub fn sniff_input(file: &[u8]) -> Option<DatasetKind> {
-    if file.starts_with(b"\x93NUMPY") || crate::io::safetensors::read_header(file).is_ok() {
-        return None;
-    }
-    sniff(file)
 }
 
 /// Options of the sequence compressor.
@@ -174,7 +130,7 @@ struct Stream<'a> {
 }
 
 fn streams_of<'a>(
-    kind: DatasetKind,
+    kind: SequenceKind,
     file: &'a [u8],
     s: &'a SequenceStreams,
     opts: &SequenceOptions,
@@ -185,8 +141,8 @@ fn streams_of<'a>(
         model: StreamModel::Bytes,
     };
     match kind {
-        DatasetKind::Text => vec![bytes(TEXT, file)],
-        DatasetKind::Fasta | DatasetKind::Fastq => {
+        SequenceKind::Text => vec![bytes(TEXT, file)],
+        SequenceKind::Fasta | SequenceKind::Fastq => {
             let mut v = vec![
                 bytes(HEADERS, &s.headers),
                 bytes(LAYOUT, &s.layout),
@@ -200,7 +156,7 @@ fn streams_of<'a>(
                     },
                 },
             ];
-            if kind == DatasetKind::Fastq {
+            if kind == SequenceKind::Fastq {
                 v.push(bytes(QUALITIES, &s.qualities));
             }
             v
@@ -240,7 +196,7 @@ pub(crate) struct CodedStream {
 pub fn compress(
     file: &[u8],
     file_name: &str,
-    kind: DatasetKind,
+    kind: SequenceKind,
     opts: &SequenceOptions,
     progress: &mut dyn Progress,
     out: &mut dyn Write,
@@ -250,11 +206,11 @@ pub fn compress(
         return Err(Error::invalid("the file is empty: nothing to compress").in_file(file_name));
     }
     let streams = match kind {
-        DatasetKind::Fasta => fasta::split_fasta(file),
-        DatasetKind::Fastq => fasta::split_fastq(file).ok_or_else(|| {
+        SequenceKind::Fasta => fasta::split_fasta(file),
+        SequenceKind::Fastq => fasta::split_fastq(file).ok_or_else(|| {
             Error::invalid("not a FASTQ file of 4-line records").in_file(file_name)
         })?,
-        DatasetKind::Text => SequenceStreams::default(),
+        SequenceKind::Text => SequenceStreams::default(),
     };
     let plan = streams_of(kind, file, &streams, opts);
     let total: u64 = plan.iter().map(|s| s.symbols.len() as u64).sum();
@@ -340,7 +296,7 @@ pub fn compress(
 }
 
 /// Decodes a `.lowbit` whose source is a sequence file back to the file's bytes.
-pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Result<Vec<u8>> {
+pub(crate) fn decompress(c: &Container, file: &[u8], kind: SequenceKind) -> Result<Vec<u8>> {
     let m = &c.manifest;
     let declared = m
         .source_bytes
@@ -355,9 +311,9 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Resul
         )));
     }
     let expected: &[&str] = match kind {
-        DatasetKind::Text => &[TEXT],
-        DatasetKind::Fasta => &[HEADERS, LAYOUT, CASE, EXCEPTIONS, BASES],
-        DatasetKind::Fastq => &[HEADERS, LAYOUT, CASE, EXCEPTIONS, BASES, QUALITIES],
+        SequenceKind::Text => &[TEXT],
+        SequenceKind::Fasta => &[HEADERS, LAYOUT, CASE, EXCEPTIONS, BASES],
+        SequenceKind::Fastq => &[HEADERS, LAYOUT, CASE, EXCEPTIONS, BASES, QUALITIES],
     };
     let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
     if names != expected {
@@ -389,13 +345,13 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Resul
         decoded.push(symbols);
     }
     let restored = match kind {
-        DatasetKind::Text => decoded.pop().expect("one stream, checked above"),
-        DatasetKind::Fasta | DatasetKind::Fastq => {
+        SequenceKind::Text => decoded.pop().expect("one stream, checked above"),
+        SequenceKind::Fasta | SequenceKind::Fastq => {
             let mut it = decoded.into_iter();
             let mut next = || it.next().expect("the stream list was checked above");
             let (headers, layout, case_runs, exceptions, bases) =
                 (next(), next(), next(), next(), next());
-            let qualities = if kind == DatasetKind::Fastq {
+            let qualities = if kind == SequenceKind::Fastq {
                 next()
             } else {
                 Vec::new()
@@ -412,7 +368,7 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Resul
                 residue_count: 0,
                 record_starts: Vec::new(),
             };
-            if kind == DatasetKind::Fasta {
+            if kind == SequenceKind::Fasta {
                 fasta::join_fasta(&s, declared)?
             } else {
                 fasta::join_fastq(&s, declared)?
@@ -433,7 +389,7 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: DatasetKind) -> Resul
 pub struct SequenceSummary {
     /// Serialised as `format`: inside `Inspection`, `kind` says what the input is.
     #[serde(rename = "format")]
-    pub kind: DatasetKind,
+    pub kind: SequenceKind,
     pub bytes: u64,
     pub records: u64,
     /// Sequence letters (line ends excluded).
@@ -442,11 +398,11 @@ pub struct SequenceSummary {
     pub bases: u64,
 }
 
-pub fn summarize(file: &[u8], kind: DatasetKind) -> SequenceSummary {
+pub fn summarize(file: &[u8], kind: SequenceKind) -> SequenceSummary {
     let s = match kind {
-        DatasetKind::Fasta => fasta::split_fasta(file),
-        DatasetKind::Fastq => fasta::split_fastq(file).unwrap_or_default(),
-        DatasetKind::Text => SequenceStreams::default(),
+        SequenceKind::Fasta => fasta::split_fasta(file),
+        SequenceKind::Fastq => fasta::split_fastq(file).unwrap_or_default(),
+        SequenceKind::Text => SequenceStreams::default(),
     };
     SequenceSummary {
         kind,

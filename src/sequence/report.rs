@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use super::fasta::SequenceStreams;
-use super::fcm::NucleotideTrace;
+use crate::codec::fcm::NucleotideTrace;
 use super::selection::{self, Choice, LagMeasures};
-use super::{CodedStream, DatasetKind, SequenceOptions};
+use super::{CodedStream, SequenceKind, SequenceOptions};
 use crate::container;
 use crate::svg;
 
@@ -32,7 +32,7 @@ pub struct SequenceReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct SequenceInput {
     pub file: String,
-    pub kind: DatasetKind,
+    pub kind: SequenceKind,
     pub bytes: u64,
     pub records: u64,
     /// Sequence letters, line ends excluded.
@@ -101,7 +101,7 @@ pub struct SelectionReport {
 pub(crate) struct Inputs<'a> {
     pub file: &'a [u8],
     pub file_name: &'a str,
-    pub kind: DatasetKind,
+    pub kind: SequenceKind,
     pub streams: &'a SequenceStreams,
     pub coded: &'a [CodedStream],
     pub header_bytes: u64,
@@ -180,7 +180,7 @@ pub(crate) fn build(i: Inputs) -> SequenceReport {
         let n = end - start;
         // FASTQ headers may be followed by a '+' line; FASTA names are line r.
         let name = headers
-            .get(if i.kind == DatasetKind::Fasta {
+            .get(if i.kind == SequenceKind::Fasta {
                 r
             } else {
                 usize::MAX

@@ -15,7 +15,11 @@
 //! cannot compute different probabilities. Memory is bounded by the table sizes chosen here (see
 //! `docs/SEQUENCES.md` for the figures); nothing depends on the platform.
 
-use super::coder::{Apm, BitCoder, BitDecoder, BitEncoder, BitProbs, Mixer, Stretch, PROB_ONE};
+pub mod coder;
+
+use serde::{Deserialize, Serialize};
+
+use coder::{Apm, BitCoder, BitDecoder, BitEncoder, BitProbs, Mixer, Stretch, PROB_ONE};
 use crate::error::{Error, Result};
 
 /// Orders up to this use a direct table of 4^k contexts; higher orders hash into 2^HASH_BITS.
@@ -597,6 +601,38 @@ pub fn decode_bytes(bytes: &[u8], count: usize) -> Result<Vec<u8>> {
         return Err(Error::corrupt("a byte stream ends early"));
     }
     Ok(out)
+}
+
+/// How a stream's section is coded (the `sequence` codec's parameters in the manifest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamModel {
+    /// Bases 0..3, one per element, by the nucleotide mixture with these models.
+    Nucleotides { models: Vec<ModelSpec> },
+    /// Bytes by the byte context-mixing model.
+    Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCodec {
+    pub model: StreamModel,
+}
+
+impl StreamCodec {
+    pub fn label(&self) -> String {
+        match &self.model {
+            StreamModel::Nucleotides { models } => format!(
+                "fcm mix k={}",
+                models
+                    .iter()
+                    .map(|m| m.order.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            StreamModel::Bytes => "cm bytes".into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,11 @@
 //! real lambda genome (when fetched), determinism, the CLI's detection and reports, and hostile
 //! inputs that must fail cleanly.
 
-mod common;
 
 use std::fs;
 
-use common::*;
-use lowbit::dataset::{self, DatasetKind, SequenceOptions};
+use crate::common::*;
+use lowbit::sequence::{self, SequenceKind, SequenceOptions};
 use lowbit::rng::Rng;
 
 /// Options that keep the tests fast: the selection study on a small prefix.
@@ -19,9 +18,9 @@ fn test_options() -> SequenceOptions {
     }
 }
 
-fn compress(file: &[u8], kind: DatasetKind) -> (Vec<u8>, dataset::SequenceReport) {
+fn compress(file: &[u8], kind: SequenceKind) -> (Vec<u8>, sequence::SequenceReport) {
     let mut out = Vec::new();
-    let report = dataset::compress(
+    let report = sequence::compress(
         file,
         "input",
         kind,
@@ -34,7 +33,10 @@ fn compress(file: &[u8], kind: DatasetKind) -> (Vec<u8>, dataset::SequenceReport
 }
 
 fn round_trip(file: &[u8]) -> Vec<u8> {
-    let kind = dataset::sniff_input(file).expect("a sequence file");
+    let kind = match lowbit::pipeline::input_kind(file, "x") {
+        Ok(lowbit::pipeline::InputKind::Sequence(kind)) => kind,
+        other => panic!("not detected as a sequence file: {other:?}"),
+    };
     let (packed, _) = compress(file, kind);
     let mut restored = Vec::new();
     lowbit::decompress(&packed, "x.lowbit", &mut lowbit::NoProgress, &mut restored)
@@ -102,7 +104,7 @@ fn fasta_edge_cases_round_trip_byte_exact() {
         b">iupac\nACGTRYKMSWBDHVN-acgtrykmswbdhvn*\n".to_vec(),
     ];
     for case in &cases {
-        assert_eq!(dataset::sniff(case), Some(DatasetKind::Fasta));
+        assert_eq!(sequence::sniff(case), Some(SequenceKind::Fasta));
         round_trip(case);
     }
 }
@@ -125,7 +127,7 @@ fn fastq_and_text_round_trip_byte_exact() {
         fq.extend_from_slice(&qual);
         fq.push(b'\n');
     }
-    assert_eq!(dataset::sniff(&fq), Some(DatasetKind::Fastq));
+    assert_eq!(sequence::sniff(&fq), Some(SequenceKind::Fastq));
     round_trip(&fq);
     round_trip(&fq[..fq.len() - 1]);
     for text in [
@@ -135,7 +137,7 @@ fn fastq_and_text_round_trip_byte_exact() {
         "unicode: \u{e9}t\u{e9}, \u{65e5}\u{672c}\n".as_bytes(),
         b"@not fastq\njust text\n",
     ] {
-        assert_eq!(dataset::sniff(text), Some(DatasetKind::Text));
+        assert_eq!(sequence::sniff(text), Some(SequenceKind::Text));
         round_trip(text);
     }
 }
@@ -164,7 +166,7 @@ fn compression_is_deterministic_and_beats_two_bits_on_repeats() {
     let a = round_trip(&file);
     let b = round_trip(&file);
     assert_eq!(a, b, "same input, same bytes");
-    let (_, report) = compress(&file, DatasetKind::Fasta);
+    let (_, report) = compress(&file, SequenceKind::Fasta);
     // The unit costs ~2 bits a base; its two copies much less.
     let bpb = report.output.base_stream_bits_per_base;
     assert!(bpb < 0.8, "{bpb} bits per base");
@@ -185,7 +187,7 @@ fn real_lambda_genome_round_trips() {
         return;
     };
     round_trip(&file);
-    let (_, report) = compress(&file, DatasetKind::Fasta);
+    let (_, report) = compress(&file, SequenceKind::Fasta);
     // Lambda is small (48 kbp) with few repeats: just below 2 bits per base in the base stream;
     // the whole file pays ~1.7 kB of container header on top (0.28 bits per base here).
     let bpb = report.output.base_stream_bits_per_base;
@@ -286,7 +288,7 @@ fn hostile_sequence_inputs_fail_cleanly() {
 
     // Damaged and lying .lowbit files of a sequence.
     let file = fasta(2, 2, 2000, 60);
-    let (packed, _) = compress(&file, DatasetKind::Fasta);
+    let (packed, _) = compress(&file, SequenceKind::Fasta);
     let mut flipped = packed.clone();
     let last = flipped.len() - 10;
     flipped[last] ^= 0x40;

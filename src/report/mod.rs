@@ -10,6 +10,9 @@ use crate::container::SourceFormat;
 use crate::dtype::DType;
 use crate::svg;
 
+mod build;
+pub use build::build_report;
+
 /// The smallest mean relative MSE the rate-distortion chart shows (120 dB below the signal).
 const RD_CHART_FLOOR: f64 = 1e-12;
 

@@ -1,9 +1,8 @@
 //! The report's per-tensor "why" against the allocator's own data, and fwsvd's importance file
 //! through the library (validation, the report's note, a file that decodes).
 
-mod common;
+use crate::common;
 
-use lowbit::codec::fwsvd::ImportanceMap;
 use lowbit::codec::Method;
 use lowbit::dtype::{self, DType};
 use lowbit::{CompressOptions, NoProgress, Report, Target};
@@ -134,7 +133,7 @@ fn importance_file_is_validated_used_and_reported() {
         ("layer.0.weight", vec![96], rows.clone()),
         ("not.in.the.checkpoint", vec![3], vec![1.0; 3]),
     ]);
-    let map = ImportanceMap::from_safetensors(&good, "fisher.safetensors").unwrap();
+    let map = lowbit::checkpoint::importance_map(&good, "fisher.safetensors").unwrap();
     let mut opts = CompressOptions::new(Target::BitsPerWeight(4.0));
     opts.method = Some(Method::Fwsvd);
     opts.spectra = false;
@@ -214,7 +213,7 @@ fn importance_file_is_validated_used_and_reported() {
     ] {
         let bad = importance_file(&[("layer.0.weight", shape, values)]);
         let mut o = opts.clone();
-        o.importance = Some(ImportanceMap::from_safetensors(&bad, "bad.safetensors").unwrap());
+        o.importance = Some(lowbit::checkpoint::importance_map(&bad, "bad.safetensors").unwrap());
         let e = compress(&input, &o).unwrap_err().to_string();
         assert!(
             e.contains("bad.safetensors") && e.contains("layer.0.weight") && e.contains(what),
@@ -224,11 +223,11 @@ fn importance_file_is_validated_used_and_reported() {
     // Per-element weights work (summed over each row).
     let elem = importance_file(&[("layer.0.weight", vec![96, 128], per_element)]);
     let mut o = opts.clone();
-    o.importance = Some(ImportanceMap::from_safetensors(&elem, "elem.safetensors").unwrap());
+    o.importance = Some(lowbit::checkpoint::importance_map(&elem, "elem.safetensors").unwrap());
     compress(&input, &o).unwrap();
     // A non-float importance tensor is refused when the file is read.
     let ints = common::safetensors_file(&[("x", DType::I64, vec![1], 1i64.to_le_bytes().to_vec())]);
-    let e = ImportanceMap::from_safetensors(&ints, "ints.safetensors").unwrap_err();
+    let e = lowbit::checkpoint::importance_map(&ints, "ints.safetensors").unwrap_err();
     assert!(e.to_string().contains("ints.safetensors"), "{e}");
 }
 

@@ -2,11 +2,10 @@
 //! hostile inputs that must fail cleanly (non-zero exit, the file named, no output left behind,
 //! the input untouched).
 
-mod common;
 
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use lowbit::dtype::DType;
 
 fn compress_ok(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {

@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-mod common;
+use crate::common;
 
 use lowbit::backend::gpu::{Gpu, GpuOptions};
 use lowbit::backend::{block_on, cpu, Backend, GpuFailure};
@@ -568,7 +568,7 @@ fn whole_file_on_the_gpu_matches_the_cpu() {
         opts.spectra = false;
         let run = |backend: &Backend| {
             let mut out = Vec::new();
-            let report = block_on(lowbit::compress::compress_on(
+            let report = block_on(lowbit::api::compress_on(
                 backend,
                 "test",
                 &input,
@@ -614,7 +614,7 @@ fn pq_on_the_gpu_matches_the_cpu() {
     for (rows, dim, m, k) in [(1001usize, 70usize, 3u32, 64u32), (37, 10, 4, 50)] {
         let shape = lowbit::codec::Shape2::new(rows, dim);
         let values = random(shape.len(), 9);
-        let codec = lowbit::codec::CodecParams::Pq(lowbit::dataset::vectors::pq::Params {
+        let codec = lowbit::codec::CodecParams::Pq(lowbit::codec::vectors::pq::Params {
             m,
             k,
             iters: 10,

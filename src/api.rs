@@ -1,0 +1,260 @@
+//! The front door: what the CLI, the page and Rust callers call. It strings the pipeline's stages
+//! together (analyse -> allocate -> write -> report), decides once what kind of input a file is and
+//! which pipeline takes it (a checkpoint or vector dataset, or a sequence file), and starts a run
+//! again on the CPU when the GPU fails after the output was begun.
+//!
+//! The CLI (`main.rs`) and the browser bindings (`wasm.rs`) convert their own types to these calls
+//! and back; nothing here prints or touches a path.
+
+use std::io::Write;
+
+use crate::backend::{self, Backend, BackendChoice};
+use crate::codec::fwsvd::ImportanceMap;
+use crate::error::{Error, Result};
+use crate::io::safetensors;
+use crate::pipeline::{
+    allocate, analyse_on, input_kind, Analysed, write_container, CompressOptions, InputKind, Plan, Settings,
+};
+use crate::progress::Progress;
+use crate::report::{build_report, Report};
+use crate::sequence::{self, SequenceOptions, SequenceReport};
+use crate::source::Source;
+
+/// Analyses and allocates: what `compress` would write, without writing it (`lowbit plan`).
+/// `file_name` tells `.csv` and `.fvecs` inputs apart (see [`crate::checkpoint::Checkpoint::load`]). Runs on the
+/// backend `opts.backend` asks for.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn plan<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
+    let (backend, reason) = backend::block_on(Backend::new(opts.backend))?;
+    backend::block_on(plan_on(&backend, &reason, file, file_name, opts, progress))
+}
+
+/// [`plan`] on the CPU (the browser's synchronous entry point; WebGPU goes through [`plan_on`]).
+#[cfg(target_arch = "wasm32")]
+pub fn plan<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
+    backend::ready(plan_on(
+        &Backend::Cpu,
+        "browser CPU path",
+        file,
+        file_name,
+        opts,
+        progress,
+    ))
+}
+
+/// [`plan`] on a given backend (`backend_reason` says why it was chosen, for the report).
+pub async fn plan_on<S: Source + ?Sized>(
+    backend: &Backend,
+    backend_reason: &str,
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Plan> {
+    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    allocate(&a, opts)
+}
+
+/// Compresses a checkpoint (safetensors or npy bytes) to a `.lowbit` written to `out`; returns the
+/// report. `out` receives bytes only as tensors are encoded; callers that write files write to a
+/// temporary name and rename on success. Runs on the backend `opts.backend` asks for.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn compress<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    let (backend, reason) =
+        backend::block_on(Backend::new(opts.backend)).map_err(|e| e.in_file(file_name))?;
+    backend::block_on(compress_on(
+        &backend, &reason, file, file_name, opts, progress, out,
+    ))
+}
+
+/// [`compress`] on the CPU (the browser's synchronous entry point; WebGPU goes through
+/// [`compress_on`]).
+#[cfg(target_arch = "wasm32")]
+pub fn compress<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    backend::ready(compress_on(
+        &Backend::Cpu,
+        "browser CPU path",
+        file,
+        file_name,
+        opts,
+        progress,
+        out,
+    ))
+}
+
+/// [`compress`] on a given backend. If the GPU fails after the header is written, the sections
+/// re-encoded on the CPU differ from what was measured: that is reported as
+/// [`Error::GpuFailedWhileWriting`] and the caller starts again on the CPU.
+pub async fn compress_on<S: Source + ?Sized>(
+    backend: &Backend,
+    backend_reason: &str,
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<Report> {
+    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    let mut plan = allocate(&a, opts).map_err(|e| e.in_file(file_name))?;
+    write_plan_on(backend, &a, &mut plan, opts, file, progress, out)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
+    Ok(build_report(&plan, file_name, a.input_bytes, opts, true))
+}
+
+/// Writes the `.lowbit` of `plan`, made from `analysed` (whose tensors are read from `file`, or
+/// from the values a `.csv` / `.fvecs` input was converted to).
+pub async fn write_plan_on<S: Source + ?Sized>(
+    backend: &Backend,
+    analysed: &Analysed,
+    plan: &mut Plan,
+    opts: &CompressOptions,
+    file: &S,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match &analysed.converted {
+        Some(values) => write_container(backend, plan, opts, values, progress, out).await,
+        None => write_container(backend, plan, opts, file, progress, out).await,
+    }
+}
+
+/// What a compression run made: a checkpoint's (or vector dataset's) report, or a sequence file's.
+#[derive(Clone, Debug)]
+pub enum Compressed {
+    Model(Box<Report>),
+    Sequence(Box<SequenceReport>),
+}
+
+/// Where a compression writes its `.lowbit`. A run may need a second attempt (the GPU failed
+/// after the output was begun, so it starts again on the CPU): each attempt gets a fresh, empty
+/// output, kept when the attempt succeeds and discarded when it fails.
+pub trait Output {
+    fn attempt(&mut self, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()>;
+}
+
+impl Output for Vec<u8> {
+    fn attempt(&mut self, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
+        self.clear();
+        let done = write(self);
+        if done.is_err() {
+            self.clear();
+        }
+        done
+    }
+}
+
+/// Compresses any input lowbit takes: the kind is detected here (a sequence file is coded
+/// losslessly as a whole; a checkpoint, npy array or vector dataset through the pipeline), the
+/// settings are checked against it, and a run whose GPU failed while writing is started again on
+/// the CPU. `importance`: a parsed importance file (`--importance`), if any.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn compress_input<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    settings: &Settings,
+    importance: Option<ImportanceMap>,
+    progress: &mut dyn Progress,
+    out: &mut dyn Output,
+) -> Result<Compressed> {
+    if let InputKind::Sequence(kind) = kind_to_compress(file, file_name)? {
+        settings.check_lossless(kind, importance.is_some())?;
+        let whole = file.whole().map_err(|e| e.in_file(file_name))?;
+        let mut report = None;
+        out.attempt(&mut |w| {
+            let options = SequenceOptions::default();
+            let r = sequence::compress(&whole, file_name, kind, &options, progress, w);
+            report = Some(r.map_err(|e| e.in_file(file_name))?);
+            Ok(())
+        })?;
+        let report = report.expect("a successful attempt sets the report");
+        return Ok(Compressed::Sequence(Box::new(report)));
+    }
+    let mut opts = settings.options()?;
+    opts.importance = importance;
+    let report = retry_on_cpu(&opts, |opts| {
+        let mut report = None;
+        out.attempt(&mut |w| {
+            report = Some(compress(file, file_name, opts, progress, w)?);
+            Ok(())
+        })?;
+        Ok(report.expect("a successful attempt sets the report"))
+    })?;
+    Ok(Compressed::Model(Box::new(report)))
+}
+
+/// The kind of `file` for compression: [`input_kind`], with a clear error for a binary file that
+/// is no checkpoint (its safetensors header does not parse), naming what was tried.
+pub fn kind_to_compress<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<InputKind> {
+    let kind = input_kind(file, file_name).map_err(|e| e.in_file(file_name))?;
+    let by_name = crate::checkpoint::vector_format_by_name(file_name).is_some();
+    if kind == InputKind::Checkpoint && !by_name && file.len() > 0 {
+        let head = file.prefix(1 << 16).map_err(|e| e.in_file(file_name))?;
+        if !head.starts_with(crate::io::npy::MAGIC) {
+            if let Err(e) = safetensors::read_header_from(file) {
+                return Err(Error::invalid(format!(
+                    "neither a checkpoint (.safetensors, .npy) nor a FASTA, FASTQ or text file \
+                     (binary content that is not a valid safetensors header: {e})"
+                ))
+                .in_file(file_name));
+            }
+        }
+    }
+    Ok(kind)
+}
+
+/// Runs `attempt` with `opts`, and once more on the CPU when it fails with
+/// [`Error::GpuFailedWhileWriting`] (the GPU failed after the output was begun: the sections
+/// re-encoded on the CPU would differ from what was measured, so the run starts over).
+pub fn retry_on_cpu<T>(
+    opts: &CompressOptions,
+    mut attempt: impl FnMut(&CompressOptions) -> Result<T>,
+) -> Result<T> {
+    match attempt(opts) {
+        Err(Error::GpuFailedWhileWriting { .. }) => {
+            let mut cpu = opts.clone();
+            cpu.backend = BackendChoice::Cpu;
+            attempt(&cpu)
+        }
+        other => other,
+    }
+}
+
+/// The report `lowbit plan` shows: what `compress` would write, nothing written.
+pub fn plan_report<S: Source + ?Sized>(
+    file: &S,
+    file_name: &str,
+    opts: &CompressOptions,
+    progress: &mut dyn Progress,
+) -> Result<Report> {
+    if let InputKind::Sequence(kind) = kind_to_compress(file, file_name)? {
+        return Err(Error::invalid(format!(
+            "a {kind:?} file has no size/error trade-off to plan: `lowbit compress` codes it losslessly"
+        ))
+        .in_file(file_name));
+    }
+    let plan = plan(file, file_name, opts, progress).map_err(|e| e.in_file(file_name))?;
+    Ok(build_report(&plan, file_name, file.len(), opts, false))
+}

@@ -1,0 +1,111 @@
+//! `inspect`: the tensors of a checkpoint (from its header alone), the codecs and bits per weight
+//! of a `.lowbit`, or a sequence file's summary.
+
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::container::{Container, SourceFormat};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::sequence;
+use crate::source::Source;
+
+use super::detect::{input_kind, InputKind};
+
+/// What `inspect` shows.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Inspection {
+    Checkpoint {
+        format: SourceFormat,
+        bytes: u64,
+        parameters: u64,
+        tensors: Vec<InspectedTensor>,
+    },
+    Lowbit {
+        bytes: u64,
+        parameters: u64,
+        bits_per_weight: f64,
+        header_bytes: u64,
+        source_format: SourceFormat,
+        tensors: Vec<InspectedTensor>,
+    },
+    /// A FASTA, FASTQ or text file (not yet compressed).
+    Sequence(sequence::SequenceSummary),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectedTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub parameters: u64,
+    /// Bytes in the file (raw data for a checkpoint, the coded section for a `.lowbit`).
+    pub bytes: u64,
+    /// For a `.lowbit`: the codec label.
+    pub codec: Option<String>,
+    pub bits_per_weight: f64,
+}
+
+/// Lists the tensors of a checkpoint (from its header alone), or the contents and bits per weight
+/// of a `.lowbit`, or summarises a sequence file.
+pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspection> {
+    let bpw = |bytes: u64, n: u64| 8.0 * bytes as f64 / n.max(1) as f64;
+    match input_kind(file, file_name).map_err(|e| e.in_file(file_name))? {
+        InputKind::Sequence(kind) => {
+            let whole = file.whole()?;
+            Ok(Inspection::Sequence(sequence::summarize(
+                &whole, kind,
+            )))
+        }
+        InputKind::Lowbit => {
+            let whole = file.whole().map_err(|e| e.in_file(file_name))?;
+            let c = Container::read(&whole).map_err(|e| e.in_file(file_name))?;
+            let tensors: Vec<InspectedTensor> = c
+                .manifest
+                .tensors
+                .iter()
+                .map(|r| InspectedTensor {
+                    name: r.name.clone(),
+                    dtype: r.dtype,
+                    shape: r.shape.clone(),
+                    parameters: r.numel(),
+                    bytes: r.section_len(),
+                    codec: Some(r.codec.label()),
+                    bits_per_weight: bpw(r.section_len(), r.numel()),
+                })
+                .collect();
+            let parameters = tensors.iter().map(|t| t.parameters).sum();
+            Ok(Inspection::Lowbit {
+                bytes: file.len(),
+                parameters,
+                bits_per_weight: bpw(file.len(), parameters),
+                header_bytes: c.header_bytes,
+                source_format: c.manifest.source_format,
+                tensors,
+            })
+        }
+        InputKind::Checkpoint => {
+            let (ckpt, _) = Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
+            let tensors = ckpt
+                .tensors
+                .iter()
+                .map(|t| InspectedTensor {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    parameters: t.numel(),
+                    bytes: t.range.end - t.range.start,
+                    codec: None,
+                    bits_per_weight: 8.0 * t.dtype.size() as f64,
+                })
+                .collect();
+            Ok(Inspection::Checkpoint {
+                format: ckpt.format,
+                bytes: file.len(),
+                parameters: ckpt.parameters(),
+                tensors,
+            })
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The compression pipeline of a checkpoint or a vector dataset, one file per stage:
+//!
+//! ```text
+//! detect   what kind of input a file is (checkpoint, .lowbit, sequence file)
+//! options  what the user asks for (Settings -> CompressOptions)
+//! analyse  every option of every tensor, measured by encoding it
+//! allocate one option per tensor for the target -> Plan (with the container manifest)
+//! write    the .lowbit of a plan, streamed
+//! read     a .lowbit back to the original kind of file
+//! inspect  what a file holds, from its header
+//! shared   shared-lowrank's sibling sets (allocator items of several tensors)
+//! ```
+//!
+//! No printing, no paths: bytes in (any [`crate::Source`]), bytes out (any `Write`). The report of
+//! a plan is built by [`crate::report::build_report`]; the front door that strings the stages
+//! together is [`crate::api`].
+
+pub mod allocate;
+pub mod analyse;
+pub mod detect;
+pub mod inspect;
+pub mod options;
+pub mod read;
+pub mod shared;
+pub mod write;
+
+pub use allocate::{allocate, Plan};
+pub use analyse::{
+    analyse_on, analyse_tensor, analyse_tensor_on, Analysed, Candidate, TensorAnalysis,
+    VectorMeasure, VectorStats, AUTO_VQ_MAX_CODEBOOK, MIN_LOSSY_PARAMETERS, SPECTRUM_LENGTH,
+};
+pub use detect::{input_kind, InputKind};
+pub use inspect::{inspect, InspectedTensor, Inspection};
+pub use options::{
+    glob_match, method_names, parse_method, CompressOptions, Override, OverrideRule, Settings,
+    Target,
+};
+pub use read::{decode_tensor, decompress, DecompressSummary};
+pub use write::write_container;

@@ -1,0 +1,105 @@
+//! Writing: the `.lowbit` of a plan, streamed to any `Write` (header first, then each tensor's
+//! section encoded again from the input and checked against what the analysis measured).
+
+use std::io::Write;
+
+use crate::backend::Backend;
+use crate::codec::{self, lossless, CodecParams, Shape2};
+use crate::container;
+use crate::dtype;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::source::Source;
+
+use super::allocate::Plan;
+use super::analyse::tensor_values;
+use super::options::CompressOptions;
+
+/// Writes the `.lowbit` of a plan to `out`: the header, then each tensor's section, encoded again
+/// from `data` (the bytes the plan's tensor ranges point into) and checked against what the
+/// analysis measured.
+pub async fn write_container<S: Source + ?Sized>(
+    backend: &Backend,
+    plan: &mut Plan,
+    opts: &CompressOptions,
+    data: &S,
+    progress: &mut dyn Progress,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let header = container::encode_header(&plan.manifest)?;
+    let io_err = |e| Error::io("output", e);
+    out.write_all(&header).map_err(io_err)?;
+    progress.stage("encode", plan.checkpoint.parameters());
+    // shared-lowrank groups are coded as wholes, before the sections are streamed.
+    let mut shared = super::shared::encode_groups(&plan.manifest, &|i| {
+        tensor_values(data, &plan.checkpoint.tensors[i])
+    })?;
+    for (i, (t, record)) in plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.manifest.tensors)
+        .enumerate()
+    {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let raw = data.read(t.range.clone())?;
+        let bytes = match &record.codec {
+            CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
+            CodecParams::SharedLowrank(_) => shared.members[i]
+                .take()
+                .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?,
+            // An importance file's values are not in the header: take them from the options.
+            CodecParams::Fwsvd(p) if p.importance.is_file() => {
+                let rows = opts
+                    .importance
+                    .as_ref()
+                    .map(|m| m.rows_for(&t.name, &t.shape))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or_default();
+                codec::fwsvd::encode_with_importance(
+                    &dtype::to_f32(t.dtype, &raw),
+                    Shape2::of(&t.shape).expect("checked"),
+                    p,
+                    &rows,
+                )?
+                .bytes
+            }
+            lossy => {
+                let values = dtype::to_f32(t.dtype, &raw);
+                drop(raw);
+                lossy
+                    .encode_on(backend, &values, Shape2::of(&t.shape).expect("checked"))
+                    .await?
+                    .bytes
+            }
+        };
+        if bytes.len() as u64 != record.coded_bytes || container::crc32(&bytes) != record.crc32 {
+            if let (Some(reason), None) = (backend.fallback(), &plan.backend.fallback) {
+                return Err(Error::GpuFailedWhileWriting { reason });
+            }
+            return Err(Error::invalid(format!(
+                "internal error: re-encoding gave other bytes ({} bytes) than the analysis measured ({}): a non-deterministic codec",
+                bytes.len(),
+                record.coded_bytes
+            ))
+            .in_tensor(&t.name));
+        }
+        out.write_all(&bytes).map_err(io_err)?;
+        let padding = record.section_len() - record.coded_bytes;
+        out.write_all(&vec![0u8; padding as usize])
+            .map_err(io_err)?;
+        progress.advance(t.numel(), &t.name);
+    }
+    for (record, bytes) in plan.manifest.groups.iter().zip(&shared.bases) {
+        out.write_all(bytes).map_err(io_err)?;
+        let padding = record.section_len() - record.coded_bytes;
+        out.write_all(&vec![0u8; padding as usize])
+            .map_err(io_err)?;
+    }
+    out.flush().map_err(io_err)?;
+    plan.backend.fallback = backend.fallback();
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The integration tests, as one test binary (one link instead of one per file): each module is a
+//! theme. They run the library through its public API and the built CLI (`CARGO_BIN_EXE_lowbit`).
+//!
+//! - `architecture`: the module graph has no cycles, and no function grows past its limit;
+//! - `backend`, `shaders`: every kernel on the GPU (an emulated adapter in CI) against the CPU;
+//! - `cli`, `methods_report`, `shared_lowrank`, `vectors`, `sequences`: end to end, by feature;
+//! - `golden`: pinned `.lowbit` bytes;
+//! - `container_hostile`, `readers_hostile`: damaged and lying inputs give named errors, no panic.
+
+mod architecture;
+mod backend;
+mod cli;
+mod common;
+mod container_hostile;
+mod golden;
+mod methods_report;
+mod readers_hostile;
+mod sequences;
+mod shaders;
+mod shared_lowrank;
+mod vectors;
