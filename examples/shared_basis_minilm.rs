@@ -20,11 +20,11 @@
 //! `cargo run --release --example shared_basis_minilm [PATH]`
 
 use lowbit::checkpoint::Checkpoint;
+use lowbit::codec::shared_basis::{exact_error, group};
 use lowbit::codec::shared_lowrank::{encode_group, BasisParams};
 use lowbit::codec::{lowrank, Shape2};
 use lowbit::container::section_len;
 use lowbit::dtype::to_f32;
-use lowbit::codec::shared_basis::{exact_error, group};
 
 const EPS: [f64; 3] = [0.1, 0.2, 0.3];
 

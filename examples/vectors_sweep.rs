@@ -12,8 +12,8 @@
 use std::fs;
 
 use faer::Mat;
-use lowbit::codec::Shape2;
 use lowbit::codec::vectors::{transform, water_level_for_rate, Stats};
+use lowbit::codec::Shape2;
 use lowbit::io::npy;
 
 fn load(path: &std::path::Path) -> (Vec<usize>, Vec<u8>) {

@@ -13,7 +13,8 @@ use crate::codec::fwsvd::ImportanceMap;
 use crate::error::{Error, Result};
 use crate::io::safetensors;
 use crate::pipeline::{
-    allocate, analyse_on, input_kind, Analysed, write_container, CompressOptions, InputKind, Plan, Settings,
+    allocate, analyse_on, input_kind, write_container, Analysed, CompressOptions, InputKind, Plan,
+    Settings,
 };
 use crate::progress::Progress;
 use crate::report::{build_report, Report};

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::codec::fwsvd::ImportanceMap;
 use crate::container::SourceFormat;
 use crate::dtype::DType;
-use crate::codec::fwsvd::ImportanceMap;
 use crate::error::{Error, Result};
 use crate::io::{csv, fvecs, npy, safetensors};
 use crate::source::Source;
@@ -159,8 +159,7 @@ impl Checkpoint {
 /// An importance file (`--importance`): every float tensor of a safetensors file (non-float tensors are an error: they cannot be
 /// weights).
 pub fn importance_map(bytes: &[u8], file_name: &str) -> Result<ImportanceMap> {
-    let (ckpt, _) = Checkpoint::load(bytes, file_name)
-        .map_err(|e| e.in_file(file_name))?;
+    let (ckpt, _) = Checkpoint::load(bytes, file_name).map_err(|e| e.in_file(file_name))?;
     let mut tensors = BTreeMap::new();
     for t in &ckpt.tensors {
         if !t.dtype.is_lossy_compressible() {
@@ -221,9 +220,7 @@ mod tests {
         );
         // The same answer as from the slice.
         assert_eq!(
-            Checkpoint::parse(file.as_slice())
-                .unwrap()
-                .tensors,
+            Checkpoint::parse(file.as_slice()).unwrap().tensors,
             ckpt.tensors
         );
     }

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{CodecParams, Shape2};
 pub use crate::checksum::crc32;
+use crate::codec::{CodecParams, Shape2};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{self, PlannedTensor};

@@ -417,7 +417,14 @@ fn run(cli: Cli) -> Result<()> {
             output,
             settings,
             report,
-        } => compress(&input, &output, &settings, report.as_deref(), quiet, cli.json),
+        } => compress(
+            &input,
+            &output,
+            &settings,
+            report.as_deref(),
+            quiet,
+            cli.json,
+        ),
         Command::Decompress { input, output } => decompress(&input, &output, quiet, cli.json),
         Command::Inspect { file } => {
             let bytes = open_input(&file)?;
@@ -433,7 +440,8 @@ fn run(cli: Cli) -> Result<()> {
             let opts = settings.options()?;
             let bytes = open_input(&input)?;
             let mut bar = Bar::new(quiet);
-            let report = lowbit::api::plan_report(&bytes[..], &display_name(&input), &opts, &mut bar)?;
+            let report =
+                lowbit::api::plan_report(&bytes[..], &display_name(&input), &opts, &mut bar)?;
             drop(bar);
             show(&report, quiet, cli.json);
             Ok(())
@@ -534,8 +542,12 @@ fn demo(out: Option<&Path>, bpw: f64, quiet: bool, json: bool) -> Result<()> {
     if let Some(dir) = out {
         fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         let io = |e| lowbit::Error::io("output", e);
-        write_atomically(&dir.join("demo.safetensors"), |w| w.write_all(&input).map_err(io))?;
-        write_atomically(&dir.join("demo.lowbit"), |w| w.write_all(&compressed).map_err(io))?;
+        write_atomically(&dir.join("demo.safetensors"), |w| {
+            w.write_all(&input).map_err(io)
+        })?;
+        write_atomically(&dir.join("demo.lowbit"), |w| {
+            w.write_all(&compressed).map_err(io)
+        })?;
         write_atomically(&dir.join("demo.restored.safetensors"), |w| {
             w.write_all(&restored).map_err(io)
         })?;

@@ -18,8 +18,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendChoice};
 use crate::codec::{CodecParams, Shape2};
-use crate::pipeline::{self, Analysed, CompressOptions, InputKind, Plan, Settings};
 use crate::error::{Error, Result};
+use crate::pipeline::{self, Analysed, CompressOptions, InputKind, Plan, Settings};
 use crate::progress::Progress;
 use crate::source::{usize_range, Source};
 

@@ -85,7 +85,8 @@ pub fn candidates(shape: Shape2) -> Vec<Params> {
 /// `T = sqrt(n)`, or why `n` is not allowed.
 fn side_points(n: u32) -> std::result::Result<u32, String> {
     let t = (n as f64).sqrt().round() as u32;
-    if t == 0 || t * t != n || t > MAX_SIDE_POINTS {
+    // T is bounded before it is squared: a damaged header can claim n near u32::MAX.
+    if t == 0 || t > MAX_SIDE_POINTS || t * t != n {
         return Err(format!(
             "hyper needs n = T^2 codewords with 1 <= T <= {MAX_SIDE_POINTS}, got {n}"
         ));

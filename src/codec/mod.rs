@@ -274,6 +274,103 @@ impl CodecParams {
     }
 }
 
+/// The largest vq codebook `--method auto` tries (see [`MatrixCandidates::for_tensor`]).
+pub const AUTO_VQ_MAX_CODEBOOK: u32 = 256;
+
+/// The options a matrix codec offers for one tensor: the ones measured one by one, and the
+/// low-rank families whose options share work (one SVD per sketch, a low-rank part reused by the
+/// sparse options, the weighted SVD).
+#[derive(Clone, Debug, Default)]
+pub struct MatrixCandidates {
+    pub independent: Vec<CodecParams>,
+    pub lowrank: Vec<lowrank::Params>,
+    pub sparse_lowrank: Vec<sparse_lowrank::Params>,
+    pub fwsvd: Vec<fwsvd::Params>,
+}
+
+impl MatrixCandidates {
+    /// Every codec's candidates for a `shape` tensor: all of them for a forced `method`, a
+    /// measured subset for auto (`None`). `importance`: the tensor's row importances from an
+    /// importance file, if any (they bring fwsvd into auto).
+    pub fn for_tensor(
+        shape: Shape2,
+        seed: u64,
+        method: Option<Method>,
+        importance: Option<&[f64]>,
+    ) -> MatrixCandidates {
+        let mut params: Vec<CodecParams> = Vec::new();
+        let wants = |m: Method| method.is_none() || method == Some(m);
+        if wants(Method::Scalar) {
+            params.extend(
+                scalar::candidates(shape, seed)
+                    .into_iter()
+                    .map(CodecParams::Scalar),
+            );
+        }
+        if wants(Method::Vq) {
+            // In auto mode only the small codebooks are tried: on all-MiniLM-L6-v2 the entropy-coded
+            // scalar grid beat every vq option above ~1.2 bits per weight, and the large fits took most
+            // of the analysis time (89 s against 12 s for the whole model). `--method vq` tries all.
+            let small_only = method.is_none();
+            params.extend(
+                vq::candidates(shape, seed)
+                    .into_iter()
+                    .filter(|p| !small_only || p.k <= AUTO_VQ_MAX_CODEBOOK)
+                    .map(CodecParams::Vq),
+            );
+        }
+        // Turbo and hyper: in auto mode a few options only, since on all-MiniLM-L6-v2 neither beat
+        // the scalar grid overall (docs/METHODS.md); `--method turbo|hyper` tries all of them.
+        let auto = method.is_none();
+        if wants(Method::Turbo) {
+            params.extend(
+                turbo::candidates(shape, seed)
+                    .into_iter()
+                    .filter(|p| !auto || turbo::AUTO_BITS.contains(&p.bits))
+                    .map(CodecParams::Turbo),
+            );
+        }
+        if wants(Method::Hyper) {
+            params.extend(
+                hyper::candidates(shape)
+                    .into_iter()
+                    .filter(|p| !auto || hyper::AUTO_SIDE_POINTS.contains(&p.n.isqrt()))
+                    .map(CodecParams::Hyper),
+            );
+        }
+        // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
+        // `--method shared-lowrank` measures the per-tensor low rank too: a tensor without siblings
+        // is coded by it, and `shared_basis::SharedPlan` reuses its pure options.
+        let lowrank: Vec<lowrank::Params> =
+            if wants(Method::Lowrank) || method == Some(Method::SharedLowrank) {
+                lowrank::candidates(shape, seed)
+            } else {
+                Vec::new()
+            };
+        // FWSVD when asked for, or in auto for a tensor an importance file weights: with the data-free
+        // proxies only, the allocator's distortion is the unweighted error, which the plain SVD
+        // already minimises, so auto would have nothing to gain from them.
+        let fwsvd: Vec<fwsvd::Params> =
+            if method == Some(Method::Fwsvd) || (auto && importance.is_some()) {
+                fwsvd::candidates_with(shape, seed, importance)
+            } else {
+                Vec::new()
+            };
+        // Sparse plus low rank: options sharing a low-rank part share its encoding.
+        let sparse_lowrank: Vec<sparse_lowrank::Params> = if wants(Method::SparseLowrank) {
+            sparse_lowrank::candidates(shape, seed)
+        } else {
+            Vec::new()
+        };
+        MatrixCandidates {
+            independent: params,
+            lowrank,
+            sparse_lowrank,
+            fwsvd,
+        }
+    }
+}
+
 /// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low first), the sections' integer format.
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {

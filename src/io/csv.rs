@@ -26,6 +26,28 @@ fn parse_field(field: &str) -> Option<f32> {
     field.trim().parse::<f32>().ok()
 }
 
+/// Checks that `header` is a line [`read`] takes back as the header of a `cols`-column file: one
+/// line, not blank, `cols` fields, at least one of them not a number (a `.lowbit` stores the header
+/// as text; a damaged one must not restore to a CSV that lowbit itself cannot read).
+pub fn check_header(header: &str, cols: usize) -> Result<()> {
+    let fields: Vec<&str> = header.split(',').collect();
+    if header.contains('\n') || header.ends_with('\r') || header.trim().is_empty() {
+        return Err(Error::corrupt("the stored CSV header is not one line"));
+    }
+    if fields.len() != cols {
+        return Err(Error::corrupt(format!(
+            "the stored CSV header has {} fields for {cols} columns",
+            fields.len()
+        )));
+    }
+    if fields.iter().all(|f| parse_field(f).is_some()) {
+        return Err(Error::corrupt(
+            "the stored CSV header is all numbers (it would read back as data)",
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a CSV file held in memory.
 pub fn read(file: &[u8]) -> Result<CsvTable> {
     if file.is_empty() {

@@ -21,9 +21,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::MAX_RANK;
-use crate::source::Source;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::source::Source;
 
 /// Largest JSON header accepted, in bytes. Checked before anything is allocated for the header, so
 /// a forged length cannot make the reader reserve gigabytes. (The reference implementation uses the

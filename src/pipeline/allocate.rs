@@ -26,7 +26,10 @@ pub struct Plan {
     pub output_bytes: u64,
 }
 
-pub(crate) fn option_points(ckpt: &Checkpoint, analyses: &[TensorAnalysis]) -> Vec<Vec<OptionPoint>> {
+pub(crate) fn option_points(
+    ckpt: &Checkpoint,
+    analyses: &[TensorAnalysis],
+) -> Vec<Vec<OptionPoint>> {
     ckpt.tensors
         .iter()
         .zip(analyses)

@@ -4,8 +4,8 @@
 
 use crate::backend::{self, Backend, BackendSummary};
 use crate::checkpoint::{Checkpoint, InputTensor};
-use crate::container;
 use crate::codec::{self, lossless, vectors, CodecParams, Method, Shape2};
+use crate::container;
 use crate::distortion::{self, squared_error};
 use crate::dtype::{self, DType};
 use crate::error::{Error, Result};
@@ -19,8 +19,6 @@ use super::shared::SharedPlan;
 /// Tensors with fewer parameters than this are always coded losslessly: a lossy codec's side
 /// information would cost more than it saves, and these are norms, biases and small tables.
 pub const MIN_LOSSY_PARAMETERS: u64 = 1024;
-/// The largest vq codebook `--method auto` tries (see `analyse_tensor`).
-pub const AUTO_VQ_MAX_CODEBOOK: u32 = 256;
 /// How many singular values the report keeps per tensor.
 pub const SPECTRUM_LENGTH: usize = 64;
 
@@ -367,70 +365,12 @@ async fn analyse_matrix(
     queries: Option<&vectors::RecallQueries>,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
-    let mut params: Vec<CodecParams> = Vec::new();
-    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
-    if wants(Method::Scalar) {
-        params.extend(
-            codec::scalar::candidates(shape, seed)
-                .into_iter()
-                .map(CodecParams::Scalar),
-        );
-    }
-    if wants(Method::Vq) {
-        // In auto mode only the small codebooks are tried: on all-MiniLM-L6-v2 the entropy-coded
-        // scalar grid beat every vq option above ~1.2 bits per weight, and the large fits took most
-        // of the analysis time (89 s against 12 s for the whole model). `--method vq` tries all.
-        let small_only = opts.method.is_none();
-        params.extend(
-            codec::vq::candidates(shape, seed)
-                .into_iter()
-                .filter(|p| !small_only || p.k <= AUTO_VQ_MAX_CODEBOOK)
-                .map(CodecParams::Vq),
-        );
-    }
-    // Turbo and hyper: in auto mode a few options only, since on all-MiniLM-L6-v2 neither beat
-    // the scalar grid overall (docs/METHODS.md); `--method turbo|hyper` tries all of them.
-    let auto = opts.method.is_none();
-    if wants(Method::Turbo) {
-        params.extend(
-            codec::turbo::candidates(shape, seed)
-                .into_iter()
-                .filter(|p| !auto || codec::turbo::AUTO_BITS.contains(&p.bits))
-                .map(CodecParams::Turbo),
-        );
-    }
-    if wants(Method::Hyper) {
-        params.extend(
-            codec::hyper::candidates(shape)
-                .into_iter()
-                .filter(|p| !auto || codec::hyper::AUTO_SIDE_POINTS.contains(&p.n.isqrt()))
-                .map(CodecParams::Hyper),
-        );
-    }
-    // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
-    // `--method shared-lowrank` measures the per-tensor low rank too: a tensor without siblings
-    // is coded by it, and `shared_basis::SharedPlan` reuses its pure options.
-    let lowrank: Vec<codec::lowrank::Params> =
-        if wants(Method::Lowrank) || opts.method == Some(Method::SharedLowrank) {
-            codec::lowrank::candidates(shape, seed)
-        } else {
-            Vec::new()
-        };
-    // FWSVD when asked for, or in auto for a tensor an importance file weights: with the data-free
-    // proxies only, the allocator's distortion is the unweighted error, which the plain SVD
-    // already minimises, so auto would have nothing to gain from them.
-    let fwsvd: Vec<codec::fwsvd::Params> =
-        if opts.method == Some(Method::Fwsvd) || (auto && importance.is_some()) {
-            codec::fwsvd::candidates_with(shape, seed, importance)
-        } else {
-            Vec::new()
-        };
-    // Sparse plus low rank: options sharing a low-rank part share its encoding.
-    let sparse_lowrank: Vec<codec::sparse_lowrank::Params> = if wants(Method::SparseLowrank) {
-        codec::sparse_lowrank::candidates(shape, seed)
-    } else {
-        Vec::new()
-    };
+    let codec::MatrixCandidates {
+        independent: params,
+        lowrank,
+        sparse_lowrank,
+        fwsvd,
+    } = codec::MatrixCandidates::for_tensor(shape, seed, opts.method, importance);
     if opts.method.is_some()
         && params.is_empty()
         && lowrank.is_empty()

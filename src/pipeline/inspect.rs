@@ -54,9 +54,7 @@ pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspecti
     match input_kind(file, file_name).map_err(|e| e.in_file(file_name))? {
         InputKind::Sequence(kind) => {
             let whole = file.whole()?;
-            Ok(Inspection::Sequence(sequence::summarize(
-                &whole, kind,
-            )))
+            Ok(Inspection::Sequence(sequence::summarize(&whole, kind)))
         }
         InputKind::Lowbit => {
             let whole = file.whole().map_err(|e| e.in_file(file_name))?;

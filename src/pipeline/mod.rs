@@ -27,7 +27,7 @@ pub mod write;
 pub use allocate::{allocate, Plan};
 pub use analyse::{
     analyse_on, analyse_tensor, analyse_tensor_on, Analysed, Candidate, TensorAnalysis,
-    VectorMeasure, VectorStats, AUTO_VQ_MAX_CODEBOOK, MIN_LOSSY_PARAMETERS, SPECTRUM_LENGTH,
+    VectorMeasure, VectorStats, MIN_LOSSY_PARAMETERS, SPECTRUM_LENGTH,
 };
 pub use detect::{input_kind, InputKind};
 pub use inspect::{inspect, InspectedTensor, Inspection};

@@ -154,7 +154,6 @@ impl CompressOptions {
     }
 }
 
-
 /// The budget when neither a bit budget nor an error bound is given.
 pub const DEFAULT_BITS_PER_WEIGHT: f64 = 4.0;
 
@@ -252,7 +251,10 @@ impl Settings {
         let lossy = [
             (self.bpw.is_some(), "--bpw"),
             (self.max_error.is_some(), "--max-error"),
-            (!matches!(self.method.as_str(), AUTO | "lossless"), "--method"),
+            (
+                !matches!(self.method.as_str(), AUTO | "lossless"),
+                "--method",
+            ),
             (!self.overrides.is_empty(), "--keep"),
             (importance, "--importance"),
         ];

@@ -33,7 +33,8 @@ pub fn decompress(
     let m = &c.manifest;
     if let Some(kind) = crate::sequence::SequenceKind::of(m.source_format) {
         progress.stage("decode", m.source_bytes.unwrap_or(0));
-        let bytes = crate::sequence::decompress(&c, file, kind).map_err(|e| e.in_file(file_name))?;
+        let bytes =
+            crate::sequence::decompress(&c, file, kind).map_err(|e| e.in_file(file_name))?;
         out.write_all(&bytes).map_err(|e| Error::io("output", e))?;
         out.flush().map_err(|e| Error::io("output", e))?;
         progress.advance(bytes.len() as u64, "");
@@ -86,7 +87,10 @@ pub fn decompress(
                 m.source_format,
                 m.source_metadata.get(container::CSV_HEADER_KEY),
             ) {
-                (SourceFormat::Csv, Some(h)) => format!("{h}\n").into_bytes(),
+                (SourceFormat::Csv, Some(h)) => {
+                    csv::check_header(h, t.shape[1]).map_err(|e| e.in_file(file_name))?;
+                    format!("{h}\n").into_bytes()
+                }
                 _ => Vec::new(),
             }
         }

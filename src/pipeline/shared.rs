@@ -6,12 +6,12 @@
 use crate::codec::shared_basis::{exact_error, group, Estimator};
 use crate::error::{Error, Result};
 
+use super::analyse::{Candidate, TensorAnalysis};
+use super::options::{CompressOptions, Target};
 use crate::alloc::OptionPoint;
 use crate::checkpoint::Checkpoint;
 use crate::codec::shared_lowrank::{self, BasisParams};
 use crate::codec::{lowrank, CodecParams, Method, Shape2};
-use super::analyse::{Candidate, TensorAnalysis};
-use super::options::{CompressOptions, Target};
 use crate::container::{self, GroupRecord, Manifest, TensorRecord};
 use crate::rng::Rng;
 

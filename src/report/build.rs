@@ -2,9 +2,10 @@
 //! the whole file, with the reasons for each choice.
 
 use crate::alloc;
+use crate::checkpoint::InputTensor;
 use crate::codec::{vectors, CodecParams, Method};
 use crate::container;
-use crate::pipeline::{CompressOptions, Plan, Target};
+use crate::pipeline::{CompressOptions, Plan, Target, TensorAnalysis};
 
 use super::{
     BitAllocation, InputSummary, OptionReport, OutputSummary, RdPoint, Report, Spectrum,
@@ -31,7 +32,6 @@ pub fn build_report(
         payload += c.coded_bytes - c.side_bytes;
         side += c.side_bytes;
         padding += section - c.coded_bytes;
-        let rel_mse = a.rel_mse(c);
         if c.codec != CodecParams::Lossless {
             lossy_err += c.sq_error;
             lossy_norm += a.norm_sq;
@@ -40,60 +40,7 @@ pub fn build_report(
             twod_err += c.sq_error;
             twod_norm += a.norm_sq;
         }
-        let numel = t.numel().max(1) as f64;
-        let why = super::explain(&super::Decision {
-            options: a
-                .candidates
-                .iter()
-                .map(|o| super::Choice {
-                    label: o.codec.label(),
-                    bytes: container::section_len(t.numel(), o.coded_bytes),
-                    rel_mse: a.distortion(o),
-                    exact: o.codec == CodecParams::Lossless,
-                })
-                .collect(),
-            chosen: ci,
-            rule: if !a.restriction.is_empty() {
-                super::Rule::Restricted(a.restriction.clone())
-            } else {
-                match opts.target {
-                    Target::BitsPerWeight(_) => super::Rule::Budget(opts.allocator),
-                    Target::MaxError(e) => super::Rule::MaxError(e),
-                }
-            },
-            forced: opts.method.map(|m| m.name().to_string()),
-        });
-        let reason = why.text.clone();
-        tensors.push(TensorReport {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            parameters: t.numel(),
-            codec: c.codec.clone(),
-            label: c.codec.label(),
-            section_bytes: section,
-            payload_bytes: c.coded_bytes - c.side_bytes,
-            side_bytes: c.side_bytes,
-            bits_per_weight: 8.0 * section as f64 / numel,
-            rel_error: rel_mse.sqrt(),
-            rel_mse,
-            snr_db: (rel_mse > 0.0).then(|| -10.0 * rel_mse.log10()),
-            non_finite: a.non_finite,
-            reason,
-            why,
-            options: a
-                .candidates
-                .iter()
-                .enumerate()
-                .map(|(i, o)| OptionReport {
-                    label: o.codec.label(),
-                    bits_per_weight: 8.0 * container::section_len(t.numel(), o.coded_bytes) as f64
-                        / numel,
-                    rel_mse: a.rel_mse(o),
-                    chosen: i == ci,
-                })
-                .collect(),
-        });
+        tensors.push(tensor_report(t, a, ci, opts));
     }
     for g in &plan.manifest.groups {
         payload += g.coded_bytes - g.side_bytes;
@@ -179,6 +126,72 @@ pub fn build_report(
             .chain(importance_note(plan, opts))
             .collect(),
         backend: plan.backend.clone(),
+    }
+}
+
+/// One tensor's line of the report: its chosen option, every option measured, and why.
+fn tensor_report(
+    t: &InputTensor,
+    a: &TensorAnalysis,
+    ci: usize,
+    opts: &CompressOptions,
+) -> TensorReport {
+    let c = &a.candidates[ci];
+    let section = container::section_len(t.numel(), c.coded_bytes);
+    let rel_mse = a.rel_mse(c);
+    let numel = t.numel().max(1) as f64;
+    let why = super::explain(&super::Decision {
+        options: a
+            .candidates
+            .iter()
+            .map(|o| super::Choice {
+                label: o.codec.label(),
+                bytes: container::section_len(t.numel(), o.coded_bytes),
+                rel_mse: a.distortion(o),
+                exact: o.codec == CodecParams::Lossless,
+            })
+            .collect(),
+        chosen: ci,
+        rule: if !a.restriction.is_empty() {
+            super::Rule::Restricted(a.restriction.clone())
+        } else {
+            match opts.target {
+                Target::BitsPerWeight(_) => super::Rule::Budget(opts.allocator),
+                Target::MaxError(e) => super::Rule::MaxError(e),
+            }
+        },
+        forced: opts.method.map(|m| m.name().to_string()),
+    });
+    let reason = why.text.clone();
+    TensorReport {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        parameters: t.numel(),
+        codec: c.codec.clone(),
+        label: c.codec.label(),
+        section_bytes: section,
+        payload_bytes: c.coded_bytes - c.side_bytes,
+        side_bytes: c.side_bytes,
+        bits_per_weight: 8.0 * section as f64 / numel,
+        rel_error: rel_mse.sqrt(),
+        rel_mse,
+        snr_db: (rel_mse > 0.0).then(|| -10.0 * rel_mse.log10()),
+        non_finite: a.non_finite,
+        reason,
+        why,
+        options: a
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, o)| OptionReport {
+                label: o.codec.label(),
+                bits_per_weight: 8.0 * container::section_len(t.numel(), o.coded_bytes) as f64
+                    / numel,
+                rel_mse: a.rel_mse(o),
+                chosen: i == ci,
+            })
+            .collect(),
     }
 }
 

@@ -26,8 +26,8 @@ pub mod selection;
 
 pub use report::SequenceReport;
 
-use fasta::SequenceStreams;
 use crate::codec::fcm::{self, ModelSpec, StreamCodec, StreamModel};
+use fasta::SequenceStreams;
 
 /// The kinds of sequence file lowbit recognises by content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +334,11 @@ pub(crate) fn decompress(c: &Container, file: &[u8], kind: SequenceKind) -> Resu
             return Err(Error::corrupt("a stream must be 1-D U8").in_tensor(&record.name));
         }
         let symbols = match (&codec.model, record.name.as_str()) {
+            // An empty byte stream is written as an empty section: bytes there mean the count
+            // was damaged (a lost `case` stream would silently upper-case the file).
+            (StreamModel::Bytes, _) if count == 0 && !section.is_empty() => Err(Error::corrupt(
+                "a stream of 0 symbols has a non-empty section",
+            )),
             (_, _) if count == 0 => Ok(Vec::new()),
             (StreamModel::Nucleotides { models }, BASES) => {
                 fcm::decode_bases(section, count, models)

@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use super::fasta::SequenceStreams;
-use crate::codec::fcm::NucleotideTrace;
 use super::selection::{self, Choice, LagMeasures};
 use super::{CodedStream, SequenceKind, SequenceOptions};
+use crate::codec::fcm::NucleotideTrace;
 use crate::container;
 use crate::svg;
 

@@ -253,10 +253,19 @@ fn function_lengths() -> Vec<(usize, String)> {
         for (start, line) in lines.iter().enumerate() {
             let Some(at) = line.find("fn ") else { continue };
             let before = line[..at].trim();
-            let is_fn = before
-                .split_whitespace()
-                .all(|w| ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe"].contains(&w));
-            if !is_fn || !line[at + 3..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            let is_fn = before.split_whitespace().all(|w| {
+                [
+                    "pub",
+                    "pub(crate)",
+                    "pub(super)",
+                    "async",
+                    "const",
+                    "unsafe",
+                ]
+                .contains(&w)
+            });
+            if !is_fn || !line[at + 3..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            {
                 continue;
             }
             let (mut depth, mut opened) = (0i64, false);
@@ -309,5 +318,7 @@ fn the_checks_see_what_they_check() {
     assert!(graph["api"].contains_key("pipeline"));
     let lengths = function_lengths();
     assert!(lengths.len() > 500, "{} functions found", lengths.len());
-    assert!(lengths.iter().any(|(_, f)| f.ends_with("fn compress_input")));
+    assert!(lengths
+        .iter()
+        .any(|(_, f)| f.ends_with("fn compress_input")));
 }

@@ -2,7 +2,6 @@
 //! hostile inputs that must fail cleanly (non-zero exit, the file named, no output left behind,
 //! the input untouched).
 
-
 use std::fs;
 
 use crate::common::*;

@@ -5,7 +5,8 @@
 //! - `backend`, `shaders`: every kernel on the GPU (an emulated adapter in CI) against the CPU;
 //! - `cli`, `methods_report`, `shared_lowrank`, `vectors`, `sequences`: end to end, by feature;
 //! - `golden`: pinned `.lowbit` bytes;
-//! - `container_hostile`, `readers_hostile`: damaged and lying inputs give named errors, no panic.
+//! - `container_hostile`, `mutations`, `readers_hostile`: damaged and lying inputs give named
+//!   errors (or a well-formed file), never a panic or an allocation past the stated bounds.
 
 mod architecture;
 mod backend;
@@ -14,6 +15,7 @@ mod common;
 mod container_hostile;
 mod golden;
 mod methods_report;
+mod mutations;
 mod readers_hostile;
 mod sequences;
 mod shaders;

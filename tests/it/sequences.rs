@@ -2,12 +2,11 @@
 //! real lambda genome (when fetched), determinism, the CLI's detection and reports, and hostile
 //! inputs that must fail cleanly.
 
-
 use std::fs;
 
 use crate::common::*;
-use lowbit::sequence::{self, SequenceKind, SequenceOptions};
 use lowbit::rng::Rng;
+use lowbit::sequence::{self, SequenceKind, SequenceOptions};
 
 /// Options that keep the tests fast: the selection study on a small prefix.
 fn test_options() -> SequenceOptions {

@@ -2,12 +2,11 @@
 //! bits), round trips through npy / csv / fvecs with the CLI, determinism, the report's vector
 //! section, and the bad inputs that must fail cleanly.
 
-
 use std::fs;
 
 use crate::common::*;
-use lowbit::codec::Method;
 use lowbit::codec::vectors;
+use lowbit::codec::Method;
 use lowbit::dtype::{self, DType};
 use lowbit::io::{csv, fvecs, npy};
 use lowbit::rng::Rng;

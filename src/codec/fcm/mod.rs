@@ -19,8 +19,8 @@ pub mod coder;
 
 use serde::{Deserialize, Serialize};
 
-use coder::{Apm, BitCoder, BitDecoder, BitEncoder, BitProbs, Mixer, Stretch, PROB_ONE};
 use crate::error::{Error, Result};
+use coder::{Apm, BitCoder, BitDecoder, BitEncoder, BitProbs, Mixer, Stretch, PROB_ONE};
 
 /// Orders up to this use a direct table of 4^k contexts; higher orders hash into 2^HASH_BITS.
 pub const DIRECT_MAX_ORDER: u32 = 12;

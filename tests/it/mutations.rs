@@ -18,15 +18,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use lowbit::codec::fcm::{ModelSpec, HASH_BITS};
 use lowbit::codec::Method;
-use lowbit::compress::Inspection;
 use lowbit::container::SourceFormat;
-use lowbit::dataset::fcm::{ModelSpec, HASH_BITS};
-use lowbit::dataset::{self, DatasetKind, SequenceOptions};
 use lowbit::dtype::{self, DType};
 use lowbit::io::safetensors::{self, PlannedTensor, MAX_HEADER_LEN};
 use lowbit::io::{csv, fvecs, npy};
 use lowbit::rng::Rng;
+use lowbit::sequence::{self, SequenceKind, SequenceOptions};
+use lowbit::Inspection;
 use lowbit::{CompressOptions, DecompressSummary, Error, NoProgress, Target};
 use serde_json::Value;
 
@@ -83,7 +83,7 @@ fn allocation_bound(file: &[u8]) -> usize {
 }
 
 /// Sequence containers may also hold the tables of their nucleotide mixture, which the format
-/// caps (docs/FORMAT.md, "Sequence sources": 1 to 16 models) and `dataset::fcm` sizes: at most
+/// caps (docs/FORMAT.md, "Sequence sources": 1 to 16 models) and `sequence::fcm` sizes: at most
 /// 2^`HASH_BITS` two-byte counts per model (32 MiB), plus the 16 MiB match model. They do not
 /// depend on the file's size (a 2 KB FASTA `.lowbit` with the default mixture makes its decoder
 /// allocate about 120 MiB).
@@ -393,7 +393,7 @@ fn lowbit_of(input: &[u8], input_name: &str, method: Method, target: Target) -> 
     out
 }
 
-fn sequence_lowbit(file: &[u8], kind: DatasetKind) -> Vec<u8> {
+fn sequence_lowbit(file: &[u8], kind: SequenceKind) -> Vec<u8> {
     // Two direct-table models (orders 3 and 8, the second with inverted repeats): a fraction of
     // the default mixture's memory, which every decode of the bases allocates (the mutations
     // raise the orders to hashed ones).
@@ -415,7 +415,7 @@ fn sequence_lowbit(file: &[u8], kind: DatasetKind) -> Vec<u8> {
         max_lag: 2,
     };
     let mut out = Vec::new();
-    dataset::compress(file, "in", kind, &opts, &mut NoProgress, &mut out).expect("compresses");
+    sequence::compress(file, "in", kind, &opts, &mut NoProgress, &mut out).expect("compresses");
     out
 }
 
@@ -434,9 +434,9 @@ fn codecs_of(file: &[u8]) -> Vec<String> {
 /// that the codec under test is really in it, and that it decodes.
 fn subject(name: &'static str) -> Subject {
     let good = match name {
-        "fasta" => sequence_lowbit(&fasta_file(), DatasetKind::Fasta),
-        "fastq" => sequence_lowbit(&fastq_file(), DatasetKind::Fastq),
-        "text" => sequence_lowbit(&text_file(), DatasetKind::Text),
+        "fasta" => sequence_lowbit(&fasta_file(), SequenceKind::Fasta),
+        "fastq" => sequence_lowbit(&fastq_file(), SequenceKind::Fastq),
+        "text" => sequence_lowbit(&text_file(), SequenceKind::Text),
         _ => {
             let method = Method::from_name(name).expect("a method");
             match method {
@@ -1012,43 +1012,9 @@ impl Parsed {
 /// Cases that would fail today because of a known decoder bug, with the reason; they are skipped
 /// so the rest of the test stays green. Each entry: (container, exact case label).
 const KNOWN_BUGS: &[(&str, &str, &str)] = &[
-    // BUG (src/codec/hyper.rs, `side_points`): `t * t` overflows u32 for n = u32::MAX
-    // (t = round(sqrt(n)) = 65536), a panic in builds with overflow checks (tests, dev); release
-    // wraps to 0 and rejects. Checking `t > MAX_SIDE_POINTS` before squaring fixes it.
-    // BUG (src/compress.rs, `decompress`, csv sources): the manifest's `csv_header` is written
-    // back verbatim, unchecked: a header with another field count than the array's columns, or
-    // with a line break, gives a CSV file that lowbit's own reader refuses (ragged rows) or one
-    // with an extra row. Checking that it is one line of `cols` fields fixes it.
-    (
-        "pq",
-        "manifest.source_metadata.csv_header = \"f0\"",
-        "csv_header with one field for 12 columns",
-    ),
-    (
-        "pq",
-        "manifest.source_metadata.csv_header = \"f0\\n1\"",
-        "csv_header with a line break",
-    ),
-    (
-        "pq",
-        "bit flip #186 at byte 152 bit 6",
-        "a bit flip turns a comma of csv_header into 'l'",
-    ),
-    (
-        "hyper",
-        "manifest.tensors[0].codec.n = 4294967295",
-        "hyper n = u32::MAX overflows t * t",
-    ),
-    (
-        "hyper",
-        "manifest.tensors[2].codec.n = 4294967295",
-        "hyper n = u32::MAX overflows t * t",
-    ),
-    (
-        "hyper",
-        "manifest.tensors[3].codec.n = 4294967295",
-        "hyper n = u32::MAX overflows t * t",
-    ),
+    // Empty: the two bugs this test found first are fixed (hyper's `side_points` bounded T before
+    // squaring it; the stored CSV header is checked by `io::csv::check_header` before it is
+    // written back). An entry here is (container, exact case label, why).
 ];
 
 /// BUG (integrity): decoders known to decode a section to whatever element count the record
@@ -1077,13 +1043,6 @@ const KNOWN_COUNT_GAPS: &[(&str, &str, &str)] = &[
         "lossless",
         "mask",
         "the lossless U8 byte stream decodes any count (F32, I64 are checked)",
-    ),
-    (
-        "sequence",
-        "case",
-        "dataset::decompress: a stream with 0 symbols is not checked to have an empty \
-         section, so the case runs of a FASTA/FASTQ are dropped and the file restores in \
-         upper case, with the right length",
     ),
 ];
 
