@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use super::{cpu, Backend};
+use super::kernels::{fwht, group_fit, hyper, kmeans_update, matmul};
+use super::Backend;
 use crate::kmeans::Codebook;
 use crate::rng::Rng;
 
@@ -75,8 +76,8 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
         match (
             result,
-            cpu::matmul(&a, a_rows, a_cols, transpose, &b, n),
-            cpu::matmul(&abs(&a), a_rows, a_cols, transpose, &abs(&b), n),
+            matmul::matmul(&a, a_rows, a_cols, transpose, &b, n),
+            matmul::matmul(&abs(&a), a_rows, a_cols, transpose, &abs(&b), n),
         ) {
             (Ok(got), Ok(want), Ok(scale)) => {
                 let worst = got
@@ -99,7 +100,7 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let shape = format!("{rows}x{cols}");
         match (
             backend.gram(&y, rows, cols).await,
-            cpu::gram(&y, rows, cols),
+            matmul::gram(&y, rows, cols),
         ) {
             (Ok(got), Ok(want)) => {
                 let norms: Vec<f64> = (0..cols)
@@ -124,7 +125,7 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let got = backend
             .rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9))
             .await;
-        let want = cpu::rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9));
+        let want = matmul::rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9));
         match (got, want) {
             (Ok(g), Ok(c)) => {
                 let s1 = c.sigma.first().copied().unwrap_or(0.0) as f64;
@@ -179,7 +180,7 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         };
         match backend.cluster_means(&p, dim, &codes, &codebook).await {
             Ok((got, _)) => {
-                let (want, _) = cpu::cluster_means(&p, dim, &codes, &codebook);
+                let (want, _) = kmeans_update::cluster_means(&p, dim, &codes, &codebook);
                 let worst = got
                     .centroids
                     .iter()
@@ -198,7 +199,7 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let mut want = got.clone();
         match backend.rotate(&mut got, cols, 11, false).await {
             Ok(()) => {
-                cpu::rotate(&mut want, cols, 11, false);
+                fwht::rotate(&mut want, cols, 11, false);
                 let same = got
                     .iter()
                     .zip(&want)
@@ -216,9 +217,9 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let v = random(rows * cols, 12);
         match backend.fit_groups(&v, rows, cols, bits, group, true).await {
             Ok(got) => {
-                let want = cpu::fit_groups(&v, rows, cols, bits, group, true);
-                let error = |f: &super::GroupFits| -> Vec<f64> {
-                    cpu::group_errors(&v, rows, cols, group, f)
+                let want = group_fit::fit_groups(&v, rows, cols, bits, group, true);
+                let error = |f: &group_fit::GroupFits| -> Vec<f64> {
+                    group_fit::group_errors(&v, rows, cols, group, f)
                 };
                 let (e_got, e_want) = (error(&got), error(&want));
                 let worst = e_got
@@ -234,12 +235,12 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
     // Hyper-Compression's nearest codeword: the same code for every pair (the kernel settles
     // near-ties on the CPU), with and without rings outside the square.
     for (t, rings) in [(40u32, 0u32), (15, 3)] {
-        let geometry = crate::codec::hyper::Geometry::new([0.013, -0.02], 0.1, t, rings, 0.5);
+        let geometry = hyper::Geometry::new([0.013, -0.02], 0.1, t, rings, 0.5);
         let shape = format!("1001 pairs, T = {t}, {rings} rings");
         let pairs: Vec<f32> = random(2 * 1001, 13).iter().map(|x| 0.08 * x).collect();
         match backend.hyper_codes(&pairs, &geometry).await {
             Ok(got) => {
-                let want = cpu::hyper_codes(&pairs, &geometry);
+                let want = hyper::hyper_codes(&pairs, &geometry);
                 let worst = if got == want { 0.0 } else { f64::INFINITY };
                 out.push(row(
                     "hyper nearest codeword",
