@@ -122,11 +122,11 @@ pub enum Backend {
 /// Why a GPU call did not give a result.
 #[derive(Debug)]
 pub enum GpuFailure {
-    /// This problem does not fit the kernel (e.g. a matrix over the binding limit where it cannot be
-    /// tiled): run this call on the CPU, keep the GPU.
+    /// This problem does not fit the kernel (e.g. a matrix over the binding limit where it cannot
+    /// be tiled): run this call on the CPU, keep the GPU.
     Unsupported(String),
-    /// The device failed (validation error, out of memory, device lost): the rest of the run goes to
-    /// the CPU.
+    /// The device failed (validation error, out of memory, device lost): the rest of the run goes
+    /// to the CPU.
     Failed(String),
 }
 
@@ -333,8 +333,8 @@ impl Backend {
     }
 
     /// The grouped scalar grid's per-group (scale, minimum) search and codes
-    /// ([`group_fit::fit_groups`], what the scalar codec's `Grouped` grid stores): groups of `group` consecutive values within each row of the
-    /// row-major matrix, `bits` per code.
+    /// ([`group_fit::fit_groups`], what the scalar codec's `Grouped` grid stores): groups of
+    /// `group` consecutive values within each row of the row-major matrix, `bits` per code.
     pub async fn fit_groups(
         &self,
         values: &[f32],

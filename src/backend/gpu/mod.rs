@@ -298,7 +298,8 @@ impl Gpu {
         buffer
     }
 
-    /// Overwrites the start of `buffer` with `data` (through the queue, ordered with the dispatches).
+    /// Overwrites the start of `buffer` with `data` (through the queue, ordered with the
+    /// dispatches).
     pub(super) fn write<T: Pod>(&self, buffer: &wgpu::Buffer, data: &[T]) {
         self.queue
             .write_buffer(buffer, 0, bytemuck::cast_slice(data));

@@ -1,7 +1,7 @@
 //! The random-sign fast Walsh-Hadamard rotation of the rows of a matrix, `shaders/fwht.wgsl`,
 //! forward or inverse: the same bits as the CPU.
 //!
-//! - Arguments: [`FwhtDims`], the kernel's uniform (GPU builds).
+//! - Arguments: `FwhtDims`, the kernel's uniform (GPU builds).
 //! - CPU twin: [`rotate`] ([`crate::rotation`]).
 //! - GPU host code: `Gpu::rotate`.
 

@@ -3,7 +3,7 @@
 //! range, then shrunk ranges, each as is and refitted by least squares), and the group's codes.
 //! The scalar codec (`codec::scalar`, grid `Grouped`) stores what this returns.
 //!
-//! - Arguments: [`GroupDims`], the kernel's uniform (GPU builds).
+//! - Arguments: `GroupDims`, the kernel's uniform (GPU builds).
 //! - CPU twin: [`fit_groups`], checked by [`check_groups`]; [`group_errors`] measures a fit.
 //! - GPU host code: `Gpu::fit_groups`.
 

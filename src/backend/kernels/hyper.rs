@@ -4,7 +4,7 @@
 //! chooses the geometry and entropy-codes the codes; the arithmetic is here so that the CPU twin
 //! and the kernel's host code sit together.
 //!
-//! - Arguments: [`Geometry`] (everything the search needs), sent as the uniform [`HyperDims`]
+//! - Arguments: [`Geometry`] (everything the search needs), sent as the uniform `HyperDims`
 //!   (GPU builds).
 //! - CPU twin: [`nearest_codes`] / [`nearest_code`] ([`hyper_codes`] as the backend calls it),
 //!   checked by [`check_hyper`].
@@ -356,7 +356,8 @@ mod host {
                 .iter()
                 .chain(&g.centre)
                 .fold(g.side, |m, &v| m.max(v.abs()));
-            // 2^-100 and 2^50: squares (and the tolerance) stay normal f32 numbers with room to spare.
+            // 2^-100 and 2^50: squares (and the tolerance) stay normal f32 numbers with room to
+            // spare.
             if !(h * h >= 2f32.powi(-100) && largest < 2f32.powi(50)) {
                 return Err(GpuFailure::Unsupported(format!(
                     "hyper search: pitch {h:e} or magnitude {largest:e} outside the kernel's f32 range"
@@ -452,7 +453,8 @@ mod tests {
                 points.push([centre[0] + u[0] * side, centre[1] + u[1] * side]);
             }
             for _ in 0..3000 {
-                // Near the edges and corners (where the grid ends without wrapping), inside and out.
+                // Near the edges and corners (where the grid ends without wrapping), inside and
+                // out.
                 let e = (r.uniform() as f32 - 0.5) * side / t as f32 * 0.2;
                 let along = (r.uniform() as f32 - 0.5) * side;
                 let edge = if r.uniform() < 0.5 { half } else { -half };

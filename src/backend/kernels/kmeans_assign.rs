@@ -1,7 +1,7 @@
 //! Nearest-centroid assignment, `shaders/kmeans_assign.wgsl`: the code of every point and its
 //! squared distance (and, inside the Lloyd loop, the objective and the count of changed codes).
 //!
-//! - Arguments: [`AssignDims`], the kernel's uniform (GPU builds).
+//! - Arguments: `AssignDims`, the kernel's uniform (GPU builds).
 //! - CPU twin: [`assign`] ([`crate::kmeans::assign`]), checked by [`check_assign`].
 //! - GPU host code: `Gpu::kmeans_assign`, and the pass `PointSet::assign` that the Lloyd loop of
 //!   `gpu/points.rs` runs on a resident point set.
@@ -85,8 +85,8 @@ mod host {
     }
 
     impl PointSet {
-        /// One assignment pass: codes and distances stay on the GPU; returns the objective (summed in
-        /// f64 from the workgroups' partial sums) and how many codes changed.
+        /// One assignment pass: codes and distances stay on the GPU; returns the objective (summed
+        /// in f64 from the workgroups' partial sums) and how many codes changed.
         pub(in crate::backend) async fn assign(
             &self,
             gpu: &Gpu,

@@ -2,7 +2,7 @@
 //! its points, with the points per centroid (one Lloyd update before the empty-cluster split,
 //! which stays on the CPU).
 //!
-//! - Arguments: [`UpdateDims`], the kernel's uniform (GPU builds).
+//! - Arguments: `UpdateDims`, the kernel's uniform (GPU builds).
 //! - CPU twin: [`cluster_means`] ([`crate::kmeans::cluster_means`]), checked by [`check_codes`].
 //! - GPU host code: `Gpu::cluster_means`, and the pass `PointSet::update` that the Lloyd loop of
 //!   `gpu/points.rs` runs on a resident point set.

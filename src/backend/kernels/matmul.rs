@@ -2,7 +2,7 @@
 //! Gram matrix `Y^T Y` and the randomized SVD (subspace iteration with CholeskyQR2), whose heavy
 //! steps are all products of this kernel.
 //!
-//! - Arguments: [`MatmulDims`], the kernel's uniform (GPU builds).
+//! - Arguments: `MatmulDims`, the kernel's uniform (GPU builds).
 //! - CPU twin: [`matmul`], [`gram`], [`rsi`] (faer and [`crate::linalg`]), checked by
 //!   [`check_matmul`] on both sides.
 //! - GPU host code: `Gpu::matmul`, `Gpu::gram`, `Gpu::rsi`, `Gpu::time_resident_matmul`.
@@ -98,7 +98,7 @@ impl MatmulDims {
         k: usize,
         transpose_a: bool,
         accumulate: bool,
-    ) -> host::GpuResult<MatmulDims> {
+    ) -> crate::backend::gpu::GpuResult<MatmulDims> {
         use crate::backend::gpu::to_u32;
         Ok(MatmulDims {
             m: to_u32(m, "rows")?,
@@ -133,13 +133,11 @@ mod host {
     use faer::Mat;
 
     use super::MatmulDims;
-    use crate::backend::gpu::{Gpu, Tiled, MAX_GROUPS_PER_DIM};
+    use crate::backend::gpu::{Gpu, GpuResult, Tiled, MAX_GROUPS_PER_DIM};
     use crate::backend::GpuFailure;
     use crate::linalg::{self, Svd};
     use crate::rng::Rng;
     use crate::shaders;
-
-    pub(super) use crate::backend::gpu::GpuResult;
 
     /// Edge of the square block of C that one workgroup computes (matmul.wgsl's TILE).
     const MATMUL_TILE: usize = 64;
@@ -150,9 +148,6 @@ mod host {
     const CHOLESKY_MIN_DIAGONAL_RATIO: f64 = 1e-3;
 
     impl Gpu {
-        // -----------------------------------------------------------------------------------------
-        // Matrix products
-
         /// Records `c (+)= op(a) b` for one set of buffers (`[a, b, c]`); nothing for an empty `c`.
         fn record_matmul(
             &self,
@@ -216,8 +211,8 @@ mod host {
             Ok(())
         }
 
-        /// [`crate::backend::Backend::matmul`] on the GPU: `A` tiled by rows, `B` in one binding (or
-        /// tiled alike when `A` is transposed).
+        /// [`crate::backend::Backend::matmul`] on the GPU: `A` tiled by rows, `B` in one binding
+        /// (or tiled alike when `A` is transposed).
         pub async fn matmul(
             &self,
             a: &[f32],
@@ -253,10 +248,10 @@ mod host {
             }
         }
 
-        /// Seconds per product `C = A B` (`m x k` times `k x n`, each in one binding) over `repeats`
-        /// dispatches on buffers already on the device, after one warm-up: the kernel's own rate,
-        /// which the transfers every `matmul` call pays would hide. For the benchmark; native only
-        /// (the browser has no monotonic clock here).
+        /// Seconds per product `C = A B` (`m x k` times `k x n`, each in one binding) over
+        /// `repeats` dispatches on buffers already on the device, after one warm-up: the kernel's
+        /// own rate, which the transfers every `matmul` call pays would hide. For the benchmark;
+        /// native only (the browser has no monotonic clock here).
         #[cfg(not(target_arch = "wasm32"))]
         pub async fn time_resident_matmul(
             &self,
@@ -305,9 +300,9 @@ mod host {
             self.read::<f32>(&g, cols * cols).await
         }
 
-        /// Orthonormalizes the columns of the tiled `y` in place: CholeskyQR2 (Gram matrix on the GPU,
-        /// its Cholesky factor on the CPU in f64, `Y R^-1` on the GPU, twice), or, when the panel is
-        /// numerically rank deficient, Householder QR on the CPU.
+        /// Orthonormalizes the columns of the tiled `y` in place: CholeskyQR2 (Gram matrix on the
+        /// GPU, its Cholesky factor on the CPU in f64, `Y R^-1` on the GPU, twice), or, when the
+        /// panel is numerically rank deficient, Householder QR on the CPU.
         async fn orthonormalize(&self, y: Tiled) -> GpuResult<Tiled> {
             let l = y.cols;
             let mut y = y;
@@ -338,8 +333,8 @@ mod host {
             Ok(y)
         }
 
-        /// [`crate::backend::Backend::rsi`] on the GPU: the matrix stays resident, only the small Gram
-        /// matrices, the core and the left factor are read back.
+        /// [`crate::backend::Backend::rsi`] on the GPU: the matrix stays resident, only the small
+        /// Gram matrices, the core and the left factor are read back.
         #[allow(clippy::too_many_arguments)]
         pub async fn rsi(
             &self,
@@ -359,7 +354,8 @@ mod host {
                     vt: Mat::zeros(0, cols),
                 });
             }
-            // Work on the tall orientation, as linalg::rsi does: a wide matrix is uploaded transposed.
+            // Work on the tall orientation, as linalg::rsi does: a wide matrix is uploaded
+            // transposed.
             if rows < cols {
                 let mut t = vec![0f32; w.len()];
                 for i in 0..rows {
@@ -434,9 +430,9 @@ mod host {
         }
     }
 
-    /// `R^-1` (row-major, `l x l`) for the Cholesky factor `R^T R = G` of a Gram matrix, computed in
-    /// f64; `None` when `G` is not numerically positive definite enough for Cholesky-QR in f32 (see
-    /// [`CHOLESKY_MIN_DIAGONAL_RATIO`]).
+    /// `R^-1` (row-major, `l x l`) for the Cholesky factor `R^T R = G` of a Gram matrix, computed
+    /// in f64; `None` when `G` is not numerically positive definite enough for Cholesky-QR in f32
+    /// (see [`CHOLESKY_MIN_DIAGONAL_RATIO`]).
     fn inverse_cholesky_factor(gram: &[f32], l: usize) -> Option<Vec<f32>> {
         // Cholesky G = R^T R, R upper triangular, row-major in f64.
         let mut r = vec![0f64; l * l];
