@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use bytemuck::Pod;
 
 use super::GpuFailure;
-use crate::rng::Rng;
 use crate::shaders;
 
 pub(super) use points::PointSet;
@@ -215,7 +214,7 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     async fn calibrate(&self) -> std::result::Result<String, String> {
         let n = 512;
-        let mut rng = Rng::new(1);
+        let mut rng = crate::rng::Rng::new(1);
         let a: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
         let time = |f: &dyn Fn() -> bool| {
             let t = std::time::Instant::now();
