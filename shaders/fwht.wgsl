@@ -1,5 +1,6 @@
 // Random-sign fast Walsh-Hadamard rotation of the rows of a row-major matrix, forward or inverse:
-// the GPU twin of `rotation::forward` / `rotation::inverse` (mirrors `backend::gpu::FwhtDims`).
+// the GPU twin of `rotation::forward` / `rotation::inverse` (host code, CPU twin and the
+// uniform's Rust mirror `FwhtDims`: src/backend/kernels/fwht.rs).
 // The butterflies are the CPU's, in the same order (x + y, x - y per pass, then one multiply by
 // 1/sqrt(block) computed on the CPU), so both give the same bits.
 //

@@ -1,7 +1,7 @@
-// Grouped scalar quantization: per group, the (scale, offset) search of `codec::scalar`'s grouped grid
-// (`fit_group`: min/max range, then 12 shrunk ranges, each as is and refitted by least squares, every
-// candidate measured with its f16-rounded values), then the group's codes. Mirrors
-// `backend::gpu::GroupDims`; checked against `backend::cpu::fit_groups`.
+// Grouped scalar quantization: per group, the (scale, offset) search of the scalar codec's grouped
+// grid (`fit_group`: min/max range, then 12 shrunk ranges, each as is and refitted by least squares, every
+// candidate measured with its f16-rounded values), then the group's codes. Host code,
+// CPU twin `fit_groups` and the uniform's Rust mirror `GroupDims`: src/backend/kernels/group_fit.rs.
 //
 // One invocation per group. The CPU sums errors and the least-squares moments in f64; WGSL has no
 // f64, so this sums in f32 and centres the least-squares fit (stable in f32): near-ties between

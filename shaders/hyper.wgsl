@@ -1,9 +1,10 @@
-// Hyper-Compression's per-pair nearest-codeword search, `codec::hyper::nearest_code`: the pair's
+// Hyper-Compression's per-pair nearest-codeword search, `nearest_code` of its CPU twin: the pair's
 // ring (the concentric-ring scaling adjustment for pairs outside the square), the pair shrunk into
 // the disk, then the closed-form decoding of the sheared lattice (rows outwards from the point's
 // own row, the nearest column and its two neighbours in each, the centre as codeword 0, ties to the
-// smallest index). Mirrors `codec::hyper::Geometry` through `backend::gpu::HyperDims`; checked
-// against `hyper::nearest_codes` in tests/backend.rs.
+// smallest index). Host code, CPU twin and the uniform's Rust mirror `HyperDims` (the
+// `Geometry` as sent): src/backend/kernels/hyper.rs; checked against `nearest_codes` in
+// tests/backend.rs.
 //
 // Same codes as the CPU, by construction: WGSL lets a driver fuse a*b+c into one rounding and does
 // not round division or sqrt correctly, so this search may see distances a few ulps away from the

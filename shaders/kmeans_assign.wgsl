@@ -1,6 +1,7 @@
 // k-means assignment: the nearest centroid of every point (lowest index among equals) and its
 // squared distance, ||x||^2 + (||c||^2 - 2 x.c) clamped at 0, the formula of the CPU kernel
-// `kmeans::assign` that this is checked against. Mirrors `backend::gpu::AssignDims`.
+// `kmeans::assign` that this is checked against. Host code, CPU twin and the uniform's Rust mirror
+// `AssignDims`: src/backend/kernels/kmeans_assign.rs.
 //
 // One invocation per point; the centroids are staged through workgroup memory in chunks of at most
 // 2048 floats (8 KiB), with their squared norms computed once per chunk. Besides codes and distances,

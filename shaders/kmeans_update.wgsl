@@ -1,6 +1,7 @@
-// k-means centroid update, in two passes because WGSL has no float atomics. Mirrors
-// `backend::gpu::UpdateDims`; checked against `kmeans::cluster_means` (the CPU update before its
-// empty-cluster split, which stays on the CPU).
+// k-means centroid update, in two passes because WGSL has no float atomics. Host code,
+// CPU twin and the uniform's Rust mirror `UpdateDims`: src/backend/kernels/kmeans_update.rs;
+// checked against `kmeans::cluster_means` (the CPU update before its empty-cluster split, which
+// stays on the CPU).
 //
 // `sum_chunks`: one workgroup per (chunk of 1024 points, block of 256 centroids). The chunk's codes
 //   are staged in workgroup memory; invocation c walks them and adds the coordinates of its members,

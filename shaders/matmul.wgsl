@@ -1,6 +1,6 @@
 // Tiled f32 matrix product C = op(A) * B (+ C), op(A) = A or A^T, all row-major.
-// Mirrors `backend::gpu::MatmulDims` (the uniform below) and is checked against
-// `backend::cpu::matmul` (faer) in tests/backend.rs.
+// Host code, CPU twin and the uniform's Rust mirror `MatmulDims`: src/backend/kernels/matmul.rs
+// (checked against its CPU twin `matmul`, faer, in tests/backend.rs).
 //
 // Used by the randomized subspace iteration: W * Omega and Y * R^-1 (op = identity), W^T * Q, Q^T * W
 // and the Cholesky-QR Gram matrix Y^T * Y (op = transpose). `accumulate = 1` adds into C, so a

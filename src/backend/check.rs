@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use super::{cpu, Backend};
+use super::kernels::{fwht, group_fit, hyper, kmeans_update, matmul};
+use super::Backend;
 use crate::kmeans::Codebook;
 use crate::rng::Rng;
 
@@ -56,11 +57,24 @@ fn failed(kernel: &str, shape: String, e: crate::Error) -> KernelCheck {
     }
 }
 
-/// Runs every kernel on `backend` and compares it with the CPU reference.
+/// Runs every kernel on `backend` and compares it with the CPU reference: one function per kernel
+/// below, each adding its rows.
 pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
     let mut out = Vec::new();
-    // Products: 1 x n, n x 1, and sizes that are not multiples of the 64 x 64 tile, both ops.
-    // Tolerance per entry: 1e-5 x sum_k |a_ik b_kj| (f32 accumulation in another order).
+    matmul_rows(backend, &mut out).await;
+    gram_rows(backend, &mut out).await;
+    rsi_rows(backend, &mut out).await;
+    assign_rows(backend, &mut out).await;
+    update_rows(backend, &mut out).await;
+    rotation_rows(backend, &mut out).await;
+    group_fit_rows(backend, &mut out).await;
+    hyper_rows(backend, &mut out).await;
+    out
+}
+
+/// Products: 1 x n, n x 1, and sizes that are not multiples of the 64 x 64 tile, both ops.
+/// Tolerance per entry: 1e-5 x sum_k |a_ik b_kj| (f32 accumulation in another order).
+async fn matmul_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
     for &(m, k, n, transpose) in &[
         (1, 300, 70, false),
         (257, 1, 1, false),
@@ -75,8 +89,8 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
         let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
         match (
             result,
-            cpu::matmul(&a, a_rows, a_cols, transpose, &b, n),
-            cpu::matmul(&abs(&a), a_rows, a_cols, transpose, &abs(&b), n),
+            matmul::matmul(&a, a_rows, a_cols, transpose, &b, n),
+            matmul::matmul(&abs(&a), a_rows, a_cols, transpose, &abs(&b), n),
         ) {
             (Ok(got), Ok(want), Ok(scale)) => {
                 let worst = got
@@ -92,55 +106,60 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
             }
         }
     }
-    // The Gram matrix Y^T Y of a tall panel.
-    {
-        let (rows, cols) = (301, 19);
-        let y = random(rows * cols, 3);
-        let shape = format!("{rows}x{cols}");
-        match (
-            backend.gram(&y, rows, cols).await,
-            cpu::gram(&y, rows, cols),
-        ) {
-            (Ok(got), Ok(want)) => {
-                let norms: Vec<f64> = (0..cols)
-                    .map(|j| (0..rows).map(|i| (y[i * cols + j] as f64).powi(2)).sum())
-                    .collect();
-                let worst = (0..cols * cols)
-                    .map(|ij| {
-                        let tol = 1e-5 * (norms[ij / cols] * norms[ij % cols]).sqrt();
-                        (got[ij] - want[ij]).abs() as f64 / tol
-                    })
-                    .fold(0.0, f64::max);
-                out.push(row("gram", shape, worst, backend, ""));
-            }
-            (Err(e), _) | (_, Err(e)) => out.push(failed("gram", shape, e)),
+}
+
+/// The Gram matrix Y^T Y of a tall panel.
+async fn gram_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    let (rows, cols) = (301, 19);
+    let y = random(rows * cols, 3);
+    let shape = format!("{rows}x{cols}");
+    match (
+        backend.gram(&y, rows, cols).await,
+        matmul::gram(&y, rows, cols),
+    ) {
+        (Ok(got), Ok(want)) => {
+            let norms: Vec<f64> = (0..cols)
+                .map(|j| (0..rows).map(|i| (y[i * cols + j] as f64).powi(2)).sum())
+                .collect();
+            let worst = (0..cols * cols)
+                .map(|ij| {
+                    let tol = 1e-5 * (norms[ij / cols] * norms[ij % cols]).sqrt();
+                    (got[ij] - want[ij]).abs() as f64 / tol
+                })
+                .fold(0.0, f64::max);
+            out.push(row("gram", shape, worst, backend, ""));
         }
+        (Err(e), _) | (_, Err(e)) => out.push(failed("gram", shape, e)),
     }
-    // Randomized SVD: singular values within 1e-4 s1 + 1e-3 si.
-    {
-        let (rows, cols, rank) = (90, 61, 8);
-        let w = random(rows * cols, 4);
-        let shape = format!("{rows}x{cols} rank {rank}");
-        let got = backend
-            .rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9))
-            .await;
-        let want = cpu::rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9));
-        match (got, want) {
-            (Ok(g), Ok(c)) => {
-                let s1 = c.sigma.first().copied().unwrap_or(0.0) as f64;
-                let worst = g
-                    .sigma
-                    .iter()
-                    .zip(&c.sigma)
-                    .map(|(a, b)| (a - b).abs() as f64 / (1e-4 * s1 + 1e-3 * *b as f64))
-                    .fold(0.0, f64::max);
-                out.push(row("rsi (randomized SVD)", shape, worst, backend, ""));
-            }
-            (Err(e), _) | (_, Err(e)) => out.push(failed("rsi (randomized SVD)", shape, e)),
+}
+
+/// Randomized SVD: singular values within 1e-4 s1 + 1e-3 si.
+async fn rsi_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    let (rows, cols, rank) = (90, 61, 8);
+    let w = random(rows * cols, 4);
+    let shape = format!("{rows}x{cols} rank {rank}");
+    let got = backend
+        .rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9))
+        .await;
+    let want = matmul::rsi(&w, rows, cols, rank, 8, 2, &mut Rng::new(9));
+    match (got, want) {
+        (Ok(g), Ok(c)) => {
+            let s1 = c.sigma.first().copied().unwrap_or(0.0) as f64;
+            let worst = g
+                .sigma
+                .iter()
+                .zip(&c.sigma)
+                .map(|(a, b)| (a - b).abs() as f64 / (1e-4 * s1 + 1e-3 * *b as f64))
+                .fold(0.0, f64::max);
+            out.push(row("rsi (randomized SVD)", shape, worst, backend, ""));
         }
+        (Err(e), _) | (_, Err(e)) => out.push(failed("rsi (randomized SVD)", shape, e)),
     }
-    // Nearest-centroid assignment, k larger than the number of points and dim 70 (more than the
-    // kernel's registers): the chosen centroid's distance within 1e-4 of the nearest.
+}
+
+/// Nearest-centroid assignment, k larger than the number of points and dim 70 (more than the
+/// kernel's registers): the chosen centroid's distance within 1e-4 of the nearest.
+async fn assign_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
     for &(points, dim, k) in &[(5usize, 3usize, 9usize), (1000, 70, 300)] {
         let shape = format!("{points} points x {dim}, k = {k}");
         let p = random(points * dim, 5);
@@ -167,38 +186,42 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
             Err(e) => out.push(failed("k-means assignment", shape, e)),
         }
     }
-    // Centroid update: means within 1e-5 (1 + |mean|).
-    {
-        let (points, dim, k) = (1001, 7, 13);
-        let shape = format!("{points} points x {dim}, k = {k}");
-        let p = random(points * dim, 7);
-        let codes: Vec<u32> = (0..points as u32).map(|i| (i * 7) % k as u32).collect();
-        let codebook = Codebook {
-            dim,
-            centroids: random(k * dim, 8),
-        };
-        match backend.cluster_means(&p, dim, &codes, &codebook).await {
-            Ok((got, _)) => {
-                let (want, _) = cpu::cluster_means(&p, dim, &codes, &codebook);
-                let worst = got
-                    .centroids
-                    .iter()
-                    .zip(&want.centroids)
-                    .map(|(a, b)| (a - b).abs() as f64 / (1e-5 * (1.0 + b.abs() as f64)))
-                    .fold(0.0, f64::max);
-                out.push(row("k-means centroid update", shape, worst, backend, ""));
-            }
-            Err(e) => out.push(failed("k-means centroid update", shape, e)),
+}
+
+/// Centroid update: means within 1e-5 (1 + |mean|).
+async fn update_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    let (points, dim, k) = (1001, 7, 13);
+    let shape = format!("{points} points x {dim}, k = {k}");
+    let p = random(points * dim, 7);
+    let codes: Vec<u32> = (0..points as u32).map(|i| (i * 7) % k as u32).collect();
+    let codebook = Codebook {
+        dim,
+        centroids: random(k * dim, 8),
+    };
+    match backend.cluster_means(&p, dim, &codes, &codebook).await {
+        Ok((got, _)) => {
+            let (want, _) = kmeans_update::cluster_means(&p, dim, &codes, &codebook);
+            let worst = got
+                .centroids
+                .iter()
+                .zip(&want.centroids)
+                .map(|(a, b)| (a - b).abs() as f64 / (1e-5 * (1.0 + b.abs() as f64)))
+                .fold(0.0, f64::max);
+            out.push(row("k-means centroid update", shape, worst, backend, ""));
         }
+        Err(e) => out.push(failed("k-means centroid update", shape, e)),
     }
-    // The random-sign Walsh-Hadamard rotation: bit for bit.
+}
+
+/// The random-sign Walsh-Hadamard rotation: bit for bit.
+async fn rotation_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
     for &(rows, cols) in &[(1usize, 1024usize), (37, 64)] {
         let shape = format!("{rows}x{cols}");
         let mut got = random(rows * cols, 10);
         let mut want = got.clone();
         match backend.rotate(&mut got, cols, 11, false).await {
             Ok(()) => {
-                cpu::rotate(&mut want, cols, 11, false);
+                fwht::rotate(&mut want, cols, 11, false);
                 let same = got
                     .iter()
                     .zip(&want)
@@ -209,37 +232,41 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
             Err(e) => out.push(failed("rotation (FWHT)", shape, e)),
         }
     }
-    // Per-group scale search: exact f16 fits, each group's error no worse than the CPU's x 1.001.
-    {
-        let (rows, cols, bits, group) = (3, 200, 4u8, 64);
-        let shape = format!("{rows}x{cols}, {bits} bits, groups of {group}");
-        let v = random(rows * cols, 12);
-        match backend.fit_groups(&v, rows, cols, bits, group, true).await {
-            Ok(got) => {
-                let want = cpu::fit_groups(&v, rows, cols, bits, group, true);
-                let error = |f: &super::GroupFits| -> Vec<f64> {
-                    cpu::group_errors(&v, rows, cols, group, f)
-                };
-                let (e_got, e_want) = (error(&got), error(&want));
-                let worst = e_got
-                    .iter()
-                    .zip(&e_want)
-                    .map(|(g, w)| (g - w).max(0.0) / (1e-3 * w + 1e-30))
-                    .fold(0.0, f64::max);
-                out.push(row("scalar group fit", shape, worst, backend, ""));
-            }
-            Err(e) => out.push(failed("scalar group fit", shape, e)),
+}
+
+/// Per-group scale search: exact f16 fits, each group's error no worse than the CPU's x 1.001.
+async fn group_fit_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    let (rows, cols, bits, group) = (3, 200, 4u8, 64);
+    let shape = format!("{rows}x{cols}, {bits} bits, groups of {group}");
+    let v = random(rows * cols, 12);
+    match backend.fit_groups(&v, rows, cols, bits, group, true).await {
+        Ok(got) => {
+            let want = group_fit::fit_groups(&v, rows, cols, bits, group, true);
+            let error = |f: &group_fit::GroupFits| -> Vec<f64> {
+                group_fit::group_errors(&v, rows, cols, group, f)
+            };
+            let (e_got, e_want) = (error(&got), error(&want));
+            let worst = e_got
+                .iter()
+                .zip(&e_want)
+                .map(|(g, w)| (g - w).max(0.0) / (1e-3 * w + 1e-30))
+                .fold(0.0, f64::max);
+            out.push(row("scalar group fit", shape, worst, backend, ""));
         }
+        Err(e) => out.push(failed("scalar group fit", shape, e)),
     }
-    // Hyper-Compression's nearest codeword: the same code for every pair (the kernel settles
-    // near-ties on the CPU), with and without rings outside the square.
+}
+
+/// Hyper-Compression's nearest codeword: the same code for every pair (the kernel settles
+/// near-ties on the CPU), with and without rings outside the square.
+async fn hyper_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
     for (t, rings) in [(40u32, 0u32), (15, 3)] {
-        let geometry = crate::codec::hyper::Geometry::new([0.013, -0.02], 0.1, t, rings, 0.5);
+        let geometry = hyper::Geometry::new([0.013, -0.02], 0.1, t, rings, 0.5);
         let shape = format!("1001 pairs, T = {t}, {rings} rings");
         let pairs: Vec<f32> = random(2 * 1001, 13).iter().map(|x| 0.08 * x).collect();
         match backend.hyper_codes(&pairs, &geometry).await {
             Ok(got) => {
-                let want = cpu::hyper_codes(&pairs, &geometry);
+                let want = hyper::hyper_codes(&pairs, &geometry);
                 let worst = if got == want { 0.0 } else { f64::INFINITY };
                 out.push(row(
                     "hyper nearest codeword",
@@ -252,5 +279,4 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
             Err(e) => out.push(failed("hyper nearest codeword", shape, e)),
         }
     }
-    out
 }

@@ -1,9 +1,11 @@
 //! Where the heavy kernels run: `Backend::Cpu` (the reference, always compiled, the fallback and the
 //! test oracle) or `Backend::Gpu` (the WGSL kernels of `shaders/` through wgpu: Vulkan, Metal or DX12
 //! natively, WebGPU in the browser). One method per kernel; the codecs call these and nothing else
-//! touches the GPU.
+//! touches the GPU. Each kernel is one file of [`kernels`], named as its shader, holding its
+//! arguments, its CPU twin and its GPU host code; [`gpu`] is the device they share. The backend
+//! imports nothing from the codecs (they import it): see docs/BACKENDS.md.
 //!
-//! Choosing (ARCHITECTURE.md): `auto` takes the GPU only when the adapter is a real GPU (discrete or
+//! Choosing: `auto` takes the GPU only when the adapter is a real GPU (discrete or
 //! integrated), or, for adapters of unknown kind, when a calibration product runs faster on it than
 //! on the CPU. Emulated adapters (lavapipe, SwiftShader: device type `Cpu`) are 30-50x slower than
 //! the CPU path, so `auto` never picks them; `--backend gpu` forces them (tests do).
@@ -17,9 +19,9 @@
 //! on the CPU backend the futures are ready at once ([`ready`]), natively [`block_on`] drives them.
 
 pub mod check;
-pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod kernels;
 
 use std::future::Future;
 use std::pin::pin;
@@ -31,6 +33,9 @@ use crate::error::{Error, Result};
 use crate::kmeans::{Codebook, Fit};
 use crate::linalg::Svd;
 use crate::rng::Rng;
+use kernels::{fwht, group_fit, hyper, kmeans_assign, kmeans_update, matmul};
+
+pub use kernels::group_fit::GroupFits;
 
 /// Runs the GPU expression when the backend is a GPU that has not failed, else (or when it fails)
 /// the CPU expression. A `Failed` GPU error is recorded so the rest of the run uses the CPU.
@@ -117,11 +122,11 @@ pub enum Backend {
 /// Why a GPU call did not give a result.
 #[derive(Debug)]
 pub enum GpuFailure {
-    /// This problem does not fit the kernel (e.g. a matrix over the binding limit where it cannot be
-    /// tiled): run this call on the CPU, keep the GPU.
+    /// This problem does not fit the kernel (e.g. a matrix over the binding limit where it cannot
+    /// be tiled): run this call on the CPU, keep the GPU.
     Unsupported(String),
-    /// The device failed (validation error, out of memory, device lost): the rest of the run goes to
-    /// the CPU.
+    /// The device failed (validation error, out of memory, device lost): the rest of the run goes
+    /// to the CPU.
     Failed(String),
 }
 
@@ -204,18 +209,18 @@ impl Backend {
         b: &[f32],
         b_cols: usize,
     ) -> Result<Vec<f32>> {
-        cpu::check_matmul(a, a_rows, a_cols, transpose_a, b, b_cols)?;
+        matmul::check_matmul(a, a_rows, a_cols, transpose_a, b, b_cols)?;
         run!(
             self,
             g => g.matmul(a, a_rows, a_cols, transpose_a, b, b_cols).await,
-            cpu::matmul(a, a_rows, a_cols, transpose_a, b, b_cols)
+            matmul::matmul(a, a_rows, a_cols, transpose_a, b, b_cols)
         )
     }
 
     /// The Gram matrix `Y^T Y` of a row-major `rows x cols` matrix (`cols x cols`).
     pub async fn gram(&self, y: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        cpu::check_matmul(y, rows, cols, true, y, cols)?;
-        run!(self, g => g.gram(y, rows, cols).await, cpu::gram(y, rows, cols))
+        matmul::check_matmul(y, rows, cols, true, y, cols)?;
+        run!(self, g => g.gram(y, rows, cols).await, matmul::gram(y, rows, cols))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -244,7 +249,7 @@ impl Backend {
             g => g.rsi(w, rows, cols, k, oversample, power_iters, rng).await,
             {
                 *rng = start;
-                cpu::rsi(w, rows, cols, k, oversample, power_iters, rng)
+                matmul::rsi(w, rows, cols, k, oversample, power_iters, rng)
             }
         )
     }
@@ -256,8 +261,8 @@ impl Backend {
         dim: usize,
         codebook: &Codebook,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
-        let cpu_result = || crate::kmeans::assign(points, dim, codebook);
-        crate::kmeans::check_assign(points, dim, codebook)?;
+        let cpu_result = || kmeans_assign::assign(points, dim, codebook);
+        kmeans_assign::check_assign(points, dim, codebook)?;
         run!(self, g => g.kmeans_assign(points, dim, codebook).await, cpu_result())
     }
 
@@ -271,11 +276,11 @@ impl Backend {
         codes: &[u32],
         codebook: &Codebook,
     ) -> Result<(Codebook, Vec<u32>)> {
-        crate::kmeans::check_codes(points, dim, codes, codebook)?;
+        kmeans_update::check_codes(points, dim, codes, codebook)?;
         run!(
             self,
             g => g.cluster_means(points, dim, codes, codebook).await,
-            Ok(cpu::cluster_means(points, dim, codes, codebook))
+            Ok(kmeans_update::cluster_means(points, dim, codes, codebook))
         )
     }
 
@@ -321,15 +326,15 @@ impl Backend {
             self,
             g => g.rotate(values, cols, seed, inverse).await,
             {
-                cpu::rotate(values, cols, seed, inverse);
+                fwht::rotate(values, cols, seed, inverse);
                 Ok(())
             }
         )
     }
 
     /// The grouped scalar grid's per-group (scale, minimum) search and codes
-    /// ([`crate::codec::scalar`]): groups of `group` consecutive values within each row of the
-    /// row-major matrix, `bits` per code.
+    /// ([`group_fit::fit_groups`], what the scalar codec's `Grouped` grid stores): groups of
+    /// `group` consecutive values within each row of the row-major matrix, `bits` per code.
     pub async fn fit_groups(
         &self,
         values: &[f32],
@@ -339,40 +344,25 @@ impl Backend {
         group: usize,
         search: bool,
     ) -> Result<GroupFits> {
-        cpu::check_groups(values, rows, cols, bits, group)?;
+        group_fit::check_groups(values, rows, cols, bits, group)?;
         run!(
             self,
             g => g.fit_groups(values, rows, cols, bits, group, search).await,
-            Ok(cpu::fit_groups(values, rows, cols, bits, group, search))
+            Ok(group_fit::fit_groups(values, rows, cols, bits, group, search))
         )
     }
-}
 
-impl Backend {
-    /// Hyper-Compression's per-pair nearest-codeword search ([`crate::codec::hyper::nearest_codes`]):
+    /// Hyper-Compression's per-pair nearest-codeword search ([`hyper::nearest_codes`]):
     /// one code per pair `(pairs[2i], pairs[2i+1])`. The same codes on both backends (the kernel
     /// hands the pairs it cannot decide with certainty in f32 to the CPU function).
-    pub async fn hyper_codes(
-        &self,
-        pairs: &[f32],
-        geometry: &crate::codec::hyper::Geometry,
-    ) -> Result<Vec<u32>> {
-        cpu::check_hyper(pairs, geometry)?;
+    pub async fn hyper_codes(&self, pairs: &[f32], geometry: &hyper::Geometry) -> Result<Vec<u32>> {
+        hyper::check_hyper(pairs, geometry)?;
         run!(
             self,
             g => g.hyper_codes(pairs, geometry).await.map(|c| c.codes),
-            Ok(cpu::hyper_codes(pairs, geometry))
+            Ok(hyper::hyper_codes(pairs, geometry))
         )
     }
-}
-
-/// The result of [`Backend::fit_groups`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct GroupFits {
-    /// (scale, minimum) per group in storage order, each exactly an f16 value.
-    pub fits: Vec<(f32, f32)>,
-    /// One code per value, `0 ..= 2^bits - 1`.
-    pub codes: Vec<u32>,
 }
 
 /// Drives a future to completion on the calling thread (native), sleeping while it waits.

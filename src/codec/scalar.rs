@@ -345,90 +345,8 @@ fn decode_uniform(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grouped grid
-
-/// Scale and offset of one group, as stored (f16) and as used (the f16 values widened to f32).
-#[derive(Clone, Copy)]
-struct GroupFit {
-    scale: f16,
-    minimum: f16,
-}
-
-#[inline]
-fn quantize_grouped(v: f32, scale: f32, minimum: f32, top: f32) -> f32 {
-    if scale > 0.0 {
-        ((v - minimum) / scale).round().clamp(0.0, top)
-    } else {
-        0.0
-    }
-}
-
-fn group_error(group: &[f32], scale: f32, minimum: f32, top: f32) -> f64 {
-    group
-        .iter()
-        .map(|&v| {
-            let q = quantize_grouped(v, scale, minimum, top);
-            ((q * scale + minimum - v) as f64).powi(2)
-        })
-        .sum()
-}
-
-/// Fits a group's scale and offset. With `search`, tries shrunk ranges and refits (scale,
-/// offset) by least squares on the resulting codes, keeping the smallest squared error; without
-/// it, the plain min/max range. The error is always measured with the f16-rounded values that
-/// are stored.
-fn fit_group(group: &[f32], bits: u8, search: bool) -> GroupFit {
-    let top = ((1u32 << bits) - 1) as f32;
-    let lo = group.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let stored = |scale: f32, minimum: f32| GroupFit {
-        scale: f16::from_f32(scale.max(0.0)),
-        minimum: f16::from_f32(minimum),
-    };
-    let plain = stored((hi - lo) / top, lo);
-    if !search || hi <= lo {
-        return plain;
-    }
-    let eval = |f: GroupFit| group_error(group, f.scale.to_f32(), f.minimum.to_f32(), top);
-    let mut best = (eval(plain), plain);
-    for i in 0..12 {
-        let shrink = 1.0 - 0.04 * i as f32;
-        let half = 0.5 * (hi - lo) * shrink;
-        let mid = 0.5 * (hi + lo);
-        let (scale, minimum) = (2.0 * half / top, mid - half);
-        for f in [stored(scale, minimum), refit(group, scale, minimum, top)] {
-            let e = eval(f);
-            if e < best.0 {
-                best = (e, f);
-            }
-        }
-    }
-    best.1
-}
-
-/// Least-squares (scale, offset) for the codes that (scale, minimum) gives the group.
-fn refit(group: &[f32], scale: f32, minimum: f32, top: f32) -> GroupFit {
-    let n = group.len() as f64;
-    let (mut sq, mut sqq, mut sx, mut sqx) = (0f64, 0f64, 0f64, 0f64);
-    for &v in group {
-        let q = quantize_grouped(v, scale, minimum, top) as f64;
-        sq += q;
-        sqq += q * q;
-        sx += v as f64;
-        sqx += q * v as f64;
-    }
-    let det = n * sqq - sq * sq;
-    let (s, m) = if det.abs() > 1e-12 {
-        let s = (n * sqx - sq * sx) / det;
-        (s, (sx - s * sq) / n)
-    } else {
-        (scale as f64, minimum as f64)
-    };
-    GroupFit {
-        scale: f16::from_f32((s as f32).max(0.0)),
-        minimum: f16::from_f32(m as f32),
-    }
-}
+// Grouped grid: the per-group fit is the backend's (`backend::kernels::group_fit`, a CPU
+// function and a GPU kernel); this codes and decodes its result.
 
 fn check_grouped(bits: u8, group: u32) -> Result<()> {
     if !(1..=8).contains(&bits) || group == 0 {
@@ -448,32 +366,6 @@ fn groups(shape: Shape2, group: usize) -> impl Iterator<Item = (usize, usize)> {
             .step_by(group)
             .map(move |c| (r * cols + c, group.min(cols - c)))
     })
-}
-
-/// The grouped grid's (scale, minimum) per group and codes: the CPU reference of
-/// `shaders/group_fit.wgsl`.
-pub fn fit_groups(
-    values: &[f32],
-    rows: usize,
-    cols: usize,
-    bits: u8,
-    group: usize,
-    search: bool,
-) -> GroupFits {
-    let top = ((1u32 << bits) - 1) as f32;
-    let mut fits = Vec::with_capacity(rows * cols.div_ceil(group.max(1)));
-    let mut codes = Vec::with_capacity(values.len());
-    for (start, len) in groups(Shape2::new(rows, cols), group) {
-        let g = &values[start..start + len];
-        let fit = fit_group(g, bits, search);
-        let (scale, minimum) = (fit.scale.to_f32(), fit.minimum.to_f32());
-        fits.push((scale, minimum));
-        codes.extend(
-            g.iter()
-                .map(|&v| quantize_grouped(v, scale, minimum, top) as u32),
-        );
-    }
-    GroupFits { fits, codes }
 }
 
 /// Codes the fitted groups: the entropy-coded codes, then the f16 (scale, minimum) of each group.
@@ -591,6 +483,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::kernels::group_fit::fit_groups;
     use crate::rng::Rng;
 
     fn gaussian(n: usize, seed: u64) -> Vec<f32> {

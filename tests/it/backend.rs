@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use crate::common;
 
 use lowbit::backend::gpu::{Gpu, GpuOptions};
-use lowbit::backend::{block_on, cpu, Backend, GpuFailure};
+use lowbit::backend::kernels::{fwht, group_fit, hyper, kmeans_update, matmul};
+use lowbit::backend::{block_on, Backend, GpuFailure};
 use lowbit::kmeans::Codebook;
 use lowbit::rng::Rng;
 
@@ -173,7 +174,7 @@ fn matmul_matches_reference() {
                 let a = random(a_rows * a_cols, 10 + si as u64);
                 let b = random(k * n, 20 + si as u64);
                 let got = match &side {
-                    Side::Cpu => cpu::matmul(&a, a_rows, a_cols, transpose, &b, n).unwrap(),
+                    Side::Cpu => matmul::matmul(&a, a_rows, a_cols, transpose, &b, n).unwrap(),
                     Side::Gpu(g, _) => {
                         let r = block_on(g.matmul(&a, a_rows, a_cols, transpose, &b, n));
                         match ran_or_declined(&side, r, "matmul", &mut ran) {
@@ -204,7 +205,7 @@ fn gram_matches_reference() {
         for &(rows, cols) in &[(1, 5), (3000, 1), (129, 65), (2, 2), (300, 40)] {
             let y = random(rows * cols, 7);
             let got = match &side {
-                Side::Cpu => cpu::gram(&y, rows, cols).unwrap(),
+                Side::Cpu => matmul::gram(&y, rows, cols).unwrap(),
                 Side::Gpu(g, _) => {
                     match ran_or_declined(&side, block_on(g.gram(&y, rows, cols)), "gram", &mut ran)
                     {
@@ -267,13 +268,13 @@ fn rsi_matches_cpu() {
         let w = with_spectrum(rows, cols, 3);
         let reference = {
             let mut rng = Rng::new(9);
-            cpu::rsi(&w, rows, cols, k, 5, 2, &mut rng).unwrap()
+            matmul::rsi(&w, rows, cols, k, 5, 2, &mut rng).unwrap()
         };
         let reference_error = frobenius_error(&w, &reference);
         for side in sides() {
             let mut rng = Rng::new(9);
             let svd = match &side {
-                Side::Cpu => cpu::rsi(&w, rows, cols, k, 5, 2, &mut rng).unwrap(),
+                Side::Cpu => matmul::rsi(&w, rows, cols, k, 5, 2, &mut rng).unwrap(),
                 Side::Gpu(g, _) => {
                     let r = block_on(g.rsi(&w, rows, cols, k, 5, 2, &mut rng));
                     match ran_or_declined(&side, r, "rsi", &mut ran) {
@@ -380,10 +381,10 @@ fn cluster_means_match_cpu() {
         let cb = codebook(k, dim, 6);
         let mut rng = Rng::new(8);
         let codes: Vec<u32> = (0..n).map(|_| rng.below(k as u64) as u32).collect();
-        let (want, want_counts) = cpu::cluster_means(&points, dim, &codes, &cb);
+        let (want, want_counts) = kmeans_update::cluster_means(&points, dim, &codes, &cb);
         for side in sides() {
             let (got, counts) = match &side {
-                Side::Cpu => cpu::cluster_means(&points, dim, &codes, &cb),
+                Side::Cpu => kmeans_update::cluster_means(&points, dim, &codes, &cb),
                 Side::Gpu(g, _) => {
                     let r = block_on(g.cluster_means(&points, dim, &codes, &cb));
                     match ran_or_declined(&side, r, "cluster means", &mut ran) {
@@ -453,11 +454,11 @@ fn rotation_matches_cpu_bit_for_bit() {
         let x = random(rows * cols, cols as u64);
         for inverse in [false, true] {
             let mut want = x.clone();
-            cpu::rotate(&mut want, cols, 5, inverse);
+            fwht::rotate(&mut want, cols, 5, inverse);
             for side in sides() {
                 let mut got = x.clone();
                 match &side {
-                    Side::Cpu => cpu::rotate(&mut got, cols, 5, inverse),
+                    Side::Cpu => fwht::rotate(&mut got, cols, 5, inverse),
                     Side::Gpu(g, _) => {
                         if let Side::Gpu(_, LOW_NAME) = side {
                             if cols * 4 > LOW_BINDING as usize {
@@ -478,7 +479,7 @@ fn rotation_matches_cpu_bit_for_bit() {
     }
 }
 
-use lowbit::backend::cpu::group_errors;
+use lowbit::backend::kernels::group_fit::group_errors;
 
 #[test]
 fn group_fit_matches_cpu() {
@@ -486,11 +487,11 @@ fn group_fit_matches_cpu() {
         let x = random(rows * cols, 12);
         for &group in &[1usize, 32, 64, 128] {
             for &bits in &[1u8, 2, 4, 8] {
-                let want = cpu::fit_groups(&x, rows, cols, bits, group, true);
+                let want = group_fit::fit_groups(&x, rows, cols, bits, group, true);
                 let want_errors = group_errors(&x, rows, cols, group, &want);
                 for side in sides() {
                     let got = match &side {
-                        Side::Cpu => cpu::fit_groups(&x, rows, cols, bits, group, true),
+                        Side::Cpu => group_fit::fit_groups(&x, rows, cols, bits, group, true),
                         Side::Gpu(g, _) => ok(
                             block_on(g.fit_groups(&x, rows, cols, bits, group, true)),
                             "group fit",
@@ -528,7 +529,7 @@ fn gpu_failure_falls_back_to_the_cpu() {
     let backend = Backend::Gpu(Box::new(gpu));
     let a = random(6, 1);
     let product = block_on(backend.matmul(&a, 2, 3, false, &a, 2)).expect("the CPU answers");
-    assert_eq!(product, cpu::matmul(&a, 2, 3, false, &a, 2).unwrap());
+    assert_eq!(product, matmul::matmul(&a, 2, 3, false, &a, 2).unwrap());
     let reason = backend.fallback().expect("the failure is recorded");
     assert!(!reason.is_empty());
 }
@@ -704,7 +705,7 @@ fn the_browser_kernel_check_passes_on_the_native_adapter() {
 /// Points that stress the hyper search of `g`: inside the square, near and on its edges and
 /// corners, far outside, at the centre, on lattice points, on midpoints between neighbouring
 /// lattice points (exact ties), and on the ring boundaries.
-fn hyper_points(g: &lowbit::codec::hyper::Geometry, seed: u64) -> Vec<f32> {
+fn hyper_points(g: &hyper::Geometry, seed: u64) -> Vec<f32> {
     let mut r = Rng::new(seed);
     let (c, side, t) = (g.centre, g.side, g.t);
     let half = 0.5 * side;
@@ -751,7 +752,7 @@ fn hyper_points(g: &lowbit::codec::hyper::Geometry, seed: u64) -> Vec<f32> {
 /// (random pairs in a realistic geometry), so the CPU's share is bounded.
 #[test]
 fn hyper_codes_match_cpu_exactly() {
-    use lowbit::codec::hyper::{nearest_codes, Geometry};
+    use hyper::{nearest_codes, Geometry};
     let geometries = [
         Geometry::new([0.0, 0.0], 0.1, 40, 1, 0.3),
         Geometry::new([0.013, -0.02], 0.1, 15, 3, 0.5),
@@ -770,7 +771,7 @@ fn hyper_codes_match_cpu_exactly() {
             let want = nearest_codes(x, g);
             for side in sides() {
                 let got = match &side {
-                    Side::Cpu => cpu::hyper_codes(x, g),
+                    Side::Cpu => hyper::hyper_codes(x, g),
                     Side::Gpu(gpu, name) => {
                         let got = ok(block_on(gpu.hyper_codes(x, g)), "hyper");
                         if *name == LOW_NAME && count * 8 > LOW_BINDING as usize {
