@@ -9,7 +9,7 @@
 //!   when an upgrade does not fit, the walk goes on with smaller ones, filling the budget
 //!   (a multiple-choice knapsack solved by the standard convex-hull greedy). Points off the hull
 //!   are never reached.
-//! - Knapsack (`--allocator knapsack`, after ROCKET, ALGORITHMS.md 6): the same problem solved by
+//! - Knapsack (`--allocator knapsack`, after ROCKET; docs/METHODS.md): the same problem solved by
 //!   dynamic programming over a discretised budget, on every Pareto-optimal option (hull or not);
 //!   see [`allocate_knapsack`] for the grid and its rounding bound.
 //! - Error mode (`--max-error`): per tensor, the cheapest option whose error is at most the bound.
@@ -190,7 +190,7 @@ pub fn pareto_front(options: &[OptionPoint]) -> Vec<usize> {
 }
 
 /// Picks one option per tensor with total bytes <= `budget_bytes`, minimising total distortion,
-/// by multiple-choice knapsack dynamic programming (ROCKET's solver, ALGORITHMS.md 6). Returns
+/// by multiple-choice knapsack dynamic programming (ROCKET's solver). Returns
 /// `None` when even the cheapest options do not fit.
 ///
 /// Every tensor first takes its cheapest option; the DP then spends the remaining budget `R` on

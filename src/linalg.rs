@@ -1,5 +1,5 @@
 //! Dense linear algebra for the low-rank codec: truncated SVD by randomized subspace iteration
-//! (Halko, Martinsson & Tropp 2011, Alg. 4.4; ALGORITHMS.md section 2), an exact SVD for tests and
+//! (Halko, Martinsson & Tropp 2011, Alg. 4.4; docs/CODECS-lowrank.md), an exact SVD for tests and
 //! reports, and the small helpers around them, all on top of `faer`.
 //!
 //! The big products (`W Omega`, `W^T Q`, `Q^T W`) run in f32 through faer's blocked matmul; the

@@ -1,4 +1,4 @@
-//! Fisher-weighted SVD (FWSVD, Hsu et al. 2022; ALGORITHMS.md 5): a different *encoder* for the
+//! Fisher-weighted SVD (FWSVD, Hsu et al. 2022; docs/METHODS.md): a different *encoder* for the
 //! [`lowrank`] format. Rows get importances `i_r`; with `D = diag(sqrt(i_r + eps))` the rank-k
 //! minimiser of the row-weighted error `sum_r i_r ||W_r - What_r||^2` is the truncated SVD of `D W`
 //! mapped back, `What = D^-1 U_k S_k V_k^T` (a row-constant weight is absorbed by the left factor,

@@ -1,13 +1,13 @@
 //! Shared bases (after Concatenated Matrix SVD with error-constrained clustering, Shamrai;
-//! ALGORITHMS.md 7): which matrices of a checkpoint share one basis of rank `r` within a relative
-//! error `eps` (the estimator and grouping below), and the planning of `--method shared-lowrank`
-//! on top of it ([`SharedPlan`]): the groups are coded by `codec::shared_lowrank`, whose basis is
-//! stored once per group in the container's `groups`.
+//! docs/METHODS.md): which matrices of a checkpoint can share one basis of rank `r` within a
+//! relative error `eps` (the estimator and the grouping below). The planning of
+//! `--method shared-lowrank` on top of it is `pipeline::shared`; the groups are coded by
+//! `codec::shared_lowrank`, whose basis is stored once per group in the container's `groups`.
 //!
 //! A group is blocks `A_j` (m x n_j) with the same `m`, concatenated `M = [A_1 .. A_K]`; one basis
 //! `U` (m x r) plus per-block coefficients `U^T A_j` replace the blocks. Its optimal error is
 //! `eps(M) = sqrt(sum_{i>r} sigma_i(M)^2) / ||M||_F`. Blocks are added one at a time while the
-//! incremental estimator (ALGORITHMS.md 7, bound 3) stays within `eps`: it keeps the top `r + p`
+//! incremental estimator (the paper's bound 3) stays within `eps`: it keeps the top `r + p`
 //! eigenpairs `Q diag(lambda) Q^T` of the Gram matrix seen so far and, for a new block `A`, takes
 //! the top eigenpairs of `Q diag(lambda) Q^T + A A^T` (here: the SVD of `[Q diag(sqrt lambda), A]`,
 //! the same quantity). Truncation only drops positive semi-definite mass, so the estimated top-r

@@ -1,4 +1,4 @@
-//! Shared-basis low rank (after Concatenated Matrix SVD, ALGORITHMS.md 7): the matrices `W_j`
+//! Shared-basis low rank (after Concatenated Matrix SVD, Shamrai; docs/METHODS.md): the matrices `W_j`
 //! (`rows_j x cols`, same `cols`) of a group share one input-side basis `V` (`cols x r`,
 //! orthonormal columns): `W_j ~= C_j V^T` with `C_j = W_j V^` (`rows_j x r`). `V` is the top-r left
 //! singular basis of `M = [W_1^T .. W_K^T]` (randomized SVD, [`crate::linalg::rsi`]), so the

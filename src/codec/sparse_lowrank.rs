@@ -1,4 +1,4 @@
-//! The sparse plus low-rank codec (after HSS, ALGORITHMS.md 3): `W ~= L + S` with `L` a low-rank
+//! The sparse plus low-rank codec (after HSS, hierarchically semi-separable compression; docs/METHODS.md): `W ~= L + S` with `L` a low-rank
 //! section of the [`lowrank`] codec (its factors quantized and entropy coded exactly as there) and
 //! `S` a few entries, their positions and values coded and counted. With no low-rank part it is a
 //! plain sparse codec (the baseline the tests compare with).

@@ -597,7 +597,7 @@ mod tests {
 
     #[test]
     fn gaussian_codebooks_match_the_lloyd_max_table() {
-        // ALGORITHMS.md 4: positive-half centroids x sqrt(d) and D = d x MSE, Gaussian limit.
+        // The Lloyd-Max table of the Gaussian (TurboQuant, Zandieh et al. 2025): positive-half centroids x sqrt(d) and D = d x MSE, Gaussian limit.
         let d = 1024u32;
         let table: [(u8, &[f64], f64); 4] = [
             (1, &[0.7979], 0.3634),
@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn sphere_codebook_at_d128_matches_the_exact_beta_figures() {
-        // ALGORITHMS.md 4, exact Beta at d = 128: b=2 centroids 0.4525, 1.5052 (D 0.1160), b=3 D 0.0340.
+        // The exact Beta marginal of a rotated unit vector at d = 128 (docs/METHODS.md): b=2 centroids 0.4525, 1.5052 (D 0.1160), b=3 D 0.0340.
         let cb = lloyd_max(Density::Sphere { dim: 128 }, 2);
         let s = 128f64.sqrt();
         assert!((cb.centroids[2] as f64 * s - 0.4525).abs() < 2e-3);

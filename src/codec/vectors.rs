@@ -9,7 +9,7 @@
 //! Besides the coders this module holds what the report shows about a vector dataset: the
 //! covariance eigenvalues and the Gaussian rate-distortion bound they give (reverse water-filling),
 //! and the nearest-neighbour recall of the compressed rows, which is also what the allocator
-//! maximises for a vector dataset under a size budget (`distortion` in src/compress.rs).
+//! maximises for a vector dataset under a size budget (`distortion::allocator_distortion`).
 //!
 //! What it does not do: OPQ (a learned rotation before PQ), an EM refinement of the mixture.
 //! TurboQuant (rotation + Lloyd-Max scalar codebooks) reaches vector datasets through the matrix
@@ -151,8 +151,8 @@ pub fn water_level_for_rate(eigenvalues: &[f64], rate: f64) -> f64 {
 }
 
 /// The one water level of a mixture (weights `pi_c`, each Gaussian's eigenvalues) whose rate
-/// `sum_c pi_c sum_i max(0, log2(lambda_ci / theta) / 2)` equals `dim * rate` (ALGORITHMS.md
-/// section 10; the labels' H(C) is not in it).
+/// `sum_c pi_c sum_i max(0, log2(lambda_ci / theta) / 2)` equals `dim * rate` (reverse
+/// water-filling over the mixture, docs/VECTORS.md; the labels' H(C) is not in it).
 pub fn mixture_water_level_for_rate(parts: &[(f64, &[f64])], rate: f64) -> f64 {
     let dim = parts.first().map_or(0, |p| p.1.len());
     let target = rate * dim as f64;

@@ -1,5 +1,5 @@
 //! Choosing a single finite-context model's hyperparameters (order k, smoothing alpha) for a
-//! symbol sequence, two ways (ALGORITHMS.md section 9; Contente, Martins, Pinho, Gouveia):
+//! symbol sequence, two ways (docs/SEQUENCES.md; after Contente, Martins, Pinho, Gouveia):
 //!
 //! - **two-step**: k from serial-dependence measures by lag (Cramer's V, Cohen's kappa, partial
 //!   mutual information, each with a significance test at 5%), then alpha by maximum likelihood

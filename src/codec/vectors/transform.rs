@@ -1,4 +1,4 @@
-//! Transform coding of a vector dataset (GMTC with one Gaussian, ALGORITHMS.md section 10): remove
+//! Transform coding of a vector dataset (Gaussian-mixture transform coding with one Gaussian; docs/VECTORS.md): remove
 //! the mean, rotate into the KLT basis (eigenvectors of the covariance), and code every component
 //! with one uniform scalar quantizer of step `step`, entropy coded with static models (one per group
 //! of components of similar spread).
@@ -10,7 +10,7 @@
 //! R(D) is the ~0.25 bit/dim of uniform scalar quantization at high rate.
 //!
 //! A mixture of Gaussians (GMTC proper) is coded as one such section per cluster, all at the same
-//! step (one global water level: ALGORITHMS.md section 10), behind the entropy-coded cluster label
+//! step (one global water level: reverse water-filling across the clusters, docs/VECTORS.md), behind the entropy-coded cluster label
 //! of every vector; see [`encode_mixture`] for how the clusters are found and the layout.
 //!
 //! What it does not do: vector quantization of the components, or adaptive models.
@@ -449,7 +449,7 @@ fn scatter(out: &mut [f32], dim: usize, rows: &[usize], part: &[f32]) {
 
 /// Encodes the `n x dim` `values` with a mixture: every vector in the KLT basis of its cluster
 /// (`mixture.labels`), every cluster at the step of `p` (one water level for all: the MSE-optimal
-/// allocation across clusters, ALGORITHMS.md section 10). The labels are chosen by the caller
+/// allocation across clusters by reverse water-filling, docs/VECTORS.md). The labels are chosen by the caller
 /// (k-means on the backend, `vectors::fit_mixture`); the decoder reads them.
 ///
 /// Section layout, version 2:
