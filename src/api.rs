@@ -171,7 +171,6 @@ impl Output for Vec<u8> {
 /// losslessly as a whole; a checkpoint, npy array or vector dataset through the pipeline), the
 /// settings are checked against it, and a run whose GPU failed while writing is started again on
 /// the CPU. `importance`: a parsed importance file (`--importance`), if any.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn compress_input<S: Source + ?Sized>(
     file: &S,
     file_name: &str,
@@ -195,7 +194,7 @@ pub fn compress_input<S: Source + ?Sized>(
     }
     let mut opts = settings.options()?;
     opts.importance = importance;
-    let report = retry_on_cpu(&opts, |opts| {
+    let (mut report, gpu_failure) = retry_on_cpu(&opts, |opts| {
         let mut report = None;
         out.attempt(&mut |w| {
             report = Some(compress(file, file_name, opts, progress, w)?);
@@ -203,6 +202,11 @@ pub fn compress_input<S: Source + ?Sized>(
         })?;
         Ok(report.expect("a successful attempt sets the report"))
     })?;
+    if let Some(reason) = gpu_failure {
+        report.backend.fallback = Some(format!(
+            "the GPU failed while the output was being written ({reason}); compressed again on the CPU"
+        ));
+    }
     Ok(Compressed::Model(Box::new(report)))
 }
 
@@ -228,18 +232,19 @@ pub fn kind_to_compress<S: Source + ?Sized>(file: &S, file_name: &str) -> Result
 
 /// Runs `attempt` with `opts`, and once more on the CPU when it fails with
 /// [`Error::GpuFailedWhileWriting`] (the GPU failed after the output was begun: the sections
-/// re-encoded on the CPU would differ from what was measured, so the run starts over).
+/// re-encoded on the CPU would differ from what was measured, so the run starts over). Returns
+/// the result and, when the run was started again, why.
 pub fn retry_on_cpu<T>(
     opts: &CompressOptions,
     mut attempt: impl FnMut(&CompressOptions) -> Result<T>,
-) -> Result<T> {
+) -> Result<(T, Option<String>)> {
     match attempt(opts) {
-        Err(Error::GpuFailedWhileWriting { .. }) => {
+        Err(Error::GpuFailedWhileWriting { reason }) => {
             let mut cpu = opts.clone();
             cpu.backend = BackendChoice::Cpu;
-            attempt(&cpu)
+            Ok((attempt(&cpu)?, Some(reason)))
         }
-        other => other,
+        other => Ok((other?, None)),
     }
 }
 

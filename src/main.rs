@@ -484,6 +484,9 @@ fn compress(
     drop(bar);
     match compressed {
         Compressed::Model(report) => {
+            if let Some(fallback) = &report.backend.fallback {
+                eprintln!("warning: {fallback}");
+            }
             if let Some(dir) = report_dir {
                 write_report(dir, &report)?;
             }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendChoice};
