@@ -46,7 +46,7 @@ fn row(
     }
 }
 
-fn failed(kernel: &str, shape: String, e: crate::Error) -> KernelCheck {
+fn failed(kernel: &str, shape: String, e: crate::error::Error) -> KernelCheck {
     KernelCheck {
         kernel: kernel.to_string(),
         shape,

@@ -340,7 +340,7 @@ impl MatrixCandidates {
         }
         // Low-rank options sharing a sketch share one SVD (encode_many computes each once).
         // `--method shared-lowrank` measures the per-tensor low rank too: a tensor without siblings
-        // is coded by it, and `pipeline::shared::SharedPlan` reuses its pure options.
+        // is coded by it, and `pipeline::shared::AllocatorItems` reuses its pure options.
         let lowrank: Vec<lowrank::Params> =
             if wants(Method::Lowrank) || method == Some(Method::SharedLowrank) {
                 lowrank::candidates(shape, seed)

@@ -2,7 +2,7 @@
 //! bounds-checked little-endian cursor and one length-prefixed stream writer, so a truncated or
 //! hostile section is an error naming the codec, never a panic, in every one of them.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Appends `stream` with its length as a u32 in front.
 pub fn push_stream(out: &mut Vec<u8>, stream: &[u8], codec: &str) -> Result<()> {

@@ -14,7 +14,7 @@ use crate::rng::Rng;
 use crate::source::Source;
 
 use super::options::{glob_match, CompressOptions, OverrideRule};
-use super::shared::SharedPlan;
+use super::shared::AllocatorItems;
 
 /// Tensors with fewer parameters than this are always coded losslessly: a lossy codec's side
 /// information would cost more than it saves, and these are norms, biases and small tables.
@@ -524,7 +524,7 @@ pub struct Analysed {
     pub checkpoint: Checkpoint,
     pub analyses: Vec<TensorAnalysis>,
     /// Sibling sets measured for shared-lowrank (one item per tensor otherwise).
-    pub shared: SharedPlan,
+    pub shared: AllocatorItems,
     /// A `.csv` / `.fvecs` input's values as f32 bytes, which the checkpoint's ranges point into
     /// (`None`: they point into the input file).
     pub converted: Option<Vec<u8>>,
@@ -570,7 +570,7 @@ pub async fn analyse_on<S: Source + ?Sized>(
             None => tensor_values(file, t),
         }
     };
-    let shared = SharedPlan::build(&checkpoint, &analyses, opts, &values_of)
+    let shared = AllocatorItems::build(&checkpoint, &analyses, opts, &values_of)
         .map_err(|e| e.in_file(file_name))?;
     Ok(Analysed {
         checkpoint,

@@ -1,5 +1,5 @@
 //! The planning of `--method shared-lowrank`: which sibling matrices of a checkpoint are measured
-//! as one allocator item ([`SharedPlan`]), their options (one shared basis plus per-member
+//! as one allocator item ([`AllocatorItems`]), their options (one shared basis plus per-member
 //! coefficients), and the coding of the groups when the file is written. The grouping and its
 //! error estimator are `codec::shared_basis`; the member and basis sections `codec::shared_lowrank`.
 
@@ -78,7 +78,7 @@ enum Item {
 
 /// The allocator's items under `--method shared-lowrank` (one per tensor otherwise).
 #[derive(Clone, Debug)]
-pub struct SharedPlan {
+pub struct AllocatorItems {
     items: Vec<Item>,
     pub sets: Vec<SiblingSet>,
     tensors: usize,
@@ -100,10 +100,10 @@ fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-impl SharedPlan {
+impl AllocatorItems {
     /// One item per tensor: what every method but shared-lowrank allocates.
     pub fn per_tensor(tensors: usize) -> Self {
-        SharedPlan {
+        AllocatorItems {
             items: (0..tensors).map(Item::Tensor).collect(),
             sets: Vec::new(),
             tensors,
@@ -117,10 +117,10 @@ impl SharedPlan {
         analyses: &[TensorAnalysis],
         opts: &CompressOptions,
         values_of: &dyn Fn(usize) -> Result<Vec<f32>>,
-    ) -> Result<SharedPlan> {
+    ) -> Result<AllocatorItems> {
         let n = ckpt.tensors.len();
         if opts.method != Some(Method::SharedLowrank) {
-            return Ok(SharedPlan::per_tensor(n));
+            return Ok(AllocatorItems::per_tensor(n));
         }
         let mut by_key: std::collections::BTreeMap<(&str, usize), Vec<usize>> = Default::default();
         for (t, (tensor, a)) in ckpt.tensors.iter().zip(analyses).enumerate() {
@@ -156,7 +156,7 @@ impl SharedPlan {
                 Some(_) => None,
             })
             .collect();
-        Ok(SharedPlan {
+        Ok(AllocatorItems {
             items,
             sets,
             tensors: n,

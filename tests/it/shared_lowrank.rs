@@ -108,7 +108,7 @@ fn shared_basis_beats_separate_bases_at_equal_rank_on_siblings() {
         .iter()
         .map(|t| lowbit::pipeline::analyse_tensor(&input, t, &opts, false).unwrap())
         .collect();
-    let plan = lowbit::pipeline::shared::SharedPlan::build(&ckpt, &analyses, &opts, &|t| {
+    let plan = lowbit::pipeline::shared::AllocatorItems::build(&ckpt, &analyses, &opts, &|t| {
         let t = &ckpt.tensors[t];
         Ok(dtype::to_f32(
             t.dtype,
