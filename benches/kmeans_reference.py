@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""faiss-cpu k-means on the points written by `examples/bench_kmeans.rs`: the reference of TARGETS.md §3.
+"""faiss-cpu k-means on the points written by `examples/bench_kmeans.rs`: the reference
+of the k-means speed target (lowbit in at most 1.0x faiss's time; BENCHMARKS.md, Targets 3).
 
 Usage: kmeans_reference.py RAW_F32_PATH N DIM [--k 256] [--iters 20] [--threads 2] [--repeats 3]
 

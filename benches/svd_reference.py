@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reference timings for the SVD speed benchmark (TARGETS.md section 3).
+"""Reference timings for the SVD speed benchmark (target: lowbit at equal error in at most
+0.5x `randomized_svd`'s time; BENCHMARKS.md, Targets 3).
 
 Reads the raw little-endian f32 row-major matrix that `examples/bench_svd.rs` wrote, then times
 scikit-learn's `randomized_svd` (k = 128, n_oversamples = 10, n_iter = 2 and 4, default power

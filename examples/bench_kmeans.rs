@@ -1,4 +1,4 @@
-//! Times lowbit's k-means on the benchmark job of TARGETS.md (100k x 8 f32, k = 256, 20 Lloyd
+//! Times lowbit's k-means on the benchmark job of BENCHMARKS.md, Targets 3 (100k x 8 f32, k = 256, 20 Lloyd
 //! iterations, all points) and writes the points as raw little-endian f32 to the path given as the
 //! first argument, so that `benches/kmeans_reference.py` clusters exactly the same data with faiss.
 //!

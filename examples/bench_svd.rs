@@ -1,4 +1,4 @@
-//! Rust side of the SVD speed benchmark (TARGETS.md section 3): builds the 768 x 3072 test matrix
+//! Rust side of the SVD speed benchmark (BENCHMARKS.md, Targets 3): builds the 768 x 3072 test matrix
 //! (Gaussian entries from `Rng::new(42)`, row `i` scaled by 0.97^i), writes it as raw little-endian
 //! f32 (row-major) to the path given as the first argument so that `benches/svd_reference.py` times
 //! the same matrix, then times lowbit's rank-128 RSI (10 oversamples) at q = 0, 1, 2 and 4, median

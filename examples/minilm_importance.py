@@ -2,7 +2,7 @@
 """Writes an importance file for `lowbit compress --importance` from all-MiniLM-L6-v2: for every
 linear layer's weight (rows = output units, as stored), the per-row second moment of its output
 activations, E[y_r^2] over the non-padding tokens of a few sentences (a numpy forward pass, the
-one of shared/tools/minilm_eval.py).
+one of benches/minilm_eval.py).
 
     python3 examples/minilm_importance.py MODEL_DIR OUT.safetensors [--n 128] [--sentences FILE]
     python3 examples/minilm_importance.py MODEL_DIR IMPORTANCE.safetensors --score RESTORED.safetensors

@@ -1,4 +1,5 @@
-//! Shared-basis analysis on MiniLM (ALGORITHMS.md 7; `src/shared_basis.rs`): can the query, key
+//! Shared-basis analysis on MiniLM (the incremental estimator of Shamrai 2026,
+//! Concatenated Matrix SVD; `src/codec/shared_basis.rs`): can the query, key
 //! and value matrices of a layer share one input-side basis within a relative error `eps`, and how
 //! many factor parameters would that save against one basis per matrix?
 //!

@@ -1,4 +1,4 @@
-// Debian's Chromium as the browser tests and the web benchmark launch it (TOOLING.md): headless,
+// Debian's Chromium as the browser tests and the web benchmark launch it (installed with apt, never `playwright install`): headless,
 // no network of its own, WebGPU on (SwiftShader where there is no GPU).
 import { chromium } from 'playwright-core';
 

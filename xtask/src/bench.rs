@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: lowbit measured beside the reference tools on the same input, same machine,
-//! same run (see shared/design/TARGETS.md for the rows and the targets).
+//! same run (the rows and the targets they are judged by: BENCHMARKS.md).
 //!
 //! Three sections: rate-distortion on all-MiniLM-L6-v2 (lowbit at several bits per weight against
 //! llama.cpp's block quantizers), lossless (against zipnn and zstd), and kernels (the Rust examples
@@ -27,7 +27,8 @@ pub enum Section {
     Kernels,
     /// MiniLM's word-embedding matrix as a vector dataset: lowbit's vector coders against faiss PQ.
     Vectors,
-    /// FASTA and text, lossless, against zstd -19 / xz -9e / bzip2 -9 (TARGETS.md section 5).
+    /// FASTA and text, lossless, against zstd -19 / xz -9e / bzip2 -9 (target: <= 1.90
+    /// bits per base on the Klebsiella genome, and below xz -9e on text).
     Sequences,
     /// MiniLM at 4 bpw in headless Chromium (wasm CPU path, WebGPU) beside the native CLI on one
     /// thread. Only with `--only web`: the WebGPU run on SwiftShader takes tens of minutes.
@@ -292,7 +293,7 @@ fn status_row(mut m: Map<String, Value>, status: String) -> Value {
     Value::Object(m)
 }
 
-/// Downstream and weight-space quality of a restored MiniLM: relmse.py + minilm_eval.py.
+/// Downstream and weight-space quality of a restored MiniLM: benches/relmse.py + benches/minilm_eval.py.
 fn evaluate(paths: &Paths, restored: &Path, into: &mut Map<String, Value>) -> Result<(), String> {
     let model = paths.minilm_dir().join("model.safetensors");
     let ran = setup::run(
@@ -313,7 +314,7 @@ fn evaluate(paths: &Paths, restored: &Path, into: &mut Map<String, Value>) -> Re
     into.insert("max_tensor".into(), mse["max_tensor"].clone());
     let ran = setup::run(
         python(paths)
-            .arg(paths.shared.join("tools").join("minilm_eval.py"))
+            .arg(paths.bench_script("minilm_eval.py"))
             .arg(paths.minilm_dir())
             .arg(restored),
     )?;

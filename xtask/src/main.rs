@@ -26,11 +26,12 @@ usage: cargo xtask test
   test-web  Playwright + Debian's Chromium against the served page (WebGPU on SwiftShader and the
             CPU path); --big adds the > 4 GiB checkpoint run (minutes; a benchmark, not in CI)
 
-  bench     lowbit beside the reference tools on the same data and machine (shared/design/TARGETS.md):
+  bench     lowbit beside the reference tools on the same data and machine (BENCHMARKS.md):
             rate-distortion on all-MiniLM-L6-v2 (lowbit at 3, 4, 5, 7 bpw vs gguf Q8_0..Q4_0),
             lossless (lowbit vs zipnn and zstd, fp32 and bf16), kernels (SVD, k-means examples vs
             scikit-learn / numpy / faiss). Writes target/bench/latest.md and target/bench/latest.json.
-            First run: fetches the real data and creates target/bench-venv (several GB, minutes).
+            First run: fetches the real data (benches/fetch_data.sh) and creates target/bench-venv
+            (several GB, minutes).
 
   --quick   lowbit at 4 bpw (with gguf Q4_0 beside it) and the kernels only
   --only S  one section: minilm, methods (MiniLM with --method hyper|turbo|sparse-lowrank and
@@ -41,7 +42,7 @@ usage: cargo xtask test
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
 
-environment: LOWBIT_DATA (data dir, default ~/.cache/lowbit-data), LOWBIT_SHARED (default ../shared),
+environment: LOWBIT_DATA (data dir, default ~/.cache/lowbit-data),
              LOWBIT_BIN (measure this lowbit binary instead of building one)";
 
 fn parse_bench(args: &[String]) -> Result<Options, String> {

@@ -1,12 +1,12 @@
 //! Renders the benchmark results (the JSON document of `bench.rs`) as markdown tables, lowbit rows
-//! beside the reference rows with the comparison the targets are stated in (TARGETS.md).
+//! beside the reference rows with the comparison the targets are stated in (BENCHMARKS.md, Targets).
 //!
 //! Pure formatting: no figure is computed here except ratios and differences of measured figures.
 
 use serde_json::Value;
 
-/// Downstream targets of TARGETS.md section 1: each reference's quality at 1.5 fewer bits per weight
-/// (whole file). (reference it derives from, minimum mean cosine, maximum bits per weight).
+/// Downstream targets on MiniLM (BENCHMARKS.md, Targets): each gguf reference's mean cosine at 1.5
+/// fewer bits per weight (whole file). (reference it derives from, minimum mean cosine, maximum bits per weight).
 const RATE_TARGETS: &[(&str, f64, f64)] = &[
     ("Q8_0", 0.9998, 7.0),
     ("Q5_0", 0.9895, 4.0),
@@ -416,7 +416,7 @@ fn rate_distortion(rows: &[Value]) -> String {
     }
     out += &table(
         &[
-            "target (TARGETS.md section 1)",
+            "target (BENCHMARKS.md, Targets 1)",
             "best lowbit row at that rate",
             "bits/weight",
             "cos mean",

@@ -33,9 +33,7 @@ const IMPORT_CHECK: &str =
 pub struct Paths {
     /// The lowbit repository (parent of `xtask/`).
     pub root: PathBuf,
-    /// `shared/` beside the repository (design docs and tools), or `$LOWBIT_SHARED`.
-    pub shared: PathBuf,
-    /// Real data from `fetch-real-data.sh`: `$LOWBIT_DATA` or `~/.cache/lowbit-data`.
+    /// Real data from `benches/fetch_data.sh`: `$LOWBIT_DATA` or `~/.cache/lowbit-data`.
     pub data: PathBuf,
     /// `target/bench-venv` in the repository.
     pub venv: PathBuf,
@@ -49,10 +47,6 @@ impl Paths {
             .parent()
             .ok_or("xtask has no parent directory")?
             .to_path_buf();
-        let shared = match std::env::var_os("LOWBIT_SHARED") {
-            Some(dir) => PathBuf::from(dir),
-            None => root.join("..").join("shared"),
-        };
         let data = match std::env::var_os("LOWBIT_DATA") {
             Some(dir) => PathBuf::from(dir),
             None => {
@@ -64,7 +58,6 @@ impl Paths {
             venv: root.join("target").join("bench-venv"),
             out: root.join("target").join("bench"),
             root,
-            shared,
             data,
         })
     }
@@ -168,14 +161,11 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Step 1: real data, through the project's shared fetch script (idempotent, checks the sha256).
+/// Step 1: real data, through `benches/fetch_data.sh` (idempotent, checks the sha256 sums).
 pub fn fetch_data(paths: &Paths) -> Result<(), String> {
-    let script = paths.shared.join("tools").join("fetch-real-data.sh");
+    let script = paths.bench_script("fetch_data.sh");
     if !script.is_file() {
-        return Err(format!(
-            "{} not found: the repository must sit beside shared/ (or set LOWBIT_SHARED)",
-            script.display()
-        ));
+        return Err(format!("{} not found", script.display()));
     }
     run_visible(Command::new("bash").arg(&script).arg(&paths.data))?;
     Ok(())

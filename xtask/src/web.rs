@@ -246,11 +246,11 @@ pub fn npm_install(dir: &Path) -> Result<(), String> {
 /// `cargo xtask test-web`: the Playwright tests of tests/web against the served page.
 /// `extra`: arguments passed to the test script (e.g. `--big` for the > 4 GiB checkpoint).
 /// Debian's Chromium (`$CHROMIUM` or /usr/bin/chromium), installed with apt when missing on a
-/// fresh machine (TOOLING.md 4; never `playwright install`).
+/// fresh machine (never `playwright install`: Debian's package, no browser download).
 pub fn chromium() -> Result<String, String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() && std::env::var_os("CHROMIUM").is_none() {
-        // A fresh Debian machine: Debian's Chromium (TOOLING.md 4; never `playwright install`).
+        // A fresh Debian machine: Debian's Chromium from apt (never `playwright install`).
         let scratch = std::env::temp_dir().join(format!("lowbit-apt-{}", std::process::id()));
         let _ = fs::create_dir_all(&scratch);
         let _ = run(
