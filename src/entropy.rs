@@ -549,41 +549,10 @@ pub fn decode_bytes(
             Err(Error::corrupt("bytes left over in an empty entropy block"))
         };
     }
-    let mut per_context = vec![0usize; n_contexts as usize];
-    match contexts {
-        Some(ctx) => {
-            for &c in ctx {
-                *per_context
-                    .get_mut(c as usize)
-                    .ok_or_else(|| Error::corrupt("entropy context out of range"))? += 1;
-            }
-        }
-        None => per_context[0] = count,
-    }
+    let per_context = symbols_per_context(contexts, count, n_contexts)?;
     let mut reader = BitReader::new(bytes);
-    let mut models = ByteModels::new(n_contexts as usize);
-    for (c, &n_c) in per_context.iter().enumerate() {
-        if n_c == 0 {
-            continue;
-        }
-        if alphabet == 256 && reader.get(1)? == 1 {
-            models.raw[c] = true;
-            continue;
-        }
-        let (full, precision) = match read_context_table(&mut reader, n_c, alphabet)? {
-            ContextTable::Constant(s) => {
-                models.set_constant(c, s as u8, true);
-                continue;
-            }
-            ContextTable::Coded { freqs, precision } => (freqs, precision),
-        };
-        if precision > BYTE_MAX_PRECISION {
-            return Err(Error::corrupt("byte coder table precision out of range"));
-        }
-        models.set_coded(c, &full, precision, true);
-    }
+    let models = read_byte_models(&mut reader, &per_context, alphabet, n_contexts)?;
     let payload = &bytes[reader.byte_position()..];
-    let context_of = |i: usize| contexts.map_or(0, |ctx| ctx[i] as usize);
     // The raw contexts' symbols end the block.
     let raw_count: usize = per_context
         .iter()
@@ -600,28 +569,146 @@ pub fn decode_bytes(
         if !payload.is_empty() {
             return Err(Error::corrupt("bytes left over after the entropy tables"));
         }
-        // Every context present is raw or constant (its one slot holds the symbol).
-        if contexts.is_none() {
-            return Ok(if models.raw[0] {
-                raw_bytes.to_vec()
-            } else {
-                vec![models.slots[models.base[0] as usize] as u8; count]
-            });
-        }
-        let mut raw = raw_bytes.iter();
-        return (0..count)
-            .map(|i| {
-                let c = context_of(i);
-                if models.raw[c] {
-                    raw.next()
-                        .copied()
-                        .ok_or_else(|| Error::corrupt("raw symbols missing"))
-                } else {
-                    Ok(models.slots[models.base[c] as usize] as u8)
-                }
-            })
-            .collect();
+        return decode_uncoded(&models, contexts, count, raw_bytes);
     }
+    let RansLanes {
+        state,
+        counts,
+        lanes,
+    } = read_rans_lanes(payload)?;
+    let any_raw = raw_count > 0;
+    // Raw flags as 0/1 bytes, for branch-free gathering and merging (which of the two a symbol
+    // is follows the data and mispredicts).
+    let raw_flag: Vec<u8> = models.raw.iter().map(|&r| r as u8).collect();
+    let coded_contexts: Vec<u8> = if any_raw {
+        // With one context, a raw context means no coded one (handled above): contexts exist.
+        coded_only_contexts(contexts.unwrap_or_default(), &raw_flag, count)
+    } else {
+        Vec::new()
+    };
+    let (coded, end_state, read) = match contexts {
+        _ if any_raw => rans_decode(
+            lanes,
+            state,
+            coded_contexts.len(),
+            |j| coded_contexts[j] as usize,
+            &models,
+        ),
+        Some(ctx) => rans_decode(lanes, state, count, |i| ctx[i] as usize, &models),
+        None => rans_decode(lanes, state, count, |_| 0, &models),
+    };
+    let out = if any_raw {
+        merge_raw_symbols(
+            coded,
+            raw_bytes,
+            contexts.unwrap_or_default(),
+            &raw_flag,
+            count,
+        )
+    } else {
+        coded
+    };
+    if read != counts || end_state.iter().any(|&x| x != RANS_LOW) {
+        return Err(Error::corrupt("rANS stream does not end where it should"));
+    }
+    Ok(out)
+}
+
+/// How many of the `count` symbols each context holds (all in context 0 without contexts).
+fn symbols_per_context(
+    contexts: Option<&[u8]>,
+    count: usize,
+    n_contexts: u32,
+) -> Result<Vec<usize>> {
+    let mut per_context = vec![0usize; n_contexts as usize];
+    match contexts {
+        Some(ctx) => {
+            for &c in ctx {
+                *per_context
+                    .get_mut(c as usize)
+                    .ok_or_else(|| Error::corrupt("entropy context out of range"))? += 1;
+            }
+        }
+        None => per_context[0] = count,
+    }
+    Ok(per_context)
+}
+
+/// Each used context's model from the block's tables: raw (alphabet 256 only), constant, or coded
+/// with a frequency table.
+fn read_byte_models(
+    reader: &mut BitReader,
+    per_context: &[usize],
+    alphabet: u32,
+    n_contexts: u32,
+) -> Result<ByteModels> {
+    let mut models = ByteModels::new(n_contexts as usize);
+    for (c, &n_c) in per_context.iter().enumerate() {
+        if n_c == 0 {
+            continue;
+        }
+        if alphabet == 256 && reader.get(1)? == 1 {
+            models.raw[c] = true;
+            continue;
+        }
+        let (full, precision) = match read_context_table(reader, n_c, alphabet)? {
+            ContextTable::Constant(s) => {
+                models.set_constant(c, s as u8, true);
+                continue;
+            }
+            ContextTable::Coded { freqs, precision } => (freqs, precision),
+        };
+        if precision > BYTE_MAX_PRECISION {
+            return Err(Error::corrupt("byte coder table precision out of range"));
+        }
+        models.set_coded(c, &full, precision, true);
+    }
+    Ok(models)
+}
+
+/// The symbols of a block where every context present is raw or constant (its one slot holds the
+/// symbol): no rANS payload.
+fn decode_uncoded(
+    models: &ByteModels,
+    contexts: Option<&[u8]>,
+    count: usize,
+    raw_bytes: &[u8],
+) -> Result<Vec<u8>> {
+    let Some(ctx) = contexts else {
+        return Ok(if models.raw[0] {
+            raw_bytes.to_vec()
+        } else {
+            vec![models.slots[models.base[0] as usize] as u8; count]
+        });
+    };
+    let mut raw = raw_bytes.iter();
+    (0..count)
+        .map(|i| {
+            let c = ctx[i] as usize;
+            if models.raw[c] {
+                raw.next()
+                    .copied()
+                    .ok_or_else(|| Error::corrupt("raw symbols missing"))
+            } else {
+                Ok(models.slots[models.base[c] as usize] as u8)
+            }
+        })
+        .collect()
+}
+
+/// The parts of a rANS payload.
+struct RansLanes<'a> {
+    /// Each lane's initial state.
+    state: [u32; LANES],
+    /// Each lane's word count.
+    counts: [usize; LANES],
+    /// Each lane's words (u16, little-endian).
+    lanes: [&'a [u8]; LANES],
+}
+
+/// The rANS payload's layout: the initial states, then each state's word count (u32), then the
+/// words (u16) of each state in turn.
+fn read_rans_lanes(payload: &[u8]) -> Result<RansLanes<'_>> {
     if payload.len() < LANES * 8 {
         return Err(Error::corrupt("rANS payload too short"));
     }
@@ -632,7 +719,6 @@ pub fn decode_bytes(
             return Err(Error::corrupt("rANS state out of range"));
         }
     }
-    // Then each state's word count (u32) and the words of each state in turn.
     let mut rest = &payload[LANES * 4..];
     let mut counts = [0usize; LANES];
     for n_words in counts.iter_mut() {
@@ -654,61 +740,49 @@ pub fn decode_bytes(
     if !rest.is_empty() {
         return Err(Error::corrupt("bytes left over after the rANS words"));
     }
-    let any_raw = raw_count > 0;
-    // Raw flags as 0/1 bytes, for branch-free gathering and merging (which of the two a symbol
-    // is follows the data and mispredicts).
-    let raw_flag: Vec<u8> = models.raw.iter().map(|&r| r as u8).collect();
-    let coded_contexts: Vec<u8> = if any_raw {
-        // With one context, a raw context means no coded one (handled above): contexts exist.
-        let ctx = contexts.unwrap_or_default();
-        let mut compact = vec![0u8; count + 1];
-        let mut j = 0;
-        for &c in ctx {
-            compact[j] = c;
-            j += 1 - raw_flag[c as usize] as usize;
-        }
-        compact.truncate(j);
-        compact
-    } else {
-        Vec::new()
-    };
-    let (coded, end_state, read) = match contexts {
-        _ if any_raw => rans_decode(
-            lanes,
-            state,
-            coded_contexts.len(),
-            |j| coded_contexts[j] as usize,
-            &models,
-        ),
-        Some(ctx) => rans_decode(lanes, state, count, |i| ctx[i] as usize, &models),
-        None => rans_decode(lanes, state, count, |_| 0, &models),
-    };
-    let out = if any_raw {
-        // Merge the coded and the raw symbols back in order. The counts match by construction
-        // (both come from the same contexts); reads are clamped to a padding zero anyway.
-        let mut coded = coded;
-        let coded_last = coded.len();
-        coded.push(0);
-        let mut raw = raw_bytes.to_vec();
-        let raw_last = raw.len();
-        raw.push(0);
-        let mut out = vec![0u8; count];
-        let (mut j, mut k) = (0usize, 0usize);
-        for (o, &c) in out.iter_mut().zip(contexts.unwrap_or_default()) {
-            let from_raw = raw_flag[c as usize] as usize;
-            let (r, c) = (raw[k.min(raw_last)], coded[j.min(coded_last)]);
-            *o = if from_raw == 1 { r } else { c };
-            k += from_raw;
-            j += 1 - from_raw;
-        }
-        out
-    } else {
-        coded
-    };
-    if read != counts || end_state.iter().any(|&x| x != RANS_LOW) {
-        return Err(Error::corrupt("rANS stream does not end where it should"));
+    Ok(RansLanes {
+        state,
+        counts,
+        lanes,
+    })
+}
+
+/// The contexts of the coded (not raw) symbols, in order.
+fn coded_only_contexts(ctx: &[u8], raw_flag: &[u8], count: usize) -> Vec<u8> {
+    let mut compact = vec![0u8; count + 1];
+    let mut j = 0;
+    for &c in ctx {
+        compact[j] = c;
+        j += 1 - raw_flag[c as usize] as usize;
     }
-    Ok(out)
+    compact.truncate(j);
+    compact
+}
+
+/// Merges the coded and the raw symbols back in order. The counts match by construction (both come
+/// from the same contexts); reads are clamped to a padding zero anyway.
+fn merge_raw_symbols(
+    mut coded: Vec<u8>,
+    raw_bytes: &[u8],
+    ctx: &[u8],
+    raw_flag: &[u8],
+    count: usize,
+) -> Vec<u8> {
+    let coded_last = coded.len();
+    coded.push(0);
+    let mut raw = raw_bytes.to_vec();
+    let raw_last = raw.len();
+    raw.push(0);
+    let mut out = vec![0u8; count];
+    let (mut j, mut k) = (0usize, 0usize);
+    for (o, &c) in out.iter_mut().zip(ctx) {
+        let from_raw = raw_flag[c as usize] as usize;
+        let (r, c) = (raw[k.min(raw_last)], coded[j.min(coded_last)]);
+        *o = if from_raw == 1 { r } else { c };
+        k += from_raw;
+        j += 1 - from_raw;
+    }
+    out
 }
 
 /// The encoder's loop: symbols backwards, symbol `i` on state `i % LANES`; returns the final

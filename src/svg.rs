@@ -939,6 +939,10 @@ struct XySpec<'a> {
     legend: &'a [LegendEntry],
 }
 
+/// Pixels from the plot area's bottom to the legend's top: x tick labels (16 px), then the x axis
+/// label (18 px).
+const XY_LEGEND_OFFSET: f64 = 44.0;
+
 /// Places the plot area, resolves both axes and draws the title, grid, frame, ticks, axis labels and
 /// legend. `xs`/`ys` are the data coordinates that the automatic ranges must cover. `None` when an axis
 /// has neither data nor a usable fixed range.
@@ -948,13 +952,42 @@ fn layout_xy(
     xs: impl Iterator<Item = f64>,
     ys: impl Iterator<Item = f64>,
 ) -> Option<XyFrame> {
+    let frame = place_xy_frame(spec, xs, ys)?;
+    let rect = frame.rect;
+    write_title(out, spec.width, spec.title);
+    draw_xy_grid(out, &frame);
+    let _ = writeln!(
+        out,
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{FRAME}\"/>",
+        px(rect.left),
+        px(rect.top),
+        px(rect.width()),
+        px(rect.height())
+    );
+    draw_xy_ticks(out, &frame);
+    draw_xy_axis_labels(out, spec, &rect);
+    draw_legend(
+        out,
+        spec.legend,
+        12.0,
+        rect.bottom + XY_LEGEND_OFFSET,
+        spec.width - 24.0,
+    );
+    Some(frame)
+}
+
+/// The plot rectangle, with room for the title, the y tick labels, the axis labels and the legend
+/// rows, and both axes resolved to fit it.
+fn place_xy_frame(
+    spec: &XySpec,
+    xs: impl Iterator<Item = f64>,
+    ys: impl Iterator<Item = f64>,
+) -> Option<XyFrame> {
     let (width, height) = (spec.width, spec.height);
     let top = if spec.title.is_empty() { 12.0 } else { 34.0 };
     let (_, legend_rows) = legend_layout(spec.legend, width - 24.0);
-    // x tick labels (16 px), x axis label (18 px), then the legend rows.
-    let legend_top_offset = 44.0;
     let bottom_margin = if legend_rows > 0 {
-        legend_top_offset + legend_rows as f64 * LEGEND_ROW + 4.0
+        XY_LEGEND_OFFSET + legend_rows as f64 * LEGEND_ROW + 4.0
     } else {
         40.0
     };
@@ -988,10 +1021,12 @@ fn layout_xy(
         right,
         bottom: height - bottom_margin,
     };
-    let frame = XyFrame { rect, x, y };
+    Some(XyFrame { rect, x, y })
+}
 
-    write_title(out, width, spec.title);
-    // Grid: minor lines first so major ones draw over them.
+/// Grid lines at every tick: minor lines first so major ones draw over them.
+fn draw_xy_grid(out: &mut String, frame: &XyFrame) {
+    let rect = frame.rect;
     for minor_pass in [true, false] {
         for tick in &frame.x.ticks {
             if tick.label.is_none() != minor_pass {
@@ -1014,14 +1049,11 @@ fn layout_xy(
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{FRAME}\"/>",
-        px(rect.left),
-        px(rect.top),
-        px(rect.width()),
-        px(rect.height())
-    );
+}
+
+/// Tick marks and labels of the labelled ticks, below the x axis and left of the y axis.
+fn draw_xy_ticks(out: &mut String, frame: &XyFrame) {
+    let rect = frame.rect;
     for tick in &frame.x.ticks {
         let (Some(label), Some(f)) = (&tick.label, frame.x.fraction(tick.value)) else {
             continue;
@@ -1052,6 +1084,11 @@ fn layout_xy(
             label,
         );
     }
+}
+
+/// The x axis label below the tick labels and the y axis label rotated along the left edge, when
+/// they are not empty.
+fn draw_xy_axis_labels(out: &mut String, spec: &XySpec, rect: &PlotRect) {
     if !spec.x_axis.label.is_empty() {
         text(
             out,
@@ -1073,14 +1110,6 @@ fn layout_xy(
             escape_xml(&spec.y_axis.label)
         );
     }
-    draw_legend(
-        out,
-        spec.legend,
-        12.0,
-        rect.bottom + legend_top_offset,
-        width - 24.0,
-    );
-    Some(frame)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1388,8 +1417,52 @@ pub fn bar_chart(chart: &BarChart) -> String {
     if chart.bars.is_empty() {
         return message_chart(&chart.title, width, MIN_HEIGHT, "no data");
     }
+    let boundaries = bar_boundaries(chart);
+    let legend = segment_legend(&chart.segment_names);
+    let layout = bar_layout(chart, &legend, width);
+    let rect = layout.rect;
+    let target_ticks = ((rect.width() / 90.0) as usize).clamp(2, 10);
+    let Some(axis) = resolve_axis(&chart.value_axis, boundaries.into_iter(), target_ticks) else {
+        return message_chart(&chart.title, width, MIN_HEIGHT, "no data");
+    };
+
+    let mut out = String::new();
+    open_svg(&mut out, width, layout.height, &chart.title);
+    write_title(&mut out, width, &chart.title);
+    draw_legend(&mut out, &legend, 12.0, layout.legend_top, width - 24.0);
+    if !chart.value_axis.label.is_empty() {
+        text(
+            &mut out,
+            (rect.left + rect.right) / 2.0,
+            layout.axis_label_y,
+            LABEL_FONT,
+            Anchor::Middle,
+            &chart.value_axis.label,
+        );
+    }
+    // Zebra stripes make a row easy to follow from its label to its bar.
+    for row in (1..chart.bars.len()).step_by(2) {
+        let _ = writeln!(
+            out,
+            "<rect x=\"4\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#f5f5f5\"/>",
+            px(rect.top + row as f64 * BAR_ROW_PITCH),
+            px(width - 8.0),
+            px(BAR_ROW_PITCH)
+        );
+    }
+    draw_value_grid(&mut out, &axis, &layout);
+    for (row, bar) in chart.bars.iter().enumerate() {
+        let row_top = rect.top + row as f64 * BAR_ROW_PITCH;
+        draw_bar_row(&mut out, chart, bar, row_top, &axis, &layout);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Segment boundaries (cumulative sums) that the value axis must cover; a linear axis also covers 0
+/// (and 1 when every boundary is 0).
+fn bar_boundaries(chart: &BarChart) -> Vec<f64> {
     let scale = chart.value_axis.scale;
-    // Segment boundaries (cumulative sums) that the value axis must cover.
     let mut boundaries = Vec::new();
     for bar in &chart.bars {
         let mut total = 0.0;
@@ -1406,10 +1479,13 @@ pub fn bar_chart(chart: &BarChart) -> String {
             boundaries.push(1.0);
         }
     }
+    boundaries
+}
 
-    let legend: Vec<LegendEntry> = if chart.segment_names.len() >= 2 {
-        chart
-            .segment_names
+/// One legend entry per segment name, in the palette's colours; none for fewer than two segments.
+fn segment_legend(segment_names: &[String]) -> Vec<LegendEntry> {
+    if segment_names.len() >= 2 {
+        segment_names
             .iter()
             .enumerate()
             .map(|(i, name)| LegendEntry {
@@ -1421,7 +1497,27 @@ pub fn bar_chart(chart: &BarChart) -> String {
             .collect()
     } else {
         Vec::new()
-    };
+    }
+}
+
+/// Where the parts of a bar chart go, top to bottom.
+struct BarLayout {
+    legend_top: f64,
+    axis_label_y: f64,
+    top_ticks_y: f64,
+    /// The bars' area: right of the label column, one [`BAR_ROW_PITCH`] row per bar.
+    rect: PlotRect,
+    /// The whole chart's height.
+    height: f64,
+    /// Whether the tick labels are repeated below the rows (many rows).
+    repeat_ticks: bool,
+    /// Labels longer than this lose their middle.
+    max_label_chars: usize,
+}
+
+/// Stacks the title, legend rows, axis label and top tick labels above the rows, and places the
+/// label column left of the bars.
+fn bar_layout(chart: &BarChart, legend: &[LegendEntry], width: f64) -> BarLayout {
     let label_column = (width * 0.4).min(300.0);
     let max_label_chars = (((label_column - 10.0) / (TICK_FONT * CHAR_WIDTH_EM)) as usize).max(4);
     let plot_left = label_column;
@@ -1429,7 +1525,7 @@ pub fn bar_chart(chart: &BarChart) -> String {
 
     let mut y = if chart.title.is_empty() { 8.0 } else { 30.0 };
     let legend_top = y;
-    let (_, legend_rows) = legend_layout(&legend, width - 24.0);
+    let (_, legend_rows) = legend_layout(legend, width - 24.0);
     y += legend_rows as f64 * LEGEND_ROW;
     let axis_label_y = y + 14.0;
     if !chart.value_axis.label.is_empty() {
@@ -1441,46 +1537,26 @@ pub fn bar_chart(chart: &BarChart) -> String {
     let plot_bottom = plot_top + rows as f64 * BAR_ROW_PITCH;
     let repeat_ticks = rows > 15;
     let height = plot_bottom + if repeat_ticks { 24.0 } else { 8.0 };
-    let rect = PlotRect {
-        left: plot_left,
-        top: plot_top,
-        right: plot_right,
-        bottom: plot_bottom,
-    };
-
-    let target_ticks = ((rect.width() / 90.0) as usize).clamp(2, 10);
-    let Some(axis) = resolve_axis(&chart.value_axis, boundaries.into_iter(), target_ticks) else {
-        return message_chart(&chart.title, width, MIN_HEIGHT, "no data");
-    };
-    let to_x = |value: f64| -> Option<f64> {
-        axis.fraction(value)
-            .map(|f| (rect.left + f * rect.width()).clamp(rect.left, rect.right))
-    };
-
-    let mut out = String::new();
-    open_svg(&mut out, width, height, &chart.title);
-    write_title(&mut out, width, &chart.title);
-    draw_legend(&mut out, &legend, 12.0, legend_top, width - 24.0);
-    if !chart.value_axis.label.is_empty() {
-        text(
-            &mut out,
-            (rect.left + rect.right) / 2.0,
-            axis_label_y,
-            LABEL_FONT,
-            Anchor::Middle,
-            &chart.value_axis.label,
-        );
+    BarLayout {
+        legend_top,
+        axis_label_y,
+        top_ticks_y,
+        rect: PlotRect {
+            left: plot_left,
+            top: plot_top,
+            right: plot_right,
+            bottom: plot_bottom,
+        },
+        height,
+        repeat_ticks,
+        max_label_chars,
     }
-    // Zebra stripes make a row easy to follow from its label to its bar.
-    for row in (1..rows).step_by(2) {
-        let _ = writeln!(
-            out,
-            "<rect x=\"4\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#f5f5f5\"/>",
-            px(plot_top + row as f64 * BAR_ROW_PITCH),
-            px(width - 8.0),
-            px(BAR_ROW_PITCH)
-        );
-    }
+}
+
+/// Vertical grid lines at the value axis' ticks with their labels above the rows (and below them
+/// when repeated), then the axis line left of the bars.
+fn draw_value_grid(out: &mut String, axis: &ResolvedAxis, layout: &BarLayout) {
+    let rect = layout.rect;
     for tick in &axis.ticks {
         let Some(gx) = axis
             .fraction(tick.value)
@@ -1493,12 +1569,19 @@ pub fn bar_chart(chart: &BarChart) -> String {
         } else {
             GRID_MINOR
         };
-        line(&mut out, (gx, rect.top), (gx, rect.bottom), colour, 1.0);
+        line(out, (gx, rect.top), (gx, rect.bottom), colour, 1.0);
         if let Some(label) = &tick.label {
-            text(&mut out, gx, top_ticks_y, TICK_FONT, Anchor::Middle, label);
-            if repeat_ticks {
+            text(
+                out,
+                gx,
+                layout.top_ticks_y,
+                TICK_FONT,
+                Anchor::Middle,
+                label,
+            );
+            if layout.repeat_ticks {
                 text(
-                    &mut out,
+                    out,
                     gx,
                     rect.bottom + 14.0,
                     TICK_FONT,
@@ -1509,60 +1592,70 @@ pub fn bar_chart(chart: &BarChart) -> String {
         }
     }
     line(
-        &mut out,
+        out,
         (rect.left, rect.top),
         (rect.left, rect.bottom),
         FRAME,
         1.0,
     );
+}
 
-    for (row, bar) in chart.bars.iter().enumerate() {
-        let row_top = plot_top + row as f64 * BAR_ROW_PITCH;
-        let _ = writeln!(
-            out,
-            "<g><title>{}</title>",
-            escape_xml(&bar_tooltip(bar, &chart.segment_names))
-        );
-        text(
-            &mut out,
-            plot_left - 6.0,
-            row_top + BAR_ROW_PITCH / 2.0 + 4.0,
-            TICK_FONT,
-            Anchor::End,
-            &truncate_chars(&bar.label, max_label_chars),
-        );
-        let mut stacked = 0.0;
-        for (index, &segment) in bar.segments.iter().enumerate() {
-            if !stackable(segment) {
-                continue;
-            }
-            let start = stacked;
-            stacked += segment;
-            // On a log axis a bar starts at the axis minimum: 0 has no position there.
-            let x0 = if start > 0.0 {
-                to_x(start)
-            } else {
-                Some(rect.left)
-            };
-            let (Some(x0), Some(x1)) = (x0, to_x(stacked)) else {
-                continue;
-            };
-            if x1 > x0 {
-                let _ = writeln!(
-                    out,
-                    "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"/>",
-                    px(x0),
-                    px(row_top + (BAR_ROW_PITCH - BAR_THICKNESS) / 2.0),
-                    px(x1 - x0),
-                    px(BAR_THICKNESS),
-                    PALETTE[index % PALETTE.len()]
-                );
-            }
+/// One bar's row: a group with its tooltip, its (truncated) label and its stacked segments.
+fn draw_bar_row(
+    out: &mut String,
+    chart: &BarChart,
+    bar: &Bar,
+    row_top: f64,
+    axis: &ResolvedAxis,
+    layout: &BarLayout,
+) {
+    let rect = layout.rect;
+    let to_x = |value: f64| -> Option<f64> {
+        axis.fraction(value)
+            .map(|f| (rect.left + f * rect.width()).clamp(rect.left, rect.right))
+    };
+    let _ = writeln!(
+        out,
+        "<g><title>{}</title>",
+        escape_xml(&bar_tooltip(bar, &chart.segment_names))
+    );
+    text(
+        out,
+        rect.left - 6.0,
+        row_top + BAR_ROW_PITCH / 2.0 + 4.0,
+        TICK_FONT,
+        Anchor::End,
+        &truncate_chars(&bar.label, layout.max_label_chars),
+    );
+    let mut stacked = 0.0;
+    for (index, &segment) in bar.segments.iter().enumerate() {
+        if !stackable(segment) {
+            continue;
         }
-        out.push_str("</g>\n");
+        let start = stacked;
+        stacked += segment;
+        // On a log axis a bar starts at the axis minimum: 0 has no position there.
+        let x0 = if start > 0.0 {
+            to_x(start)
+        } else {
+            Some(rect.left)
+        };
+        let (Some(x0), Some(x1)) = (x0, to_x(stacked)) else {
+            continue;
+        };
+        if x1 > x0 {
+            let _ = writeln!(
+                out,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"/>",
+                px(x0),
+                px(row_top + (BAR_ROW_PITCH - BAR_THICKNESS) / 2.0),
+                px(x1 - x0),
+                px(BAR_THICKNESS),
+                PALETTE[index % PALETTE.len()]
+            );
+        }
     }
-    out.push_str("</svg>\n");
-    out
+    out.push_str("</g>\n");
 }
 
 /// "label: payload 1200, side information 34 (total 1234)".

@@ -84,15 +84,7 @@ pub fn tensor_view(
     analysis: &TensorAnalysis,
     chosen: Option<(&Candidate, &[f32])>,
 ) -> TensorView {
-    let finite = values.iter().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v as f64), hi.max(v as f64))
-    });
-    let (lo, hi) = if lo < hi {
-        (lo, hi)
-    } else {
-        (lo - 0.5, lo + 0.5)
-    };
+    let (lo, hi) = histogram_range(values);
     let (edges, counts) = histogram(values, lo, hi);
     let markers = chosen
         .and_then(|(_, restored)| few_levels(restored))
@@ -123,41 +115,86 @@ pub fn tensor_view(
         )
     });
     let spectrum = analysis.spectrum.as_deref().filter(|s| !s.is_empty());
-    let spectrum_svg = spectrum.map(|s| {
-        svg::line_chart(&svg::Chart {
-            title: format!("{name}: singular values"),
-            x: svg::Axis::linear("index"),
-            y: svg::Axis::log10("sigma_i"),
-            series: vec![svg::Series {
-                name: "sigma_i".into(),
-                points: s
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| ((i + 1) as f64, v as f64))
-                    .collect(),
-                mark: svg::Mark::Line,
-            }],
-            width: 640,
-            height: 360,
-        })
+    let spectrum_svg = spectrum.map(|s| spectrum_chart(name, s));
+    let error_vs_rank_svg = spectrum.map(|s| error_vs_rank_chart(name, s, analysis.norm_sq));
+    let chosen_error =
+        chosen.map(|(c, _)| (c.sq_error / analysis.norm_sq.max(f64::MIN_POSITIVE)).sqrt());
+    let error_vs_bits_svg = error_vs_bits_chart(name, shape, analysis, chosen, chosen_error);
+    TensorView {
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        chosen: chosen.map(|(c, _)| c.codec.label()),
+        chosen_error,
+        histogram_svg,
+        restored_histogram_svg,
+        spectrum_svg,
+        error_vs_rank_svg,
+        error_vs_bits_svg,
+    }
+}
+
+/// The histograms' value range: the finite values' extremes, widened to a unit interval around a
+/// constant tensor's value.
+fn histogram_range(values: &[f32]) -> (f64, f64) {
+    let finite = values.iter().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v as f64), hi.max(v as f64))
     });
-    let error_vs_rank_svg = spectrum.map(|s| {
-        svg::line_chart(&svg::Chart {
-            title: format!(
-                "{name}: relative error of the best rank-r approximation (first {} ranks)",
-                s.len()
-            ),
-            x: svg::Axis::linear("rank r"),
-            y: svg::Axis::log10("||W - W_r|| / ||W||"),
-            series: vec![svg::Series {
-                name: "Eckart-Young".into(),
-                points: error_vs_rank(s, analysis.norm_sq),
-                mark: svg::Mark::Line,
-            }],
-            width: 640,
-            height: 360,
-        })
-    });
+    if lo < hi {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    }
+}
+
+/// The singular values against their index, on a log axis.
+fn spectrum_chart(name: &str, s: &[f32]) -> String {
+    svg::line_chart(&svg::Chart {
+        title: format!("{name}: singular values"),
+        x: svg::Axis::linear("index"),
+        y: svg::Axis::log10("sigma_i"),
+        series: vec![svg::Series {
+            name: "sigma_i".into(),
+            points: s
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| ((i + 1) as f64, v as f64))
+                .collect(),
+            mark: svg::Mark::Line,
+        }],
+        width: 640,
+        height: 360,
+    })
+}
+
+/// The error of the best rank-r approximation against r ([`error_vs_rank`]).
+fn error_vs_rank_chart(name: &str, s: &[f32], norm_sq: f64) -> String {
+    svg::line_chart(&svg::Chart {
+        title: format!(
+            "{name}: relative error of the best rank-r approximation (first {} ranks)",
+            s.len()
+        ),
+        x: svg::Axis::linear("rank r"),
+        y: svg::Axis::log10("||W - W_r|| / ||W||"),
+        series: vec![svg::Series {
+            name: "Eckart-Young".into(),
+            points: error_vs_rank(s, norm_sq),
+            mark: svg::Mark::Line,
+        }],
+        width: 640,
+        height: 360,
+    })
+}
+
+/// The measured error of every lossy option against its bits per weight, one series per codec
+/// family, with the chosen option marked.
+fn error_vs_bits_chart(
+    name: &str,
+    shape: &[usize],
+    analysis: &TensorAnalysis,
+    chosen: Option<(&Candidate, &[f32])>,
+    chosen_error: Option<f64>,
+) -> String {
     let numel: usize = shape.iter().product();
     let mut families: Vec<svg::Series> = Vec::new();
     for c in analysis.candidates.iter().filter(|c| c.sq_error > 0.0) {
@@ -179,8 +216,6 @@ pub fn tensor_view(
     for s in &mut families {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let chosen_error =
-        chosen.map(|(c, _)| (c.sq_error / analysis.norm_sq.max(f64::MIN_POSITIVE)).sqrt());
     if let Some((c, _)) = chosen.filter(|(c, _)| c.sq_error > 0.0) {
         families.push(svg::Series {
             name: "chosen".into(),
@@ -191,25 +226,14 @@ pub fn tensor_view(
             mark: svg::Mark::Points,
         });
     }
-    let error_vs_bits_svg = svg::line_chart(&svg::Chart {
+    svg::line_chart(&svg::Chart {
         title: format!("{name}: measured error of every option (coded section bits)"),
         x: svg::Axis::linear("bits per weight"),
         y: svg::Axis::log10("relative error ||W - W^|| / ||W||"),
         series: families,
         width: 640,
         height: 360,
-    });
-    TensorView {
-        name: name.to_string(),
-        shape: shape.to_vec(),
-        chosen: chosen.map(|(c, _)| c.codec.label()),
-        chosen_error,
-        histogram_svg,
-        restored_histogram_svg,
-        spectrum_svg,
-        error_vs_rank_svg,
-        error_vs_bits_svg,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -141,21 +141,7 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
         return Err(Error::invalid("shared-lowrank: a group without members"));
     };
     let cols = first.cols;
-    for &(values, shape) in members {
-        if shape.cols != cols || values.len() != shape.len() {
-            return Err(Error::invalid(format!(
-                "shared-lowrank: a member of {} values, {} x {}, in a group of {cols} columns",
-                values.len(),
-                shape.rows,
-                shape.cols
-            )));
-        }
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(Error::invalid(
-                "shared-lowrank: a member holds NaN or infinite values",
-            ));
-        }
-    }
+    check_members(members, cols)?;
     let total_rows: usize = members.iter().map(|m| m.1.rows).sum();
     let rank = effective_rank(p.rank, cols, total_rows);
     if rank as u32 != p.rank {
@@ -164,21 +150,7 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
             p.rank
         )));
     }
-    // M = [W_1^T/||W_1|| .. W_K^T/||W_K||], cols x total_rows: its left singular vectors are the
-    // input-side basis. Each block is scaled to unit norm so that the basis minimises the sum of
-    // the members' RELATIVE squared errors (the allocator's objective) rather than favouring the
-    // largest member; `crate::shared_basis` groups the same normalised blocks.
-    let mut concat = vec![0.0f32; cols * total_rows];
-    let mut at = 0;
-    for &(values, shape) in members {
-        let scale = unit_scale(values);
-        for k in 0..shape.rows {
-            for i in 0..cols {
-                concat[i * total_rows + at + k] = values[k * cols + i] * scale;
-            }
-        }
-        at += shape.rows;
-    }
+    let concat = unit_norm_concat(members, cols, total_rows);
     let mut rng = Rng::new(p.seed);
     let svd = linalg::rsi(
         linalg::view_row_major(&concat, cols, total_rows),
@@ -194,6 +166,61 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
     let vt: Vec<f32> = (0..rank * cols)
         .map(|idx| svd.u[(idx % cols, idx / cols)])
         .collect();
+    let (basis, vt_hat) = encode_basis(&vt, rank, cols, level)?;
+    let mut out = Vec::with_capacity(members.len());
+    for &(values, shape) in members {
+        out.push(encode_member(
+            values, shape.rows, &vt_hat, rank, cols, level,
+        )?);
+    }
+    Ok(GroupEncoded {
+        basis,
+        members: out,
+    })
+}
+
+/// Every member has the group's columns, as many values as its shape says, all finite.
+fn check_members(members: &[(&[f32], Shape2)], cols: usize) -> Result<()> {
+    for &(values, shape) in members {
+        if shape.cols != cols || values.len() != shape.len() {
+            return Err(Error::invalid(format!(
+                "shared-lowrank: a member of {} values, {} x {}, in a group of {cols} columns",
+                values.len(),
+                shape.rows,
+                shape.cols
+            )));
+        }
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid(
+                "shared-lowrank: a member holds NaN or infinite values",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// M = [W_1^T/||W_1|| .. W_K^T/||W_K||], cols x total_rows: its left singular vectors are the
+/// input-side basis. Each block is scaled to unit norm so that the basis minimises the sum of
+/// the members' RELATIVE squared errors (the allocator's objective) rather than favouring the
+/// largest member; `crate::shared_basis` groups the same normalised blocks.
+fn unit_norm_concat(members: &[(&[f32], Shape2)], cols: usize, total_rows: usize) -> Vec<f32> {
+    let mut concat = vec![0.0f32; cols * total_rows];
+    let mut at = 0;
+    for &(values, shape) in members {
+        let scale = unit_scale(values);
+        for k in 0..shape.rows {
+            for i in 0..cols {
+                concat[i * total_rows + at + k] = values[k * cols + i] * scale;
+            }
+        }
+        at += shape.rows;
+    }
+    concat
+}
+
+/// The basis section: V^T (row-major `rank` x `cols`) quantized with one step per basis vector.
+/// Returns it with the dequantized V^T that the members are projected on.
+fn encode_basis(vt: &[f32], rank: usize, cols: usize, level: u32) -> Result<(Encoded, Vec<f32>)> {
     let steps_v: Vec<f32> = vt
         .chunks_exact(cols.max(1))
         .map(|row| peak(row) / level as f32)
@@ -217,54 +244,57 @@ pub fn encode_group(members: &[(&[f32], Shape2)], p: &BasisParams) -> Result<Gro
         bytes: basis_bytes,
         reconstruction: Vec::new(),
     };
+    Ok((basis, vt_hat))
+}
 
-    let mut out = Vec::with_capacity(members.len());
-    for &(values, shape) in members {
-        let rows = shape.rows;
-        // C = W V^ in f64, a fixed order.
-        let mut c = vec![0.0f32; rows * rank];
-        for k in 0..rows {
-            let w = &values[k * cols..(k + 1) * cols];
-            for t in 0..rank {
-                let v = &vt_hat[t * cols..(t + 1) * cols];
-                c[k * rank + t] = w
-                    .iter()
-                    .zip(v)
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>() as f32;
-            }
+/// One member's section: its coefficients C = W V^ (in f64, a fixed order), quantized with one
+/// step per basis vector, and its reconstruction C^ V^T.
+fn encode_member(
+    values: &[f32],
+    rows: usize,
+    vt_hat: &[f32],
+    rank: usize,
+    cols: usize,
+    level: u32,
+) -> Result<Encoded> {
+    let mut c = vec![0.0f32; rows * rank];
+    for k in 0..rows {
+        let w = &values[k * cols..(k + 1) * cols];
+        for t in 0..rank {
+            let v = &vt_hat[t * cols..(t + 1) * cols];
+            c[k * rank + t] = w
+                .iter()
+                .zip(v)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32;
         }
-        let mut steps_c = vec![0.0f32; rank];
-        for row in c.chunks_exact(rank.max(1)) {
-            for (s, &x) in steps_c.iter_mut().zip(row) {
-                *s = s.max(x.abs());
-            }
-        }
-        steps_c.iter_mut().for_each(|s| *s /= level as f32);
-        let symbols_c: Vec<u32> = c
-            .iter()
-            .enumerate()
-            .map(|(idx, &x)| quantize(x, steps_c[idx % rank], level))
-            .collect();
-        let c_hat = dequantize(&symbols_c, &steps_c, rank, level, Layout::PerColumn);
-        let mut bytes = vec![FORMAT_VERSION];
-        for dim in [rows, cols, rank] {
-            put_u32(&mut bytes, dim)?;
-        }
-        for s in &steps_c {
-            bytes.extend_from_slice(&s.to_le_bytes());
-        }
-        let coded = entropy::encode(&symbols_c, 2 * level + 1);
-        section::push_stream(&mut bytes, &coded.bytes, "shared-lowrank")?;
-        out.push(Encoded {
-            side_bytes: 1 + 12 + 4 * rank + 4 + coded.table_bytes,
-            bytes,
-            reconstruction: multiply(&c_hat, &vt_hat, rows, cols, rank),
-        });
     }
-    Ok(GroupEncoded {
-        basis,
-        members: out,
+    let mut steps_c = vec![0.0f32; rank];
+    for row in c.chunks_exact(rank.max(1)) {
+        for (s, &x) in steps_c.iter_mut().zip(row) {
+            *s = s.max(x.abs());
+        }
+    }
+    steps_c.iter_mut().for_each(|s| *s /= level as f32);
+    let symbols_c: Vec<u32> = c
+        .iter()
+        .enumerate()
+        .map(|(idx, &x)| quantize(x, steps_c[idx % rank], level))
+        .collect();
+    let c_hat = dequantize(&symbols_c, &steps_c, rank, level, Layout::PerColumn);
+    let mut bytes = vec![FORMAT_VERSION];
+    for dim in [rows, cols, rank] {
+        put_u32(&mut bytes, dim)?;
+    }
+    for s in &steps_c {
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    let coded = entropy::encode(&symbols_c, 2 * level + 1);
+    section::push_stream(&mut bytes, &coded.bytes, "shared-lowrank")?;
+    Ok(Encoded {
+        side_bytes: 1 + 12 + 4 * rank + 4 + coded.table_bytes,
+        bytes,
+        reconstruction: multiply(&c_hat, vt_hat, rows, cols, rank),
     })
 }
 

@@ -340,6 +340,38 @@ pub async fn encode_on(
         backend.rotate(&mut work, shape.cols, p.seed, false).await?;
     }
 
+    let (format, stored) = stored_norms(&work, d);
+    let qjl = p.qjl.then(|| qjl_matrix(d, p.seed));
+    let BlockCodes {
+        symbols,
+        mut reconstruction,
+        gammas,
+        sign_bits,
+    } = code_blocks(&work, &stored, &cb, qjl.as_deref(), d);
+    if !reconstruction.is_empty() {
+        backend
+            .rotate(&mut reconstruction, shape.cols, p.seed, true)
+            .await?;
+    }
+
+    let (bytes, side_bytes) = turbo_section(
+        values.len(),
+        p.bits,
+        format,
+        &stored,
+        &gammas,
+        &symbols,
+        &sign_bits,
+    );
+    Ok(Encoded {
+        bytes,
+        side_bytes,
+        reconstruction,
+    })
+}
+
+/// The block norms as stored, and their format: f16 when every norm fits, else f32.
+fn stored_norms(work: &[f32], d: usize) -> (u8, Vec<f32>) {
     let norms: Vec<f32> = work
         .chunks_exact(d)
         .map(|b| b.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32)
@@ -357,10 +389,29 @@ pub async fn encode_on(
             _ => n,
         })
         .collect();
+    (format, stored)
+}
 
-    let mut symbols = Vec::with_capacity(values.len());
-    let mut reconstruction = vec![0f32; values.len()];
-    let qjl = p.qjl.then(|| qjl_matrix(d, p.seed));
+/// What coding the rotated blocks gives: a codebook symbol per value, the reconstruction (still
+/// rotated), and with QJL each block's residual norm (f16 bytes) and residual signs.
+struct BlockCodes {
+    symbols: Vec<u32>,
+    reconstruction: Vec<f32>,
+    gammas: Vec<u8>,
+    sign_bits: Vec<bool>,
+}
+
+/// Quantizes each rotated block of `d` values, scaled to unit norm by its stored norm, to the
+/// codebook; with a QJL matrix, also codes the signs of the projected residual.
+fn code_blocks(
+    work: &[f32],
+    stored: &[f32],
+    cb: &Codebook,
+    qjl: Option<&[f32]>,
+    d: usize,
+) -> BlockCodes {
+    let mut symbols = Vec::with_capacity(work.len());
+    let mut reconstruction = vec![0f32; work.len()];
     let mut gammas = Vec::new();
     let mut sign_bits = Vec::new();
     let mut unit = vec![0f32; d];
@@ -369,7 +420,7 @@ pub async fn encode_on(
     for ((block, out), &scale) in work
         .chunks_exact(d)
         .zip(reconstruction.chunks_exact_mut(d))
-        .zip(&stored)
+        .zip(stored)
     {
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         for (((&v, u), r), o) in block
@@ -385,7 +436,7 @@ pub async fn encode_on(
             *r = *u - c;
             *o = c;
         }
-        if let Some(s) = &qjl {
+        if let Some(s) = qjl {
             let gamma = residual
                 .iter()
                 .map(|&r| r as f64 * r as f64)
@@ -407,32 +458,42 @@ pub async fn encode_on(
         }
         out.iter_mut().for_each(|o| *o *= scale);
     }
-    if !reconstruction.is_empty() {
-        backend
-            .rotate(&mut reconstruction, shape.cols, p.seed, true)
-            .await?;
+    BlockCodes {
+        symbols,
+        reconstruction,
+        gammas,
+        sign_bits,
     }
+}
 
-    let coded = entropy::encode(&symbols, 1u32 << p.bits);
+/// The section: value count, norm format, norms, QJL gammas, the entropy-coded symbols and the
+/// packed sign bits. Also returns the side bytes (everything but the coded symbols and the signs,
+/// plus the entropy tables).
+fn turbo_section(
+    len: usize,
+    bits: u8,
+    format: u8,
+    stored: &[f32],
+    gammas: &[u8],
+    symbols: &[u32],
+    sign_bits: &[bool],
+) -> (Vec<u8>, usize) {
+    let coded = entropy::encode(symbols, 1u32 << bits);
     let mut bytes = Vec::new();
-    put_varint(&mut bytes, values.len() as u64);
+    put_varint(&mut bytes, len as u64);
     bytes.push(format);
-    for &n in &stored {
+    for &n in stored {
         match format {
             NORM_F16 => bytes.extend_from_slice(&f16::from_f32(n).to_le_bytes()),
             _ => bytes.extend_from_slice(&n.to_le_bytes()),
         }
     }
-    bytes.extend_from_slice(&gammas);
+    bytes.extend_from_slice(gammas);
     put_varint(&mut bytes, coded.bytes.len() as u64);
     let side_bytes = bytes.len() + coded.table_bytes;
     bytes.extend_from_slice(&coded.bytes);
-    bytes.extend(pack_bits(&sign_bits));
-    Ok(Encoded {
-        bytes,
-        side_bytes,
-        reconstruction,
-    })
+    bytes.extend(pack_bits(sign_bits));
+    (bytes, side_bytes)
 }
 
 pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {

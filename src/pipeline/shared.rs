@@ -375,18 +375,7 @@ fn set_options(
         .iter()
         .map(|&t| values_of(t))
         .collect::<Result<_>>()?;
-    // Unit-norm blocks, as `shared_lowrank::encode_group` sees them: the threshold bounds the
-    // RMS of the members' relative errors, not an error dominated by the largest member.
-    let blocks: Vec<Vec<f32>> = values
-        .iter()
-        .zip(&shapes)
-        .map(|(v, s)| {
-            let scale = shared_lowrank::unit_scale(v);
-            let mut t = transposed(v, s.rows, s.cols);
-            t.iter_mut().for_each(|x| *x *= scale);
-            t
-        })
-        .collect();
+    let blocks = unit_norm_blocks(&values, &shapes);
     let view: Vec<(&[f32], usize)> = blocks
         .iter()
         .zip(&shapes)
@@ -405,19 +394,111 @@ fn set_options(
         .iter()
         .map(|t| Rng::for_stream(opts.seed, &t.name).next_u64())
         .collect();
-    let rel = |m: usize, c: &Candidate| analyses[members[m]].rel_mse(c);
-    // A set option: every member's candidate plus the shared bases, sized and measured.
-    let set_option = |rank: u32, groups: Vec<GroupOption>, candidates: Vec<Candidate>| {
+    let set = SetMembers {
+        analyses,
+        members,
+        tensors,
+        shapes,
+        values,
+        seeds,
+        cols,
+    };
+
+    let mut options = Vec::new();
+    let mut alone_combos = set.hull_walk();
+    if let Target::MaxError(e) = opts.target {
+        alone_combos.push(set.max_error_picks(e));
+    }
+    for picks in alone_combos {
+        let candidates = picks
+            .iter()
+            .enumerate()
+            .map(|(m, &i)| analyses[members[m]].candidates[i].clone())
+            .collect();
+        options.push(set.option(0, Vec::new(), candidates));
+    }
+    for &rank in &ranks {
+        let alone = set.lowrank_alone(rank)?;
+        let partitions = partitions(&view, cols, rank, &thresholds)?;
+        options.push(set.option(rank as u32, Vec::new(), alone.clone()));
+        for (partition, eps) in partitions {
+            let mut candidates = alone.clone();
+            let mut groups = Vec::new();
+            for g in partition.into_iter().filter(|g| g.len() > 1) {
+                groups.push(set.shared_group(&view, g, rank, eps, &mut candidates)?);
+            }
+            options.push(set.option(rank as u32, groups, candidates));
+        }
+    }
+    Ok(options)
+}
+
+/// Unit-norm blocks, as `shared_lowrank::encode_group` sees them: the threshold bounds the RMS of
+/// the members' relative errors, not an error dominated by the largest member.
+fn unit_norm_blocks(values: &[Vec<f32>], shapes: &[Shape2]) -> Vec<Vec<f32>> {
+    values
+        .iter()
+        .zip(shapes)
+        .map(|(v, s)| {
+            let scale = shared_lowrank::unit_scale(v);
+            let mut t = transposed(v, s.rows, s.cols);
+            t.iter_mut().for_each(|x| *x *= scale);
+            t
+        })
+        .collect()
+}
+
+/// The distinct groupings (members sorted within a group, groups sorted) that the thresholds give
+/// at `rank`, each with the first threshold that gave it; only those that share a basis.
+fn partitions(
+    view: &[(&[f32], usize)],
+    cols: usize,
+    rank: usize,
+    thresholds: &[f64],
+) -> Result<Vec<(Vec<Vec<usize>>, f64)>> {
+    let mut partitions: Vec<(Vec<Vec<usize>>, f64)> = Vec::new();
+    for &eps in thresholds {
+        let mut groups = group(view, cols, rank, eps)?;
+        groups.iter_mut().for_each(|g| g.sort());
+        groups.sort();
+        if groups.iter().any(|g| g.len() > 1) && !partitions.iter().any(|p| p.0 == groups) {
+            partitions.push((groups, eps));
+        }
+    }
+    Ok(partitions)
+}
+
+/// The members of a sibling set, with what measuring the set's options needs about them.
+struct SetMembers<'a> {
+    analyses: &'a [TensorAnalysis],
+    /// Tensor indices of the members.
+    members: &'a [usize],
+    tensors: Vec<&'a crate::checkpoint::InputTensor>,
+    shapes: Vec<Shape2>,
+    values: Vec<Vec<f32>>,
+    /// Each member's coding seed.
+    seeds: Vec<u64>,
+    /// The members' common column count.
+    cols: usize,
+}
+
+impl SetMembers<'_> {
+    fn rel(&self, m: usize, c: &Candidate) -> f64 {
+        self.analyses[self.members[m]].rel_mse(c)
+    }
+
+    /// A set option: every member's candidate plus the shared bases, sized and measured.
+    fn option(&self, rank: u32, groups: Vec<GroupOption>, candidates: Vec<Candidate>) -> SetOption {
         let bytes = candidates
             .iter()
-            .zip(&tensors)
+            .zip(&self.tensors)
             .map(|(c, t)| container::section_len(t.numel(), c.coded_bytes))
             .chain(groups.iter().map(GroupOption::section_len))
             .sum();
         let rels: Vec<f64> = candidates
             .iter()
             .enumerate()
-            .map(|(m, c)| rel(m, c))
+            .map(|(m, c)| self.rel(m, c))
             .collect();
         SetOption {
             rank,
@@ -427,64 +508,61 @@ fn set_options(
             max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
             member_candidates: candidates,
         }
-    };
+    }
 
-    let mut options = Vec::new();
-    // Every member coded alone by any of its own measured options: the lower convex hull of the
-    // sum of the members' hulls (their segments merged by slope, the greedy allocator's own walk),
-    // so the set item offers all that per-tensor allocation could reach, besides sharing.
-    let hulls: Vec<Vec<usize>> = members
-        .iter()
-        .map(|&t| {
-            let points: Vec<OptionPoint> = analyses[t]
-                .candidates
-                .iter()
-                .map(|c| OptionPoint {
-                    bytes: container::section_len(ckpt.tensors[t].numel(), c.coded_bytes),
-                    distortion: analyses[t].rel_mse(c),
-                })
-                .collect();
-            crate::alloc::convex_hull(&points)
-        })
-        .collect();
-    let mut at = vec![0usize; members.len()];
-    let alone_option = |picks: &[usize]| -> Vec<Candidate> {
-        picks
+    /// Every member coded alone by any of its own measured options: the lower convex hull of the
+    /// sum of the members' hulls (their segments merged by slope, the greedy allocator's own
+    /// walk), so the set item offers all that per-tensor allocation could reach, besides sharing.
+    /// One pick of a candidate index per member for each point of the walk.
+    fn hull_walk(&self) -> Vec<Vec<usize>> {
+        let (analyses, members) = (self.analyses, self.members);
+        let hulls: Vec<Vec<usize>> = members
             .iter()
             .enumerate()
-            .map(|(m, &i)| analyses[members[m]].candidates[i].clone())
-            .collect()
-    };
-    let mut alone_combos: Vec<Vec<usize>> = Vec::new();
-    loop {
-        alone_combos.push(at.iter().enumerate().map(|(m, &h)| hulls[m][h]).collect());
-        // The next segment with the steepest distortion drop per byte.
-        let slope = |m: usize| {
-            let (a, b) = (&analyses[members[m]], hulls[m][at[m]]);
-            let c = hulls[m][at[m] + 1];
-            let bytes = |i: usize| {
-                container::section_len(
-                    ckpt.tensors[members[m]].numel(),
-                    a.candidates[i].coded_bytes,
-                ) as f64
+            .map(|(m, &t)| {
+                let points: Vec<OptionPoint> = analyses[t]
+                    .candidates
+                    .iter()
+                    .map(|c| OptionPoint {
+                        bytes: container::section_len(self.tensors[m].numel(), c.coded_bytes),
+                        distortion: analyses[t].rel_mse(c),
+                    })
+                    .collect();
+                crate::alloc::convex_hull(&points)
+            })
+            .collect();
+        let mut at = vec![0usize; members.len()];
+        let mut alone_combos: Vec<Vec<usize>> = Vec::new();
+        loop {
+            alone_combos.push(at.iter().enumerate().map(|(m, &h)| hulls[m][h]).collect());
+            // The next segment with the steepest distortion drop per byte.
+            let slope = |m: usize| {
+                let (a, b) = (&analyses[members[m]], hulls[m][at[m]]);
+                let c = hulls[m][at[m] + 1];
+                let bytes = |i: usize| {
+                    container::section_len(self.tensors[m].numel(), a.candidates[i].coded_bytes)
+                        as f64
+                };
+                (a.rel_mse(&a.candidates[b]) - a.rel_mse(&a.candidates[c]))
+                    / (bytes(c) - bytes(b)).max(1.0)
             };
-            (a.rel_mse(&a.candidates[b]) - a.rel_mse(&a.candidates[c]))
-                / (bytes(c) - bytes(b)).max(1.0)
-        };
-        let Some(m) = (0..members.len())
-            .filter(|&m| at[m] + 1 < hulls[m].len())
-            .max_by(|&x, &y| slope(x).total_cmp(&slope(y)).then(y.cmp(&x)))
-        else {
-            break;
-        };
-        at[m] += 1;
+            let Some(m) = (0..members.len())
+                .filter(|&m| at[m] + 1 < hulls[m].len())
+                .max_by(|&x, &y| slope(x).total_cmp(&slope(y)).then(y.cmp(&x)))
+            else {
+                break;
+            };
+            at[m] += 1;
+        }
+        alone_combos
     }
-    if let Target::MaxError(e) = opts.target {
-        // Per member the cheapest option within the bound (else its most accurate).
-        let picks: Vec<usize> = members
+
+    /// Per member the cheapest option within the error bound `e` (else its most accurate).
+    fn max_error_picks(&self, e: f64) -> Vec<usize> {
+        self.members
             .iter()
             .map(|&t| {
-                let a = &analyses[t];
+                let a = &self.analyses[t];
                 let n = a.candidates.len();
                 (0..n)
                     .filter(|&i| a.rel_mse(&a.candidates[i]).sqrt() <= e)
@@ -499,16 +577,13 @@ fn set_options(
                             .expect("a candidate")
                     })
             })
-            .collect();
-        alone_combos.push(picks);
+            .collect()
     }
-    for picks in alone_combos {
-        options.push(set_option(0, Vec::new(), alone_option(&picks)));
-    }
-    for &rank in &ranks {
-        // Each member alone: the pure lowrank option of this rank (measured by the analysis
-        // when it tried it, else encoded here with the same parameters).
-        let alone: Vec<Candidate> = (0..members.len())
+
+    /// Each member alone: the pure lowrank option of this rank (measured by the analysis when it
+    /// tried it, else encoded here with the same parameters).
+    fn lowrank_alone(&self, rank: usize) -> Result<Vec<Candidate>> {
+        (0..self.members.len())
             .map(|m| {
                 let p = lowrank::Params {
                     rank: rank as u32,
@@ -516,87 +591,85 @@ fn set_options(
                     power_iters: POWER_ITERS,
                     factor_bits: FACTOR_BITS,
                     residual_step_log2: None,
-                    seed: seeds[m],
+                    seed: self.seeds[m],
                 };
                 let codec = CodecParams::Lowrank(p.clone());
-                if let Some(c) = analyses[members[m]]
+                if let Some(c) = self.analyses[self.members[m]]
                     .candidates
                     .iter()
                     .find(|c| c.codec == codec)
                 {
                     return Ok(c.clone());
                 }
-                let enc = lowrank::encode(&values[m], shapes[m], &p)?;
-                Ok(candidate(codec, &enc, &values[m], tensors[m].dtype))
+                let enc = lowrank::encode(&self.values[m], self.shapes[m], &p)?;
+                Ok(candidate(
+                    codec,
+                    &enc,
+                    &self.values[m],
+                    self.tensors[m].dtype,
+                ))
             })
-            .collect::<Result<_>>()?;
-        let mut partitions: Vec<(Vec<Vec<usize>>, f64)> = Vec::new();
-        for &eps in &thresholds {
-            let mut groups = group(&view, cols, rank, eps)?;
-            groups.iter_mut().for_each(|g| g.sort());
-            groups.sort();
-            if groups.iter().any(|g| g.len() > 1) && !partitions.iter().any(|p| p.0 == groups) {
-                partitions.push((groups, eps));
-            }
-        }
-        let mut option_of = |groups: Vec<GroupOption>, candidates: Vec<Candidate>| {
-            options.push(set_option(rank as u32, groups, candidates));
-        };
-        option_of(Vec::new(), alone.clone());
-        for (partition, eps) in partitions {
-            let mut candidates = alone.clone();
-            let mut groups = Vec::new();
-            for g in partition.into_iter().filter(|g| g.len() > 1) {
-                let total_rows: usize = g.iter().map(|&m| shapes[m].rows).sum();
-                let basis = BasisParams {
-                    rank: shared_lowrank::effective_rank(rank as u32, cols, total_rows) as u32,
-                    factor_bits: FACTOR_BITS,
-                    oversample: OVERSAMPLE,
-                    power_iters: POWER_ITERS,
-                    seed: seeds[g[0]],
-                };
-                let group_view: Vec<(&[f32], usize)> = g.iter().map(|&m| view[m]).collect();
-                let exact = exact_error(&group_view, cols, basis.rank as usize)?;
-                let mut estimator = Estimator::new(cols, basis.rank as usize);
-                for b in &group_view {
-                    estimator.add(b.0, b.1)?;
-                }
-                if exact > eps * (1.0 + 1e-9) {
-                    // The estimator bounds the exact error from above, so this is a bug.
-                    return Err(Error::invalid(format!(
-                        "internal error: a shared-basis group's exact error {exact} is above \
-                         its threshold {eps}"
-                    )));
-                }
-                let inputs: Vec<(&[f32], Shape2)> = g
-                    .iter()
-                    .map(|&m| (values[m].as_slice(), shapes[m]))
-                    .collect();
-                let enc = shared_lowrank::encode_group(&inputs, &basis)?;
-                for (&m, e) in g.iter().zip(&enc.members) {
-                    candidates[m] = candidate(
-                        CodecParams::SharedLowrank(basis.member(0)),
-                        e,
-                        &values[m],
-                        tensors[m].dtype,
-                    );
-                }
-                groups.push(GroupOption {
-                    members: g,
-                    cols,
-                    coded_bytes: enc.basis.bytes.len() as u64,
-                    side_bytes: enc.basis.side_bytes as u64,
-                    crc32: container::crc32(&enc.basis.bytes),
-                    basis,
-                    threshold: eps,
-                    estimate: estimator.error(),
-                    exact_error: exact,
-                });
-            }
-            option_of(groups, candidates);
-        }
+            .collect()
     }
-    Ok(options)
+
+    /// Codes group `g` (member positions) on one shared basis of `rank`, checks its exact error
+    /// against the threshold `eps` it was formed under, and puts its members' candidates in
+    /// `candidates`.
+    fn shared_group(
+        &self,
+        view: &[(&[f32], usize)],
+        g: Vec<usize>,
+        rank: usize,
+        eps: f64,
+        candidates: &mut [Candidate],
+    ) -> Result<GroupOption> {
+        let cols = self.cols;
+        let total_rows: usize = g.iter().map(|&m| self.shapes[m].rows).sum();
+        let basis = BasisParams {
+            rank: shared_lowrank::effective_rank(rank as u32, cols, total_rows) as u32,
+            factor_bits: FACTOR_BITS,
+            oversample: OVERSAMPLE,
+            power_iters: POWER_ITERS,
+            seed: self.seeds[g[0]],
+        };
+        let group_view: Vec<(&[f32], usize)> = g.iter().map(|&m| view[m]).collect();
+        let exact = exact_error(&group_view, cols, basis.rank as usize)?;
+        let mut estimator = Estimator::new(cols, basis.rank as usize);
+        for b in &group_view {
+            estimator.add(b.0, b.1)?;
+        }
+        if exact > eps * (1.0 + 1e-9) {
+            // The estimator bounds the exact error from above, so this is a bug.
+            return Err(Error::invalid(format!(
+                "internal error: a shared-basis group's exact error {exact} is above \
+                 its threshold {eps}"
+            )));
+        }
+        let inputs: Vec<(&[f32], Shape2)> = g
+            .iter()
+            .map(|&m| (self.values[m].as_slice(), self.shapes[m]))
+            .collect();
+        let enc = shared_lowrank::encode_group(&inputs, &basis)?;
+        for (&m, e) in g.iter().zip(&enc.members) {
+            candidates[m] = candidate(
+                CodecParams::SharedLowrank(basis.member(0)),
+                e,
+                &self.values[m],
+                self.tensors[m].dtype,
+            );
+        }
+        Ok(GroupOption {
+            members: g,
+            cols,
+            coded_bytes: enc.basis.bytes.len() as u64,
+            side_bytes: enc.basis.side_bytes as u64,
+            crc32: container::crc32(&enc.basis.bytes),
+            basis,
+            threshold: eps,
+            estimate: estimator.error(),
+            exact_error: exact,
+        })
+    }
 }
 
 /// The sections `compress` writes for the manifest's groups: per tensor its member section (None

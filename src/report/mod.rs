@@ -231,6 +231,59 @@ pub struct Decision {
 /// Why `d.chosen` was chosen, from the allocator's own data: the neighbouring options on the
 /// tensor's front and what moving to them would cost or save.
 pub fn explain(d: &Decision) -> Why {
+    let (cheaper, dearer, on_hull) = neighbours(d);
+    let c = &d.options[d.chosen];
+    let cheapest_lossy = d
+        .options
+        .iter()
+        .filter(|o| !o.exact)
+        .min_by_key(|o| o.bytes);
+    let mut parts = Vec::new();
+    let rule = match &d.rule {
+        Rule::Restricted(why) => {
+            parts.push(why.clone());
+            if d.options.len() > 1 {
+                push_margins(&mut parts, &dearer, &cheaper);
+            }
+            "restricted"
+        }
+        _ if c.exact && cheapest_lossy.is_none_or(|l| l.bytes >= c.bytes) => {
+            parts.push(match cheapest_lossy {
+                Some(l) => format!(
+                    "exact: the lossless section ({} bytes) is no larger than any lossy option (the cheapest, {}, takes {} bytes)",
+                    c.bytes, l.label, l.bytes
+                ),
+                None => "exact: no lossy option applies".to_string(),
+            });
+            "exact"
+        }
+        Rule::Budget(allocator) => {
+            parts.push(budget_text(*allocator, c, on_hull));
+            push_margins(&mut parts, &dearer, &cheaper);
+            allocator.name()
+        }
+        Rule::MaxError(bound) => {
+            push_max_error_texts(&mut parts, *bound, c, &cheaper);
+            "max-error"
+        }
+    };
+    let mut text = parts.join("; ");
+    if let Some(m) = &d.forced {
+        text = format!("--method {m}: {text}");
+    }
+    Why {
+        rule: rule.to_string(),
+        text,
+        forced_method: d.forced.clone(),
+        cheaper,
+        dearer,
+        on_hull,
+    }
+}
+
+/// The chosen option's cheaper and dearer neighbours on the tensor's front (in error mode, the
+/// closest cheaper option of all), and whether it is on the lower convex hull.
+fn neighbours(d: &Decision) -> (Option<Neighbour>, Option<Neighbour>, bool) {
     use crate::alloc::{convex_hull, pareto_front, Allocator, OptionPoint};
     let points: Vec<OptionPoint> = d
         .options
@@ -273,110 +326,78 @@ pub fn explain(d: &Decision) -> Why {
             .max_by_key(|&i| (d.options[i].bytes, std::cmp::Reverse(i)))
             .map(neighbour);
     }
-    let up_text = |n: &Neighbour| {
-        format!(
+    (cheaper, dearer, on_hull)
+}
+
+/// What the next upgrade and the next downgrade would cost or save, for those that exist.
+fn push_margins(parts: &mut Vec<String>, dearer: &Option<Neighbour>, cheaper: &Option<Neighbour>) {
+    if let Some(n) = dearer {
+        parts.push(format!(
             "the next option up ({}) would cost +{} bytes for {:.3e} rel. MSE ({:.3e} per KB)",
             n.label,
             n.bytes_delta,
             n.rel_mse_delta,
             1024.0 * n.rel_mse_delta / n.bytes_delta.max(1) as f64
-        )
-    };
-    let down_text = |n: &Neighbour| {
-        format!(
+        ));
+    }
+    if let Some(n) = cheaper {
+        parts.push(format!(
             "the next option down ({}) would save {} bytes for +{:.3e} rel. MSE ({:.3e} per KB)",
             n.label,
             -n.bytes_delta,
             n.rel_mse_delta,
             1024.0 * n.rel_mse_delta / (-n.bytes_delta).max(1) as f64
-        )
-    };
-    let margins = |parts: &mut Vec<String>| {
-        if let Some(n) = &dearer {
-            parts.push(up_text(n));
-        }
-        if let Some(n) = &cheaper {
-            parts.push(down_text(n));
-        }
-    };
-    let cheapest_lossy = d
-        .options
-        .iter()
-        .filter(|o| !o.exact)
-        .min_by_key(|o| o.bytes);
-    let mut parts = Vec::new();
-    let rule = match &d.rule {
-        Rule::Restricted(why) => {
-            parts.push(why.clone());
-            if d.options.len() > 1 {
-                margins(&mut parts);
-            }
-            "restricted"
-        }
-        _ if c.exact && cheapest_lossy.is_none_or(|l| l.bytes >= c.bytes) => {
-            parts.push(match cheapest_lossy {
-                Some(l) => format!(
-                    "exact: the lossless section ({} bytes) is no larger than any lossy option (the cheapest, {}, takes {} bytes)",
-                    c.bytes, l.label, l.bytes
-                ),
-                None => "exact: no lossy option applies".to_string(),
-            });
-            "exact"
-        }
-        Rule::Budget(allocator) => {
-            parts.push(match allocator {
-                Allocator::Greedy => format!(
-                    "greedy: best error per byte at the file's equal-slope point (rel. MSE {:.3e} in {} bytes)",
-                    c.rel_mse, c.bytes
-                ),
-                Allocator::Knapsack => format!(
-                    "knapsack: part of the least-total-error choice within the budget (rel. MSE {:.3e} in {} bytes{})",
-                    c.rel_mse,
-                    c.bytes,
-                    if on_hull {
-                        ""
-                    } else {
-                        "; off the convex hull, which only the knapsack picks"
-                    }
-                ),
-            });
-            margins(&mut parts);
-            allocator.name()
-        }
-        Rule::MaxError(bound) => {
-            let error = c.rel_mse.sqrt();
-            if error <= *bound {
-                parts.push(format!(
-                    "max-error: cheapest option with relative error <= {bound} (this one: {error:.4})"
-                ));
-                // The cheaper options all miss the bound: name the closest one.
-                if let Some(n) = &cheaper {
-                    parts.push(format!(
-                        "the next cheaper option ({}, {} bytes less) has relative error {:.4}",
-                        n.label,
-                        -n.bytes_delta,
-                        (c.rel_mse + n.rel_mse_delta).sqrt()
-                    ));
-                }
-            } else {
-                parts.push(format!(
-                    "max-error: no option reaches relative error {bound}: the most accurate one ({error:.4})"
-                ));
-            }
-            "max-error"
-        }
-    };
-    let mut text = parts.join("; ");
-    if let Some(m) = &d.forced {
-        text = format!("--method {m}: {text}");
+        ));
     }
-    Why {
-        rule: rule.to_string(),
-        text,
-        forced_method: d.forced.clone(),
-        cheaper,
-        dearer,
-        on_hull,
+}
+
+/// The budget allocators' reason for the chosen option `c`.
+fn budget_text(allocator: crate::alloc::Allocator, c: &Choice, on_hull: bool) -> String {
+    use crate::alloc::Allocator;
+    match allocator {
+        Allocator::Greedy => format!(
+            "greedy: best error per byte at the file's equal-slope point (rel. MSE {:.3e} in {} bytes)",
+            c.rel_mse, c.bytes
+        ),
+        Allocator::Knapsack => format!(
+            "knapsack: part of the least-total-error choice within the budget (rel. MSE {:.3e} in {} bytes{})",
+            c.rel_mse,
+            c.bytes,
+            if on_hull {
+                ""
+            } else {
+                "; off the convex hull, which only the knapsack picks"
+            }
+        ),
+    }
+}
+
+/// Error mode's reason: within the bound (and the closest cheaper option misses it), or no option
+/// reaches it.
+fn push_max_error_texts(
+    parts: &mut Vec<String>,
+    bound: f64,
+    c: &Choice,
+    cheaper: &Option<Neighbour>,
+) {
+    let error = c.rel_mse.sqrt();
+    if error <= bound {
+        parts.push(format!(
+            "max-error: cheapest option with relative error <= {bound} (this one: {error:.4})"
+        ));
+        // The cheaper options all miss the bound: name the closest one.
+        if let Some(n) = cheaper {
+            parts.push(format!(
+                "the next cheaper option ({}, {} bytes less) has relative error {:.4}",
+                n.label,
+                -n.bytes_delta,
+                (c.rel_mse + n.rel_mse_delta).sqrt()
+            ));
+        }
+    } else {
+        parts.push(format!(
+            "max-error: no option reaches relative error {bound}: the most accurate one ({error:.4})"
+        ));
     }
 }
 
@@ -437,6 +458,31 @@ impl Report {
             "<h1>lowbit report: {}</h1>\n",
             esc(&self.input.file)
         ));
+        self.push_summary(&mut html);
+        for note in &self.notes {
+            html.push_str(&format!("<p class=\"note\">{}</p>\n", esc(note)));
+        }
+        let charts = self.charts();
+        for (title, chart) in &charts[..3] {
+            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
+        }
+        if let Some(v) = &self.vectors {
+            html.push_str(&v.to_html());
+        }
+        for (title, chart) in &charts[3..] {
+            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
+        }
+        self.push_tensor_table(&mut html);
+        html.push_str(&format!(
+            "<p class=\"foot\">lowbit {} &middot; report schema {}</p>\n</body></html>\n",
+            esc(&self.lowbit_version),
+            self.schema_version
+        ));
+        html
+    }
+
+    /// The summary table: sizes, rates, errors, and where the kernels ran.
+    fn push_summary(&self, html: &mut String) {
         let o = &self.output;
         html.push_str("<table class=\"summary\">\n");
         for (k, v) in [
@@ -496,19 +542,10 @@ impl Report {
             ));
         }
         html.push_str("</table>\n");
-        for note in &self.notes {
-            html.push_str(&format!("<p class=\"note\">{}</p>\n", esc(note)));
-        }
-        let charts = self.charts();
-        for (title, chart) in &charts[..3] {
-            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
-        }
-        if let Some(v) = &self.vectors {
-            html.push_str(&v.to_html());
-        }
-        for (title, chart) in &charts[3..] {
-            html.push_str(&format!("<h2>{}</h2>\n{chart}", esc(title)));
-        }
+    }
+
+    /// One row per tensor: its codec, rate, error and why it got them.
+    fn push_tensor_table(&self, html: &mut String) {
         html.push_str("<h2>Tensors</h2>\n<table class=\"tensors\"><thead><tr>");
         for h in [
             "tensor",
@@ -541,12 +578,6 @@ impl Report {
             ));
         }
         html.push_str("</tbody></table>\n");
-        html.push_str(&format!(
-            "<p class=\"foot\">lowbit {} &middot; report schema {}</p>\n</body></html>\n",
-            esc(&self.lowbit_version),
-            self.schema_version
-        ));
-        html
     }
 
     /// The report's charts as (heading, `<svg>`): bits per tensor, error per tensor, the

@@ -268,13 +268,30 @@ impl SequenceReport {
             esc(&self.input.file),
             self.input.kind
         ));
+        self.summary_table(&mut h);
+        self.stream_and_record_tables(&mut h);
+        if let Some(s) = &self.selection {
+            selection_table(&mut h, s);
+        }
+        if !self.weights.points.is_empty() {
+            h.push_str(&self.weights_chart());
+        }
+        if !self.dependence.is_empty() {
+            h.push_str(&self.dependence_chart());
+        }
+        h.push_str("</body></html>\n");
+        h
+    }
+
+    /// The summary table: input, output, rates and time.
+    fn summary_table(&self, h: &mut String) {
         let o = &self.output;
         h.push_str("<table>\n");
         let row = |h: &mut String, k: &str, v: String| {
             h.push_str(&format!("<tr><th>{k}</th><td>{}</td></tr>\n", esc(&v)))
         };
         row(
-            &mut h,
+            h,
             "input",
             format!(
                 "{} bytes, {} records, {} residues ({} ACGT)",
@@ -282,34 +299,35 @@ impl SequenceReport {
             ),
         );
         row(
-            &mut h,
+            h,
             "output",
             format!(
                 "{} bytes ({} header), ratio {:.3}",
                 o.bytes, o.header_bytes, o.ratio
             ),
         );
-        row(
-            &mut h,
-            "bits per input byte",
-            format!("{:.4}", o.bits_per_byte),
-        );
+        row(h, "bits per input byte", format!("{:.4}", o.bits_per_byte));
         if self.input.residues > 0 {
             row(
-                &mut h,
+                h,
                 "bits per residue (whole file)",
                 format!("{:.4}", o.bits_per_residue),
             );
             row(
-                &mut h,
+                h,
                 "bits per base (base stream)",
                 format!("{:.4}", o.base_stream_bits_per_base),
             );
         }
         if let (Some(t), Some(s)) = (o.seconds, o.megabytes_per_second) {
-            row(&mut h, "time", format!("{t:.2} s ({s:.2} MB/s)"));
+            row(h, "time", format!("{t:.2} s ({s:.2} MB/s)"));
         }
-        h.push_str("</table>\n<h2>Streams</h2>\n<table><tr><th>stream</th><th>model</th><th>symbols</th><th>bytes</th><th>bits/symbol</th></tr>\n");
+        h.push_str("</table>\n");
+    }
+
+    /// The streams table, then the first 1000 records' table when there are records.
+    fn stream_and_record_tables(&self, h: &mut String) {
+        h.push_str("<h2>Streams</h2>\n<table><tr><th>stream</th><th>model</th><th>symbols</th><th>bytes</th><th>bits/symbol</th></tr>\n");
         for s in &self.streams {
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td></tr>\n",
@@ -334,74 +352,81 @@ impl SequenceReport {
             }
             h.push_str("</table>\n");
         }
-        if let Some(s) = &self.selection {
-            h.push_str(&format!("<h2>Choosing one FCM's (k, alpha) on {} bases</h2>\n<p>Exact code length of a single adaptive order-k model (not the mixture the coder uses).</p>\n<table><tr><th>method</th><th>k</th><th>alpha</th><th>bits/base</th><th>seconds</th></tr>\n", s.symbols));
-            for (name, c) in [
-                ("two-step (pami, ML alpha)", &s.two_step),
-                ("grid", &s.grid),
-            ] {
-                h.push_str(&format!(
-                    "<tr><td>{name}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.3}</td></tr>\n",
-                    c.order, c.alpha, c.bits_per_symbol, c.seconds
-                ));
-            }
-            h.push_str(&format!("</table><p>Largest significant lag: Cramer's V {}, Cohen's kappa {}, pami {}.</p>\n", s.order_by_cramers_v, s.order_by_cohens_kappa, s.order_by_pami));
-        }
-        if !self.weights.points.is_empty() {
-            let series = (0..self.weights.inputs.len())
-                .map(|k| svg::Series {
-                    name: self.weights.inputs[k].clone(),
-                    points: self
-                        .weights
-                        .points
-                        .iter()
-                        .map(|(x, w)| (*x as f64, w.get(k).copied().unwrap_or(0.0) as f64))
-                        .collect(),
-                    mark: svg::Mark::Line,
-                })
-                .collect();
-            h.push_str(&svg::line_chart(&svg::Chart {
-                title: "Mixer weights along the sequence (first decision)".into(),
-                x: svg::Axis::linear("base index"),
-                y: svg::Axis::linear("weight (share of sum |w|)"),
-                series,
-                width: 900,
-                height: 420,
-            }));
-        }
-        if !self.dependence.is_empty() {
-            let pts = |f: &dyn Fn(&LagMeasures) -> f64| -> Vec<(f64, f64)> {
-                self.dependence
-                    .iter()
-                    .map(|m| (m.lag as f64, f(m)))
-                    .collect()
-            };
-            h.push_str(&svg::line_chart(&svg::Chart {
-                title: "Serial dependence by lag".into(),
-                x: svg::Axis::linear("lag h"),
-                y: svg::Axis::log10("measure"),
-                series: vec![
-                    svg::Series {
-                        name: "Cramer's V".into(),
-                        points: pts(&|m| m.cramers_v),
-                        mark: svg::Mark::LineAndPoints,
-                    },
-                    svg::Series {
-                        name: "Cohen's kappa".into(),
-                        points: pts(&|m| m.cohens_kappa),
-                        mark: svg::Mark::LineAndPoints,
-                    },
-                    svg::Series {
-                        name: "pami (bits)".into(),
-                        points: pts(&|m| m.pami_bits),
-                        mark: svg::Mark::LineAndPoints,
-                    },
-                ],
-                width: 900,
-                height: 380,
-            }));
-        }
-        h.push_str("</body></html>\n");
-        h
     }
+
+    /// The mixer weights along the sequence, one line per model input.
+    fn weights_chart(&self) -> String {
+        let series = (0..self.weights.inputs.len())
+            .map(|k| svg::Series {
+                name: self.weights.inputs[k].clone(),
+                points: self
+                    .weights
+                    .points
+                    .iter()
+                    .map(|(x, w)| (*x as f64, w.get(k).copied().unwrap_or(0.0) as f64))
+                    .collect(),
+                mark: svg::Mark::Line,
+            })
+            .collect();
+        svg::line_chart(&svg::Chart {
+            title: "Mixer weights along the sequence (first decision)".into(),
+            x: svg::Axis::linear("base index"),
+            y: svg::Axis::linear("weight (share of sum |w|)"),
+            series,
+            width: 900,
+            height: 420,
+        })
+    }
+
+    /// The three serial-dependence measures by lag.
+    fn dependence_chart(&self) -> String {
+        let pts = |f: &dyn Fn(&LagMeasures) -> f64| -> Vec<(f64, f64)> {
+            self.dependence
+                .iter()
+                .map(|m| (m.lag as f64, f(m)))
+                .collect()
+        };
+        svg::line_chart(&svg::Chart {
+            title: "Serial dependence by lag".into(),
+            x: svg::Axis::linear("lag h"),
+            y: svg::Axis::log10("measure"),
+            series: vec![
+                svg::Series {
+                    name: "Cramer's V".into(),
+                    points: pts(&|m| m.cramers_v),
+                    mark: svg::Mark::LineAndPoints,
+                },
+                svg::Series {
+                    name: "Cohen's kappa".into(),
+                    points: pts(&|m| m.cohens_kappa),
+                    mark: svg::Mark::LineAndPoints,
+                },
+                svg::Series {
+                    name: "pami (bits)".into(),
+                    points: pts(&|m| m.pami_bits),
+                    mark: svg::Mark::LineAndPoints,
+                },
+            ],
+            width: 900,
+            height: 380,
+        })
+    }
+}
+
+/// The selection study: the two-step choice of (k, alpha) against the grid's.
+fn selection_table(h: &mut String, s: &SelectionReport) {
+    h.push_str(&format!("<h2>Choosing one FCM's (k, alpha) on {} bases</h2>\n<p>Exact code length of a single adaptive order-k model (not the mixture the coder uses).</p>\n<table><tr><th>method</th><th>k</th><th>alpha</th><th>bits/base</th><th>seconds</th></tr>\n", s.symbols));
+    for (name, c) in [
+        ("two-step (pami, ML alpha)", &s.two_step),
+        ("grid", &s.grid),
+    ] {
+        h.push_str(&format!(
+            "<tr><td>{name}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.3}</td></tr>\n",
+            c.order, c.alpha, c.bits_per_symbol, c.seconds
+        ));
+    }
+    h.push_str(&format!(
+        "</table><p>Largest significant lag: Cramer's V {}, Cohen's kappa {}, pami {}.</p>\n",
+        s.order_by_cramers_v, s.order_by_cohens_kappa, s.order_by_pami
+    ));
 }
