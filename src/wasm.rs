@@ -516,8 +516,8 @@ pub fn restore(
         .whole()
         .map_err(|e| js_error(e.in_file(&file_name)))?;
     let mut sink = BlobSink::new();
-    let summary =
-        crate::pipeline::decompress(&bytes, &file_name, &mut progress, &mut sink).map_err(js_error)?;
+    let summary = crate::pipeline::decompress(&bytes, &file_name, &mut progress, &mut sink)
+        .map_err(js_error)?;
     let out = js_sys::Object::new();
     set(&out, "blob", &sink.into_blob()?.into())?;
     set(&out, "extension", &summary.format.extension().into())?;
