@@ -22,8 +22,8 @@ use crate::sequence::{self, SequenceOptions, SequenceReport};
 use crate::source::Source;
 
 /// Analyses and allocates: what `compress` would write, without writing it (`lowbit plan`).
-/// `file_name` tells `.csv` and `.fvecs` inputs apart (see [`crate::checkpoint::Checkpoint::load`]). Runs on the
-/// backend `opts.backend` asks for.
+/// `file_name` tells `.csv` and `.fvecs` inputs apart (see
+/// [`crate::checkpoint::Checkpoint::load`]). Runs on the backend `opts.backend` asks for.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn plan<S: Source + ?Sized>(
     file: &S,

@@ -51,7 +51,8 @@ fn whole_file_rate_and_mse(
     let cpu = lowbit::Backend::Cpu;
     let mut opts = CompressOptions::new(Target::BitsPerWeight(budgets[0]));
     opts.method = Some(method);
-    let measure = lowbit::pipeline::analyse_on(&cpu, "test", file, "x.npy", &opts, &mut NoProgress);
+    let mut quiet = NoProgress;
+    let measure = lowbit::pipeline::analyse_on(&cpu, "test", file, "x.npy", &opts, &mut quiet);
     let analysed = lowbit::backend::ready(measure).unwrap();
     let mut out = Vec::new();
     for &budget in budgets {
@@ -64,7 +65,7 @@ fn whole_file_rate_and_mse(
             &mut plan,
             &opts,
             file,
-            &mut NoProgress,
+            &mut quiet,
             &mut lowbit_file,
         );
         lowbit::backend::ready(write).unwrap();
