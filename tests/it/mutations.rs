@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::common::{safetensors_file, weights};
 use lowbit::codec::fcm::{ModelSpec, HASH_BITS};
 use lowbit::codec::Method;
 use lowbit::container::SourceFormat;
 use lowbit::dtype::{self, DType};
-use lowbit::io::safetensors::{self, PlannedTensor, MAX_HEADER_LEN};
+use lowbit::io::safetensors::{self, MAX_HEADER_LEN};
 use lowbit::io::{csv, fvecs, npy};
 use lowbit::rng::Rng;
 use lowbit::sequence::{self, SequenceKind, SequenceOptions};
@@ -205,37 +206,9 @@ fn measured<T>(f: impl FnOnce() -> T) -> (std::thread::Result<T>, usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inputs: one small file per codec (helpers copied from tests/common, which needs the CLI binary).
+// Inputs: one small file per codec (smaller than the CLI tests' inputs in `common`, whose
+// file builders they use, so that thousands of mutations stay quick).
 // ---------------------------------------------------------------------------------------------
-
-fn safetensors_file(tensors: &[(&str, DType, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
-    let planned: Vec<PlannedTensor> = tensors
-        .iter()
-        .map(|(n, d, s, _)| PlannedTensor {
-            name: n.to_string(),
-            dtype: *d,
-            shape: s.clone(),
-        })
-        .collect();
-    let mut file = safetensors::encode_header(&planned, &BTreeMap::new()).expect("valid header");
-    for (_, _, _, bytes) in tensors {
-        file.extend_from_slice(bytes);
-    }
-    file
-}
-
-/// Gaussian values with a per-row scale, like trained weights.
-fn weights(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let mut w = Vec::with_capacity(rows * cols);
-    for r in 0..rows {
-        let scale = 0.02 * (1.0 + (r % 7) as f32 * 0.2);
-        for _ in 0..cols {
-            w.push(scale * rng.normal() as f32);
-        }
-    }
-    w
-}
 
 /// A small checkpoint with F32/F16/BF16 matrices, a 1-D norm, integer buffers and a zero-sized
 /// tensor (the last three are stored exactly whatever the method).
