@@ -216,8 +216,11 @@ pub fn kind_to_compress<S: Source + ?Sized>(file: &S, file_name: &str) -> Result
     let kind = input_kind(file, file_name).map_err(|e| e.in_file(file_name))?;
     let by_name = crate::checkpoint::vector_format_by_name(file_name).is_some();
     if kind == InputKind::Checkpoint && !by_name && file.len() > 0 {
-        let head = file.prefix(1 << 16).map_err(|e| e.in_file(file_name))?;
-        if !head.starts_with(crate::io::npy::MAGIC) {
+        let magic = crate::io::npy::MAGIC;
+        let head = file
+            .prefix(magic.len() as u64)
+            .map_err(|e| e.in_file(file_name))?;
+        if head.as_ref() != magic {
             if let Err(e) = safetensors::read_header_from(file) {
                 return Err(Error::invalid(format!(
                     "neither a checkpoint (.safetensors, .npy) nor a FASTA, FASTQ or text file \
