@@ -4,7 +4,8 @@
 //! The library holds all logic; the CLI (`main.rs`) and the browser bindings (`wasm.rs`) only
 //! convert types. [`api`] is the front door ([`compress`], [`decompress`], [`plan`], [`inspect`],
 //! [`api::compress_input`] for any input); [`pipeline`] holds the stages; [`codec`] the methods;
-//! [`backend`] the kernels (CPU and WGSL); [`sequence`] the lossless sequence-file pipeline;
+//! [`backend`] the kernels (CPU and WGSL); [`model`] the runtime that runs a model to judge it;
+//! [`sequence`] the lossless sequence-file pipeline;
 //! [`report`] the report. docs/ARCHITECTURE.md draws the module map and the rule that keeps it
 //! acyclic.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod io;
 pub mod kmeans;
 pub mod linalg;
+pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

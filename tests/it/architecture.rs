@@ -29,8 +29,9 @@ const LAYERS: &[&[&str]] = &[
     ],
     // Where the heavy kernels run (CPU reference and WGSL).
     &["backend"],
-    // The methods: one section of one tensor, and back.
-    &["codec"],
+    // The methods: one section of one tensor, and back; the model runtime (runs a model from any
+    // source of weights, to judge it downstream).
+    &["codec", "model"],
     // The `.lowbit` container, and an input seen as a list of tensors.
     &["container"],
     &["checkpoint"],

@@ -5,6 +5,7 @@
 //! - `backend`, `shaders`: every kernel on the GPU (an emulated adapter in CI) against the CPU;
 //! - `cli`, `methods_report`, `shared_lowrank`, `vectors`, `sequences`: end to end, by feature;
 //! - `golden`: pinned `.lowbit` bytes;
+//! - `model`: the model runtime against an independent float64 reference (tests/fixtures/models);
 //! - `container_hostile`, `mutations`, `readers_hostile`: damaged and lying inputs give named
 //!   errors (or a well-formed file), never a panic or an allocation past the stated bounds.
 
@@ -15,6 +16,7 @@ mod common;
 mod container_hostile;
 mod golden;
 mod methods_report;
+mod model;
 mod mutations;
 mod readers_hostile;
 mod sequences;

@@ -1,0 +1,189 @@
+//! The model runtime against reference outputs of an independent implementation: the tiny models
+//! in tests/fixtures/models and their `reference.json` were made by benches/make_tiny_models.py,
+//! whose float64 numpy forward pass (benches/model_reference.py) shares no code with the runtime.
+
+use std::path::{Path, PathBuf};
+
+use lowbit::model::eval::{self, Downstream, EvalOptions};
+use lowbit::model::sample::Sampler;
+use lowbit::model::weights::SafetensorsWeights;
+use lowbit::model::{Model, ModelFiles};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+/// The model files of a fixture folder (what `compress` would store beside the weights).
+pub fn model_files(dir: &Path) -> ModelFiles {
+    let mut files = ModelFiles::new();
+    for name in lowbit::model::files::MODEL_FILE_NAMES {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            files.insert(name, bytes).unwrap();
+        }
+    }
+    files
+}
+
+fn load(name: &str, weights: &str) -> Model {
+    let dir = fixture(name);
+    let bytes = std::fs::read(dir.join(weights)).unwrap();
+    let source = SafetensorsWeights::new(&bytes).unwrap();
+    Model::load(&model_files(&dir), &source).unwrap()
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixture(name).join("reference.json")).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x {
+            Value::Array(_) => floats(x),
+            x => vec![x.as_f64().unwrap()],
+        })
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    floats(v).into_iter().map(|x| x as u32).collect()
+}
+
+/// The largest difference relative to the largest reference magnitude.
+fn relative_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn encoder_embeddings_match_the_reference() {
+    let Model::Encoder(bert) = load("tiny-bert", "model.safetensors") else {
+        panic!("tiny-bert is an encoder")
+    };
+    let r = reference("tiny-bert");
+    let sentences: Vec<String> = r["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    for (s, want) in sentences.iter().zip(r["ids"].as_array().unwrap()) {
+        assert_eq!(bert.tokenizer.encode(s).unwrap(), ids(want), "ids of {s:?}");
+    }
+    let got = bert.embed_sentences(&sentences).unwrap();
+    for (g, w) in got.iter().zip(r["embeddings"].as_array().unwrap()) {
+        let err = relative_error(g, &floats(w));
+        assert!(err < 1e-5, "embedding error {err}");
+    }
+}
+
+#[test]
+fn encoder_eval_matches_the_reference() {
+    let (a, b) = (
+        load("tiny-bert", "model.safetensors"),
+        load("tiny-bert", "perturbed.safetensors"),
+    );
+    let (Model::Encoder(a), Model::Encoder(b)) = (&a, &b) else {
+        panic!("encoders")
+    };
+    let r = &reference("tiny-bert")["eval_encoder"];
+    let text = std::fs::read_to_string(fixture("tiny-bert").join("sentences.txt")).unwrap();
+    let sentences: Vec<String> = text.lines().map(str::to_string).collect();
+    let e = eval::compare_embeddings(
+        &a.embed_sentences(&sentences).unwrap(),
+        &b.embed_sentences(&sentences).unwrap(),
+    );
+    assert_eq!(e.sentences, 6);
+    assert!((e.cosine_mean - r["cos_mean"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((e.cosine_min - r["cos_min"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(e.neighbour_agreement, r["nn_agreement"].as_f64().unwrap());
+}
+
+fn check_decoder(name: &str) {
+    let mut model = load(name, "model.safetensors");
+    let Model::Decoder(llama) = &mut model else {
+        panic!("{name} is a decoder")
+    };
+    // The reference generates a fixed number of tokens, end-of-sequence or not.
+    llama.config.eos_token_ids.clear();
+    let r = reference(name);
+    let vocab = llama.config.vocab_size;
+    for p in r["prompts"].as_array().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let prompt = llama.tokenizer.encode(text).unwrap();
+        assert_eq!(prompt, ids(&p["ids"]), "{name}: ids of {text:?}");
+        let states = llama.forward(&prompt, &mut llama.new_cache()).unwrap();
+        let logits = llama.logits(&states, prompt.len());
+        assert_eq!(logits.len(), prompt.len() * vocab);
+        let err = relative_error(&logits, &floats(&p["logits"]));
+        assert!(err < 1e-5, "{name}: logits error {err} on {text:?}");
+        // One token at a time through the cache gives the same last logits as the whole prompt.
+        let mut cache = llama.new_cache();
+        let mut last = Vec::new();
+        for &t in &prompt {
+            last = llama.forward(&[t], &mut cache).unwrap();
+        }
+        let step = llama.logits(&last, 1);
+        let err = relative_error(&step, &floats(&p["logits"])[(prompt.len() - 1) * vocab..]);
+        assert!(err < 1e-5, "{name}: cached logits error {err}");
+        let max = r["max_tokens"].as_u64().unwrap() as usize;
+        let generated = llama
+            .generate(&prompt, max, &mut Sampler::greedy(), &mut |_| true)
+            .unwrap();
+        assert_eq!(
+            generated,
+            ids(&p["generated_ids"]),
+            "{name}: greedy continuation"
+        );
+        assert_eq!(
+            llama.tokenizer.decode(&generated).unwrap(),
+            p["generated_text"].as_str().unwrap()
+        );
+    }
+    let e = &r["eval_decoder"];
+    let text = std::fs::read_to_string(fixture(name).join("text.txt")).unwrap();
+    assert_eq!(llama.tokenizer.encode(&text).unwrap(), ids(&r["text_ids"]));
+    let restored = load(name, "perturbed.safetensors");
+    let options = EvalOptions {
+        tokens: e["tokens_arg"].as_u64().unwrap() as usize,
+        context: e["ctx"].as_u64().unwrap() as usize,
+        ..EvalOptions::default()
+    };
+    let Downstream::Decoder(d) = eval::compare(&model, &restored, &text, &options).unwrap() else {
+        panic!("decoder figures")
+    };
+    assert_eq!(
+        (d.tokens, d.windows, d.scored),
+        (100, 7, e["scored_positions"].as_u64().unwrap() as usize)
+    );
+    let close = |got: f64, key: &str| {
+        let want = e[key].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs(),
+            "{name}: {key} {got} vs {want}"
+        );
+    };
+    close(d.perplexity_original, "ppl_orig");
+    close(d.perplexity_compressed, "ppl_restored");
+    close(d.kl_mean, "kl_mean");
+    assert_eq!(d.top1_agreement, e["top1_agree"].as_f64().unwrap());
+}
+
+#[test]
+fn decoder_with_biases_and_its_own_head_matches_the_reference() {
+    check_decoder("tiny-llama");
+}
+
+#[test]
+fn decoder_with_tied_embeddings_matches_the_reference() {
+    check_decoder("tiny-llama-tied");
+}
