@@ -12,6 +12,8 @@ use crate::backend::{self, Backend, BackendChoice};
 use crate::codec::fwsvd::ImportanceMap;
 use crate::error::{Error, Result};
 use crate::io::safetensors;
+use crate::model::weights::SafetensorsWeights;
+use crate::model::{Model, ModelFiles};
 use crate::pipeline::{
     allocate, analyse_on, input_kind, write_container, Analysed, CompressOptions, InputKind, Plan,
     Settings,
@@ -119,6 +121,7 @@ pub async fn compress_on<S: Source + ?Sized>(
 ) -> Result<Report> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
     let mut plan = allocate(&a, opts).map_err(|e| e.in_file(file_name))?;
+    crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
     write_plan_on(backend, &a, &mut plan, opts, file, progress, out)
         .await
         .map_err(|e| e.in_file(file_name))?;
@@ -170,12 +173,14 @@ impl Output for Vec<u8> {
 /// Compresses any input lowbit takes: the kind is detected here (a sequence file is coded
 /// losslessly as a whole; a checkpoint, npy array or vector dataset through the pipeline), the
 /// settings are checked against it, and a run whose GPU failed while writing is started again on
-/// the CPU. `importance`: a parsed importance file (`--importance`), if any.
+/// the CPU. `importance`: a parsed importance file (`--importance`), if any; `model_files`: the
+/// model's config and tokenizer files, stored in the `.lowbit` (checkpoints only).
 pub fn compress_input<S: Source + ?Sized>(
     file: &S,
     file_name: &str,
     settings: &Settings,
     importance: Option<ImportanceMap>,
+    model_files: ModelFiles,
     progress: &mut dyn Progress,
     out: &mut dyn Output,
 ) -> Result<Compressed> {
@@ -194,6 +199,7 @@ pub fn compress_input<S: Source + ?Sized>(
     }
     let mut opts = settings.options()?;
     opts.importance = importance;
+    opts.model_files = model_files;
     let (mut report, gpu_failure) = retry_on_cpu(&opts, |opts| {
         let mut report = None;
         out.attempt(&mut |w| {
@@ -266,4 +272,39 @@ pub fn plan_report<S: Source + ?Sized>(
     }
     let plan = plan(file, file_name, opts, progress).map_err(|e| e.in_file(file_name))?;
     Ok(build_report(&plan, file_name, file.len(), opts, false))
+}
+
+/// The model a file holds, ready to run: a `.lowbit` (its weights decoded tensor by tensor, no
+/// restored file written; its stored config and tokenizer) or a safetensors checkpoint. `beside`
+/// gives the model files the file does not store (those found next to it, or dropped with it in
+/// the page); a file's own stored files come first.
+pub fn load_model(file: &[u8], file_name: &str, beside: &ModelFiles) -> Result<Model> {
+    let load = || -> Result<Model> {
+        let header = safetensors::read_header(file)?;
+        if header.metadata.get("format").map(String::as_str) == Some(crate::container::FORMAT_NAME)
+        {
+            let c = crate::container::Container::read(file)?;
+            let mut files = crate::pipeline::model::files_of(&c, file)?;
+            for (name, bytes) in beside.iter() {
+                if files.get(name).is_none() {
+                    files.insert(name, bytes.to_vec())?;
+                }
+            }
+            let weights = crate::pipeline::model::ContainerWeights::new(&c, file)?;
+            Model::load(&files, &weights)
+        } else {
+            Model::load(beside, &SafetensorsWeights::new(file)?)
+        }
+    };
+    load().map_err(|e| e.in_file(file_name))
+}
+
+/// The model files a `.lowbit` stores (none for other files or older `.lowbit`s).
+pub fn model_files_of(file: &[u8], file_name: &str) -> Result<ModelFiles> {
+    let header = safetensors::read_header(file).map_err(|e| e.in_file(file_name))?;
+    if header.metadata.get("format").map(String::as_str) != Some(crate::container::FORMAT_NAME) {
+        return Ok(ModelFiles::new());
+    }
+    let c = crate::container::Container::read(file).map_err(|e| e.in_file(file_name))?;
+    crate::pipeline::model::files_of(&c, file).map_err(|e| e.in_file(file_name))
 }

@@ -97,6 +97,30 @@ pub struct Manifest {
     /// tensors' sections; absent when empty, so files without them are unchanged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupRecord>,
+    /// The model's small files (config, tokenizer: `model::files`), stored verbatim after the
+    /// groups' sections; absent when empty, so files without them are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileRecord>,
+}
+
+/// One of the model's small files, stored verbatim in a section named [`FILE_SECTION_PREFIX`] +
+/// its name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    /// Its path in the model folder (one of `model::files::MODEL_FILE_NAMES`).
+    pub name: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// File sections are named this plus the file's name.
+pub const FILE_SECTION_PREFIX: &str = "lowbit.file.";
+
+impl FileRecord {
+    pub fn section_name(&self) -> String {
+        format!("{FILE_SECTION_PREFIX}{}", self.name)
+    }
 }
 
 /// The section a group of tensors shares: today the basis of a `shared-lowrank` group
@@ -177,6 +201,7 @@ pub fn encode_header(manifest: &Manifest) -> Result<Vec<u8>> {
                 .iter()
                 .map(|g| (g.name.clone(), g.section_len())),
         )
+        .chain(manifest.files.iter().map(|f| (f.section_name(), f.bytes)))
         .map(|(name, len)| PlannedTensor {
             name,
             dtype: DType::U8,
@@ -194,6 +219,8 @@ pub struct Container {
     pub sections: Vec<std::ops::Range<usize>>,
     /// The same for each of the manifest's `groups`.
     pub group_sections: Vec<std::ops::Range<usize>>,
+    /// The same for each of the manifest's `files`.
+    pub file_sections: Vec<std::ops::Range<usize>>,
     /// Bytes of the file before the first section (8-byte length + JSON header).
     pub header_bytes: u64,
 }
@@ -216,11 +243,13 @@ impl Container {
         for entry in &header.tensors {
             by_name.insert(entry.name.as_str(), entry);
         }
-        if by_name.len() != manifest.tensors.len() + manifest.groups.len() {
+        let listed = manifest.tensors.len() + manifest.groups.len() + manifest.files.len();
+        if by_name.len() != listed {
             return Err(Error::corrupt(format!(
-                "the manifest lists {} tensors and {} groups but the file has {} sections",
+                "the manifest lists {} tensors, {} groups and {} files but the file has {} sections",
                 manifest.tensors.len(),
                 manifest.groups.len(),
+                manifest.files.len(),
                 by_name.len()
             )));
         }
@@ -261,10 +290,35 @@ impl Container {
             }
             group_sections.push(coded);
         }
+        let mut file_sections = Vec::with_capacity(manifest.files.len());
+        for record in &manifest.files {
+            let entry = by_name.get(record.section_name().as_str()).ok_or_else(|| {
+                Error::corrupt(format!("the model file '{}' has no section", record.name))
+            })?;
+            if entry.dtype != DType::U8
+                || entry.shape.len() != 1
+                || entry.end - entry.start != record.bytes
+            {
+                return Err(Error::corrupt(format!(
+                    "the model file '{}' claims {} bytes, its section is not that many U8s",
+                    record.name, record.bytes
+                )));
+            }
+            let start = (header.data_start + entry.start) as usize;
+            let range = start..start + record.bytes as usize;
+            if crc32(&file[range.clone()]) != record.crc32 {
+                return Err(Error::corrupt(format!(
+                    "the model file '{}' fails its checksum: the file is damaged",
+                    record.name
+                )));
+            }
+            file_sections.push(range);
+        }
         Ok(Container {
             manifest,
             sections,
             group_sections,
+            file_sections,
             header_bytes: header.data_start,
         })
     }
@@ -306,7 +360,39 @@ fn parse_manifest(json: &str) -> Result<Manifest> {
         }
     }
     validate_groups(&manifest)?;
+    validate_files(&manifest)?;
     Ok(manifest)
+}
+
+/// Model files have the names and sizes model files may have, each once.
+fn validate_files(manifest: &Manifest) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &manifest.files {
+        if !crate::model::ModelFiles::is_model_file(&f.name) {
+            return Err(Error::corrupt(format!(
+                "'{}' is not the name of a model file",
+                f.name
+            )));
+        }
+        if f.bytes > crate::model::files::MAX_MODEL_FILE_BYTES as u64 {
+            return Err(Error::corrupt(format!(
+                "the model file '{}' claims {} bytes, over the limit",
+                f.name, f.bytes
+            )));
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(Error::corrupt(format!(
+                "the manifest lists the model file '{}' twice",
+                f.name
+            )));
+        }
+    }
+    for t in &manifest.tensors {
+        if t.name.starts_with(FILE_SECTION_PREFIX) {
+            return Err(Error::corrupt("a tensor named like a file section").in_tensor(&t.name));
+        }
+    }
+    Ok(())
 }
 
 /// Groups and their members agree: names distinct from tensors', indices in range, every group

@@ -14,6 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::api::{Compressed, Output};
+use lowbit::model::eval::{Downstream, EvalOptions};
+use lowbit::model::sample::Sampler;
+use lowbit::model::{Model, ModelFiles};
 use lowbit::sequence::SequenceReport;
 use lowbit::{CompressOptions, Inspection, Progress, Report, Target};
 
@@ -47,6 +50,13 @@ enum Command {
         /// Write report.json and report.html into this directory.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Run the compressed model next to the original on this text and put the downstream
+        /// figures (perplexity, KL, agreement; or embedding cosines) in the report.
+        #[arg(long, value_name = "FILE")]
+        eval_text: Option<PathBuf>,
+        /// Do not store the model's config and tokenizer files found beside the checkpoint.
+        #[arg(long)]
+        no_model_files: bool,
     },
     /// Restore a .lowbit file to the original kind of file (.safetensors, .npy, .csv, .fvecs, or
     /// the identical FASTA/FASTQ/text file).
@@ -54,6 +64,37 @@ enum Command {
         input: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
+        /// Do not write the stored config and tokenizer files beside the restored checkpoint.
+        #[arg(long)]
+        no_model_files: bool,
+    },
+    /// Compare a compressed model with its original on a text: perplexity, KL divergence and
+    /// next-token agreement (decoders), embedding cosines and neighbour agreement (encoders).
+    Eval {
+        /// The original: a .safetensors checkpoint (config.json and tokenizer.json beside it) or
+        /// its folder.
+        original: PathBuf,
+        /// The compressed model: a .lowbit, or a restored checkpoint.
+        compressed: PathBuf,
+        #[command(flatten)]
+        eval: EvalArgs,
+    },
+    /// Generate text from a model (a .lowbit runs as it is; a checkpoint needs its config.json and
+    /// tokenizer.json beside it). An encoder prints the prompt's sentence embedding.
+    Run {
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 always takes the most likely token.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Sample among the k most likely tokens only (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// List the tensors of a checkpoint, or the contents and bits per weight of a .lowbit.
     Inspect { file: PathBuf },
@@ -71,6 +112,33 @@ enum Command {
         #[arg(long, default_value_t = 4.0)]
         bpw: f64,
     },
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The text to judge on (default: a short built-in English text). Encoders embed its lines of
+    /// 20 to 200 characters.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Decoders: tokens of the text to score.
+    #[arg(long, default_value_t = 4096)]
+    tokens: usize,
+    /// Decoders: the window each run starts afresh in.
+    #[arg(long, default_value_t = 256)]
+    context: usize,
+    /// Encoders: sentences to embed.
+    #[arg(long, default_value_t = 256)]
+    sentences: usize,
+}
+
+impl EvalArgs {
+    fn options(&self) -> EvalOptions {
+        EvalOptions {
+            tokens: self.tokens,
+            context: self.context,
+            sentences: self.sentences,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -417,15 +485,44 @@ fn run(cli: Cli) -> Result<()> {
             output,
             settings,
             report,
+            eval_text,
+            no_model_files,
         } => compress(
             &input,
             &output,
             &settings,
-            report.as_deref(),
+            &Extras {
+                report_dir: report,
+                eval_text,
+                model_files: !no_model_files,
+            },
             quiet,
             cli.json,
         ),
-        Command::Decompress { input, output } => decompress(&input, &output, quiet, cli.json),
+        Command::Decompress {
+            input,
+            output,
+            no_model_files,
+        } => decompress(&input, &output, !no_model_files, quiet, cli.json),
+        Command::Eval {
+            original,
+            compressed,
+            eval,
+        } => evaluate(&original, &compressed, &eval, cli.json),
+        Command::Run {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            seed,
+        } => run_model(
+            &model,
+            &prompt,
+            max_tokens,
+            &mut Sampler::new(temperature, top_k, seed),
+            cli.json,
+        ),
         Command::Inspect { file } => {
             let bytes = open_input(&file)?;
             let inspection = lowbit::inspect(&bytes[..], &display_name(&file))?;
@@ -459,11 +556,19 @@ fn show(report: &Report, quiet: bool, json: bool) {
     }
 }
 
+/// What `compress` does besides compressing.
+struct Extras {
+    report_dir: Option<PathBuf>,
+    eval_text: Option<PathBuf>,
+    /// Store the model files found beside a checkpoint.
+    model_files: bool,
+}
+
 fn compress(
     input: &Path,
     output: &Path,
     settings: &Settings,
-    report_dir: Option<&Path>,
+    extras: &Extras,
     quiet: bool,
     json: bool,
 ) -> Result<()> {
@@ -472,28 +577,54 @@ fn compress(
     let name = display_name(input);
     let library_settings = settings.settings()?;
     let importance = settings.importance()?;
+    let is_checkpoint = input.extension().is_some_and(|e| e == "safetensors");
+    let model_files = match extras.model_files && is_checkpoint {
+        true => model_files_beside(input)?,
+        false => ModelFiles::new(),
+    };
+    let eval_text = extras.eval_text.as_deref().map(read_text).transpose()?;
     let mut bar = Bar::new(quiet);
     let compressed = lowbit::api::compress_input(
         &bytes[..],
         &name,
         &library_settings,
         importance,
+        model_files.clone(),
         &mut bar,
         &mut AtomicFile(output),
     )?;
     drop(bar);
     match compressed {
-        Compressed::Model(report) => {
+        Compressed::Model(mut report) => {
             if let Some(fallback) = &report.backend.fallback {
                 eprintln!("warning: {fallback}");
             }
-            if let Some(dir) = report_dir {
+            if let Some(text) = &eval_text {
+                let judged = (|| -> lowbit::Result<Downstream> {
+                    let original = lowbit::api::load_model(&bytes, &name, &model_files)?;
+                    let compressed =
+                        open_input(output).map_err(|e| lowbit::Error::invalid(format!("{e:#}")))?;
+                    let restored =
+                        lowbit::api::load_model(&compressed, &display_name(output), &model_files)?;
+                    lowbit::model::eval::compare(
+                        &original,
+                        &restored,
+                        text,
+                        &EvalOptions::default(),
+                    )
+                })();
+                match judged {
+                    Ok(d) => report.downstream = Some(d),
+                    Err(e) => eprintln!("warning: --eval-text: the model was not run: {e}"),
+                }
+            }
+            if let Some(dir) = &extras.report_dir {
                 write_report(dir, &report)?;
             }
             show(&report, quiet, json);
         }
         Compressed::Sequence(report) => {
-            if let Some(dir) = report_dir {
+            if let Some(dir) = &extras.report_dir {
                 write_report_files(dir, &report.to_json(), &report.to_html())?;
             }
             if json {
@@ -506,13 +637,36 @@ fn compress(
     Ok(())
 }
 
-fn decompress(input: &Path, output: &Path, quiet: bool, json: bool) -> Result<()> {
+fn decompress(input: &Path, output: &Path, files: bool, quiet: bool, json: bool) -> Result<()> {
     check_not_same_file(input, output)?;
     let bytes = open_input(input)?;
     let name = display_name(input);
+    // The stored model files go beside the output; checked before anything is written, so a
+    // refusal leaves nothing behind.
+    let files = match files {
+        true => lowbit::api::model_files_of(&bytes, &name)?,
+        false => ModelFiles::new(),
+    };
+    let dir = parent_dir(output);
+    let to_write = files_to_write(&dir, &files)?;
     let mut bar = Bar::new(quiet);
     let summary = write_atomically(output, |w| lowbit::decompress(&bytes, &name, &mut bar, w))?;
     drop(bar);
+    for (rel, data) in &to_write {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create", parent.display()))?;
+        }
+        write_atomically(&path, |w| {
+            w.write_all(data)
+                .map_err(|e| lowbit::Error::io("model file", e))
+        })?;
+    }
+    if !quiet && !json && !files.is_empty() {
+        let names: Vec<&str> = files.iter().map(|(n, _)| n).collect();
+        println!("model files beside it: {}", names.join(", "));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if !quiet {
@@ -523,6 +677,150 @@ fn decompress(input: &Path, output: &Path, quiet: bool, json: bool) -> Result<()
             summary.parameters,
             output.display(),
             summary.bytes_written
+        );
+    }
+    Ok(())
+}
+
+/// The directory a path's file is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The model files (config, tokenizer) in the folder of `checkpoint`.
+fn model_files_beside(checkpoint: &Path) -> Result<ModelFiles> {
+    let dir = parent_dir(checkpoint);
+    let mut files = ModelFiles::new();
+    for name in lowbit::model::files::MODEL_FILE_NAMES {
+        let path = dir.join(name);
+        if path.is_file() {
+            let bytes =
+                fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            files
+                .insert(name, bytes)
+                .with_context(|| path.display().to_string())?;
+        }
+    }
+    Ok(files)
+}
+
+/// Which of `files` to write into `dir`: those not there yet. One already there with the same
+/// bytes is left alone; one with other bytes is refused (lowbit never overwrites a user's file).
+fn files_to_write<'a>(dir: &Path, files: &'a ModelFiles) -> Result<Vec<(&'a str, &'a [u8])>> {
+    let mut out = Vec::new();
+    for (name, bytes) in files.iter() {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(existing) if existing == bytes => {}
+            Ok(_) => bail!(
+                "{}: exists with other contents; the .lowbit's model file would replace it \
+                 (restore into another folder, or pass --no-model-files)",
+                path.display()
+            ),
+            Err(_) => out.push((name, bytes)),
+        }
+    }
+    Ok(out)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))
+}
+
+/// A model from a path: a `.lowbit`, a checkpoint, or a folder holding `model.safetensors`; the
+/// model files beside it fill in what a `.lowbit` does not store.
+fn open_model(path: &Path) -> Result<Model> {
+    let file = match path.is_dir() {
+        true => path.join("model.safetensors"),
+        false => path.to_path_buf(),
+    };
+    let bytes = open_input(&file)?;
+    Ok(lowbit::api::load_model(
+        &bytes,
+        &display_name(&file),
+        &model_files_beside(&file)?,
+    )?)
+}
+
+fn evaluate(original: &Path, compressed: &Path, args: &EvalArgs, json: bool) -> Result<()> {
+    let text = match &args.text {
+        Some(p) => read_text(p)?,
+        None => lowbit::model::eval::BUILTIN_TEXT.to_string(),
+    };
+    let (a, b) = (open_model(original)?, open_model(compressed)?);
+    let started = std::time::Instant::now();
+    let d = lowbit::model::eval::compare(&a, &b, &text, &args.options())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        println!("{d}");
+        eprintln!(
+            "({} {}, {:.1} s)",
+            a.family(),
+            "evaluated",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn run_model(
+    path: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    json: bool,
+) -> Result<()> {
+    let model = open_model(path)?;
+    let llama = match &model {
+        Model::Encoder(bert) => {
+            let e = bert.embed_sentences(&[prompt.to_string()])?.remove(0);
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                let head: Vec<String> = e.iter().take(8).map(|v| format!("{v:.5}")).collect();
+                println!("embedding ({} values): [{}, ...]", e.len(), head.join(", "));
+            }
+            return Ok(());
+        }
+        Model::Decoder(llama) => llama,
+    };
+    let ids = llama.tokenizer.encode(prompt)?;
+    let started = std::time::Instant::now();
+    let mut shown = String::new();
+    let mut generated = Vec::new();
+    let mut stdout = std::io::stdout();
+    let out = llama.generate(&ids, max_tokens, sampler, &mut |t| {
+        generated.push(t);
+        // Print what the tokens so far decode to beyond what was printed (a token may end
+        // inside a UTF-8 character: wait for the rest).
+        if let Ok(text) = llama.tokenizer.decode(&generated) {
+            if !json && text.starts_with(&shown) && !text.ends_with('\u{FFFD}') {
+                let _ = write!(stdout, "{}", &text[shown.len()..]);
+                let _ = stdout.flush();
+                shown = text;
+            }
+        }
+        true
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let text = llama.tokenizer.decode(&out)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"prompt": prompt, "text": text, "tokens": out.len(), "seconds": seconds})
+        );
+    } else {
+        println!("{}", &text[shown.len().min(text.len())..]);
+        eprintln!(
+            "({} tokens in {seconds:.2} s, {:.1} tokens/s, prompt {} tokens, CPU)",
+            out.len(),
+            out.len() as f64 / seconds.max(1e-9),
+            ids.len()
         );
     }
     Ok(())
@@ -572,10 +870,11 @@ fn print_inspection(name: &str, inspection: &Inspection) {
         Inspection::Checkpoint { format, bytes, parameters, tensors } => {
             (tensors, format!("{name}: {format:?} checkpoint, {bytes} bytes, {parameters} parameters, {} tensors", tensors.len()))
         }
-        Inspection::Lowbit { bytes, parameters, bits_per_weight, header_bytes, tensors, .. } => (
+        Inspection::Lowbit { bytes, parameters, bits_per_weight, header_bytes, tensors, model_files, .. } => (
             tensors,
             format!(
-                "{name}: .lowbit, {bytes} bytes ({header_bytes} header), {parameters} parameters, {bits_per_weight:.4} bits per weight"
+                "{name}: .lowbit, {bytes} bytes ({header_bytes} header{}), {parameters} parameters, {bits_per_weight:.4} bits per weight",
+                model_files.iter().map(|(n, b)| format!(", {n} {b} B")).collect::<String>()
             ),
         ),
         Inspection::Sequence(_) => unreachable!("printed above"),

@@ -63,6 +63,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
         },
         source_bytes: None,
         groups: Vec::new(),
+        files: Vec::new(),
         tensors: ckpt
             .tensors
             .iter()

@@ -25,10 +25,14 @@ pub enum Inspection {
     Lowbit {
         bytes: u64,
         parameters: u64,
+        /// The weights' bits per parameter: the whole file but the model files.
         bits_per_weight: f64,
         header_bytes: u64,
         source_format: SourceFormat,
         tensors: Vec<InspectedTensor>,
+        /// The model's config and tokenizer files stored verbatim: (name, bytes).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        model_files: Vec<(String, u64)>,
     },
     /// A FASTA, FASTQ or text file (not yet compressed).
     Sequence(sequence::SequenceSummary),
@@ -74,10 +78,15 @@ pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspecti
                 })
                 .collect();
             let parameters = tensors.iter().map(|t| t.parameters).sum();
+            let model_files: Vec<(String, u64)> = (c.manifest.files.iter())
+                .map(|f| (f.name.clone(), f.bytes))
+                .collect();
+            let file_bytes: u64 = model_files.iter().map(|f| f.1).sum();
             Ok(Inspection::Lowbit {
                 bytes: file.len(),
                 parameters,
-                bits_per_weight: bpw(file.len(), parameters),
+                bits_per_weight: bpw(file.len() - file_bytes, parameters),
+                model_files,
                 header_bytes: c.header_bytes,
                 source_format: c.manifest.source_format,
                 tensors,

@@ -8,6 +8,7 @@
 //! write    the .lowbit of a plan, streamed
 //! read     a .lowbit back to the original kind of file
 //! inspect  what a file holds, from its header
+//! model    the model's files stored beside its weights; a .lowbit's tensors for the runtime
 //! shared   shared-lowrank's sibling sets (allocator items of several tensors)
 //! ```
 //!
@@ -19,6 +20,7 @@ pub mod allocate;
 pub mod analyse;
 pub mod detect;
 pub mod inspect;
+pub mod model;
 pub mod options;
 pub mod read;
 pub mod shared;

@@ -124,6 +124,9 @@ pub struct CompressOptions {
     pub allocator: Allocator,
     /// Row importances for fwsvd from an importance file (`--importance`), per tensor name.
     pub importance: Option<codec::fwsvd::ImportanceMap>,
+    /// The model's small files (config, tokenizer), stored verbatim beside the weights so the
+    /// `.lowbit` is a runnable model; outside the bit budget, which is the weights'.
+    pub model_files: crate::model::ModelFiles,
 }
 
 impl CompressOptions {
@@ -137,6 +140,7 @@ impl CompressOptions {
             backend: BackendChoice::Auto,
             allocator: Allocator::default(),
             importance: None,
+            model_files: crate::model::ModelFiles::new(),
         }
     }
 

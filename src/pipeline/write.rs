@@ -99,6 +99,12 @@ pub async fn write_container<S: Source + ?Sized>(
         out.write_all(&vec![0u8; padding as usize])
             .map_err(io_err)?;
     }
+    for record in &plan.manifest.files {
+        let bytes = opts.model_files.get(&record.name).ok_or_else(|| {
+            Error::invalid("internal error: a model file of the manifest was not given")
+        })?;
+        out.write_all(bytes).map_err(io_err)?;
+    }
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
     Ok(())

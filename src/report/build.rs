@@ -23,6 +23,7 @@ pub fn build_report(
 ) -> Report {
     let ckpt = &plan.checkpoint;
     let params = ckpt.parameters();
+    let model_files: u64 = plan.manifest.files.iter().map(|f| f.bytes).sum();
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
     let (mut payload, mut side, mut padding) = (0u64, 0u64, 0u64);
     let (mut lossy_err, mut lossy_norm, mut twod_err, mut twod_norm) = (0.0, 0.0, 0.0, 0.0);
@@ -103,8 +104,9 @@ pub fn build_report(
         },
         output: OutputSummary {
             bytes: plan.output_bytes,
-            bits_per_weight: 8.0 * plan.output_bytes as f64 / params.max(1) as f64,
+            bits_per_weight: 8.0 * (plan.output_bytes - model_files) as f64 / params.max(1) as f64,
             header_bytes: plan.header_len,
+            model_files_bytes: model_files,
             payload_bytes: payload,
             side_bytes: side,
             padding_bytes: padding,
@@ -126,6 +128,7 @@ pub fn build_report(
             .chain(importance_note(plan, opts))
             .collect(),
         backend: plan.backend.clone(),
+        downstream: None,
     }
 }
 

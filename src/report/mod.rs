@@ -42,6 +42,10 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Where the heavy kernels ran.
     pub backend: crate::backend::BackendSummary,
+    /// The compressed model run next to the original on a text (`--eval-text`), when its
+    /// architecture is one the runtime knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<crate::model::eval::Downstream>,
 }
 
 /// What the report shows about a vector dataset (one tensor whose rows are the vectors).
@@ -120,10 +124,14 @@ pub struct TargetSummary {
 pub struct OutputSummary {
     /// Size of the whole `.lowbit` file.
     pub bytes: u64,
-    /// 8 * bytes / parameters: everything counted.
+    /// 8 * (bytes - model_files_bytes) / parameters: everything of the weights counted (header,
+    /// side information, padding); the model's small files are outside the bit budget.
     pub bits_per_weight: f64,
     /// The container header (length prefix, JSON, manifest).
     pub header_bytes: u64,
+    /// The model's config and tokenizer files, stored verbatim (absent when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub model_files_bytes: u64,
     pub payload_bytes: u64,
     pub side_bytes: u64,
     /// Zero bytes that pad sections up to the decompression-bomb bound.
@@ -135,6 +143,10 @@ pub struct OutputSummary {
     pub rel_mse_2d: f64,
     /// Whether the file was written (false for `plan`).
     pub written: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -459,6 +471,9 @@ impl Report {
             esc(&self.input.file)
         ));
         self.push_summary(&mut html);
+        if let Some(d) = &self.downstream {
+            push_downstream(&mut html, d);
+        }
         for note in &self.notes {
             html.push_str(&format!("<p class=\"note\">{}</p>\n", esc(note)));
         }
@@ -992,4 +1007,72 @@ mod tests {
         assert_eq!(why.text, "1-D tensor (norm, bias): stored exactly");
         assert_eq!((why.cheaper, why.dearer), (None, None));
     }
+}
+
+/// The downstream figures: what the compression did to what the model does.
+fn push_downstream(html: &mut String, d: &crate::model::eval::Downstream) {
+    use crate::model::eval::Downstream;
+    html.push_str("<h2>The model, run</h2>\n<table class=\"summary\">\n");
+    let row = |html: &mut String, k: &str, v: String| {
+        html.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            esc(k),
+            esc(&v)
+        ));
+    };
+    match d {
+        Downstream::Decoder(e) => {
+            row(
+                html,
+                "text",
+                format!(
+                    "{} tokens in {} windows of up to {}; {} next tokens scored",
+                    e.tokens, e.windows, e.context, e.scored
+                ),
+            );
+            row(
+                html,
+                "perplexity, original",
+                format!("{:.3}", e.perplexity_original),
+            );
+            row(
+                html,
+                "perplexity, compressed",
+                format!(
+                    "{:.3} ({:+.1}%)",
+                    e.perplexity_compressed,
+                    100.0 * (e.perplexity_compressed / e.perplexity_original - 1.0)
+                ),
+            );
+            row(
+                html,
+                "mean KL(original || compressed)",
+                format!("{:.4} nats per token", e.kl_mean),
+            );
+            row(
+                html,
+                "same most likely next token",
+                format!("{:.1}%", 100.0 * e.top1_agreement),
+            );
+        }
+        Downstream::Encoder(e) => {
+            row(html, "sentences", e.sentences.to_string());
+            row(
+                html,
+                "embedding cosine, mean",
+                format!("{:.5}", e.cosine_mean),
+            );
+            row(
+                html,
+                "embedding cosine, smallest",
+                format!("{:.5}", e.cosine_min),
+            );
+            row(
+                html,
+                "same nearest neighbour",
+                format!("{:.1}%", 100.0 * e.neighbour_agreement),
+            );
+        }
+    }
+    html.push_str("</table>\n");
 }

@@ -254,6 +254,7 @@ pub fn compress(
         source_header: None,
         source_bytes: Some(file.len() as u64),
         groups: Vec::new(),
+        files: Vec::new(),
         tensors: coded
             .iter()
             .map(|c| TensorRecord {

@@ -187,3 +187,188 @@ fn decoder_with_biases_and_its_own_head_matches_the_reference() {
 fn decoder_with_tied_embeddings_matches_the_reference() {
     check_decoder("tiny-llama-tied");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLI: a `.lowbit` is a complete model (run, eval, decompress with its files).
+
+use crate::common::{lowbit, stderr};
+
+/// A scratch folder holding a copy of a fixture model (weights, config, tokenizer, text).
+fn scratch_model(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn json_of(o: &std::process::Output) -> Value {
+    assert!(o.status.success(), "lowbit failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_lowbit_runs_and_evaluates_without_a_restored_file() {
+    let dir = scratch_model("tiny-llama");
+    let d = dir.path();
+    let report = json_of(&lowbit(
+        &[
+            "compress",
+            "model.safetensors",
+            "-o",
+            "m.lowbit",
+            "--bpw",
+            "6",
+            "--json",
+            "--eval-text",
+            "text.txt",
+        ],
+        d,
+    ));
+    let files = std::fs::read(d.join("config.json")).unwrap().len()
+        + std::fs::read(d.join("tokenizer.json")).unwrap().len();
+    assert_eq!(report["output"]["model_files_bytes"], files as u64);
+    // The weights' rate leaves the model files out; the file size counts them.
+    let bpw = report["output"]["bits_per_weight"].as_f64().unwrap();
+    assert!(bpw <= 6.0, "{bpw}");
+    let downstream = &report["downstream"];
+    assert_eq!(downstream["family"], "decoder");
+    // `lowbit eval` of the same pair on the same text gives the same figures.
+    let eval = json_of(&lowbit(
+        &["eval", ".", "m.lowbit", "--text", "text.txt", "--json"],
+        d,
+    ));
+    assert_eq!(&eval, downstream);
+    let ppl = eval["perplexity_original"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl.is_finite());
+
+    // Moved alone into an empty folder, the .lowbit still runs (its files travel inside it) and
+    // gives the same tokens as its restored checkpoint.
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(d.join("m.lowbit"), alone.path().join("m.lowbit")).unwrap();
+    let run = |model: &str, cwd: &std::path::Path| {
+        json_of(&lowbit(
+            &[
+                "run",
+                model,
+                "--prompt",
+                "The model reads",
+                "--max-tokens",
+                "8",
+                "--json",
+            ],
+            cwd,
+        ))["text"]
+            .clone()
+    };
+    let from_lowbit = run("m.lowbit", alone.path());
+    let o = lowbit(
+        &["decompress", "m.lowbit", "-o", "out/model.safetensors"],
+        alone.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in ["config.json", "tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(alone.path().join("out").join(name)).unwrap(),
+            std::fs::read(d.join(name)).unwrap(),
+            "{name} restored byte for byte"
+        );
+    }
+    assert_eq!(run("out/model.safetensors", alone.path()), from_lowbit);
+}
+
+#[test]
+fn decompress_never_overwrites_a_different_model_file() {
+    let dir = scratch_model("tiny-bert");
+    let d = dir.path();
+    let o = lowbit(
+        &["compress", "model.safetensors", "-o", "m.lowbit", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::create_dir(d.join("out")).unwrap();
+    std::fs::write(d.join("out/config.json"), b"{}").unwrap();
+    let o = lowbit(
+        &["decompress", "m.lowbit", "-o", "out/model.safetensors"],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("config.json"), "{}", stderr(&o));
+    assert!(
+        !d.join("out/model.safetensors").exists(),
+        "no partial output"
+    );
+    assert_eq!(std::fs::read(d.join("out/config.json")).unwrap(), b"{}");
+    // Same contents are fine, and --no-model-files writes the checkpoint alone.
+    let o = lowbit(
+        &[
+            "decompress",
+            "m.lowbit",
+            "-o",
+            "out/model.safetensors",
+            "--no-model-files",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!d.join("out/tokenizer.json").exists());
+}
+
+#[test]
+fn broken_model_files_are_named_and_refused() {
+    let cases: &[(&str, &[u8], &str)] = &[
+        (
+            "config.json",
+            br#"{"model_type": "llama", "hidden_size": 48, "num_attention_heads": 0}"#,
+            "config.json",
+        ),
+        ("config.json", b"not json", "config.json"),
+        ("config.json", br#"{"model_type": "gpt2"}"#, "gpt2"),
+        ("tokenizer.json", b"{\"version\": 1}", "tokenizer.json"),
+    ];
+    for (file, contents, expected) in cases {
+        let dir = scratch_model("tiny-llama");
+        let d = dir.path();
+        std::fs::write(d.join(file), contents).unwrap();
+        let o = lowbit(&["run", "model.safetensors", "--prompt", "hi"], d);
+        assert!(!o.status.success(), "{file}: accepted");
+        let err = stderr(&o);
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{file}: {err}"
+        );
+    }
+    // A checkpoint without one of the tensors the config implies: the tensor is named.
+    let dir = scratch_model("tiny-llama");
+    let d = dir.path();
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let kept: Vec<_> = crate::common::tensors_of(&bytes)
+        .into_iter()
+        .filter(|(n, _)| n != "model.norm.weight")
+        .map(|(n, (dt, shape, data))| (n, dt, shape, data))
+        .collect();
+    let kept: Vec<_> = kept
+        .iter()
+        .map(|(n, dt, s, b)| (n.as_str(), *dt, s.clone(), b.clone()))
+        .collect();
+    std::fs::write(
+        d.join("model.safetensors"),
+        crate::common::safetensors_file(&kept),
+    )
+    .unwrap();
+    let o = lowbit(&["run", "model.safetensors", "--prompt", "hi"], d);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.norm.weight"), "{}", stderr(&o));
+    // An encoder and a decoder cannot be compared.
+    let o = lowbit(
+        &[
+            "eval",
+            fixture("tiny-bert").to_str().unwrap(),
+            fixture("tiny-llama").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("same family"), "{}", stderr(&o));
+}
