@@ -14,14 +14,18 @@
 //!   see [`allocate_knapsack`] for the grid and its rounding bound.
 //! - Error mode (`--max-error`): per tensor, the cheapest option whose error is at most the bound.
 //!
-//! The distortion of an option is whatever the caller measures; the pipeline uses the tensor's
-//! relative squared error, every tensor counting the same (see `distortion` in `compress.rs` for the
-//! measurement behind that choice).
+//! The distortion of an option is whatever the caller measures; the pipeline uses
+//! `distortion::Distortion::value` (the tensor's relative squared error, every tensor counting the
+//! same, or 1 - recall@10 for a vector dataset; the measurement behind that choice is there).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// One option of one tensor, as measured by encoding it.
+/// One option of one tensor (or one shared-lowrank set), as the allocator sees it: the
+/// (bytes, distortion) projection of a `pipeline::MeasuredOption` (or of a set option). Kept apart
+/// from that record on purpose: the allocators work on plain `Copy` points (hull, heap and the
+/// knapsack's table walk them many times), need nothing else, and sit in a lower layer than the
+/// codecs an option names; which measure `distortion` is in does not matter to them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OptionPoint {
     /// Bytes the option adds to the file (its section, padding included).

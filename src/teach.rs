@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::pipeline::{Candidate, TensorAnalysis};
+use crate::pipeline::{MeasuredOption, TensorAnalysis};
 use crate::svg;
 
 /// Histogram bins of the teaching view.
@@ -82,7 +82,7 @@ pub fn tensor_view(
     shape: &[usize],
     values: &[f32],
     analysis: &TensorAnalysis,
-    chosen: Option<(&Candidate, &[f32])>,
+    chosen: Option<(&MeasuredOption, &[f32])>,
 ) -> TensorView {
     let (lo, hi) = histogram_range(values);
     let (edges, counts) = histogram(values, lo, hi);
@@ -192,7 +192,7 @@ fn error_vs_bits_chart(
     name: &str,
     shape: &[usize],
     analysis: &TensorAnalysis,
-    chosen: Option<(&Candidate, &[f32])>,
+    chosen: Option<(&MeasuredOption, &[f32])>,
     chosen_error: Option<f64>,
 ) -> String {
     let numel: usize = shape.iter().product();

@@ -678,12 +678,12 @@ fn decode_v1(bytes: &[u8], dtype: DType, numel: usize) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::dtype::{from_f32, to_f32};
     use crate::rng::Rng;
 
-    fn weights(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn weights(n: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);
         (0..n).map(|_| (0.05 * r.normal()) as f32).collect()
     }
@@ -804,40 +804,7 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_sections_are_rejected_without_panic() {
-        // F32 with half of its values upcast from F16, so that every F32 stream is present.
-        let w = weights(5000, 4);
-        let mixed: Vec<f32> = w
-            .chunks(128)
-            .enumerate()
-            .flat_map(|(k, c)| {
-                if k % 2 == 0 {
-                    c.to_vec()
-                } else {
-                    to_f32(DType::F16, &from_f32(DType::F16, c))
-                }
-            })
-            .collect();
-        for (dtype, values) in [(DType::BF16, &w), (DType::F32, &mixed)] {
-            let raw = from_f32(dtype, values);
-            let e = encode(&raw, dtype).unwrap();
-            let mut r = Rng::new(5);
-            let mut rejected = 0;
-            for trial in 0..200 {
-                let mut b = e.bytes.clone();
-                if trial % 2 == 0 {
-                    b.truncate(r.below(b.len() as u64) as usize);
-                } else {
-                    let i = r.below(b.len() as u64) as usize;
-                    b[i] ^= 1 << r.below(8);
-                }
-                match decode(&b, dtype, 5000) {
-                    Err(_) => rejected += 1,
-                    Ok(d) => assert_eq!(d.len(), raw.len()),
-                }
-            }
-            assert!(rejected >= 100, "{dtype}: {rejected} rejected");
-        }
+    fn raw_bytes_must_be_whole_elements() {
         assert!(encode(&[1, 2, 3], DType::F32).is_err());
     }
 

@@ -9,7 +9,7 @@
 //! Besides the coders this module holds what the report shows about a vector dataset: the
 //! covariance eigenvalues and the Gaussian rate-distortion bound they give (reverse water-filling),
 //! and the nearest-neighbour recall of the compressed rows, which is also what the allocator
-//! maximises for a vector dataset under a size budget (`distortion::allocator_distortion`).
+//! maximises for a vector dataset under a size budget (`distortion::Distortion`).
 //!
 //! What it does not do: OPQ (a learned rotation before PQ), an EM refinement of the mixture.
 //! TurboQuant (rotation + Lloyd-Max scalar codebooks) reaches vector datasets through the matrix
@@ -17,7 +17,7 @@
 
 use faer::{Mat, Side};
 
-use crate::codec::{get_varint, CodecParams, Encoded, Method, Shape2};
+use crate::codec::{CodecParams, Encoded, Method, Shape2};
 use crate::distortion::squared_error;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -314,14 +314,44 @@ impl RecallQueries {
     }
 }
 
-/// One measured option of a vector dataset.
+/// One encoded option of a vector dataset, with what was measured on it besides its error: the
+/// encoding itself (bytes and reconstruction; the analysis measures the error against the
+/// tensor's dtype from it, then drops it, and tests decode it), so not yet a
+/// `pipeline::MeasuredOption`.
 pub struct VectorOption {
     pub codec: CodecParams,
     pub encoded: Encoded,
-    /// recall@10 of the queries passed to [`encode_options`] (None without queries).
+    pub measure: VectorMeasure,
+}
+
+impl VectorOption {
+    fn new(
+        codec: CodecParams,
+        encoded: Encoded,
+        recall_at_10: Option<f64>,
+        bits_per_dimension: Vec<f64>,
+    ) -> VectorOption {
+        VectorOption {
+            codec,
+            encoded,
+            measure: VectorMeasure {
+                recall_at_10,
+                bits_per_dimension,
+            },
+        }
+    }
+}
+
+/// What is measured about a vector coder's option besides its size and error.
+#[derive(Clone, Debug)]
+pub struct VectorMeasure {
+    /// recall@10 of the sampled queries (those passed to [`encode_options`]) against the
+    /// reconstructed rows (see
+    /// [`RecallQueries`]); `None` without queries or when the dataset has a
+    /// single row.
     pub recall_at_10: Option<f64>,
-    /// Bits per vector spent on each dimension (entropy estimate, for the allocation plot): per
-    /// KLT component for the transform coder, per coordinate for PQ.
+    /// Bits per vector spent on each dimension (entropy estimate): per KLT component for the
+    /// transform coder, per coordinate for PQ.
     pub bits_per_dimension: Vec<f64>,
 }
 
@@ -496,24 +526,20 @@ pub async fn encode_options(
                         }
                     }
                 }
-                out.push(VectorOption {
-                    codec: CodecParams::Transform(p.clone()),
+                out.push(VectorOption::new(
+                    CodecParams::Transform(p.clone()),
                     encoded,
-                    recall_at_10: base_recall,
-                    bits_per_dimension: extras.component_bits.clone(),
-                });
+                    base_recall,
+                    extras.component_bits.clone(),
+                ));
                 if let (Some((gain, _)), Some(r1)) = (best, base_recall) {
                     let p = transform::Params { gain, ..p };
                     let (encoded, extras) = encode(&p)?;
                     // Measured again on what the decoder gives (the scaling above rounds differently).
                     let r = recall(&encoded.reconstruction);
                     if r.is_some_and(|r| r > r1) {
-                        out.push(VectorOption {
-                            codec: CodecParams::Transform(p),
-                            recall_at_10: r,
-                            encoded,
-                            bits_per_dimension: extras.component_bits,
-                        });
+                        let p = CodecParams::Transform(p);
+                        out.push(VectorOption::new(p, encoded, r, extras.component_bits));
                     }
                 }
             }
@@ -527,12 +553,13 @@ pub async fn encode_options(
     if wants(method, Method::Pq) {
         for p in pq_candidates(shape, seed) {
             let (encoded, extras) = pq::encode_on(backend, values, shape, &p).await?;
-            out.push(VectorOption {
-                codec: CodecParams::Pq(p),
-                recall_at_10: recall(&encoded.reconstruction),
+            let r = recall(&encoded.reconstruction);
+            out.push(VectorOption::new(
+                CodecParams::Pq(p),
                 encoded,
-                bits_per_dimension: extras.coordinate_bits,
-            });
+                r,
+                extras.coordinate_bits,
+            ));
         }
     }
     Ok(out)
@@ -625,56 +652,11 @@ pub(crate) fn unpack_bits(bytes: &[u8], count: usize, bits: u32) -> Result<Vec<u
     Ok(out)
 }
 
-/// A bounds-checked cursor over a section.
-pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| Error::corrupt("vector section truncated"))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub(crate) fn varint(&mut self) -> Result<u64> {
-        let (v, used) = get_varint(&self.bytes[self.at..])?;
-        self.at += used;
-        Ok(v)
-    }
-
-    /// `count` little-endian f32s (the length is checked before anything is allocated).
-    pub(crate) fn f32s(&mut self, count: usize) -> Result<Vec<f32>> {
-        let len = count
-            .checked_mul(4)
-            .ok_or_else(|| Error::corrupt("vector section field too long"))?;
-        Ok(self
-            .take(len)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let out = &self.bytes[self.at..];
-        self.at = self.bytes.len();
-        out
-    }
+/// The vector coders' section reader: `codec::section`'s, with their own words for a section
+/// that ends early.
+pub(crate) fn reader(bytes: &[u8]) -> super::section::Reader<'_> {
+    super::section::Reader::new(bytes, "vector").ends_early_as("vector section truncated")
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

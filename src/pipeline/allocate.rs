@@ -38,7 +38,7 @@ pub(crate) fn option_points(
                 .iter()
                 .map(|c| OptionPoint {
                     bytes: container::section_len(t.numel(), c.coded_bytes),
-                    distortion: a.distortion(c),
+                    distortion: c.distortion.value(),
                 })
                 .collect()
         })

@@ -4,9 +4,10 @@
 
 use crate::backend::{self, Backend, BackendSummary};
 use crate::checkpoint::{Checkpoint, InputTensor};
-use crate::codec::{self, lossless, vectors, CodecParams, Method, Shape2};
+use crate::codec::vectors::{self, VectorMeasure};
+use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container;
-use crate::distortion::{self, squared_error};
+use crate::distortion::{self, squared_error, Distortion};
 use crate::dtype::{self, DType};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -22,9 +23,13 @@ pub const MIN_LOSSY_PARAMETERS: u64 = 1024;
 /// How many singular values the report keeps per tensor.
 pub const SPECTRUM_LENGTH: usize = 64;
 
-/// One measured option of one tensor.
+/// One measured option of one tensor: a way to code it (the codec and its parameters), the bytes
+/// that coding takes and the distortion it gives. The one record of a measured option: the
+/// analysis makes it, the allocator reads its points from it ([`crate::alloc::OptionPoint`] is
+/// its (section bytes, [`Distortion::value`]) projection), the report builder reads its figures,
+/// and a shared-lowrank set option holds one per member.
 #[derive(Clone, Debug)]
-pub struct Candidate {
+pub struct MeasuredOption {
     pub codec: CodecParams,
     pub coded_bytes: u64,
     pub side_bytes: u64,
@@ -32,19 +37,37 @@ pub struct Candidate {
     pub crc32: u32,
     /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
     pub sq_error: f64,
+    /// The distortion, in the measure the allocator minimises for this tensor: the relative MSE,
+    /// or recall@10 for a tensor coded as a vector dataset.
+    pub distortion: Distortion,
     /// For a vector coder's option: what the report shows about it.
     pub vector: Option<VectorMeasure>,
 }
 
-/// What is measured about a vector coder's option besides its size and error.
-#[derive(Clone, Debug)]
-pub struct VectorMeasure {
-    /// recall@10 of the sampled queries against the reconstructed rows (see
-    /// [`vectors::RecallQueries`]); `None` when the dataset has a single row.
-    pub recall_at_10: Option<f64>,
-    /// Bits per vector spent on each dimension (entropy estimate): per KLT component for the
-    /// transform coder, per coordinate for PQ.
-    pub bits_per_dimension: Vec<f64>,
+impl MeasuredOption {
+    /// The option `codec` of a tensor whose values are `values` (sum of squares `norm_sq`, element
+    /// type `dtype`), measured from its encoding: the error after conversion back to the dtype,
+    /// and with `vector` (a vector dataset's option) the recall the distortion is in.
+    pub fn measure(
+        codec: CodecParams,
+        encoded: &codec::Encoded,
+        values: &[f32],
+        dtype: DType,
+        norm_sq: f64,
+        vector: Option<VectorMeasure>,
+    ) -> MeasuredOption {
+        let sq_error = squared_error(values, &encoded.reconstruction, dtype);
+        let recall = vector.as_ref().and_then(|v| v.recall_at_10);
+        MeasuredOption {
+            codec,
+            coded_bytes: encoded.bytes.len() as u64,
+            side_bytes: encoded.side_bytes as u64,
+            crc32: container::crc32(&encoded.bytes),
+            sq_error,
+            distortion: Distortion::new(distortion::relative_mse(sq_error, norm_sq), recall),
+            vector,
+        }
+    }
 }
 
 /// What is measured about a tensor coded as a vector dataset (rows = vectors).
@@ -61,7 +84,7 @@ pub struct VectorStats {
 /// Everything measured about one tensor.
 #[derive(Clone, Debug)]
 pub struct TensorAnalysis {
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<MeasuredOption>,
     /// Sum of squares of the tensor (f64).
     pub norm_sq: f64,
     pub non_finite: u64,
@@ -77,12 +100,13 @@ impl TensorAnalysis {
     /// from: the lossless coding of its raw bytes).
     fn exact_only(raw: &[u8], dtype: DType) -> Result<TensorAnalysis> {
         let exact = lossless::encode(raw, dtype)?;
-        let lossless_candidate = Candidate {
+        let lossless_candidate = MeasuredOption {
             codec: CodecParams::Lossless,
             coded_bytes: exact.bytes.len() as u64,
             crc32: container::crc32(&exact.bytes),
             side_bytes: exact.side_bytes as u64,
             sq_error: 0.0,
+            distortion: Distortion::RelativeMse(0.0),
             vector: None,
         };
         Ok(TensorAnalysis {
@@ -93,18 +117,6 @@ impl TensorAnalysis {
             spectrum: None,
             vectors: None,
         })
-    }
-
-    /// The option's relative MSE, `||W - W^||^2 / ||W||^2`.
-    pub fn rel_mse(&self, c: &Candidate) -> f64 {
-        distortion::relative_mse(c.sq_error, self.norm_sq)
-    }
-
-    /// What the allocator minimises for the option ([`distortion::allocator_distortion`]): recall
-    /// counts only for a tensor coded as a vector dataset.
-    pub fn distortion(&self, c: &Candidate) -> f64 {
-        let recall = c.vector.as_ref().and_then(|v| v.recall_at_10);
-        distortion::allocator_distortion(self.rel_mse(c), self.vectors.as_ref().and(recall))
     }
 }
 
@@ -279,8 +291,9 @@ fn non_finite_vectors(values: &[f32], shape: Shape2, non_finite: u64) -> Error {
 /// (or the smallest option when none is that small).
 fn keep_within(analysis: &mut TensorAnalysis, t: &InputTensor, bits: f64) {
     let numel = t.numel().max(1) as f64;
-    let bpw = |c: &Candidate| 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
-    let within: Vec<&Candidate> = analysis
+    let bpw =
+        |c: &MeasuredOption| 8.0 * container::section_len(t.numel(), c.coded_bytes) as f64 / numel;
+    let within: Vec<&MeasuredOption> = analysis
         .candidates
         .iter()
         .filter(|c| bpw(c) <= bits)
@@ -325,18 +338,14 @@ async fn analyse_vectors(
     )
     .await?;
     for option in options {
-        let encoded = option.encoded;
-        analysis.candidates.push(Candidate {
-            coded_bytes: encoded.bytes.len() as u64,
-            crc32: container::crc32(&encoded.bytes),
-            side_bytes: encoded.side_bytes as u64,
-            sq_error: squared_error(values, &encoded.reconstruction, dtype),
-            vector: Some(VectorMeasure {
-                recall_at_10: option.recall_at_10,
-                bits_per_dimension: option.bits_per_dimension,
-            }),
-            codec: option.codec,
-        });
+        analysis.candidates.push(MeasuredOption::measure(
+            option.codec,
+            &option.encoded,
+            values,
+            dtype,
+            analysis.norm_sq,
+            Some(option.measure),
+        ));
     }
     if analysis.candidates.len() == before && opts.method.is_some() {
         analysis.restriction = "no vector coder option fits this shape: stored exactly".to_string();
@@ -382,19 +391,16 @@ async fn analyse_matrix(
     }
     // Each encoding is measured and dropped at once: a reconstruction is as large as the tensor,
     // and holding all ~45 of a 4096 x 4096 tensor's took 3 GiB (the page's > 4 GiB test).
-    let measure = |codec: CodecParams, encoded: Result<codec::Encoded>| -> Result<Candidate> {
+    let norm_sq = analysis.norm_sq;
+    let measure = |codec: CodecParams, encoded: Result<codec::Encoded>| -> Result<MeasuredOption> {
         let encoded = encoded?;
-        Ok(Candidate {
-            codec,
-            coded_bytes: encoded.bytes.len() as u64,
-            crc32: container::crc32(&encoded.bytes),
-            side_bytes: encoded.side_bytes as u64,
-            sq_error: squared_error(values, &encoded.reconstruction, dtype),
-            vector: queries.map(|q| VectorMeasure {
-                recall_at_10: q.recall(&encoded.reconstruction, shape),
-                bits_per_dimension: Vec::new(),
-            }),
-        })
+        let vector = queries.map(|q| VectorMeasure {
+            recall_at_10: q.recall(&encoded.reconstruction, shape),
+            bits_per_dimension: Vec::new(),
+        });
+        Ok(MeasuredOption::measure(
+            codec, &encoded, values, dtype, norm_sq, vector,
+        ))
     };
     for p in params {
         let encoded = p.encode_on(backend, values, shape).await;

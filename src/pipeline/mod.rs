@@ -26,10 +26,11 @@ pub mod read;
 pub mod shared;
 pub mod write;
 
+pub use crate::codec::vectors::VectorMeasure;
 pub use allocate::{allocate, Plan};
 pub use analyse::{
-    analyse_on, analyse_tensor, analyse_tensor_on, Analysed, Candidate, TensorAnalysis,
-    VectorMeasure, VectorStats, MIN_LOSSY_PARAMETERS, SPECTRUM_LENGTH,
+    analyse_on, analyse_tensor, analyse_tensor_on, Analysed, MeasuredOption, TensorAnalysis,
+    VectorStats, MIN_LOSSY_PARAMETERS, SPECTRUM_LENGTH,
 };
 pub use detect::{input_kind, InputKind};
 pub use inspect::{inspect, InspectedTensor, Inspection};

@@ -6,7 +6,7 @@
 use crate::codec::shared_basis::{exact_error, group, Estimator};
 use crate::error::{Error, Result};
 
-use super::analyse::{Candidate, TensorAnalysis};
+use super::analyse::{MeasuredOption, TensorAnalysis};
 use super::options::{CompressOptions, Target};
 use crate::alloc::OptionPoint;
 use crate::checkpoint::Checkpoint;
@@ -54,7 +54,7 @@ pub struct SetOption {
     pub groups: Vec<GroupOption>,
     /// Per member of the set: its section (`lowrank` alone, or `shared-lowrank` in a group; the
     /// group index in its parameters is assigned when the manifest is written).
-    pub member_candidates: Vec<Candidate>,
+    pub member_candidates: Vec<MeasuredOption>,
     /// Every section the option writes, padding included.
     pub bytes: u64,
     /// Sum of the members' relative squared errors.
@@ -185,7 +185,7 @@ impl AllocatorItems {
     /// worst member).
     pub fn item_error(&self, analyses: &[TensorAnalysis], item: usize, i: usize) -> f64 {
         match self.items[item] {
-            Item::Tensor(t) => analyses[t].rel_mse(&analyses[t].candidates[i]).sqrt(),
+            Item::Tensor(t) => analyses[t].candidates[i].distortion.relative_mse().sqrt(),
             Item::Set(s) => self.sets[s].options[i].max_rel_error,
         }
     }
@@ -280,7 +280,7 @@ impl AllocatorItems {
     }
 
     /// (tensor, candidate) of every set member, group indices assigned in group order.
-    fn chosen_candidates(&self, item_choice: &[usize]) -> Vec<(usize, Candidate)> {
+    fn chosen_candidates(&self, item_choice: &[usize]) -> Vec<(usize, MeasuredOption)> {
         let mut out = Vec::new();
         let mut next_group = 0u32;
         for (set, option) in self.chosen_sets(item_choice) {
@@ -336,23 +336,6 @@ impl AllocatorItems {
             out.extend(reason);
         }
         out
-    }
-}
-
-/// A measured candidate from an encoding of tensor `t`.
-fn candidate(
-    codec: CodecParams,
-    encoded: &crate::codec::Encoded,
-    values: &[f32],
-    dtype: crate::dtype::DType,
-) -> Candidate {
-    Candidate {
-        codec,
-        coded_bytes: encoded.bytes.len() as u64,
-        side_bytes: encoded.side_bytes as u64,
-        crc32: container::crc32(&encoded.bytes),
-        sq_error: crate::distortion::squared_error(values, &encoded.reconstruction, dtype),
-        vector: None,
     }
 }
 
@@ -483,12 +466,30 @@ struct SetMembers<'a> {
 }
 
 impl SetMembers<'_> {
-    fn rel(&self, m: usize, c: &Candidate) -> f64 {
-        self.analyses[self.members[m]].rel_mse(c)
+    /// Member `m`'s option `codec`, measured from its encoding.
+    fn measure(
+        &self,
+        m: usize,
+        codec: CodecParams,
+        encoded: &crate::codec::Encoded,
+    ) -> MeasuredOption {
+        MeasuredOption::measure(
+            codec,
+            encoded,
+            &self.values[m],
+            self.tensors[m].dtype,
+            self.analyses[self.members[m]].norm_sq,
+            None,
+        )
     }
 
     /// A set option: every member's candidate plus the shared bases, sized and measured.
-    fn option(&self, rank: u32, groups: Vec<GroupOption>, candidates: Vec<Candidate>) -> SetOption {
+    fn option(
+        &self,
+        rank: u32,
+        groups: Vec<GroupOption>,
+        candidates: Vec<MeasuredOption>,
+    ) -> SetOption {
         let bytes = candidates
             .iter()
             .zip(&self.tensors)
@@ -497,8 +498,7 @@ impl SetMembers<'_> {
             .sum();
         let rels: Vec<f64> = candidates
             .iter()
-            .enumerate()
-            .map(|(m, c)| self.rel(m, c))
+            .map(|c| c.distortion.relative_mse())
             .collect();
         SetOption {
             rank,
@@ -525,7 +525,7 @@ impl SetMembers<'_> {
                     .iter()
                     .map(|c| OptionPoint {
                         bytes: container::section_len(self.tensors[m].numel(), c.coded_bytes),
-                        distortion: analyses[t].rel_mse(c),
+                        distortion: c.distortion.relative_mse(),
                     })
                     .collect();
                 crate::alloc::convex_hull(&points)
@@ -543,8 +543,8 @@ impl SetMembers<'_> {
                     container::section_len(self.tensors[m].numel(), a.candidates[i].coded_bytes)
                         as f64
                 };
-                (a.rel_mse(&a.candidates[b]) - a.rel_mse(&a.candidates[c]))
-                    / (bytes(c) - bytes(b)).max(1.0)
+                let rel = |i: usize| a.candidates[i].distortion.relative_mse();
+                (rel(b) - rel(c)) / (bytes(c) - bytes(b)).max(1.0)
             };
             let Some(m) = (0..members.len())
                 .filter(|&m| at[m] + 1 < hulls[m].len())
@@ -565,7 +565,7 @@ impl SetMembers<'_> {
                 let a = &self.analyses[t];
                 let n = a.candidates.len();
                 (0..n)
-                    .filter(|&i| a.rel_mse(&a.candidates[i]).sqrt() <= e)
+                    .filter(|&i| a.candidates[i].distortion.relative_mse().sqrt() <= e)
                     .min_by_key(|&i| (a.candidates[i].coded_bytes, i))
                     .unwrap_or_else(|| {
                         (0..n)
@@ -582,7 +582,7 @@ impl SetMembers<'_> {
 
     /// Each member alone: the pure lowrank option of this rank (measured by the analysis when it
     /// tried it, else encoded here with the same parameters).
-    fn lowrank_alone(&self, rank: usize) -> Result<Vec<Candidate>> {
+    fn lowrank_alone(&self, rank: usize) -> Result<Vec<MeasuredOption>> {
         (0..self.members.len())
             .map(|m| {
                 let p = lowrank::Params {
@@ -602,12 +602,7 @@ impl SetMembers<'_> {
                     return Ok(c.clone());
                 }
                 let enc = lowrank::encode(&self.values[m], self.shapes[m], &p)?;
-                Ok(candidate(
-                    codec,
-                    &enc,
-                    &self.values[m],
-                    self.tensors[m].dtype,
-                ))
+                Ok(self.measure(m, codec, &enc))
             })
             .collect()
     }
@@ -621,7 +616,7 @@ impl SetMembers<'_> {
         g: Vec<usize>,
         rank: usize,
         eps: f64,
-        candidates: &mut [Candidate],
+        candidates: &mut [MeasuredOption],
     ) -> Result<GroupOption> {
         let cols = self.cols;
         let total_rows: usize = g.iter().map(|&m| self.shapes[m].rows).sum();
@@ -651,12 +646,7 @@ impl SetMembers<'_> {
             .collect();
         let enc = shared_lowrank::encode_group(&inputs, &basis)?;
         for (&m, e) in g.iter().zip(&enc.members) {
-            candidates[m] = candidate(
-                CodecParams::SharedLowrank(basis.member(0)),
-                e,
-                &self.values[m],
-                self.tensors[m].dtype,
-            );
+            candidates[m] = self.measure(m, CodecParams::SharedLowrank(basis.member(0)), e);
         }
         Ok(GroupOption {
             members: g,

@@ -141,7 +141,7 @@ fn tensor_report(
 ) -> TensorReport {
     let c = &a.candidates[ci];
     let section = container::section_len(t.numel(), c.coded_bytes);
-    let rel_mse = a.rel_mse(c);
+    let rel_mse = c.distortion.relative_mse();
     let numel = t.numel().max(1) as f64;
     let why = super::explain(&super::Decision {
         options: a
@@ -150,7 +150,7 @@ fn tensor_report(
             .map(|o| super::Choice {
                 label: o.codec.label(),
                 bytes: container::section_len(t.numel(), o.coded_bytes),
-                rel_mse: a.distortion(o),
+                distortion: o.distortion,
                 exact: o.codec == CodecParams::Lossless,
             })
             .collect(),
@@ -191,7 +191,7 @@ fn tensor_report(
                 label: o.codec.label(),
                 bits_per_weight: 8.0 * container::section_len(t.numel(), o.coded_bytes) as f64
                     / numel,
-                rel_mse: a.rel_mse(o),
+                rel_mse: o.distortion.relative_mse(),
                 chosen: i == ci,
             })
             .collect(),

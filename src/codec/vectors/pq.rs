@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{pack_bits, unpack_bits, Reader};
+use super::{pack_bits, reader, unpack_bits};
 use crate::backend::{self, Backend};
 use crate::codec::{put_varint, Encoded, Shape2};
 use crate::entropy;
@@ -201,7 +201,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let (n, dim) = (shape.rows, shape.cols);
     p.check(dim)?;
     let m = p.m as usize;
-    let mut r = Reader::new(bytes);
+    let mut r = reader(bytes);
     if r.u8()? != FORMAT_VERSION {
         return Err(Error::corrupt("unknown pq section version"));
     }

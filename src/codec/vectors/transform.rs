@@ -41,7 +41,7 @@
 use faer::Mat;
 use serde::{Deserialize, Serialize};
 
-use super::{pack_bits, unpack_bits, Reader, Stats};
+use super::{pack_bits, reader, unpack_bits, Stats};
 use crate::codec::{put_varint, Encoded, Shape2};
 use crate::entropy;
 use crate::error::{Error, Result};
@@ -327,7 +327,7 @@ pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
 
 fn decode_single(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let (n, dim) = (shape.rows, shape.cols);
-    let mut r = Reader::new(bytes);
+    let mut r = reader(bytes);
     if r.u8()? != FORMAT_VERSION {
         return Err(Error::corrupt("unknown transform section version"));
     }
@@ -517,7 +517,7 @@ pub fn encode_mixture(
 
 fn decode_mixture(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let (n, dim) = (shape.rows, shape.cols);
-    let mut r = Reader::new(bytes);
+    let mut r = reader(bytes);
     r.u8()?;
     let clusters = r.varint()?;
     if clusters != p.clusters as u64 {
