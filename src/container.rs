@@ -211,6 +211,19 @@ pub fn encode_header(manifest: &Manifest) -> Result<Vec<u8>> {
     safetensors::encode_header(&planned, &metadata)
 }
 
+/// What the model files add to a `.lowbit`: their sections and their entries in the header. The
+/// weights' bits per weight leave exactly this out (the bit budget is the weights').
+pub fn model_files_bytes(manifest: &Manifest) -> u64 {
+    if manifest.files.is_empty() {
+        return 0;
+    }
+    let mut without = manifest.clone();
+    without.files.clear();
+    let header_len = |m: &Manifest| encode_header(m).map_or(0, |h| h.len() as u64);
+    let sections: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    sections + header_len(manifest).saturating_sub(header_len(&without))
+}
+
 /// A validated `.lowbit`: its manifest and, per record, the coded bytes' absolute range in the file.
 #[derive(Debug)]
 pub struct Container {

@@ -759,9 +759,8 @@ fn evaluate(original: &Path, compressed: &Path, args: &EvalArgs, json: bool) -> 
     } else {
         println!("{d}");
         eprintln!(
-            "({} {}, {:.1} s)",
+            "({} evaluated in {:.1} s)",
             a.family(),
-            "evaluated",
             started.elapsed().as_secs_f64()
         );
     }

@@ -122,7 +122,7 @@ impl Bert {
         let dim = self.config.hidden_size;
         let mut out = vec![0.0f32; sentences.len() * dim];
         let failure = std::sync::Mutex::new(None);
-        ops::for_each_chunk(&mut out, dim, |first, chunk| {
+        ops::for_each_chunk(&mut out, dim, usize::MAX, |first, chunk| {
             for (k, row) in chunk.chunks_exact_mut(dim).enumerate() {
                 match self.embed_ids(&ids[first + k]) {
                     Ok(e) => row.copy_from_slice(&e),

@@ -257,27 +257,32 @@ impl Llama {
         let group = heads / kvh;
         let scale = 1.0 / (d as f32).sqrt();
         let mut ctx = vec![0.0f32; n * heads * d];
-        ops::for_each_chunk(&mut ctx, heads * d, |first, rows| {
-            let mut scores = Vec::with_capacity(past + n);
-            for (r, out_row) in rows.chunks_exact_mut(heads * d).enumerate() {
-                let i = first + r;
-                let seen = past + i + 1;
-                for head in 0..heads {
-                    let qh = &q[(i * heads + head) * d..][..d];
-                    let kvo = (head / group) * d;
-                    scores.clear();
-                    scores.extend(
-                        (0..seen).map(|j| ops::dot(qh, &kc[j * kvh * d + kvo..][..d]) * scale),
-                    );
-                    ops::softmax(&mut scores);
-                    let out = &mut out_row[head * d..(head + 1) * d];
-                    for (j, &p) in scores.iter().enumerate() {
-                        let vj = &vc[j * kvh * d + kvo..][..d];
-                        out.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
+        ops::for_each_chunk(
+            &mut ctx,
+            heads * d,
+            heads * d * (past + n),
+            |first, rows| {
+                let mut scores = Vec::with_capacity(past + n);
+                for (r, out_row) in rows.chunks_exact_mut(heads * d).enumerate() {
+                    let i = first + r;
+                    let seen = past + i + 1;
+                    for head in 0..heads {
+                        let qh = &q[(i * heads + head) * d..][..d];
+                        let kvo = (head / group) * d;
+                        scores.clear();
+                        scores.extend(
+                            (0..seen).map(|j| ops::dot(qh, &kc[j * kvh * d + kvo..][..d]) * scale),
+                        );
+                        ops::softmax(&mut scores);
+                        let out = &mut out_row[head * d..(head + 1) * d];
+                        for (j, &p) in scores.iter().enumerate() {
+                            let vj = &vc[j * kvh * d + kvo..][..d];
+                            out.iter_mut().zip(vj).for_each(|(a, b)| *a += p * b);
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         let o = l.o.forward(&ctx, n);
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         let xn = ops::rms_norm(x, &l.post_norm, c.rms_norm_eps);

@@ -51,14 +51,15 @@ pub fn threads() -> usize {
 }
 
 /// Runs `f(first_item, chunk)` on contiguous chunks of `out`, each `item_len` values per item,
-/// one chunk per thread. Each item is written by exactly one call.
-pub fn for_each_chunk<F>(out: &mut [f32], item_len: usize, f: F)
+/// one chunk per thread. Each item is written by exactly one call. `work` is a rough count of
+/// multiply-adds per item: below ~32k in all, one thread is quicker than starting others.
+pub fn for_each_chunk<F>(out: &mut [f32], item_len: usize, work: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
     let items = out.len() / item_len.max(1);
     let threads = threads().min(items).max(1);
-    if threads == 1 || out.len() < 1 << 12 {
+    if threads == 1 || items.saturating_mul(work) < 1 << 15 {
         f(0, out);
         return;
     }
@@ -102,7 +103,7 @@ where
 
 /// `y = W x` for `W` of `y.len() x cols` row-major.
 pub fn matvec(w: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
-    for_each_chunk(y, 1, |first, ys| {
+    for_each_chunk(y, 1, cols, |first, ys| {
         for (i, yi) in ys.iter_mut().enumerate() {
             let r = first + i;
             *yi = dot(&w[r * cols..(r + 1) * cols], x);

@@ -81,7 +81,7 @@ pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspecti
             let model_files: Vec<(String, u64)> = (c.manifest.files.iter())
                 .map(|f| (f.name.clone(), f.bytes))
                 .collect();
-            let file_bytes: u64 = model_files.iter().map(|f| f.1).sum();
+            let file_bytes = crate::container::model_files_bytes(&c.manifest);
             Ok(Inspection::Lowbit {
                 bytes: file.len(),
                 parameters,

@@ -23,7 +23,7 @@ pub fn build_report(
 ) -> Report {
     let ckpt = &plan.checkpoint;
     let params = ckpt.parameters();
-    let model_files: u64 = plan.manifest.files.iter().map(|f| f.bytes).sum();
+    let model_files = container::model_files_bytes(&plan.manifest);
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
     let (mut payload, mut side, mut padding) = (0u64, 0u64, 0u64);
     let (mut lossy_err, mut lossy_norm, mut twod_err, mut twod_norm) = (0.0, 0.0, 0.0, 0.0);

@@ -916,6 +916,74 @@ svg{max-width:100%;height:auto}.note{background:#fff6d5;padding:.4rem .6rem}.foo
 </style>
 ";
 
+/// The downstream figures: what the compression did to what the model does.
+fn push_downstream(html: &mut String, d: &crate::model::eval::Downstream) {
+    use crate::model::eval::Downstream;
+    html.push_str("<h2>The model, run</h2>\n<table class=\"summary\">\n");
+    let row = |html: &mut String, k: &str, v: String| {
+        html.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            esc(k),
+            esc(&v)
+        ));
+    };
+    match d {
+        Downstream::Decoder(e) => {
+            row(
+                html,
+                "text",
+                format!(
+                    "{} tokens in {} windows of up to {}; {} next tokens scored",
+                    e.tokens, e.windows, e.context, e.scored
+                ),
+            );
+            row(
+                html,
+                "perplexity, original",
+                format!("{:.3}", e.perplexity_original),
+            );
+            row(
+                html,
+                "perplexity, compressed",
+                format!(
+                    "{:.3} ({:+.1}%)",
+                    e.perplexity_compressed,
+                    100.0 * (e.perplexity_compressed / e.perplexity_original - 1.0)
+                ),
+            );
+            row(
+                html,
+                "mean KL(original || compressed)",
+                format!("{:.4} nats per token", e.kl_mean),
+            );
+            row(
+                html,
+                "same most likely next token",
+                format!("{:.1}%", 100.0 * e.top1_agreement),
+            );
+        }
+        Downstream::Encoder(e) => {
+            row(html, "sentences", e.sentences.to_string());
+            row(
+                html,
+                "embedding cosine, mean",
+                format!("{:.5}", e.cosine_mean),
+            );
+            row(
+                html,
+                "embedding cosine, smallest",
+                format!("{:.5}", e.cosine_min),
+            );
+            row(
+                html,
+                "same nearest neighbour",
+                format!("{:.1}%", 100.0 * e.neighbour_agreement),
+            );
+        }
+    }
+    html.push_str("</table>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,72 +1088,4 @@ mod tests {
         assert_eq!(why.text, "1-D tensor (norm, bias): stored exactly");
         assert_eq!((why.cheaper, why.dearer), (None, None));
     }
-}
-
-/// The downstream figures: what the compression did to what the model does.
-fn push_downstream(html: &mut String, d: &crate::model::eval::Downstream) {
-    use crate::model::eval::Downstream;
-    html.push_str("<h2>The model, run</h2>\n<table class=\"summary\">\n");
-    let row = |html: &mut String, k: &str, v: String| {
-        html.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>\n",
-            esc(k),
-            esc(&v)
-        ));
-    };
-    match d {
-        Downstream::Decoder(e) => {
-            row(
-                html,
-                "text",
-                format!(
-                    "{} tokens in {} windows of up to {}; {} next tokens scored",
-                    e.tokens, e.windows, e.context, e.scored
-                ),
-            );
-            row(
-                html,
-                "perplexity, original",
-                format!("{:.3}", e.perplexity_original),
-            );
-            row(
-                html,
-                "perplexity, compressed",
-                format!(
-                    "{:.3} ({:+.1}%)",
-                    e.perplexity_compressed,
-                    100.0 * (e.perplexity_compressed / e.perplexity_original - 1.0)
-                ),
-            );
-            row(
-                html,
-                "mean KL(original || compressed)",
-                format!("{:.4} nats per token", e.kl_mean),
-            );
-            row(
-                html,
-                "same most likely next token",
-                format!("{:.1}%", 100.0 * e.top1_agreement),
-            );
-        }
-        Downstream::Encoder(e) => {
-            row(html, "sentences", e.sentences.to_string());
-            row(
-                html,
-                "embedding cosine, mean",
-                format!("{:.5}", e.cosine_mean),
-            );
-            row(
-                html,
-                "embedding cosine, smallest",
-                format!("{:.5}", e.cosine_min),
-            );
-            row(
-                html,
-                "same nearest neighbour",
-                format!("{:.1}%", 100.0 * e.neighbour_agreement),
-            );
-        }
-    }
-    html.push_str("</table>\n");
 }

@@ -228,10 +228,21 @@ fn a_lowbit_runs_and_evaluates_without_a_restored_file() {
     ));
     let files = std::fs::read(d.join("config.json")).unwrap().len()
         + std::fs::read(d.join("tokenizer.json")).unwrap().len();
-    assert_eq!(report["output"]["model_files_bytes"], files as u64);
-    // The weights' rate leaves the model files out; the file size counts them.
+    // The model files' sections and their manifest entries; the weights' rate leaves them out and
+    // meets the budget, the file size counts them.
+    let extra = report["output"]["model_files_bytes"].as_u64().unwrap();
+    assert!(
+        extra > files as u64 && extra < files as u64 + 512,
+        "{extra} for {files}"
+    );
     let bpw = report["output"]["bits_per_weight"].as_f64().unwrap();
-    assert!(bpw <= 6.0, "{bpw}");
+    let bytes = report["output"]["bytes"].as_u64().unwrap();
+    assert_eq!(bytes, std::fs::metadata(d.join("m.lowbit")).unwrap().len());
+    let params = report["input"]["parameters"].as_f64().unwrap();
+    assert!(
+        bpw <= 6.0 && (8.0 * (bytes - extra) as f64 / params - bpw).abs() < 1e-9,
+        "{bpw}"
+    );
     let downstream = &report["downstream"];
     assert_eq!(downstream["family"], "decoder");
     // `lowbit eval` of the same pair on the same text gives the same figures.
@@ -263,6 +274,7 @@ fn a_lowbit_runs_and_evaluates_without_a_restored_file() {
             .clone()
     };
     let from_lowbit = run("m.lowbit", alone.path());
+    std::fs::create_dir(alone.path().join("out")).unwrap();
     let o = lowbit(
         &["decompress", "m.lowbit", "-o", "out/model.safetensors"],
         alone.path(),
@@ -283,7 +295,15 @@ fn decompress_never_overwrites_a_different_model_file() {
     let dir = scratch_model("tiny-bert");
     let d = dir.path();
     let o = lowbit(
-        &["compress", "model.safetensors", "-o", "m.lowbit", "--quiet"],
+        &[
+            "compress",
+            "model.safetensors",
+            "-o",
+            "m.lowbit",
+            "--bpw",
+            "8",
+            "--quiet",
+        ],
         d,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -371,4 +391,91 @@ fn broken_model_files_are_named_and_refused() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("same family"), "{}", stderr(&o));
+}
+
+/// `file` with its manifest changed by `edit` (the header re-encoded; the sections unchanged).
+fn with_manifest(file: &[u8], edit: impl Fn(&mut Value)) -> Vec<u8> {
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&file[8..8 + n]).unwrap();
+    let manifest = header["__metadata__"]["lowbit.manifest"].as_str().unwrap();
+    let mut manifest: Value = serde_json::from_str(manifest).unwrap();
+    edit(&mut manifest);
+    header["__metadata__"]["lowbit.manifest"] = Value::String(manifest.to_string());
+    let json = header.to_string();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&file[8 + n..]);
+    out
+}
+
+#[test]
+fn lying_model_file_records_are_refused() {
+    let dir = scratch_model("tiny-llama");
+    let d = dir.path();
+    let o = lowbit(
+        &["compress", "model.safetensors", "-o", "m.lowbit", "--quiet"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good = std::fs::read(d.join("m.lowbit")).unwrap();
+    // The unchanged re-encoding is accepted (the helper itself is sound).
+    std::fs::write(d.join("same.lowbit"), with_manifest(&good, |_| {})).unwrap();
+    let o = lowbit(
+        &["run", "same.lowbit", "--prompt", "hi", "--max-tokens", "2"],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "a path outside the folder",
+            Box::new(|m| m["files"][0]["name"] = "../evil.json".into()),
+        ),
+        (
+            "a name that is no model file",
+            Box::new(|m| m["files"][0]["name"] = "model.safetensors".into()),
+        ),
+        (
+            "a wrong length",
+            Box::new(|m| m["files"][0]["bytes"] = 3.into()),
+        ),
+        (
+            "a wrong checksum",
+            Box::new(|m| m["files"][1]["crc32"] = 7.into()),
+        ),
+        (
+            "a file listed twice",
+            Box::new(|m| {
+                let first = m["files"][0].clone();
+                m["files"].as_array_mut().unwrap().push(first);
+            }),
+        ),
+        (
+            "a file with no section",
+            Box::new(|m| {
+                m["files"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"name": "vocab.txt", "bytes": 1, "crc32": 0}
+                ));
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        std::fs::write(d.join("bad.lowbit"), with_manifest(&good, edit)).unwrap();
+        for args in [
+            vec!["decompress", "bad.lowbit", "-o", "restored.safetensors"],
+            vec!["run", "bad.lowbit", "--prompt", "hi"],
+        ] {
+            let o = lowbit(&args, d);
+            let err = stderr(&o);
+            assert!(!o.status.success(), "{what}: {args:?} accepted");
+            assert!(
+                err.contains("bad.lowbit") && !err.contains("panicked"),
+                "{what}: {err}"
+            );
+        }
+        assert!(
+            !d.join("restored.safetensors").exists(),
+            "{what}: partial output"
+        );
+        assert!(!d.join("../evil.json").exists());
+    }
 }

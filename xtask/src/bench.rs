@@ -33,6 +33,8 @@ pub enum Section {
     /// MiniLM at 4 bpw in headless Chromium (wasm CPU path, WebGPU) beside the native CLI on one
     /// thread. Only with `--only web`: the WebGPU run on SwiftShader takes tens of minutes.
     Web,
+    /// The model runtime on SmolLM2-135M and MiniLM against the numpy reference, and its speed.
+    Runtime,
 }
 
 pub struct Options {
@@ -80,12 +82,13 @@ pub struct Results {
     pub vectors: Vec<Value>,
     pub sequences: Vec<Value>,
     pub web: Vec<Value>,
+    pub runtime: Vec<Value>,
     pub failures: Vec<String>,
 }
 
 impl Results {
     /// Records a row's outcome: failures are also collected for the exit status.
-    fn push(rows: &mut Vec<Value>, failures: &mut Vec<String>, row: Value) {
+    pub fn push(rows: &mut Vec<Value>, failures: &mut Vec<String>, row: Value) {
         report::print_row(&row);
         if let Some(status) = row.get("status").and_then(Value::as_str) {
             if status.starts_with("failed") {
@@ -98,7 +101,7 @@ impl Results {
 }
 
 /// The lowbit CLI, or why there is none to measure yet.
-enum Lowbit {
+pub enum Lowbit {
     Ready(PathBuf),
     Missing(String),
 }
@@ -120,6 +123,11 @@ pub fn run(options: &Options) -> Result<i32, String> {
             paths.venv.display()
         );
         setup::ensure_venv(&paths)?;
+        // The SmolLM2 folder is converted from its GGUF by the venv's Python (numpy + gguf): on a
+        // first run the data step came before the venv existed.
+        if !paths.data.join("smollm2/hf/model.safetensors").is_file() {
+            setup::fetch_data(&paths)?;
+        }
         setup::python_versions(&paths)?
     };
     println!("  {python_env}");
@@ -131,7 +139,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
         || options.runs(Section::Lossless)
         || options.runs(Section::Vectors)
         || options.runs(Section::Sequences)
-        || options.runs(Section::Web);
+        || options.runs(Section::Web)
+        || options.runs(Section::Runtime);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -173,6 +182,11 @@ pub fn run(options: &Options) -> Result<i32, String> {
         web(&paths, &lowbit, &mut results)?;
     }
 
+    if options.runs(Section::Runtime) {
+        println!("== model runtime: SmolLM2-135M and all-MiniLM-L6-v2 vs the numpy reference");
+        crate::runtime::runtime(&paths, &lowbit, &mut results)?;
+    }
+
     let document = json!({
         "machine": machine,
         "python": python_env,
@@ -188,6 +202,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "vectors": results.vectors,
         "sequences": results.sequences,
         "web": results.web,
+        "runtime": results.runtime,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);
@@ -267,14 +282,14 @@ fn target_dir(manifest: &Path) -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo metadata has no target_directory".into())
 }
 
-fn python(paths: &Paths) -> Command {
+pub fn python(paths: &Paths) -> Command {
     let mut cmd = Command::new(paths.python());
     // torch (imported by zipnn and gguf) warns on import; the warnings are noise in failure messages.
     cmd.env("PYTHONWARNINGS", "ignore");
     cmd
 }
 
-fn row(method: &str) -> Map<String, Value> {
+pub fn row(method: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("method".into(), json!(method));
     m
@@ -288,7 +303,7 @@ fn kernel_row(job: &str, implementation: &str) -> Map<String, Value> {
     m
 }
 
-fn status_row(mut m: Map<String, Value>, status: String) -> Value {
+pub fn status_row(mut m: Map<String, Value>, status: String) -> Value {
     m.insert("status".into(), json!(status));
     Value::Object(m)
 }

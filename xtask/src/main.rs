@@ -5,6 +5,7 @@
 
 mod bench;
 mod report;
+mod runtime;
 mod setup;
 mod test;
 mod web;
@@ -37,7 +38,9 @@ usage: cargo xtask test
   --only S  one section: minilm, methods (MiniLM with --method hyper|turbo|sparse-lowrank and
             --allocator greedy|knapsack at 3, 4, 5 bpw), lossless, kernels, vectors, sequences,
             or web (MiniLM at 4 bpw in headless Chromium, wasm CPU and WebGPU, beside the native
-            CLI on one thread; never in the full run: WebGPU on SwiftShader takes tens of minutes)
+            CLI on one thread; never in the full run: WebGPU on SwiftShader takes tens of minutes),
+            runtime (the model runtime on SmolLM2-135M and MiniLM against the numpy reference:
+            perplexity, embedding cosines, tokens per second)
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
@@ -69,9 +72,10 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("vectors") => Section::Vectors,
                     Some("sequences") => Section::Sequences,
                     Some("web") => Section::Web,
+                    Some("runtime") => Section::Runtime,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, methods, lossless, kernels, vectors or sequences, not {other:?}"
+                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web or runtime, not {other:?}"
                         ))
                     }
                 });

@@ -173,6 +173,10 @@ pub fn markdown(doc: &Value) -> String {
     if !w.is_empty() {
         out += &web(&w);
     }
+    let rt = doc["runtime"].as_array().cloned().unwrap_or_default();
+    if !rt.is_empty() {
+        out += &crate::runtime::markdown(&rt);
+    }
     out
 }
 
