@@ -425,7 +425,8 @@ fn lying_model_file_records_are_refused() {
         d,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "a path outside the folder",
             Box::new(|m| m["files"][0]["name"] = "../evil.json".into()),
