@@ -8,10 +8,14 @@
 
 use std::io::Write;
 
+use serde::Serialize;
+
 use crate::backend::{self, Backend, BackendChoice};
 use crate::codec::fwsvd::ImportanceMap;
 use crate::error::{Error, Result};
 use crate::io::safetensors;
+use crate::model::eval::{self, EncoderEval};
+use crate::model::sample::Sampler;
 use crate::model::weights::SafetensorsWeights;
 use crate::model::{Model, ModelFiles};
 use crate::pipeline::{
@@ -307,4 +311,95 @@ pub fn model_files_of(file: &[u8], file_name: &str) -> Result<ModelFiles> {
     }
     let c = crate::container::Container::read(file).map_err(|e| e.in_file(file_name))?;
     crate::pipeline::model::files_of(&c, file).map_err(|e| e.in_file(file_name))
+}
+
+/// Sentences embedded by a compressed model and, when there is one, its original: what the page's
+/// Try-it panel shows for an encoder.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentenceComparison {
+    pub sentences: Vec<String>,
+    /// `[i][j]`: the cosine between the embeddings of sentences `i` and `j` by the original.
+    pub similarity_original: Option<Vec<Vec<f64>>>,
+    /// The same under the compressed model.
+    pub similarity_compressed: Vec<Vec<f64>>,
+    /// Per sentence: the cosine between its original and its compressed embedding.
+    pub cosine: Option<Vec<f64>>,
+    /// Their mean and smallest, and nearest-neighbour agreement (as `lowbit eval`).
+    pub summary: Option<EncoderEval>,
+}
+
+/// Embeds `sentences` with both encoders (see [`SentenceComparison`]).
+pub fn compare_sentences(
+    original: Option<&Model>,
+    compressed: &Model,
+    sentences: &[String],
+) -> Result<SentenceComparison> {
+    fn encoder(m: &Model) -> Result<&crate::model::bert::Bert> {
+        match m {
+            Model::Encoder(bert) => Ok(bert),
+            Model::Decoder(_) => Err(Error::invalid(
+                "this is a decoder (Llama-style): it generates text and does not embed sentences",
+            )),
+        }
+    }
+    if sentences.is_empty() {
+        return Err(Error::invalid("no sentences to embed"));
+    }
+    let similarity = |e: &[Vec<f32>]| -> Vec<Vec<f64>> {
+        e.iter()
+            .map(|a| e.iter().map(|b| eval::cosine(a, b)).collect())
+            .collect()
+    };
+    let after = encoder(compressed)?.embed_sentences(sentences)?;
+    let before = original
+        .map(|m| encoder(m)?.embed_sentences(sentences))
+        .transpose()?;
+    Ok(SentenceComparison {
+        sentences: sentences.to_vec(),
+        similarity_original: before.as_deref().map(similarity),
+        similarity_compressed: similarity(&after),
+        cosine: before.as_ref().map(|b| {
+            b.iter()
+                .zip(&after)
+                .map(|(x, y)| eval::cosine(x, y))
+                .collect()
+        }),
+        summary: before.map(|b| eval::compare_embeddings(&b, &after)),
+    })
+}
+
+/// A generation's text and token counts.
+#[derive(Clone, Debug, Serialize)]
+pub struct Generated {
+    pub prompt_tokens: usize,
+    pub tokens: usize,
+    /// The generated tokens decoded (special tokens left out), as `lowbit run` prints it.
+    pub text: String,
+}
+
+/// Generates from `prompt` with a decoder (see [`crate::model::llama::Llama::generate`]), calling `on_text` after each
+/// token with the text so far and the number of tokens (not while the text ends inside a UTF-8
+/// character); `on_text` returning false stops the generation.
+pub fn generate_text(
+    model: &Model,
+    prompt: &str,
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    on_text: &mut dyn FnMut(&str, usize) -> bool,
+) -> Result<Generated> {
+    let llama = model.as_decoder()?;
+    let ids = llama.tokenizer.encode(prompt)?;
+    let mut generated = Vec::new();
+    let out = llama.generate(&ids, max_tokens, sampler, &mut |t| {
+        generated.push(t);
+        match llama.tokenizer.decode(&generated) {
+            Ok(text) if !text.ends_with('\u{FFFD}') => on_text(&text, generated.len()),
+            _ => true,
+        }
+    })?;
+    Ok(Generated {
+        prompt_tokens: ids.len(),
+        tokens: out.len(),
+        text: llama.tokenizer.decode(&out)?,
+    })
 }

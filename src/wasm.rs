@@ -19,6 +19,11 @@ use wasm_bindgen::prelude::*;
 use crate::backend::{Backend, BackendChoice};
 use crate::codec::{CodecParams, Shape2};
 use crate::error::{Error, Result};
+use crate::model::config::Architecture;
+use crate::model::eval::{EvalOptions, BUILTIN_TEXT};
+use crate::model::files::MODEL_FILE_NAMES;
+use crate::model::sample::Sampler;
+use crate::model::{Model, ModelFiles};
 use crate::pipeline::{self, Analysed, CompressOptions, InputKind, Plan, Settings};
 use crate::progress::Progress;
 use crate::source::{usize_range, Source};
@@ -186,10 +191,19 @@ fn page_settings(value: JsValue) -> Result<Settings> {
         .map_err(|e| Error::option(format!("settings from the page: {e}")))
 }
 
+/// The options for `page` on `backend`, with the model files dropped beside the open checkpoint
+/// (stored in the `.lowbit`).
 fn options_for(page: &Settings, backend: BackendChoice) -> Result<CompressOptions> {
     let mut settings = page.clone();
     settings.backend = backend;
-    settings.options()
+    let mut opts = settings.options()?;
+    opts.model_files = SESSION.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|s| s.model_files.clone())
+            .unwrap_or_default()
+    });
+    Ok(opts)
 }
 
 #[derive(Serialize)]
@@ -221,6 +235,8 @@ struct Session {
     name: String,
     kind: InputKind,
     analysed: Option<(String, Rc<Analysed>)>,
+    /// The model files dropped with the file (and, for a `.lowbit`, those it stores).
+    model_files: ModelFiles,
 }
 
 impl Session {
@@ -239,9 +255,17 @@ struct Engine {
     reason: String,
 }
 
+/// The models of the Try-it panel: the original (when the open file is its checkpoint) and the
+/// compressed one.
+struct Loaded {
+    original: Option<Model>,
+    compressed: Model,
+}
+
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+    static MODELS: RefCell<Option<Loaded>> = const { RefCell::new(None) };
 }
 
 fn session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
@@ -267,12 +291,95 @@ struct Opened {
     kind: &'static str,
     name: String,
     inspection: pipeline::Inspection,
+    /// The model the files describe, when there are model files.
+    model: Option<ModelInfo>,
+}
+
+/// What the page says about the model a set of model files describes.
+#[derive(Serialize)]
+struct ModelInfo {
+    /// "encoder" or "decoder"; `None` when the files describe no model the runtime runs.
+    family: Option<&'static str>,
+    /// The architecture in words, or why it cannot run.
+    description: String,
+    /// The model files' names.
+    files: Vec<String>,
+}
+
+fn describe(arch: &Architecture) -> String {
+    match arch {
+        Architecture::Encoder(c) => format!(
+            "BERT-style encoder: {} layers, width {}, {} heads, vocabulary {}",
+            c.num_layers, c.hidden_size, c.num_heads, c.vocab_size
+        ),
+        Architecture::Decoder(c) => format!(
+            "Llama-style decoder: {} layers, width {}, {} heads ({} key/value), vocabulary {}, \
+             context {}",
+            c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size, c.max_positions
+        ),
+    }
+}
+
+fn model_info(files: &ModelFiles) -> Option<ModelInfo> {
+    if files.is_empty() {
+        return None;
+    }
+    let names = files.iter().map(|(n, _)| n.to_string()).collect();
+    let ready = || -> Result<Architecture> {
+        let arch = Architecture::from_files(files)?;
+        crate::model::tokenizer::Tokenizer::from_files(files)?;
+        Ok(arch)
+    };
+    Some(match ready() {
+        Ok(arch) => ModelInfo {
+            family: Some(arch.family()),
+            description: describe(&arch),
+            files: names,
+        },
+        Err(e) => ModelInfo {
+            family: None,
+            description: e.to_string(),
+            files: names,
+        },
+    })
+}
+
+/// The names of the model files lowbit keeps beside a checkpoint (config, tokenizer, pooling), as
+/// paths relative to the model folder: the page recognises dropped files by them.
+#[wasm_bindgen]
+pub fn model_file_names() -> Vec<String> {
+    MODEL_FILE_NAMES.iter().map(|n| n.to_string()).collect()
+}
+
+/// Model files from the page: an object of `{name: Blob}`.
+fn model_files_from(object: Option<js_sys::Object>) -> Result<ModelFiles> {
+    let mut files = ModelFiles::new();
+    let Some(object) = object else {
+        return Ok(files);
+    };
+    for entry in js_sys::Object::entries(&object).iter() {
+        let pair: js_sys::Array = entry.unchecked_into();
+        let name = pair.get(0).as_string().unwrap_or_default();
+        let blob: web_sys::Blob = pair.get(1).unchecked_into();
+        let source = BlobSource {
+            len: blob.size() as u64,
+            blob,
+        };
+        let bytes = source.whole().map_err(|e| e.in_file(&name))?;
+        files.insert(&name, bytes.into_owned())?;
+    }
+    Ok(files)
 }
 
 /// Opens a dropped file: reads its header alone and returns its summary (tensors, parameters,
-/// dtypes, size), or the contents of a `.lowbit`, or a sequence file's summary.
+/// dtypes, size), or the contents of a `.lowbit`, or a sequence file's summary. `model_files`:
+/// the model files dropped with it (`{name: File}`), kept for compression (stored in the
+/// `.lowbit`) and for running the model; a `.lowbit`'s own stored files are added to them.
 #[wasm_bindgen]
-pub fn open(file: web_sys::File) -> std::result::Result<JsValue, JsError> {
+pub fn open(
+    file: web_sys::File,
+    model_files: Option<js_sys::Object>,
+) -> std::result::Result<JsValue, JsError> {
     let name = file.name();
     let source = BlobSource {
         len: file.size() as u64,
@@ -280,14 +387,26 @@ pub fn open(file: web_sys::File) -> std::result::Result<JsValue, JsError> {
     };
     let kind = pipeline::input_kind(&source, &name).map_err(|e| js_error(e.in_file(&name)))?;
     let inspection = pipeline::inspect(&source, &name).map_err(js_error)?;
+    let mut files = model_files_from(model_files).map_err(js_error)?;
+    if kind == InputKind::Lowbit {
+        let whole = source.whole().map_err(|e| js_error(e.in_file(&name)))?;
+        let stored = crate::api::model_files_of(&whole, &name).map_err(js_error)?;
+        for (n, bytes) in stored.iter() {
+            files.insert(n, bytes.to_vec()).map_err(js_error)?;
+        }
+    }
+    let model = model_info(&files);
     SESSION.with(|s| {
         *s.borrow_mut() = Some(Session {
             file: Rc::new(source),
             name: name.clone(),
             kind,
             analysed: None,
+            model_files: files,
         })
     });
+    // Models loaded for the file before are not this file's.
+    MODELS.with(|m| *m.borrow_mut() = None);
     to_js(&Opened {
         kind: match kind {
             InputKind::Checkpoint => "checkpoint",
@@ -296,6 +415,7 @@ pub fn open(file: web_sys::File) -> std::result::Result<JsValue, JsError> {
         },
         name,
         inspection,
+        model,
     })
 }
 
@@ -364,10 +484,14 @@ async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<A
     Ok(a)
 }
 
+/// The plan for `page`, with the model files dropped beside the checkpoint stored in it (as
+/// `api::compress_on` does), so the estimate counts them and the `.lowbit` holds them.
 fn plan_for(a: &Analysed, page: &Settings) -> Result<Plan> {
     let (_, choice, _) = engine();
     let opts = options_for(page, choice)?;
-    pipeline::allocate(a, &opts)
+    let mut plan = pipeline::allocate(a, &opts)?;
+    crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
+    Ok(plan)
 }
 
 /// Measures every tensor's options (the slow part) and returns the plan for the settings: the
@@ -585,4 +709,256 @@ pub async fn tensor_view(
 pub async fn check_kernels() -> std::result::Result<JsValue, JsError> {
     let (backend, _, _) = engine();
     to_js(&crate::backend::check::check_kernels(&backend).await)
+}
+
+// --- the Try-it panel: the compressed model next to the original ----------------------------
+
+/// Where the model runtime runs in the page: the CPU path, in this worker, on one thread (it has
+/// no GPU path yet, whatever backend the compression kernels use).
+const RUNTIME_BACKEND: &str = "CPU (WebAssembly, one thread in the worker)";
+
+/// Milliseconds from the worker's clock (`performance.now()`, or `Date.now()` without it).
+fn now_ms() -> f64 {
+    let global = js_sys::global();
+    js_sys::Reflect::get(&global, &"performance".into())
+        .ok()
+        .and_then(|p| {
+            let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
+            now.dyn_into::<js_sys::Function>()
+                .ok()?
+                .call0(&p)
+                .ok()?
+                .as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+#[derive(Serialize)]
+struct LoadedInfo {
+    family: &'static str,
+    original: Option<String>,
+    compressed: String,
+    seconds: f64,
+    backend: &'static str,
+}
+
+fn model_description(m: &Model) -> String {
+    match m {
+        Model::Encoder(b) => describe(&Architecture::Encoder(b.config.clone())),
+        Model::Decoder(l) => describe(&Architecture::Decoder(l.config.clone())),
+    }
+}
+
+/// Loads the models of the Try-it panel: the original from the open checkpoint and its model
+/// files (none when the open file is a `.lowbit`), and the compressed one from `compressed` (the
+/// `.lowbit` just made, or a dropped one), or from the open file when that is a `.lowbit`.
+#[wasm_bindgen]
+pub fn load_models(
+    compressed: Option<web_sys::Blob>,
+    compressed_name: String,
+    progress: js_sys::Function,
+) -> std::result::Result<JsValue, JsError> {
+    MODELS.with(|m| *m.borrow_mut() = None);
+    let mut progress = JsProgress::new(progress);
+    let started = now_ms();
+    let (file, name, kind, files) = session(|s| {
+        Ok((
+            s.file.clone(),
+            s.name.clone(),
+            s.kind,
+            s.model_files.clone(),
+        ))
+    })
+    .map_err(js_error)?;
+    let load = |source: &BlobSource, name: &str| -> Result<Model> {
+        let bytes = source.whole().map_err(|e| e.in_file(name))?;
+        crate::api::load_model(&bytes, name, &files)
+    };
+    let original = match kind {
+        InputKind::Checkpoint => {
+            progress.stage("loading the original model", 1);
+            let m = load(&file, &name).map_err(js_error)?;
+            progress.advance(1, &name);
+            Some(m)
+        }
+        _ => None,
+    };
+    progress.stage("loading the compressed model", 1);
+    let compressed = match (compressed, kind) {
+        (Some(blob), _) => load(
+            &BlobSource {
+                len: blob.size() as u64,
+                blob,
+            },
+            &compressed_name,
+        ),
+        (None, InputKind::Lowbit) => load(&file, &name),
+        (None, _) => Err(Error::option(
+            "no compressed model yet: compress the checkpoint, or drop a .lowbit with it",
+        )),
+    }
+    .map_err(js_error)?;
+    progress.advance(1, &compressed_name);
+    if let Some(o) = &original {
+        if o.family() != compressed.family() {
+            return Err(JsError::new(&format!(
+                "the original is an {} and the compressed model an {}",
+                o.family(),
+                compressed.family()
+            )));
+        }
+    }
+    let info = LoadedInfo {
+        family: compressed.family(),
+        original: original.as_ref().map(model_description),
+        compressed: model_description(&compressed),
+        seconds: (now_ms() - started) / 1000.0,
+        backend: RUNTIME_BACKEND,
+    };
+    MODELS.with(|m| {
+        *m.borrow_mut() = Some(Loaded {
+            original,
+            compressed,
+        })
+    });
+    to_js(&info)
+}
+
+fn with_models<T>(f: impl FnOnce(&Loaded) -> Result<T>) -> std::result::Result<T, JsError> {
+    MODELS
+        .with(|m| match m.borrow().as_ref() {
+            Some(loaded) => f(loaded),
+            None => Err(Error::option("no models are loaded")),
+        })
+        .map_err(js_error)
+}
+
+/// Six sentences of the built-in text, the encoder panel's example.
+#[wasm_bindgen]
+pub fn example_sentences() -> Vec<String> {
+    crate::model::eval::sentences_of(BUILTIN_TEXT, 6)
+}
+
+#[derive(Serialize)]
+struct Embedded {
+    #[serde(flatten)]
+    comparison: crate::api::SentenceComparison,
+    seconds: f64,
+    backend: &'static str,
+}
+
+/// Embeds `sentences` with both models: both similarity matrices, the cosine between the two
+/// models' embeddings of each sentence, and their summary (`api::compare_sentences`).
+#[wasm_bindgen]
+pub fn embed(sentences: Vec<String>) -> std::result::Result<JsValue, JsError> {
+    let started = now_ms();
+    let comparison = with_models(|m| {
+        crate::api::compare_sentences(m.original.as_ref(), &m.compressed, &sentences)
+    })?;
+    to_js(&Embedded {
+        comparison,
+        seconds: (now_ms() - started) / 1000.0,
+        backend: RUNTIME_BACKEND,
+    })
+}
+
+#[derive(Serialize)]
+struct GenerationEvent<'a> {
+    text: &'a str,
+    tokens: usize,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct GenerationResult {
+    #[serde(flatten)]
+    generated: crate::api::Generated,
+    seconds: f64,
+    tokens_per_second: f64,
+    backend: &'static str,
+}
+
+/// Generates from `prompt` with one model (`which`: "original" or "compressed"), calling
+/// `on_token({text, tokens, seconds})` after each token with the text so far. Temperature 0 is
+/// greedy; `seed` makes sampling repeatable (as `lowbit run --seed`).
+#[wasm_bindgen]
+pub fn generate(
+    which: String,
+    prompt: String,
+    max_tokens: u32,
+    temperature: f32,
+    top_k: u32,
+    seed: u32,
+    on_token: js_sys::Function,
+) -> std::result::Result<JsValue, JsError> {
+    let started = now_ms();
+    let generated = with_models(|m| {
+        let model = match which.as_str() {
+            "original" => m.original.as_ref().ok_or_else(|| {
+                Error::option("no original model: drop the original checkpoint with the .lowbit")
+            })?,
+            "compressed" => &m.compressed,
+            other => return Err(Error::option(format!("no model called {other:?}"))),
+        };
+        let mut sampler = Sampler::new(temperature, top_k as usize, seed as u64);
+        crate::api::generate_text(
+            model,
+            &prompt,
+            max_tokens as usize,
+            &mut sampler,
+            &mut |text, tokens| {
+                let event = GenerationEvent {
+                    text,
+                    tokens,
+                    seconds: (now_ms() - started) / 1000.0,
+                };
+                if let Ok(value) = to_js(&event) {
+                    let _ = on_token.call1(&JsValue::NULL, &value);
+                }
+                true
+            },
+        )
+    })?;
+    let seconds = (now_ms() - started) / 1000.0;
+    to_js(&GenerationResult {
+        tokens_per_second: generated.tokens as f64 / seconds.max(1e-9),
+        generated,
+        seconds,
+        backend: RUNTIME_BACKEND,
+    })
+}
+
+#[derive(Serialize)]
+struct Evaluated {
+    downstream: crate::model::eval::Downstream,
+    /// "built-in" or "pasted".
+    text: &'static str,
+    tokens: usize,
+    context: usize,
+    seconds: f64,
+    backend: &'static str,
+}
+
+/// `lowbit eval` in the page: the compressed model against the original on `text` (empty: the
+/// built-in text), with the CLI's defaults (4096 tokens in windows of 256; 256 sentences).
+#[wasm_bindgen]
+pub fn evaluate(text: String) -> std::result::Result<JsValue, JsError> {
+    let started = now_ms();
+    let options = EvalOptions::default();
+    let builtin = text.trim().is_empty();
+    let downstream = with_models(|m| {
+        let original = m.original.as_ref().ok_or_else(|| {
+            Error::option("no original model to compare with: drop the original checkpoint too")
+        })?;
+        let text = if builtin { BUILTIN_TEXT } else { text.as_str() };
+        crate::model::eval::compare(original, &m.compressed, text, &options)
+    })?;
+    to_js(&Evaluated {
+        downstream,
+        text: if builtin { "built-in" } else { "pasted" },
+        tokens: options.tokens,
+        context: options.context,
+        seconds: (now_ms() - started) / 1000.0,
+        backend: RUNTIME_BACKEND,
+    })
 }

@@ -13,6 +13,15 @@ const state = {
   result: null,
   urls: [],
   measuredKey: null,
+  // Dropped with the file: model files by name ({name: File}), a .lowbit to try, the rest.
+  modelFiles: {},
+  droppedLowbit: null,
+  ignored: [],
+  modelFileNames: [],
+  // The Try-it panel: which compressed model it runs ({blob, name}; blob null: the open .lowbit),
+  // and whether the worker has loaded the models for it.
+  tryModel: null,
+  tryLoaded: false,
 };
 
 function setPhase(phase) {
@@ -132,11 +141,13 @@ function running(label) {
   $('progress').value = 0;
   $('progress-text').textContent = '';
   $('compress').disabled = true;
+  for (const b of document.querySelectorAll('#try button')) b.disabled = true;
   stageName = '';
 }
 function idle() {
   $('run').hidden = true;
   $('compress').disabled = false;
+  for (const b of document.querySelectorAll('#try button')) b.disabled = false;
 }
 
 async function cancel() {
@@ -148,8 +159,9 @@ async function cancel() {
   setPhase('cancelling');
   await startWorker();
   await applyBackend($('backend-choice').value);
-  if (state.file) await call('open', { file: state.file });
+  if (state.file) await call('open', { file: state.file, modelFiles: state.modelFiles });
   state.measuredKey = null;
+  state.tryLoaded = false; // the new worker loads the models again when asked
   $('estimate').textContent = 'Cancelled. Change a setting or press Compress to run again.';
   setPhase('cancelled');
 }
@@ -204,10 +216,96 @@ function renderSummary(opened) {
     if (i.tensors.length > 200) details.append(el('p', {}, `… and ${i.tensors.length - 200} more`));
     s.append(details);
   }
+  const m = opened.model;
+  if (m) {
+    const what = m.family ? m.description : `the Try-it panel cannot run it: ${m.description}`;
+    s.append(el('p', { id: 'model-line' }, `Model files: ${m.files.join(', ')}. ${what}.`));
+  }
+  if (state.droppedLowbit) s.append(el('p', {}, `Compressed model to try: ${state.droppedLowbit.name} (dropped with it).`));
+  if (state.ignored.length) s.append(el('p', { class: 'hint' }, `Not used: ${state.ignored.join(', ')}.`));
   s.hidden = false;
 }
 
-async function openFile(file) {
+/// The name a dropped file has among the model files (`config.json`, `1_Pooling/config.json`, ...),
+/// from its path in the dropped folder, or null.
+function modelFileName(path) {
+  const parts = path.split('/');
+  for (let k = parts.length; k >= 1; k--) {
+    const name = parts.slice(-k).join('/');
+    if (state.modelFileNames.includes(name)) return name;
+  }
+  return null;
+}
+
+/// Sorts dropped files (`[{file, path}]`): model files by name, the checkpoint to open
+/// (`model.safetensors`, or the only `.safetensors`), a `.lowbit` to try beside it, the rest unused.
+function sortDropped(list) {
+  const modelFiles = {};
+  const others = [];
+  // Shallow paths first: a model folder's own config.json before one in a subfolder.
+  const depth = (p) => p.split('/').length;
+  for (const item of [...list].sort((a, b) => depth(a.path) - depth(b.path))) {
+    const name = list.length > 1 ? modelFileName(item.path) : null;
+    if (name && !(name in modelFiles)) modelFiles[name] = item.file; else others.push(item);
+  }
+  const ext = (item, e) => item.file.name.toLowerCase().endsWith(e);
+  const checkpoints = others.filter((o) => ext(o, '.safetensors'));
+  const lowbits = others.filter((o) => ext(o, '.lowbit'));
+  let main = checkpoints.find((o) => o.file.name === 'model.safetensors') || (checkpoints.length === 1 ? checkpoints[0] : null);
+  if (!main && checkpoints.length > 1) {
+    throw new Error(`${checkpoints.length} checkpoints were dropped and none is model.safetensors: drop one (sharded checkpoints are not supported)`);
+  }
+  main = main || lowbits[0] || others[0];
+  if (!main) throw new Error('no checkpoint or data file among the dropped files (only model files)');
+  const lowbit = main !== lowbits[0] ? lowbits[0] || null : null;
+  const ignored = others.filter((o) => o !== main && o !== lowbit).map((o) => o.path);
+  return { file: main.file, modelFiles, lowbit: lowbit && lowbit.file, ignored };
+}
+
+/// Opens what was dropped or chosen: one file, several, or a folder's files.
+async function openDropped(list) {
+  if (!list.length) return;
+  let picked;
+  try {
+    picked = sortDropped(list);
+  } catch (e) {
+    clearError();
+    showError(e.message);
+    return;
+  }
+  await openFile(picked.file, picked);
+}
+
+/// `[{file, path}]` of a drop, walking dropped folders (`webkitGetAsEntry`). The entries must be
+/// taken before the first `await`: the drop's data is gone after the event.
+async function droppedFiles(dataTransfer) {
+  const files = [...dataTransfer.files];
+  const entries = [...(dataTransfer.items || [])].filter((i) => i.kind === 'file')
+    .map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  if (!entries.length || entries.some((e) => !e)) return files.map((f) => ({ file: f, path: f.name }));
+  const out = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      out.push({ file: await new Promise((ok, fail) => entry.file(ok, fail)), path: prefix + entry.name });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!batch.length) break;
+        for (const e of batch) await walk(e, `${prefix}${entry.name}/`);
+      }
+    }
+  };
+  for (const e of entries) await walk(e, '');
+  return out;
+}
+
+/// The files of a file input: their paths inside a chosen folder (`webkitdirectory`) or names.
+function chosenFiles(input) {
+  return [...input.files].map((f) => ({ file: f, path: f.webkitRelativePath || f.name }));
+}
+
+async function openFile(file, dropped = {}) {
   if (!file) return;
   setPhase('opening');
   clearError();
@@ -217,12 +315,16 @@ async function openFile(file) {
   $('teach').hidden = true;
   $('settings').hidden = true;
   $('summary').hidden = true;
+  hideTry();
   state.file = file;
   state.measuredKey = null;
   state.result = null;
+  state.modelFiles = dropped.modelFiles || {};
+  state.droppedLowbit = dropped.lowbit || null;
+  state.ignored = dropped.ignored || [];
   let opened;
   try {
-    opened = await call('open', { file });
+    opened = await call('open', { file, modelFiles: state.modelFiles });
   } catch (e) {
     state.file = null;
     showError(`${file.name}: ${e.message}`);
@@ -230,6 +332,9 @@ async function openFile(file) {
   }
   state.opened = opened;
   renderSummary(opened);
+  const runnable = opened.model && opened.model.family;
+  if (runnable && opened.kind === 'lowbit') showTry(null, file.name);
+  else if (runnable && opened.kind === 'checkpoint' && state.droppedLowbit) showTry(state.droppedLowbit, state.droppedLowbit.name);
   if (opened.kind === 'lowbit') {
     showLowbitActions(file);
     setPhase('opened');
@@ -368,6 +473,7 @@ function showResult(result) {
   for (const [title, svg] of result.charts || []) charts.append(svgBlock(title, svg));
   renderTensorTable(report.tensors || []);
   $('results').hidden = false;
+  if (state.opened.model && state.opened.model.family) showTry(result.lowbit, lowbitName);
 }
 
 async function restore(blob, name) {
@@ -385,6 +491,180 @@ async function restore(blob, name) {
   } finally {
     if (document.body.dataset.phase !== 'cancelling') idle();
   }
+}
+
+// --- the Try-it panel: the compressed model next to the original -----------------------------
+
+function hideTry() {
+  $('try').hidden = true;
+  state.tryModel = null;
+  state.tryLoaded = false;
+}
+
+/// Shows the panel for a compressed model (`blob` null: the open .lowbit itself).
+function showTry(blob, name) {
+  state.tryModel = { blob, name };
+  state.tryLoaded = false;
+  const family = state.opened.model.family;
+  const original = state.opened.kind === 'checkpoint';
+  $('try-intro').textContent = `${original ? `The original (${state.file.name}) and the compressed model (${name})` : `The compressed model (${name}); drop the original checkpoint with it to compare`} run here, in the page's worker, `
+    + 'on the CPU: the model runtime has no GPU path yet (the "Kernels on" choice applies to compression only). Nothing leaves this page.';
+  $('try-models').textContent = '';
+  $('try-encoder').hidden = family !== 'encoder';
+  $('try-decoder').hidden = family !== 'decoder';
+  for (const id of ['try-similarity', 'try-cosines', 'try-eval']) $(id).replaceChildren();
+  for (const id of ['try-embed-status', 'try-eval-status', 'gen-original-text', 'gen-original-stats', 'gen-compressed-text', 'gen-compressed-stats']) $(id).textContent = '';
+  $('gen-original').hidden = !original;
+  $('try-perplexity').hidden = !original;
+  $('try-embed').textContent = original ? 'Embed with both models' : 'Embed';
+  $('try-generate').textContent = original ? 'Generate with both models' : 'Generate';
+  $('try').hidden = false;
+}
+
+/// Runs one Try-it job in the worker (loading the models first when needed): progress shown,
+/// Cancel available, errors shown in the panel's status line. Returns false when it failed.
+async function tryJob(label, phase, body) {
+  clearError();
+  running(label);
+  setPhase(phase);
+  try {
+    if (!state.tryLoaded) {
+      const { blob, name } = state.tryModel;
+      $('run-title').textContent = 'Loading the models';
+      const info = await call('loadModels', { blob, name }, onProgress);
+      state.tryLoaded = true;
+      $('try-models').textContent = (info.original ? `Original: ${info.original}. ` : '')
+        + `Compressed: ${info.compressed}. Loaded in ${duration(info.seconds)}; runs on ${info.backend}.`;
+      $('run-title').textContent = label;
+    }
+    await body();
+    return true;
+  } catch (e) {
+    if (e.message !== 'cancelled') showError(`Try it: ${e.message}`);
+    return false;
+  } finally {
+    if (document.body.dataset.phase !== 'cancelling') idle();
+  }
+}
+
+const f6 = (x) => Number(x).toFixed(6);
+const duration = (s) => (s < 1 ? `${(1000 * s).toFixed(1)} ms` : `${s.toFixed(2)} s`);
+
+/// A similarity matrix as a small heatmap table (the value in each cell, 3 decimals; the exact
+/// one in its title and data-value).
+function heatmap(id, caption, matrix) {
+  const table = el('table', { class: 'heatmap', id });
+  table.append(el('caption', {}, caption));
+  const head = el('tr', {}, el('td'));
+  matrix.forEach((_, j) => head.append(el('th', { scope: 'col' }, String(j + 1))));
+  table.append(el('thead', {}, head));
+  const body = el('tbody');
+  matrix.forEach((row, i) => {
+    const tr = el('tr', {}, el('th', { scope: 'row' }, String(i + 1)));
+    row.forEach((v, j) => {
+      const light = 96 - 50 * Math.max(0, Math.min(1, v));
+      const td = el('td', { 'data-value': String(v), title: `sentences ${i + 1} and ${j + 1}: ${v}` }, v.toFixed(3));
+      td.style.background = `hsl(210 70% ${light}%)`;
+      td.style.color = light < 65 ? 'white' : 'inherit';
+      tr.append(td);
+    });
+    body.append(tr);
+  });
+  table.append(body);
+  return table;
+}
+
+async function embedSentences() {
+  const sentences = $('try-sentences').value.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (!sentences.length) { showError('Try it: type at least one sentence'); return; }
+  let r;
+  const ok = await tryJob('Embedding the sentences', 'embedding', async () => {
+    $('progress-text').textContent = `embedding ${sentences.length} sentences with ${state.opened.kind === 'checkpoint' ? 'both models' : 'the model'}`;
+    r = await call('embed', { sentences });
+  });
+  if (!ok) return;
+  const pair = $('try-similarity');
+  pair.replaceChildren();
+  if (r.similarity_original) pair.append(el('div', { class: 'table-wrap' }, heatmap('sim-original', 'Original: cosine between sentences', r.similarity_original)));
+  pair.append(el('div', { class: 'table-wrap' }, heatmap('sim-compressed', 'Compressed: cosine between sentences', r.similarity_compressed)));
+  const table = $('try-cosines');
+  table.replaceChildren(el('caption', {}, r.cosine ? 'Each sentence: cosine between the original\'s and the compressed model\'s embedding' : 'Sentences'));
+  table.append(el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, '#'), el('th', { scope: 'col' }, 'sentence'), ...(r.cosine ? [el('th', { scope: 'col' }, 'cosine')] : []))));
+  const body = el('tbody');
+  r.sentences.forEach((text, i) => {
+    const tr = el('tr', {}, el('td', {}, String(i + 1)), el('td', {}, text));
+    if (r.cosine) tr.append(el('td', { class: 'num', 'data-value': String(r.cosine[i]) }, f6(r.cosine[i])));
+    body.append(tr);
+  });
+  table.append(body);
+  const s = r.summary;
+  $('try-embed-status').textContent = `${r.sentences.length} sentences in ${duration(r.seconds)} on ${r.backend}.`
+    + (s ? ` Cosine mean ${f6(s.cosine_mean)}, smallest ${f6(s.cosine_min)}; nearest-neighbour agreement ${fmt(100 * s.neighbour_agreement, 4)}%.` : '');
+  if (s) Object.assign($('try-embed-status').dataset, { cosineMean: s.cosine_mean, cosineMin: s.cosine_min, neighbourAgreement: s.neighbour_agreement });
+  setPhase('embedded');
+}
+
+async function generateBoth() {
+  const prompt = $('try-prompt').value;
+  const args = {
+    prompt,
+    maxTokens: Math.max(1, Math.floor(Number($('try-max-tokens').value) || 1)),
+    temperature: Math.max(0, Number($('try-temperature').value) || 0),
+    topK: 0,
+    seed: 0,
+  };
+  const which = state.opened.kind === 'checkpoint' ? ['original', 'compressed'] : ['compressed'];
+  for (const w of which) { $(`gen-${w}-text`).textContent = ''; $(`gen-${w}-stats`).textContent = w === which[0] ? '' : 'waiting for the original to finish'; }
+  await tryJob('Generating', 'generating', async () => {
+    // One after the other in the one worker, so each one's tokens per second is its own.
+    for (const w of which) {
+      const out = $(`gen-${w}-text`);
+      const stats = $(`gen-${w}-stats`);
+      out.setAttribute('aria-busy', 'true');
+      stats.textContent = 'reading the prompt';
+      $('progress').removeAttribute('value');
+      try {
+        const r = await call('generate', { which: w, ...args }, (ev) => {
+          out.textContent = ev.text;
+          const rate = ev.seconds > 0 ? ` · ${(ev.tokens / ev.seconds).toFixed(1)} tokens/s` : '';
+          stats.textContent = `${ev.tokens} tokens${rate}`;
+          $('progress-text').textContent = `${w} model: ${ev.tokens} of at most ${args.maxTokens} tokens`;
+        });
+        out.textContent = r.text;
+        out.dataset.done = 'true';
+        stats.textContent = `${r.tokens} tokens in ${duration(r.seconds)} · ${r.tokens_per_second.toFixed(1)} tokens/s (prompt ${r.prompt_tokens} tokens) · ${r.backend}`;
+        Object.assign(stats.dataset, { tokens: r.tokens, tokensPerSecond: r.tokens_per_second, backend: r.backend });
+      } finally {
+        out.setAttribute('aria-busy', 'false');
+      }
+    }
+    setPhase('generated');
+  });
+}
+
+async function perplexity() {
+  const text = $('try-eval-text').value;
+  let r;
+  const ok = await tryJob('Scoring the text with both models', 'evaluating', async () => {
+    $('progress-text').textContent = `perplexity of both models on ${text.trim() ? 'the pasted text' : 'the built-in text'}`;
+    r = await call('evaluate', { text });
+  });
+  if (!ok) return;
+  const d = r.downstream;
+  const rows = [
+    ['perplexity_original', 'perplexity, original', fmt(d.perplexity_original, 6)],
+    ['perplexity_compressed', 'perplexity, compressed', fmt(d.perplexity_compressed, 6)],
+    ['kl_mean', 'mean KL(original ‖ compressed), nats per token', fmt(d.kl_mean, 6)],
+    ['top1_agreement', 'top-1 agreement', `${fmt(100 * d.top1_agreement, 6)}%`],
+    ['scored', 'positions scored', `${num(d.scored)} (${num(d.tokens)} tokens in ${d.windows} windows of up to ${d.context})`],
+  ];
+  const table = $('try-eval');
+  table.replaceChildren();
+  for (const [key, label, shown] of rows) {
+    table.append(el('tr', {}, el('th', { scope: 'row' }, label), el('td', { 'data-key': key, 'data-value': String(d[key]) }, shown)));
+  }
+  $('try-eval-status').textContent = `The ${r.text} text, in ${duration(r.seconds)} on ${r.backend}.`;
+  setPhase('evaluated');
 }
 
 // --- the tensor table and the teaching view -----------------------------------------------------
@@ -462,15 +742,20 @@ function wire() {
   const zone = $('drop-zone');
   zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
   zone.addEventListener('dragleave', () => zone.classList.remove('over'));
-  zone.addEventListener('drop', (e) => {
+  zone.addEventListener('drop', async (e) => {
     e.preventDefault();
     zone.classList.remove('over');
-    openFile(e.dataTransfer.files[0]);
+    await openDropped(await droppedFiles(e.dataTransfer));
   });
   zone.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('file-input').click(); }
   });
-  $('file-input').addEventListener('change', (e) => openFile(e.target.files[0]));
+  for (const id of ['file-input', 'folder-input']) {
+    $(id).addEventListener('change', (e) => openDropped(chosenFiles(e.target)));
+  }
+  $('try-embed').addEventListener('click', embedSentences);
+  $('try-generate').addEventListener('click', generateBoth);
+  $('try-perplexity').addEventListener('click', perplexity);
   $('bpw-slider').addEventListener('input', () => { $('bpw').value = $('bpw-slider').value; settingsChanged(); });
   $('bpw').addEventListener('input', () => { $('bpw-slider').value = $('bpw').value; settingsChanged(); });
   $('max-error').addEventListener('input', settingsChanged);
@@ -499,6 +784,8 @@ async function main() {
   try {
     await startWorker();
     await fillMethods();
+    state.modelFileNames = await call('modelFileNames');
+    $('try-sentences').value = (await call('exampleSentences')).join('\n');
     await applyBackend($('backend-choice').value);
     setPhase('ready');
   } catch (e) {

@@ -8,7 +8,8 @@ const ready = init();
 
 const commands = {
   methods: () => lowbit.methods(),
-  open: ({ file }) => lowbit.open(file),
+  modelFileNames: () => lowbit.model_file_names(),
+  open: ({ file, modelFiles }) => lowbit.open(file, modelFiles || undefined),
   backend: ({ choice }) => lowbit.set_backend(choice),
   analyse: async ({ options }, progress) => JSON.parse(await lowbit.analyse(options, progress)),
   estimate: ({ options }) => JSON.parse(lowbit.estimate(options)),
@@ -17,6 +18,13 @@ const commands = {
   restore: ({ blob, name }, progress) => lowbit.restore(blob, name, progress),
   tensorView: ({ tensor, options }) => lowbit.tensor_view(tensor, options),
   checkKernels: () => lowbit.check_kernels(),
+  // The Try-it panel: the model runtime (CPU, in this worker).
+  loadModels: ({ blob, name }, progress) => lowbit.load_models(blob || undefined, name, progress),
+  exampleSentences: () => lowbit.example_sentences(),
+  embed: ({ sentences }) => lowbit.embed(sentences),
+  generate: ({ which, prompt, maxTokens, temperature, topK, seed }, progress) =>
+    lowbit.generate(which, prompt, maxTokens, temperature, topK, seed, progress),
+  evaluate: ({ text }) => lowbit.evaluate(text),
   adapterInfo: async () => {
     // What the browser itself says about its WebGPU adapter (the page shows it).
     if (!self.navigator.gpu) return null;

@@ -134,6 +134,12 @@ fn matmul_transposed(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, y: &mut
     let threads = threads().min(m).max(1);
     let per = m.div_ceil(threads);
     let xv = linalg::view_row_major(x, n, k);
+    if threads == 1 {
+        // No thread spawned: the browser's worker (wasm32) cannot start one.
+        let wt = linalg::view_row_major(w, m, k).transpose();
+        y.copy_from_slice(&linalg::to_row_major(linalg::product(xv, wt).as_ref()));
+        return;
+    }
     let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {

@@ -6,6 +6,7 @@
 //! - `cli`, `methods_report`, `shared_lowrank`, `vectors`, `sequences`: end to end, by feature;
 //! - `golden`: pinned `.lowbit` bytes;
 //! - `model`: the model runtime against an independent float64 reference (tests/fixtures/models);
+//!   `try_it`: the page's Try-it helpers on the same models;
 //! - `container_hostile`, `mutations`, `readers_hostile`: damaged and lying inputs give named
 //!   errors (or a well-formed file), never a panic or an allocation past the stated bounds.
 
@@ -22,4 +23,5 @@ mod readers_hostile;
 mod sequences;
 mod shaders;
 mod shared_lowrank;
+mod try_it;
 mod vectors;

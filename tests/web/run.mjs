@@ -178,6 +178,9 @@ await context.route('**/*', (route) => {
   offsite.push(u);
   return route.abort();
 });
+// Every request the page or its workers make (the Try-it flow checks its own share).
+const requests = [];
+context.on('request', (r) => requests.push({ url: r.url(), method: r.method() }));
 const page = await context.newPage();
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
@@ -440,6 +443,214 @@ await test('phone width: nothing wider than the screen', async () => {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   await page.screenshot({ path: path.join(OUT, '05-phone.png'), fullPage: true });
   assert.ok(overflow <= 1, `page is ${overflow} px wider than a phone screen`);
+  await page.setViewportSize({ width: 1200, height: 900 });
+});
+
+// --- the Try-it panel: the tiny fixture models, compressed in the page, run in the page ---------
+
+const FIXTURES = new URL('../fixtures/models/', import.meta.url).pathname;
+
+/// Drops several files at once on the drop zone (a synthetic drop event carrying them).
+async function dropFiles(files) {
+  const payload = files.map((f) => ({ name: path.basename(f), bytes: [...fs.readFileSync(f)] }));
+  const dt = await page.evaluateHandle((list) => {
+    const t = new DataTransfer();
+    for (const f of list) t.items.add(new File([new Uint8Array(f.bytes)], f.name));
+    return t;
+  }, payload);
+  await page.dispatchEvent('#drop-zone', 'drop', { dataTransfer: dt });
+}
+
+const cosine = (a, b) => {
+  let d = 0; let na = 0; let nb = 0;
+  a.forEach((x, i) => { d += x * b[i]; na += x * x; nb += b[i] * b[i]; });
+  return d / Math.sqrt(na * nb);
+};
+const near = (got, want, tol, what) => assert.ok(Math.abs(got - want) <= tol, `${what}: page ${got}, CLI ${want}`);
+const nearRel = (got, want, rel, what) => assert.ok(Math.abs(got - want) <= rel * Math.abs(want) + 1e-12, `${what}: page ${got}, CLI ${want}`);
+
+/// Drops a fixture model's folder (`how`: 'drop' = all its files dropped at once, 'folder' = the
+/// folder chosen with the webkitdirectory input), compresses it on `backend` at `bpw`, downloads
+/// the .lowbit and checks that it stores the model files. Returns the .lowbit's path.
+async function compressFixture(model, backend, how, bpw) {
+  await chooseBackend(backend);
+  const dir = path.join(FIXTURES, model);
+  // The budget first (the measurement starts on the drop); the phase reset so that the wait below
+  // sees this file's measurement, not the last one's.
+  await page.fill('#bpw', String(bpw));
+  await page.dispatchEvent('#bpw', 'input');
+  await page.waitForTimeout(600); // the open file's estimate for the new budget comes and goes
+  await page.evaluate(() => { document.body.dataset.phase = 'test-dropping'; });
+  if (how === 'drop') await dropFiles(fs.readdirSync(dir).map((f) => path.join(dir, f)));
+  else await page.setInputFiles('#folder-input', dir);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  assert.match(await page.textContent('#summary'), /^model\.safetensors: /);
+  assert.match(await page.textContent('#model-line'), /config\.json.*tokenizer\.json.*(BERT-style encoder|Llama-style decoder)/);
+  assert.match(await page.textContent('#summary'), /Not used: .*perturbed\.safetensors/);
+  assert.ok(await page.isHidden('#try'), 'the Try-it panel shows before there is a compressed model');
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  const report = JSON.parse(await page.evaluate(() => window.lowbit.lastReport()));
+  assert.equal(report.backend.used, backend);
+  const lowbitFile = await downloadOf('#downloads a[download$=".lowbit"]', `${model}.${backend}.lowbit`);
+  const stored = JSON.parse(cli('inspect', '--json', lowbitFile)).model_files.map((f) => f[0]);
+  assert.ok(stored.includes('config.json') && stored.includes('tokenizer.json'), `the .lowbit stores ${stored}`);
+  assert.ok(await page.isVisible('#try'), 'no Try-it panel after compressing a model');
+  return lowbitFile;
+}
+
+/// The CLI's embedding of a sentence.
+const embedding = (modelPath, s) => JSON.parse(cli('run', modelPath, '--prompt', s, '--json'));
+
+async function tryEncoder(backend, how) {
+  const requestsBefore = requests.length;
+  // Tiny models' exactly stored tensors (norms, biases, small matrices) need more than 5 bits per weight.
+  const lowbitFile = await compressFixture('tiny-bert', backend, how, 8);
+  const dir = path.join(FIXTURES, 'tiny-bert');
+  const sentencesFile = path.join(dir, 'sentences.txt');
+  const sentences = fs.readFileSync(sentencesFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+  assert.ok(await page.isVisible('#try-encoder') && await page.isHidden('#try-decoder'));
+  await page.fill('#try-sentences', sentences.join('\n'));
+  await page.click('#try-embed');
+  await waitPhase(['embedded', 'error']);
+  assert.equal(await phase(), 'embedded', await page.textContent('#error'));
+  const shown = await page.evaluate(() => {
+    const matrix = (id) => [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => [...tr.querySelectorAll('td')]
+      .map((td) => ({ value: Number(td.dataset.value), text: Number(td.textContent) })));
+    return {
+      original: matrix('sim-original'),
+      compressed: matrix('sim-compressed'),
+      cosines: [...document.querySelectorAll('#try-cosines tbody td.num')].map((td) => ({ value: Number(td.dataset.value), text: Number(td.textContent) })),
+      status: document.getElementById('try-embed-status').textContent,
+    };
+  });
+  // The native CLI's embeddings of each sentence, by both models.
+  const before = sentences.map((s) => embedding(path.join(dir, 'model.safetensors'), s));
+  const after = sentences.map((s) => embedding(lowbitFile, s));
+  const n = sentences.length;
+  assert.equal(shown.cosines.length, n);
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    const want = cosine(before[i], after[i]);
+    near(shown.cosines[i].value, want, 1e-4, `cosine of sentence ${i + 1}`);
+    near(shown.cosines[i].text, want, 1e-4, `cosine of sentence ${i + 1} as shown`);
+    worst = Math.max(worst, Math.abs(shown.cosines[i].value - want));
+    for (let j = 0; j < n; j++) {
+      for (const [name, emb] of [['original', before], ['compressed', after]]) {
+        const wantIJ = cosine(emb[i], emb[j]);
+        near(shown[name][i][j].value, wantIJ, 1e-4, `${name} similarity ${i + 1},${j + 1}`);
+        near(shown[name][i][j].text, wantIJ, 5e-4 + 1e-4, `${name} similarity ${i + 1},${j + 1} as shown (3 decimals)`);
+        worst = Math.max(worst, Math.abs(shown[name][i][j].value - wantIJ));
+      }
+    }
+  }
+  // lowbit eval on the same sentences (it embeds those of 20 to 200 characters).
+  const evaluated = JSON.parse(cli('eval', path.join(dir, 'model.safetensors'), lowbitFile, '--text', sentencesFile, '--json'));
+  const kept = sentences.map((s, i) => [s, i]).filter(([s]) => s.length >= 20 && s.length <= 200).map(([, i]) => shown.cosines[i].value);
+  assert.equal(kept.length, evaluated.sentences);
+  near(kept.reduce((a, b) => a + b, 0) / kept.length, evaluated.cosine_mean, 1e-4, 'mean cosine (lowbit eval)');
+  near(Math.min(...kept), evaluated.cosine_min, 1e-4, 'smallest cosine (lowbit eval)');
+  assert.match(shown.status, /on CPU \(WebAssembly/);
+  console.log(`      ${n} sentences; largest difference from the native CLI ${worst.toExponential(2)}; ${shown.status}`);
+  await page.locator('#try').screenshot({ path: path.join(OUT, `06-try-encoder-${backend}.png`) });
+  assertNoRequestOffOrigin(requestsBefore);
+}
+
+async function tryDecoder(backend, how, pasted) {
+  const requestsBefore = requests.length;
+  const lowbitFile = await compressFixture('tiny-llama', backend, how, 4);
+  const dir = path.join(FIXTURES, 'tiny-llama');
+  assert.ok(await page.isVisible('#try-decoder') && await page.isHidden('#try-encoder'));
+  const prompt = 'A small model reads';
+  const maxTokens = 24;
+  await page.fill('#try-prompt', prompt);
+  await page.fill('#try-max-tokens', String(maxTokens));
+  await page.fill('#try-temperature', '0');
+  // Streamed: the compressed model's text grows token by token (recorded as it changes).
+  await page.evaluate(() => {
+    window.seenTexts = [];
+    new MutationObserver(() => window.seenTexts.push(document.getElementById('gen-compressed-text').textContent))
+      .observe(document.getElementById('gen-compressed-text'), { childList: true, characterData: true, subtree: true });
+  });
+  await page.click('#try-generate');
+  await waitPhase(['generated', 'error']);
+  assert.equal(await phase(), 'generated', await page.textContent('#error'));
+  const generated = await page.evaluate(() => ({
+    original: document.getElementById('gen-original-text').textContent,
+    compressed: document.getElementById('gen-compressed-text').textContent,
+    stats: document.getElementById('gen-compressed-stats').textContent,
+    data: { ...document.getElementById('gen-compressed-stats').dataset },
+    seen: window.seenTexts.length,
+  }));
+  const run = (m) => JSON.parse(cli('run', m, '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'));
+  assert.equal(generated.compressed, run(lowbitFile).text, 'compressed model: page and `lowbit run` differ');
+  assert.equal(generated.original, run(path.join(dir, 'model.safetensors')).text, 'original model: page and `lowbit run` differ');
+  assert.ok(generated.seen >= 3, `the text changed ${generated.seen} times: not streamed`);
+  assert.ok(Number(generated.data.tokensPerSecond) > 0);
+  assert.match(generated.stats, /tokens\/s .*CPU \(WebAssembly/);
+  // Perplexity, KL, top-1 agreement: as `lowbit eval`.
+  const textFile = path.join(dir, 'text.txt');
+  if (pasted) await page.fill('#try-eval-text', fs.readFileSync(textFile, 'utf8'));
+  else await page.fill('#try-eval-text', '');
+  await page.click('#try-perplexity');
+  await waitPhase(['evaluated', 'error']);
+  assert.equal(await phase(), 'evaluated', await page.textContent('#error'));
+  const figures = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#try-eval td[data-key]')]
+    .map((td) => [td.dataset.key, { value: Number(td.dataset.value), text: td.textContent }])));
+  const evaluated = JSON.parse(pasted
+    ? cli('eval', path.join(dir, 'model.safetensors'), lowbitFile, '--text', textFile, '--json')
+    : cli('eval', path.join(dir, 'model.safetensors'), lowbitFile, '--json'));
+  for (const key of ['perplexity_original', 'perplexity_compressed', 'kl_mean', 'top1_agreement']) {
+    nearRel(figures[key].value, evaluated[key], 1e-4, key);
+    const text = Number(figures[key].text.replace('%', '')) / (figures[key].text.endsWith('%') ? 100 : 1);
+    nearRel(text, evaluated[key], 1e-4, `${key} as shown`);
+  }
+  assert.equal(figures.scored.value, evaluated.scored);
+  console.log(`      "${generated.compressed.slice(0, 40)}…" = lowbit run; ${generated.stats}; ppl ${figures.perplexity_original.text} -> ${figures.perplexity_compressed.text} = lowbit eval (${pasted ? 'pasted' : 'built-in'} text)`);
+  await page.locator('#try').screenshot({ path: path.join(OUT, `07-try-decoder-${backend}.png`) });
+  assertNoRequestOffOrigin(requestsBefore);
+}
+
+/// Since request `from`: nothing but GETs of the page's own origin (or blob:/data: URLs).
+function assertNoRequestOffOrigin(from) {
+  const bad = requests.slice(from).filter((r) => !(r.url.startsWith('blob:') || r.url.startsWith('data:')
+    || (r.url.startsWith(origin) && r.method === 'GET')));
+  assert.deepEqual(bad, [], 'the Try-it flow made requests off the page\'s origin');
+  assert.deepEqual(offsite, []);
+}
+
+await test('Try it, encoder (tiny-bert dropped as files, compressed on WebGPU): similarities and cosines = the native CLI', async () => {
+  await tryEncoder('gpu', 'drop');
+});
+await test('Try it, encoder (tiny-bert chosen as a folder, compressed on the CPU): similarities and cosines = the native CLI', async () => {
+  await tryEncoder('cpu', 'folder');
+});
+await test('Try it, decoder (tiny-llama chosen as a folder, compressed on WebGPU): greedy text = lowbit run, perplexity = lowbit eval (built-in text)', async () => {
+  await tryDecoder('gpu', 'folder', false);
+});
+await test('Try it, decoder (tiny-llama dropped as files, compressed on the CPU): greedy text = lowbit run, perplexity = lowbit eval (pasted text)', async () => {
+  await tryDecoder('cpu', 'drop', true);
+});
+
+await test('Try it: a dropped .lowbit alone runs by itself; phone width fits', async () => {
+  await page.setViewportSize({ width: 390, height: 800 });
+  await page.evaluate(() => { document.body.dataset.phase = 'test-dropping'; });
+  await page.setInputFiles('#file-input', path.join(OUT, 'tiny-llama.cpu.lowbit'));
+  await waitPhase(['opened', 'error']);
+  assert.equal(await phase(), 'opened', await page.textContent('#error'));
+  assert.ok(await page.isVisible('#try-decoder') && await page.isHidden('#gen-original') && await page.isHidden('#try-perplexity'));
+  await page.fill('#try-prompt', 'A small model reads');
+  await page.fill('#try-max-tokens', '8');
+  await page.click('#try-generate');
+  await waitPhase(['generated', 'error']);
+  assert.equal(await phase(), 'generated', await page.textContent('#error'));
+  const want = JSON.parse(cli('run', path.join(OUT, 'tiny-llama.cpu.lowbit'), '--prompt', 'A small model reads', '--max-tokens', '8', '--json')).text;
+  assert.equal(await page.textContent('#gen-compressed-text'), want);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.screenshot({ path: path.join(OUT, '08-try-phone.png'), fullPage: true });
+  assert.ok(overflow <= 1, `page is ${overflow} px wider than a 390 px screen`);
   await page.setViewportSize({ width: 1200, height: 900 });
 });
 
