@@ -775,7 +775,7 @@ fn run_model(
     json: bool,
 ) -> Result<()> {
     let model = open_model(path)?;
-    let llama = match &model {
+    match &model {
         Model::Encoder(bert) => {
             let e = bert.embed_sentences(&[prompt.to_string()])?.remove(0);
             if json {
@@ -786,40 +786,35 @@ fn run_model(
             }
             return Ok(());
         }
-        Model::Decoder(llama) => llama,
-    };
-    let ids = llama.tokenizer.encode(prompt)?;
+        Model::Decoder(_) => {}
+    }
     let started = std::time::Instant::now();
-    let mut shown = String::new();
-    let mut generated = Vec::new();
+    let mut shown = 0;
     let mut stdout = std::io::stdout();
-    let out = llama.generate(&ids, max_tokens, sampler, &mut |t| {
-        generated.push(t);
-        // Print what the tokens so far decode to beyond what was printed (a token may end
-        // inside a UTF-8 character: wait for the rest).
-        if let Ok(text) = llama.tokenizer.decode(&generated) {
-            if !json && text.starts_with(&shown) && !text.ends_with('\u{FFFD}') {
-                let _ = write!(stdout, "{}", &text[shown.len()..]);
+    let generated =
+        lowbit::api::generate_text(&model, prompt, max_tokens, sampler, &mut |text, _| {
+            // Print what the text so far adds to what was printed.
+            if !json && text.len() > shown && text.is_char_boundary(shown) {
+                let _ = write!(stdout, "{}", &text[shown..]);
                 let _ = stdout.flush();
-                shown = text;
+                shown = text.len();
             }
-        }
-        true
-    })?;
+            true
+        })?;
     let seconds = started.elapsed().as_secs_f64();
-    let text = llama.tokenizer.decode(&out)?;
     if json {
         println!(
             "{}",
-            serde_json::json!({"prompt": prompt, "text": text, "tokens": out.len(), "seconds": seconds})
+            serde_json::json!({"prompt": prompt, "text": generated.text, "tokens": generated.tokens,
+                               "prompt_tokens": generated.prompt_tokens, "seconds": seconds})
         );
     } else {
-        println!("{}", &text[shown.len().min(text.len())..]);
+        println!("{}", generated.text.get(shown..).unwrap_or(""));
         eprintln!(
             "({} tokens in {seconds:.2} s, {:.1} tokens/s, prompt {} tokens, CPU)",
-            out.len(),
-            out.len() as f64 / seconds.max(1e-9),
-            ids.len()
+            generated.tokens,
+            generated.tokens as f64 / seconds.max(1e-9),
+            generated.prompt_tokens
         );
     }
     Ok(())
