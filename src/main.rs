@@ -889,6 +889,13 @@ fn print_inspection(name: &str, inspection: &Inspection) {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`lowbit inspect f | head`) would
+    // panic; the default action ends the process quietly, as for any other command-line tool.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // If no handler can be installed, Ctrl-C keeps its default meaning (the run just stops).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
