@@ -39,8 +39,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a .safetensors checkpoint, or a vector dataset (.npy, .csv, .fvecs), to a .lowbit
-    /// file; FASTA, FASTQ and text files (detected by content) are compressed losslessly.
+    /// Compress a .safetensors checkpoint (or a model folder: its model.safetensors), or a vector
+    /// dataset (.npy, .csv, .fvecs), to a .lowbit file; FASTA, FASTQ and text files (detected by
+    /// content) are compressed losslessly.
     Compress {
         input: PathBuf,
         #[arg(short, long)]
@@ -572,6 +573,12 @@ fn compress(
     quiet: bool,
     json: bool,
 ) -> Result<()> {
+    // A model folder stands for its `model.safetensors` (with the config and tokenizer beside it).
+    let folder_checkpoint = input.join("model.safetensors");
+    let input = match input.is_dir() {
+        true => folder_checkpoint.as_path(),
+        false => input,
+    };
     check_not_same_file(input, output)?;
     let bytes = open_input(input)?;
     let name = display_name(input);
