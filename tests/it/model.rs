@@ -294,16 +294,9 @@ fn a_lowbit_runs_and_evaluates_without_a_restored_file() {
 fn decompress_never_overwrites_a_different_model_file() {
     let dir = scratch_model("tiny-bert");
     let d = dir.path();
+    // A model folder stands for its model.safetensors.
     let o = lowbit(
-        &[
-            "compress",
-            "model.safetensors",
-            "-o",
-            "m.lowbit",
-            "--bpw",
-            "8",
-            "--quiet",
-        ],
+        &["compress", ".", "-o", "m.lowbit", "--bpw", "8", "--quiet"],
         d,
     );
     assert!(o.status.success(), "{}", stderr(&o));
