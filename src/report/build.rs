@@ -23,6 +23,18 @@ pub fn build_report(
 ) -> Report {
     let ckpt = &plan.checkpoint;
     let params = ckpt.parameters();
+    let calibration = opts
+        .activations
+        .as_ref()
+        .map(|s| super::CalibrationSummary {
+            source: s.source.clone(),
+            tokens: s.tokens,
+            weights: plan
+                .analyses
+                .iter()
+                .filter(|a| a.input_energy.is_some())
+                .count(),
+        });
     let model_files: u64 = plan.manifest.files.iter().map(|f| f.bytes).sum();
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
     let (mut payload, mut side, mut padding) = (0u64, 0u64, 0u64);
@@ -115,10 +127,19 @@ pub fn build_report(
             rel_mse_2d: ratio_of(twod_err, twod_norm),
             written,
         },
-        distortion_measure:
-            "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
-                             tensor counting the same whatever its size"
+        distortion_measure: match &calibration {
+            None => "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
+                     tensor counting the same whatever its size"
                 .into(),
+            Some(c) => format!(
+                "sum over tensors of the relative output error sum_ij d_j (W_ij - W^_ij)^2 / \
+                 sum_ij d_j W_ij^2, d_j = E[x_j^2] the mean square of input channel j on the \
+                 calibration text ({}, {} tokens), for the {} weights with statistics; the \
+                 relative squared error ||W - W^||^2 / ||W||^2 for the others; every tensor \
+                 counting the same whatever its size",
+                c.source, c.tokens, c.weights
+            ),
+        },
         tensors,
         rd_curve,
         spectra,
@@ -129,6 +150,7 @@ pub fn build_report(
             .collect(),
         backend: plan.backend.clone(),
         downstream: None,
+        calibration,
     }
 }
 
@@ -195,6 +217,11 @@ fn tensor_report(
                 chosen: i == ci,
             })
             .collect(),
+        input_energy: a.input_energy,
+        output_error: match c.distortion {
+            crate::distortion::Distortion::OutputError { output_error, .. } => Some(output_error),
+            _ => None,
+        },
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod architecture;
 mod backend;
+mod calibration;
 mod cli;
 mod common;
 mod container_hostile;
