@@ -14,6 +14,7 @@ use crate::backend::{self, Backend, BackendChoice};
 use crate::codec::fwsvd::ImportanceMap;
 use crate::error::{Error, Result};
 use crate::io::safetensors;
+use crate::model::calibrate::{ActivationStats, CalibrationOptions};
 use crate::model::eval::{self, EncoderEval};
 use crate::model::sample::Sampler;
 use crate::model::weights::SafetensorsWeights;
@@ -178,18 +179,26 @@ impl Output for Vec<u8> {
 /// losslessly as a whole; a checkpoint, npy array or vector dataset through the pipeline), the
 /// settings are checked against it, and a run whose GPU failed while writing is started again on
 /// the CPU. `importance`: a parsed importance file (`--importance`), if any; `model_files`: the
-/// model's config and tokenizer files, stored in the `.lowbit` (checkpoints only).
+/// model's config and tokenizer files, stored in the `.lowbit` (checkpoints only);
+/// `activations`: the statistics of a calibration run ([`calibrate`]), if any.
+#[allow(clippy::too_many_arguments)]
 pub fn compress_input<S: Source + ?Sized>(
     file: &S,
     file_name: &str,
     settings: &Settings,
     importance: Option<ImportanceMap>,
     model_files: ModelFiles,
+    activations: Option<ActivationStats>,
     progress: &mut dyn Progress,
     out: &mut dyn Output,
 ) -> Result<Compressed> {
     if let InputKind::Sequence(kind) = kind_to_compress(file, file_name)? {
         settings.check_lossless(kind, importance.is_some())?;
+        if activations.is_some() {
+            return Err(Error::option(
+                "--calibrate does not apply to a sequence file: it is compressed losslessly",
+            ));
+        }
         let whole = file.whole().map_err(|e| e.in_file(file_name))?;
         let mut report = None;
         out.attempt(&mut |w| {
@@ -204,6 +213,7 @@ pub fn compress_input<S: Source + ?Sized>(
     let mut opts = settings.options()?;
     opts.importance = importance;
     opts.model_files = model_files;
+    opts.activations = activations;
     let (mut report, gpu_failure) = retry_on_cpu(&opts, |opts| {
         let mut report = None;
         out.attempt(&mut |w| {
@@ -301,6 +311,21 @@ pub fn load_model(file: &[u8], file_name: &str, beside: &ModelFiles) -> Result<M
         }
     };
     load().map_err(|e| e.in_file(file_name))
+}
+
+/// Runs the model of checkpoint `file` (with its `model_files`: config and tokenizer) over
+/// `text` and returns the input statistics of its linear weights, for [`compress_input`]'s
+/// `activations` (docs/CALIBRATION.md). `source` names the text in the report.
+pub fn calibrate(
+    file: &[u8],
+    file_name: &str,
+    model_files: &ModelFiles,
+    text: &str,
+    source: &str,
+    options: &CalibrationOptions,
+) -> Result<ActivationStats> {
+    let model = load_model(file, file_name, model_files)?;
+    crate::model::calibrate::collect(&model, text, options, source).map_err(|e| e.in_file(source))
 }
 
 /// The model files a `.lowbit` stores (none for other files or older `.lowbit`s).

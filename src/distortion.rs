@@ -5,6 +5,9 @@
 //! - [`squared_error`]: the sum of squared differences, measured on what the user gets back (the
 //!   reconstruction converted to the tensor's own dtype).
 //! - [`relative_mse`]: that sum over the tensor's own energy `||W||^2`.
+//! - [`OutputWeights`]: with activation statistics of a linear layer's inputs (calibration), the
+//!   expected relative *output* error `sum_ij d_j (W_ij - W^_ij)^2 / sum_ij d_j W_ij^2`, `d_j` the
+//!   mean square of input channel `j` (docs/CALIBRATION.md).
 //! - [`Distortion`]: one option's distortion with the measure it is in (relative MSE, or recall
 //!   for a vector dataset), and [`Distortion::value`], what the rate allocator minimises for it.
 //!
@@ -16,19 +19,69 @@ use crate::dtype::DType;
 /// Sum of squared differences, measured on what the user gets back: the reconstruction converted
 /// to the tensor's own dtype.
 pub fn squared_error(original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
-    let round = |v: f32| match dtype {
-        DType::F16 => half::f16::from_f32(v).to_f32(),
-        DType::BF16 => half::bf16::from_f32(v).to_f32(),
-        _ => v,
-    };
     original
         .iter()
         .zip(reconstruction)
         .map(|(&a, &b)| {
-            let d = a as f64 - round(b) as f64;
+            let d = a as f64 - round_to(b, dtype) as f64;
             d * d
         })
         .sum()
+}
+
+/// What a linear weight's error does to its output, to the diagonal of the input statistics: an
+/// error `E` changes the output `W x` by `E x`, whose expected square is
+/// `sum_ij E_ij^2 d_j` when the cross terms `E[x_j x_k]` are left out, `d_j = E[x_j^2]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputWeights<'a> {
+    /// `d_j` per column of the weight (`cols` values).
+    pub columns: &'a [f32],
+    /// `sum_ij d_j W_ij^2`: the expected squared output of the original weight.
+    pub norm_sq: f64,
+}
+
+impl<'a> OutputWeights<'a> {
+    /// The weights `columns` of a row-major matrix `values` with `columns.len()` columns.
+    pub fn new(values: &[f32], columns: &'a [f32]) -> OutputWeights<'a> {
+        let norm_sq = values
+            .chunks_exact(columns.len().max(1))
+            .map(|row| {
+                row.iter()
+                    .zip(columns)
+                    .map(|(&w, &d)| d as f64 * w as f64 * w as f64)
+                    .sum::<f64>()
+            })
+            .sum();
+        OutputWeights { columns, norm_sq }
+    }
+
+    /// `sum_ij d_j (W_ij - W^_ij)^2 / sum_ij d_j W_ij^2`, measured like [`squared_error`] on the
+    /// reconstruction converted to `dtype` (0 for an exact reconstruction).
+    pub fn relative_error(&self, original: &[f32], reconstruction: &[f32], dtype: DType) -> f64 {
+        let cols = self.columns.len().max(1);
+        let err: f64 = original
+            .chunks_exact(cols)
+            .zip(reconstruction.chunks_exact(cols))
+            .map(|(a, b)| {
+                self.columns
+                    .iter()
+                    .zip(a.iter().zip(b))
+                    .fold(0.0, |s, (&d, (&a, &b))| {
+                        let e = a as f64 - round_to(b, dtype) as f64;
+                        s + d as f64 * e * e
+                    })
+            })
+            .sum();
+        relative_mse(err, self.norm_sq)
+    }
+}
+
+fn round_to(v: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        _ => v,
+    }
 }
 
 /// `||W - W^||^2 / ||W||^2` from the squared error and the tensor's sum of squares (0 for an
@@ -65,6 +118,13 @@ pub enum Distortion {
         recall_at_10: f64,
         relative_mse: f64,
     },
+    /// A linear weight with activation statistics (calibration): the expected relative output
+    /// error ([`OutputWeights::relative_error`]), and the relative MSE (what `--max-error`
+    /// bounds and the report's weight-error figures show).
+    OutputError {
+        output_error: f64,
+        relative_mse: f64,
+    },
 }
 
 impl Distortion {
@@ -80,11 +140,12 @@ impl Distortion {
         }
     }
 
-    /// What the allocator minimises: the relative MSE, or `1 - recall@10` plus `1e-6` times the
-    /// relative MSE for a vector dataset.
+    /// What the allocator minimises: the relative MSE, the relative output error of a calibrated
+    /// linear weight, or `1 - recall@10` plus `1e-6` times the relative MSE for a vector dataset.
     pub fn value(self) -> f64 {
         match self {
             Distortion::RelativeMse(relative_mse) => relative_mse,
+            Distortion::OutputError { output_error, .. } => output_error,
             Distortion::Recall {
                 recall_at_10,
                 relative_mse,
@@ -95,9 +156,9 @@ impl Distortion {
     /// The relative MSE, whichever measure the allocator minimises.
     pub fn relative_mse(self) -> f64 {
         match self {
-            Distortion::RelativeMse(relative_mse) | Distortion::Recall { relative_mse, .. } => {
-                relative_mse
-            }
+            Distortion::RelativeMse(relative_mse)
+            | Distortion::Recall { relative_mse, .. }
+            | Distortion::OutputError { relative_mse, .. } => relative_mse,
         }
     }
 }
@@ -114,5 +175,23 @@ mod tests {
         assert_eq!(recall.value(), 0.25 + 1e-6 * 0.25);
         assert_eq!(recall.relative_mse(), 0.25);
         assert_eq!(relative_mse(0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn output_error_weighs_columns_by_their_input_energy() {
+        // Two columns, the second's inputs 100x stronger: an error there counts 100x more.
+        let w = [1.0f32, 1.0, 1.0, 1.0];
+        let out = OutputWeights::new(&w, &[1.0, 100.0]);
+        assert_eq!(out.norm_sq, 202.0);
+        let in_weak = out.relative_error(&w, &[0.5, 1.0, 1.0, 1.0], DType::F32);
+        let in_strong = out.relative_error(&w, &[1.0, 0.5, 1.0, 1.0], DType::F32);
+        assert!((in_weak - 0.25 / 202.0).abs() < 1e-15);
+        assert!((in_strong - 25.0 / 202.0).abs() < 1e-15);
+        assert_eq!(out.relative_error(&w, &w, DType::F32), 0.0);
+        let d = Distortion::OutputError {
+            output_error: 0.5,
+            relative_mse: 0.25,
+        };
+        assert_eq!((d.value(), d.relative_mse()), (0.5, 0.25));
     }
 }

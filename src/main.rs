@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::api::{Compressed, Output};
+use lowbit::model::calibrate::{ActivationStats, CalibrationOptions};
 use lowbit::model::eval::{Downstream, EvalOptions};
 use lowbit::model::sample::Sampler;
 use lowbit::model::{Model, ModelFiles};
@@ -58,6 +59,8 @@ enum Command {
         /// Do not store the model's config and tokenizer files found beside the checkpoint.
         #[arg(long)]
         no_model_files: bool,
+        #[command(flatten)]
+        calibrate: CalibrateArgs,
     },
     /// Restore a .lowbit file to the original kind of file (.safetensors, .npy, .csv, .fvecs, or
     /// the identical FASTA/FASTQ/text file).
@@ -488,6 +491,7 @@ fn run(cli: Cli) -> Result<()> {
             report,
             eval_text,
             no_model_files,
+            calibrate,
         } => compress(
             &input,
             &output,
@@ -496,6 +500,7 @@ fn run(cli: Cli) -> Result<()> {
                 report_dir: report,
                 eval_text,
                 model_files: !no_model_files,
+                calibrate,
             },
             quiet,
             cli.json,
@@ -557,12 +562,50 @@ fn show(report: &Report, quiet: bool, json: bool) {
     }
 }
 
+/// Calibration (docs/CALIBRATION.md): the original model is run over a text and each linear
+/// weight's options are judged by the error they cause in its output.
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    /// Run the original model over this text first (config.json and the tokenizer beside the
+    /// checkpoint) and judge each linear weight by its relative output error (experimental:
+    /// docs/CALIBRATION.md has what it measured).
+    #[arg(long, value_name = "FILE")]
+    calibrate: Option<PathBuf>,
+    /// Decoders: how many tokens of the calibration text to run (windows of 256).
+    #[arg(long, value_name = "N", default_value_t = CalibrationOptions::default().tokens)]
+    calibrate_tokens: usize,
+}
+
+impl CalibrateArgs {
+    /// The statistics this run compresses with, if any.
+    fn statistics(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        files: &ModelFiles,
+    ) -> Result<Option<ActivationStats>> {
+        let Some(path) = &self.calibrate else {
+            return Ok(None);
+        };
+        let options = CalibrationOptions {
+            tokens: self.calibrate_tokens,
+            ..CalibrationOptions::default()
+        };
+        let text = read_text(path)?;
+        let stats =
+            lowbit::api::calibrate(bytes, name, files, &text, &display_name(path), &options)
+                .context("--calibrate: the model could not be run")?;
+        Ok(Some(stats))
+    }
+}
+
 /// What `compress` does besides compressing.
 struct Extras {
     report_dir: Option<PathBuf>,
     eval_text: Option<PathBuf>,
     /// Store the model files found beside a checkpoint.
     model_files: bool,
+    calibrate: CalibrateArgs,
 }
 
 fn compress(
@@ -590,6 +633,15 @@ fn compress(
         false => ModelFiles::new(),
     };
     let eval_text = extras.eval_text.as_deref().map(read_text).transpose()?;
+    let activations = match is_checkpoint {
+        true => extras.calibrate.statistics(&bytes, &name, &model_files)?,
+        false if extras.calibrate.calibrate.is_some() => {
+            anyhow::bail!(
+                "--calibrate needs a .safetensors checkpoint with its model files beside it"
+            )
+        }
+        false => None,
+    };
     let mut bar = Bar::new(quiet);
     let compressed = lowbit::api::compress_input(
         &bytes[..],
@@ -597,6 +649,7 @@ fn compress(
         &library_settings,
         importance,
         model_files.clone(),
+        activations,
         &mut bar,
         &mut AtomicFile(output),
     )?;

@@ -6,10 +6,11 @@
 //! sentence runs alone at its own length, so no padding or attention mask is needed; sentences are
 //! spread over the cores.
 
+use super::calibrate::{reborrow, Observer};
 use super::config::{Activation, BertConfig, Pooling, PoolingMode};
 use super::ops::{self, Linear};
 use super::tokenizer::Tokenizer;
-use super::weights::{load_shaped, WeightSource};
+use super::weights::{load_shaped, resolve, WeightSource};
 use crate::error::{Error, Result};
 
 /// Prefixes under which encoder checkpoints store the same tensors (`BertForMaskedLM` and kin).
@@ -43,10 +44,12 @@ pub struct Bert {
 }
 
 fn linear(w: &dyn WeightSource, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let weight_name = format!("{name}.weight");
     Ok(Linear {
+        weight: load_shaped(w, PREFIXES, &weight_name, &[out_dim, in_dim])?,
+        name: resolve(w, PREFIXES, &weight_name).unwrap_or(weight_name),
         out_dim,
         in_dim,
-        weight: load_shaped(w, PREFIXES, &format!("{name}.weight"), &[out_dim, in_dim])?,
         bias: Some(load_shaped(
             w,
             PREFIXES,
@@ -138,6 +141,15 @@ impl Bert {
 
     /// The last layer's state of every token (`n x hidden`).
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.hidden_states_observed(ids, None)
+    }
+
+    /// [`Bert::hidden_states`], showing `observer` the input of every linear layer on the way.
+    pub fn hidden_states_observed(
+        &self,
+        ids: &[u32],
+        mut observer: Option<&mut dyn Observer>,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (n, h) = (ids.len(), c.hidden_size);
         if n == 0 || n > c.max_positions {
@@ -168,7 +180,7 @@ impl Bert {
             c.layer_norm_eps,
         );
         for layer in &self.layers {
-            x = self.layer(layer, x, n);
+            x = self.layer(layer, x, n, reborrow(&mut observer));
         }
         Ok(x)
     }
@@ -198,10 +210,19 @@ impl Bert {
         Ok(e)
     }
 
-    fn layer(&self, l: &Layer, x: Vec<f32>, n: usize) -> Vec<f32> {
+    fn layer(
+        &self,
+        l: &Layer,
+        x: Vec<f32>,
+        n: usize,
+        mut observer: Option<&mut dyn Observer>,
+    ) -> Vec<f32> {
         let c = &self.config;
         let (h, heads) = (c.hidden_size, c.num_heads);
         let d = h / heads;
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.query.name, &l.key.name, &l.value.name], &x, n);
+        }
         let (q, k, v) = (
             l.query.forward(&x, n),
             l.key.forward(&x, n),
@@ -225,6 +246,9 @@ impl Bert {
                 }
             }
         }
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.attn_out.name], &ctx, n);
+        }
         let mut hid = l.attn_out.forward(&ctx, n);
         hid.iter_mut().zip(&x).for_each(|(a, b)| *a += b);
         ops::layer_norm(
@@ -233,12 +257,18 @@ impl Bert {
             &l.attn_norm.bias,
             c.layer_norm_eps,
         );
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.intermediate.name], &hid, n);
+        }
         let mut inter = l.intermediate.forward(&hid, n);
         let act = match c.activation {
             Activation::Gelu => ops::gelu,
             Activation::GeluTanh => ops::gelu_tanh,
         };
         inter.iter_mut().for_each(|v| *v = act(*v));
+        if let Some(o) = observer {
+            o.observe(&[&l.output.name], &inter, n);
+        }
         let mut out = l.output.forward(&inter, n);
         out.iter_mut().zip(&hid).for_each(|(a, b)| *a += b);
         ops::layer_norm(

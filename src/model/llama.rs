@@ -7,6 +7,7 @@
 //! theta^(-2i/d)`); query head `h` reads key/value head `h / (heads / kv_heads)` (grouped-query
 //! attention); q/k/v biases are used when the checkpoint has them (Qwen2).
 
+use super::calibrate::{reborrow, Observer};
 use super::config::LlamaConfig;
 use super::ops::{self, Linear};
 use super::sample::Sampler;
@@ -68,10 +69,12 @@ fn linear(
         true => Some(load_shaped(w, &[], &bias_name, &[out_dim])?),
         false => None,
     };
+    let weight_name = format!("{name}.weight");
     Ok(Linear {
+        weight: load_shaped(w, &[], &weight_name, &[out_dim, in_dim])?,
+        name: weight_name,
         out_dim,
         in_dim,
-        weight: load_shaped(w, &[], &format!("{name}.weight"), &[out_dim, in_dim])?,
         bias,
     })
 }
@@ -140,6 +143,18 @@ impl Llama {
     /// Runs `ids` after the positions `cache` holds and appends theirs; returns the final-norm
     /// state of each new position (`ids.len() x hidden`).
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.forward_observed(ids, cache, None)
+    }
+
+    /// [`Llama::forward`], showing `observer` the input of every linear layer on the way (the
+    /// final-norm states as the input of the output projection: `lm_head`, or the token embedding
+    /// when the two are tied).
+    pub fn forward_observed(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        mut observer: Option<&mut dyn Observer>,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (n, h) = (ids.len(), c.hidden_size);
         if cache.len + n > c.max_positions {
@@ -160,25 +175,24 @@ impl Llama {
             x.extend_from_slice(&self.embed.weight[id * h..(id + 1) * h]);
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            self.layer(
-                layer,
-                &mut x,
-                n,
-                &mut cache.k[l],
-                &mut cache.v[l],
-                cache.len,
-            );
+            self.layer(layer, &mut x, n, cache, l, reborrow(&mut observer));
         }
         cache.len += n;
-        Ok(ops::rms_norm(&x, &self.norm, c.rms_norm_eps))
+        let states = ops::rms_norm(&x, &self.norm, c.rms_norm_eps);
+        if let Some(o) = observer {
+            o.observe(&[&self.output().name], &states, n);
+        }
+        Ok(states)
+    }
+
+    /// The output projection: `lm_head`, or the token embedding when the two are tied.
+    fn output(&self) -> &Linear {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// The next-token logits of each row of `states` (`n x vocab`).
     pub fn logits(&self, states: &[f32], n: usize) -> Vec<f32> {
-        self.lm_head
-            .as_ref()
-            .unwrap_or(&self.embed)
-            .forward(states, n)
+        self.output().forward(states, n)
     }
 
     /// Generates up to `max_tokens` tokens after `prompt` (stopping early at an end-of-sequence
@@ -239,13 +253,19 @@ impl Llama {
         l: &Layer,
         x: &mut [f32],
         n: usize,
-        k_cache: &mut Vec<f32>,
-        v_cache: &mut Vec<f32>,
-        past: usize,
+        cache: &mut KvCache,
+        index: usize,
+        mut observer: Option<&mut dyn Observer>,
     ) {
+        // The positions before these `n`; `cache.len` grows once all layers have run.
+        let past = cache.len;
+        let (k_cache, v_cache) = (&mut cache.k[index], &mut cache.v[index]);
         let c = &self.config;
         let (d, heads, kvh) = (c.head_dim, c.num_heads, c.num_kv_heads);
         let xn = ops::rms_norm(x, &l.input_norm, c.rms_norm_eps);
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.q.name, &l.k.name, &l.v.name], &xn, n);
+        }
         let mut q = l.q.forward(&xn, n);
         let mut k = l.k.forward(&xn, n);
         let v = l.v.forward(&xn, n);
@@ -283,14 +303,23 @@ impl Llama {
                 }
             },
         );
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.o.name], &ctx, n);
+        }
         let o = l.o.forward(&ctx, n);
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         let xn = ops::rms_norm(x, &l.post_norm, c.rms_norm_eps);
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&[&l.gate.name, &l.up.name], &xn, n);
+        }
         let mut gate = l.gate.forward(&xn, n);
         let up = l.up.forward(&xn, n);
         gate.iter_mut()
             .zip(&up)
             .for_each(|(g, u)| *g = ops::silu(*g) * u);
+        if let Some(o) = observer {
+            o.observe(&[&l.down.name], &gate, n);
+        }
         let down = l.down.forward(&gate, n);
         x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
     }

@@ -19,6 +19,7 @@
 //! is the reference any GPU path will be tested against).
 
 pub mod bert;
+pub mod calibrate;
 pub mod config;
 pub mod eval;
 pub mod files;

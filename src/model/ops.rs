@@ -11,6 +11,8 @@ use crate::linalg;
 
 /// A linear layer's weights.
 pub struct Linear {
+    /// The weight's name in the checkpoint (what activation statistics are keyed by).
+    pub name: String,
     pub out_dim: usize,
     pub in_dim: usize,
     /// `out_dim x in_dim`, row-major.
@@ -284,6 +286,7 @@ mod tests {
         let (out_dim, in_dim) = (37, 29);
         let weight: Vec<f32> = (0..out_dim * in_dim).map(|_| rng.normal() as f32).collect();
         let lin = Linear {
+            name: "test.weight".into(),
             out_dim,
             in_dim,
             weight,

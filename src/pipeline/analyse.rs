@@ -7,7 +7,7 @@ use crate::checkpoint::{Checkpoint, InputTensor};
 use crate::codec::vectors::{self, VectorMeasure};
 use crate::codec::{self, lossless, CodecParams, Method, Shape2};
 use crate::container;
-use crate::distortion::{self, squared_error, Distortion};
+use crate::distortion::{self, squared_error, Distortion, OutputWeights};
 use crate::dtype::{self, DType};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -47,7 +47,8 @@ pub struct MeasuredOption {
 impl MeasuredOption {
     /// The option `codec` of a tensor whose values are `values` (sum of squares `norm_sq`, element
     /// type `dtype`), measured from its encoding: the error after conversion back to the dtype,
-    /// and with `vector` (a vector dataset's option) the recall the distortion is in.
+    /// and with `vector` (a vector dataset's option) the recall the distortion is in, or with
+    /// `output` (a calibrated linear weight) the relative output error.
     pub fn measure(
         codec: CodecParams,
         encoded: &codec::Encoded,
@@ -55,16 +56,25 @@ impl MeasuredOption {
         dtype: DType,
         norm_sq: f64,
         vector: Option<VectorMeasure>,
+        output: Option<&OutputWeights>,
     ) -> MeasuredOption {
         let sq_error = squared_error(values, &encoded.reconstruction, dtype);
         let recall = vector.as_ref().and_then(|v| v.recall_at_10);
+        let relative_mse = distortion::relative_mse(sq_error, norm_sq);
+        let distortion = match (output, recall) {
+            (Some(w), None) => Distortion::OutputError {
+                output_error: w.relative_error(values, &encoded.reconstruction, dtype),
+                relative_mse,
+            },
+            _ => Distortion::new(relative_mse, recall),
+        };
         MeasuredOption {
             codec,
             coded_bytes: encoded.bytes.len() as u64,
             side_bytes: encoded.side_bytes as u64,
             crc32: container::crc32(&encoded.bytes),
             sq_error,
-            distortion: Distortion::new(distortion::relative_mse(sq_error, norm_sq), recall),
+            distortion,
             vector,
         }
     }
@@ -93,6 +103,9 @@ pub struct TensorAnalysis {
     pub spectrum: Option<Vec<f32>>,
     /// Present when the tensor was coded as a vector dataset.
     pub vectors: Option<VectorStats>,
+    /// With activation statistics for this weight: the mean input energy `mean_j d_j` of its
+    /// columns (its options' distortion is then the relative output error).
+    pub input_energy: Option<f64>,
 }
 
 impl TensorAnalysis {
@@ -116,6 +129,7 @@ impl TensorAnalysis {
             restriction: String::new(),
             spectrum: None,
             vectors: None,
+            input_energy: None,
         })
     }
 }
@@ -190,6 +204,15 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         None => None,
     };
     let importance = importance.as_deref();
+    let columns = match (&opts.activations, vector_path) {
+        (Some(stats), false) => stats.columns_for(&t.name, &t.shape),
+        _ => None,
+    };
+    let output = columns.map(|c| OutputWeights::new(&values, c));
+    if let Some(c) = columns {
+        analysis.input_energy =
+            Some(c.iter().map(|&d| d as f64).sum::<f64>() / c.len().max(1) as f64);
+    }
     if vector_path {
         let queries =
             analyse_vectors(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
@@ -206,6 +229,7 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
                 seed,
                 importance,
                 Some(&queries),
+                None,
                 &mut analysis,
             )
             .await?;
@@ -220,6 +244,7 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
             seed,
             importance,
             None,
+            output.as_ref(),
             &mut analysis,
         )
         .await?;
@@ -345,6 +370,7 @@ async fn analyse_vectors(
             dtype,
             analysis.norm_sq,
             Some(option.measure),
+            None,
         ));
     }
     if analysis.candidates.len() == before && opts.method.is_some() {
@@ -361,7 +387,8 @@ async fn analyse_vectors(
 
 /// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor;
 /// `importance`: the tensor's row importances from an importance file, if any; with `queries` (a
-/// vector dataset), each option's recall@10 is measured too.
+/// vector dataset), each option's recall@10 is measured too; with `output` (a calibrated linear
+/// weight), each option's relative output error is its distortion.
 #[allow(clippy::too_many_arguments)]
 async fn analyse_matrix(
     backend: &Backend,
@@ -372,6 +399,7 @@ async fn analyse_matrix(
     seed: u64,
     importance: Option<&[f64]>,
     queries: Option<&vectors::RecallQueries>,
+    output: Option<&OutputWeights<'_>>,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
     let codec::MatrixCandidates {
@@ -399,7 +427,7 @@ async fn analyse_matrix(
             bits_per_dimension: Vec::new(),
         });
         Ok(MeasuredOption::measure(
-            codec, &encoded, values, dtype, norm_sq, vector,
+            codec, &encoded, values, dtype, norm_sq, vector, output,
         ))
     };
     for p in params {

@@ -127,6 +127,9 @@ pub struct CompressOptions {
     /// The model's small files (config, tokenizer), stored verbatim beside the weights so the
     /// `.lowbit` is a runnable model; outside the bit budget, which is the weights'.
     pub model_files: crate::model::ModelFiles,
+    /// Input statistics of the model's linear weights from a calibration run: where present, a
+    /// weight's options are judged by their relative output error (docs/CALIBRATION.md).
+    pub activations: Option<crate::model::calibrate::ActivationStats>,
 }
 
 impl CompressOptions {
@@ -141,6 +144,7 @@ impl CompressOptions {
             allocator: Allocator::default(),
             importance: None,
             model_files: crate::model::ModelFiles::new(),
+            activations: None,
         }
     }
 

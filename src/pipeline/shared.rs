@@ -480,6 +480,7 @@ impl SetMembers<'_> {
             self.tensors[m].dtype,
             self.analyses[self.members[m]].norm_sq,
             None,
+            None,
         )
     }
 

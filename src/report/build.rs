@@ -23,6 +23,7 @@ pub fn build_report(
 ) -> Report {
     let ckpt = &plan.checkpoint;
     let params = ckpt.parameters();
+    let calibration = calibration_summary(plan, opts);
     let model_files = container::model_files_bytes(&plan.manifest);
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
     let (mut payload, mut side, mut padding) = (0u64, 0u64, 0u64);
@@ -115,10 +116,7 @@ pub fn build_report(
             rel_mse_2d: ratio_of(twod_err, twod_norm),
             written,
         },
-        distortion_measure:
-            "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
-                             tensor counting the same whatever its size"
-                .into(),
+        distortion_measure: distortion_measure(calibration.as_ref()),
         tensors,
         rd_curve,
         spectra,
@@ -129,6 +127,7 @@ pub fn build_report(
             .collect(),
         backend: plan.backend.clone(),
         downstream: None,
+        calibration,
     }
 }
 
@@ -195,6 +194,43 @@ fn tensor_report(
                 chosen: i == ci,
             })
             .collect(),
+        input_energy: a.input_energy,
+        output_error: match c.distortion {
+            crate::distortion::Distortion::OutputError { output_error, .. } => Some(output_error),
+            _ => None,
+        },
+    }
+}
+
+/// Where a calibrated run's statistics came from (`None` without calibration).
+fn calibration_summary(plan: &Plan, opts: &CompressOptions) -> Option<super::CalibrationSummary> {
+    opts.activations
+        .as_ref()
+        .map(|s| super::CalibrationSummary {
+            source: s.source.clone(),
+            tokens: s.tokens,
+            weights: plan
+                .analyses
+                .iter()
+                .filter(|a| a.input_energy.is_some())
+                .count(),
+        })
+}
+
+/// What the allocator minimised, in words.
+fn distortion_measure(calibration: Option<&super::CalibrationSummary>) -> String {
+    match calibration {
+        None => "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
+                     tensor counting the same whatever its size"
+            .into(),
+        Some(c) => format!(
+            "sum over tensors of the relative output error sum_ij d_j (W_ij - W^_ij)^2 / \
+                 sum_ij d_j W_ij^2, d_j = E[x_j^2] the mean square of input channel j on the \
+                 calibration text ({}, {} tokens), for the {} weights with statistics; the \
+                 relative squared error ||W - W^||^2 / ||W||^2 for the others; every tensor \
+                 counting the same whatever its size",
+            c.source, c.tokens, c.weights
+        ),
     }
 }
 

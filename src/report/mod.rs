@@ -47,6 +47,10 @@ pub struct Report {
     /// architecture is one the runtime knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downstream: Option<crate::model::eval::Downstream>,
+    /// Present when the run was calibrated (`--calibrate`, or the built-in text for a model
+    /// folder): where the statistics came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSummary>,
 }
 
 /// What the report shows about a vector dataset (one tensor whose rows are the vectors).
@@ -176,6 +180,24 @@ pub struct TensorReport {
     pub why: Why,
     /// Every option measured for this tensor.
     pub options: Vec<OptionReport>,
+    /// With calibration (docs/CALIBRATION.md), for a weight with activation statistics: the mean
+    /// input energy of its columns, `mean_j E[x_j^2]` ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_energy: Option<f64>,
+    /// ... and the chosen option's relative output error, what the allocator minimised for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<f64>,
+}
+
+/// Where the activation statistics of a calibrated run came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibrationSummary {
+    /// The calibration text's name ("built-in text" for the default one).
+    pub source: String,
+    /// Tokens the original model ran over.
+    pub tokens: usize,
+    /// Weights with statistics (their distortion is the relative output error).
+    pub weights: usize,
 }
 
 /// Why a tensor got its option, computed from the options the allocator had (see [`explain`]).

@@ -12,6 +12,7 @@
 
 mod architecture;
 mod backend;
+mod calibration;
 mod cli;
 mod common;
 mod container_hostile;
