@@ -364,16 +364,20 @@ function showLowbitActions(file) {
 
 async function measure() {
   const o = options();
+  const file = state.file;
   running('Measuring every tensor\'s options');
   setPhase('measuring');
   try {
     const plan = await call('analyse', { options: o }, onProgress);
+    // Another file opened meanwhile: this measurement is of the old one.
+    if (state.file !== file) return;
     state.measuredKey = measureKey(o);
     showEstimate(plan);
   } catch (e) {
+    if (state.file !== file) return;
     if (e.message !== 'cancelled') showError(`${state.file.name}: ${e.message}`);
   } finally {
-    if (document.body.dataset.phase !== 'cancelling') idle();
+    if (state.file === file && document.body.dataset.phase !== 'cancelling') idle();
   }
 }
 
@@ -390,6 +394,9 @@ function settingsChanged() {
   if (!state.opened || state.opened.kind !== 'checkpoint') return;
   setPhase('estimating');
   const runsBefore = runs;
+  const file = state.file;
+  // An estimate that comes back after a run started or another file was opened is stale.
+  const current = () => runs === runsBefore && state.file === file;
   estimateTimer = setTimeout(async () => {
     const o = options();
     if (measureKey(o) !== state.measuredKey) {
@@ -398,13 +405,14 @@ function settingsChanged() {
     }
     try {
       const plan = await call('estimate', { options: o });
-      if (runs === runsBefore) {
+      if (current()) {
         showEstimate(plan);
         clearError();
       }
     } catch (e) {
+      if (!current()) return;
       $('estimate').textContent = e.message;
-      if (runs === runsBefore) setPhase('estimated');
+      setPhase('estimated');
     }
   }, 150);
 }
