@@ -90,6 +90,11 @@ impl DType {
     /// The float types the vector coders take: those above plus F64 (coded as f32 values and
     /// restored as F64, so a vector dataset in double precision keeps its file type).
     pub fn is_vector_compressible(self) -> bool {
+        self.is_float()
+    }
+
+    /// Every floating-point type ([`to_f32`] converts each of them; the model runtime loads them).
+    pub fn is_float(self) -> bool {
         self.is_lossy_compressible() || self == DType::F64
     }
 }

@@ -2,7 +2,7 @@
 //! so a model is built straight from a safetensors file or from a decoded `.lowbit`
 //! (`pipeline::read::ContainerWeights`) without writing a restored file.
 
-use crate::dtype::{self, DType};
+use crate::dtype;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{self, Header};
 
@@ -41,10 +41,7 @@ impl WeightSource for SafetensorsWeights<'_> {
             .position(name)
             .ok_or_else(|| Error::invalid("no such tensor").in_tensor(name))?;
         let entry = &self.header.tensors[i];
-        if !matches!(
-            entry.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64
-        ) {
+        if !entry.dtype.is_float() {
             return Err(Error::unsupported(format!(
                 "a {} tensor where the model needs floating-point weights",
                 entry.dtype

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::container::{self, Container, FileRecord, TensorRecord};
-use crate::dtype::{self, DType};
+use crate::dtype;
 use crate::error::{Error, Result};
 use crate::model::{ModelFiles, WeightSource};
 
@@ -80,10 +80,7 @@ impl WeightSource for ContainerWeights<'_> {
         let (record, i) = self
             .record(name)
             .ok_or_else(|| Error::invalid("no such tensor").in_tensor(name))?;
-        if !matches!(
-            record.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64
-        ) {
+        if !record.dtype.is_float() {
             return Err(Error::unsupported(format!(
                 "a {} tensor where the model needs floating-point weights",
                 record.dtype
