@@ -1,15 +1,19 @@
 //! Calibration measurements on a real model folder (docs/CALIBRATION.md): analyses the checkpoint
-//! once with activation statistics, then allocates, writes and judges several variants from that
-//! one analysis: the uncalibrated choice (relative weight error), the calibrated one (relative
-//! output error), and the calibrated one with the output layer's error weighted more.
+//! once, then allocates, writes and judges several variants from that one analysis: the
+//! uncalibrated choice (relative weight error), the sensitivity-weighed one (measured on the
+//! calibration text), the calibrated output error (activation statistics), and the output
+//! layer's weight error weighted by hand.
 //!
-//! cargo run --release --example calibration_lab -- DIR CALIB_TEXT JUDGE_TEXT OUT_DIR BPW[,BPW..] [HEAD_WEIGHTS]
+//! cargo run --release --example calibration_lab -- DIR CALIB_TEXT JUDGE_TEXT OUT_DIR BPW[,BPW..] [VARIANTS]
+//!
+//! VARIANTS (comma-separated): plain | sens | calib | rel:W | sum:W (default: plain,sens)
 use std::time::Instant;
 
 use lowbit::backend::{self, Backend};
 use lowbit::distortion::Distortion;
 use lowbit::model::calibrate::{collect, CalibrationOptions};
 use lowbit::model::eval::{compare, EvalOptions};
+use lowbit::model::sensitivity::{measure, SensitivityOptions};
 use lowbit::model::ModelFiles;
 use lowbit::{CompressOptions, NoProgress, Target};
 
@@ -23,7 +27,7 @@ fn main() -> lowbit::Result<()> {
     let variants: Vec<String> = args
         .get(5)
         .map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|| vec!["plain".into(), "calib".into()]);
+        .unwrap_or_else(|| vec!["plain".into(), "sens".into()]);
     std::fs::create_dir_all(out).unwrap();
     let mut files = ModelFiles::new();
     for name in lowbit::model::files::MODEL_FILE_NAMES {
@@ -33,7 +37,24 @@ fn main() -> lowbit::Result<()> {
     }
     let ckpt = std::fs::read(dir.join("model.safetensors")).unwrap();
     let t = Instant::now();
-    let original = lowbit::api::load_model(&ckpt, "model.safetensors", &files)?;
+    let mut original = lowbit::api::load_model(&ckpt, "model.safetensors", &files)?;
+    let sensitivity = measure(
+        &mut original,
+        &calib,
+        &SensitivityOptions::default(),
+        &args[1],
+    )?;
+    eprintln!(
+        "sensitivity: {} matrices, {:.1} s",
+        sensitivity.tensors.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let mut ranked: Vec<(&String, &f64)> = sensitivity.tensors.iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (name, s) in ranked.iter().take(12) {
+        eprintln!("  {s:12.4} {name}");
+    }
+    let t = Instant::now();
     let stats = collect(&original, &calib, &CalibrationOptions::default(), &args[1])?;
     eprintln!(
         "calibration: {} tokens, {} weights, {:.1} s",
@@ -75,6 +96,11 @@ fn main() -> lowbit::Result<()> {
             for (t, an) in a.checkpoint.tensors.iter().zip(a.analyses.iter_mut()) {
                 let is_head = Some(t.name.as_str()) == head;
                 for c in an.candidates.iter_mut() {
+                    if kind == "sens" {
+                        c.distortion = Distortion::RelativeMse(c.distortion.relative_mse())
+                            .weighed(sensitivity.for_tensor(&t.name));
+                        continue;
+                    }
                     if let Distortion::OutputError {
                         output_error,
                         relative_mse,

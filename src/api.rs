@@ -17,6 +17,7 @@ use crate::io::safetensors;
 use crate::model::calibrate::{ActivationStats, CalibrationOptions};
 use crate::model::eval::{self, EncoderEval};
 use crate::model::sample::Sampler;
+use crate::model::sensitivity::{Sensitivity, SensitivityOptions};
 use crate::model::weights::SafetensorsWeights;
 use crate::model::{Model, ModelFiles};
 use crate::pipeline::{
@@ -175,26 +176,34 @@ impl Output for Vec<u8> {
     }
 }
 
+/// What a compression knows about the model a checkpoint holds, besides its weights.
+#[derive(Clone, Debug, Default)]
+pub struct ModelInputs {
+    /// The model's config and tokenizer files, stored in the `.lowbit`.
+    pub files: ModelFiles,
+    /// The statistics of a calibration run ([`calibrate`]), if any.
+    pub activations: Option<ActivationStats>,
+    /// The measured sensitivity of its weights ([`measure_sensitivity`]), if any.
+    pub sensitivity: Option<Sensitivity>,
+}
+
 /// Compresses any input lowbit takes: the kind is detected here (a sequence file is coded
 /// losslessly as a whole; a checkpoint, npy array or vector dataset through the pipeline), the
 /// settings are checked against it, and a run whose GPU failed while writing is started again on
-/// the CPU. `importance`: a parsed importance file (`--importance`), if any; `model_files`: the
-/// model's config and tokenizer files, stored in the `.lowbit` (checkpoints only);
-/// `activations`: the statistics of a calibration run ([`calibrate`]), if any.
-#[allow(clippy::too_many_arguments)]
+/// the CPU. `importance`: a parsed importance file (`--importance`), if any; `model`: what is
+/// known about the model (checkpoints only).
 pub fn compress_input<S: Source + ?Sized>(
     file: &S,
     file_name: &str,
     settings: &Settings,
     importance: Option<ImportanceMap>,
-    model_files: ModelFiles,
-    activations: Option<ActivationStats>,
+    model: ModelInputs,
     progress: &mut dyn Progress,
     out: &mut dyn Output,
 ) -> Result<Compressed> {
     if let InputKind::Sequence(kind) = kind_to_compress(file, file_name)? {
         settings.check_lossless(kind, importance.is_some())?;
-        if activations.is_some() {
+        if model.activations.is_some() || model.sensitivity.is_some() {
             return Err(Error::option(
                 "--calibrate does not apply to a sequence file: it is compressed losslessly",
             ));
@@ -212,8 +221,9 @@ pub fn compress_input<S: Source + ?Sized>(
     }
     let mut opts = settings.options()?;
     opts.importance = importance;
-    opts.model_files = model_files;
-    opts.activations = activations;
+    opts.model_files = model.files;
+    opts.activations = model.activations;
+    opts.sensitivity = model.sensitivity;
     let (mut report, gpu_failure) = retry_on_cpu(&opts, |opts| {
         let mut report = None;
         out.attempt(&mut |w| {
@@ -326,6 +336,23 @@ pub fn calibrate(
 ) -> Result<ActivationStats> {
     let model = load_model(file, file_name, model_files)?;
     crate::model::calibrate::collect(&model, text, options, source).map_err(|e| e.in_file(source))
+}
+
+/// Runs the model of checkpoint `file` (with its `model_files`) over `text`, once per weight
+/// matrix with that matrix perturbed, and returns each matrix's sensitivity, for
+/// [`compress_input`]'s `model.sensitivity` (docs/CALIBRATION.md). `source` names the text in
+/// the report.
+pub fn measure_sensitivity(
+    file: &[u8],
+    file_name: &str,
+    model_files: &ModelFiles,
+    text: &str,
+    source: &str,
+    options: &SensitivityOptions,
+) -> Result<Sensitivity> {
+    let mut model = load_model(file, file_name, model_files)?;
+    crate::model::sensitivity::measure(&mut model, text, options, source)
+        .map_err(|e| e.in_file(source))
 }
 
 /// The model files a `.lowbit` stores (none for other files or older `.lowbit`s).

@@ -125,6 +125,10 @@ pub enum Distortion {
         output_error: f64,
         relative_mse: f64,
     },
+    /// A weight of a model whose sensitivity was measured (`model::sensitivity`): the predicted
+    /// change of the model's output, `sensitivity * relative_mse` (KL divergence for a decoder,
+    /// `1 - cosine` of the embeddings for an encoder), and the relative MSE.
+    ModelLoss { sensitivity: f64, relative_mse: f64 },
 }
 
 impl Distortion {
@@ -146,10 +150,28 @@ impl Distortion {
         match self {
             Distortion::RelativeMse(relative_mse) => relative_mse,
             Distortion::OutputError { output_error, .. } => output_error,
+            Distortion::ModelLoss {
+                sensitivity,
+                relative_mse,
+            } => sensitivity * relative_mse,
             Distortion::Recall {
                 recall_at_10,
                 relative_mse,
             } => (1.0 - recall_at_10) + 1e-6 * relative_mse,
+        }
+    }
+
+    /// This distortion weighed by a measured sensitivity: a relative MSE becomes the predicted
+    /// output change [`Distortion::ModelLoss`]; the other measures stay as they are (a vector
+    /// dataset's recall is its own judge, and a calibrated output error is not in the unit the
+    /// sensitivity was measured in).
+    pub fn weighed(self, sensitivity: f64) -> Distortion {
+        match self {
+            Distortion::RelativeMse(relative_mse) => Distortion::ModelLoss {
+                sensitivity,
+                relative_mse,
+            },
+            other => other,
         }
     }
 
@@ -158,7 +180,8 @@ impl Distortion {
         match self {
             Distortion::RelativeMse(relative_mse)
             | Distortion::Recall { relative_mse, .. }
-            | Distortion::OutputError { relative_mse, .. } => relative_mse,
+            | Distortion::OutputError { relative_mse, .. }
+            | Distortion::ModelLoss { relative_mse, .. } => relative_mse,
         }
     }
 }

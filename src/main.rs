@@ -14,9 +14,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::api::{Compressed, Output};
-use lowbit::model::calibrate::{ActivationStats, CalibrationOptions};
+use lowbit::model::eval::BUILTIN_TEXT;
 use lowbit::model::eval::{Downstream, EvalOptions};
 use lowbit::model::sample::Sampler;
+use lowbit::model::sensitivity::{OutputChange, Sensitivity, SensitivityOptions};
 use lowbit::model::{Model, ModelFiles};
 use lowbit::sequence::SequenceReport;
 use lowbit::{CompressOptions, Inspection, Progress, Report, Target};
@@ -190,6 +191,8 @@ impl Settings {
             allocator: self.allocator.clone(),
             seed: self.seed,
             backend: self.backend.parse()?,
+            // `compress` measures it itself (CalibrateArgs) and passes it in.
+            sensitivity: true,
         })
     }
 
@@ -562,40 +565,76 @@ fn show(report: &Report, quiet: bool, json: bool) {
     }
 }
 
-/// Calibration (docs/CALIBRATION.md): the original model is run over a text and each linear
-/// weight's options are judged by the error they cause in its output.
+/// Sensitivity (docs/CALIBRATION.md): before compressing a model lowbit recognises (config.json
+/// and its tokenizer beside the checkpoint), the original model is run over a text with each weight
+/// matrix perturbed in turn, and each tensor's error is weighed by how far it moves the output.
 #[derive(clap::Args)]
 struct CalibrateArgs {
-    /// Run the original model over this text first (config.json and the tokenizer beside the
-    /// checkpoint) and judge each linear weight by its relative output error (experimental:
-    /// docs/CALIBRATION.md has what it measured).
+    /// The text to run the model over (default: a built-in English paragraph).
     #[arg(long, value_name = "FILE")]
     calibrate: Option<PathBuf>,
-    /// Decoders: how many tokens of the calibration text to run (windows of 256).
-    #[arg(long, value_name = "N", default_value_t = CalibrationOptions::default().tokens)]
+    /// Decoders: how many tokens of that text to run.
+    #[arg(long, value_name = "N", default_value_t = SensitivityOptions::default().tokens)]
     calibrate_tokens: usize,
+    /// Judge every tensor by its relative weight error alone, without running the model.
+    #[arg(long, conflicts_with = "calibrate")]
+    no_sensitivity: bool,
 }
 
 impl CalibrateArgs {
-    /// The statistics this run compresses with, if any.
-    fn statistics(
+    /// The sensitivity this run compresses with, if any.
+    fn sensitivity(
         &self,
         bytes: &[u8],
         name: &str,
         files: &ModelFiles,
-    ) -> Result<Option<ActivationStats>> {
-        let Some(path) = &self.calibrate else {
+        quiet: bool,
+    ) -> Result<Option<Sensitivity>> {
+        if self.no_sensitivity {
             return Ok(None);
-        };
-        let options = CalibrationOptions {
+        }
+        if files.get("config.json").is_none() {
+            if self.calibrate.is_some() {
+                anyhow::bail!(
+                    "--calibrate needs the model's config.json and tokenizer beside the checkpoint"
+                );
+            }
+            return Ok(None);
+        }
+        let options = SensitivityOptions {
             tokens: self.calibrate_tokens,
-            ..CalibrationOptions::default()
+            ..SensitivityOptions::default()
         };
-        let text = read_text(path)?;
-        let stats =
-            lowbit::api::calibrate(bytes, name, files, &text, &display_name(path), &options)
-                .context("--calibrate: the model could not be run")?;
-        Ok(Some(stats))
+        let (text, source) = match &self.calibrate {
+            Some(path) => (read_text(path)?, display_name(path)),
+            None => (BUILTIN_TEXT.to_string(), "built-in text".to_string()),
+        };
+        let start = std::time::Instant::now();
+        match lowbit::api::measure_sensitivity(bytes, name, files, &text, &source, &options) {
+            Ok(s) => {
+                if !quiet {
+                    eprintln!(
+                        "sensitivity: {} weight matrices measured on {} {} of {} in {:.1} s",
+                        s.tensors.len(),
+                        s.units,
+                        match s.measure {
+                            OutputChange::KlDivergence => "tokens",
+                            OutputChange::OneMinusCosine => "sentences",
+                        },
+                        s.source,
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(Some(s))
+            }
+            Err(e) if self.calibrate.is_none() => {
+                eprintln!(
+                    "note: the model was not run ({e}); every tensor is judged by its weight error"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("--calibrate: the model could not be run")),
+        }
     }
 }
 
@@ -633,8 +672,10 @@ fn compress(
         false => ModelFiles::new(),
     };
     let eval_text = extras.eval_text.as_deref().map(read_text).transpose()?;
-    let activations = match is_checkpoint {
-        true => extras.calibrate.statistics(&bytes, &name, &model_files)?,
+    let sensitivity = match is_checkpoint {
+        true => extras
+            .calibrate
+            .sensitivity(&bytes, &name, &model_files, quiet || json)?,
         false if extras.calibrate.calibrate.is_some() => {
             anyhow::bail!(
                 "--calibrate needs a .safetensors checkpoint with its model files beside it"
@@ -648,8 +689,11 @@ fn compress(
         &name,
         &library_settings,
         importance,
-        model_files.clone(),
-        activations,
+        lowbit::api::ModelInputs {
+            files: model_files.clone(),
+            activations: None,
+            sensitivity,
+        },
         &mut bar,
         &mut AtomicFile(output),
     )?;

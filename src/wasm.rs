@@ -23,6 +23,7 @@ use crate::model::config::Architecture;
 use crate::model::eval::{EvalOptions, BUILTIN_TEXT};
 use crate::model::files::MODEL_FILE_NAMES;
 use crate::model::sample::Sampler;
+use crate::model::sensitivity::Sensitivity;
 use crate::model::{Model, ModelFiles};
 use crate::pipeline::{self, Analysed, CompressOptions, InputKind, Plan, Settings};
 use crate::progress::Progress;
@@ -192,16 +193,19 @@ fn page_settings(value: JsValue) -> Result<Settings> {
 }
 
 /// The options for `page` on `backend`, with the model files dropped beside the open checkpoint
-/// (stored in the `.lowbit`).
+/// (stored in the `.lowbit`) and the model's sensitivity when it was measured.
 fn options_for(page: &Settings, backend: BackendChoice) -> Result<CompressOptions> {
     let mut settings = page.clone();
     settings.backend = backend;
     let mut opts = settings.options()?;
-    opts.model_files = SESSION.with(|s| {
-        s.borrow()
-            .as_ref()
-            .map(|s| s.model_files.clone())
-            .unwrap_or_default()
+    SESSION.with(|s| {
+        if let Some(s) = s.borrow().as_ref() {
+            opts.model_files = s.model_files.clone();
+            // Measured by `analysed_for` before the analysis that uses it.
+            if page.sensitivity {
+                opts.sensitivity = s.sensitivity.clone().flatten();
+            }
+        }
     });
     Ok(opts)
 }
@@ -237,6 +241,9 @@ struct Session {
     analysed: Option<(String, Rc<Analysed>)>,
     /// The model files dropped with the file (and, for a `.lowbit`, those it stores).
     model_files: ModelFiles,
+    /// The model's measured sensitivity, once measured (`Some(None)`: the file is no model
+    /// lowbit runs).
+    sensitivity: Option<Option<Sensitivity>>,
 }
 
 impl Session {
@@ -403,6 +410,7 @@ pub fn open(
             kind,
             analysed: None,
             model_files: files,
+            sensitivity: None,
         })
     });
     // Models loaded for the file before are not this file's.
@@ -473,6 +481,9 @@ async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<A
         return Ok(a);
     }
     let (backend, choice, reason) = engine();
+    if page.sensitivity {
+        measure_sensitivity(progress)?;
+    }
     let opts = options_for(page, choice)?;
     let a = Rc::new(
         pipeline::analyse_on(&backend, &reason, file.as_ref(), &name, &opts, progress).await?,
@@ -482,6 +493,47 @@ async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<A
         Ok(())
     })?;
     Ok(a)
+}
+
+/// The open checkpoint's sensitivity (measured once per file, as the CLI does by default: on
+/// the built-in text), or `None` when the files dropped with it are not a model lowbit runs.
+fn measure_sensitivity(progress: &mut JsProgress) -> Result<Option<Sensitivity>> {
+    let (file, name, files, known) = session(|s| {
+        Ok((
+            s.file.clone(),
+            s.name.clone(),
+            s.model_files.clone(),
+            s.sensitivity.clone(),
+        ))
+    })?;
+    if let Some(known) = known {
+        return Ok(known);
+    }
+    let measured = match files.get("config.json") {
+        None => None,
+        Some(_) => {
+            progress.stage("running the model to measure each weight's sensitivity", 1);
+            let bytes = file.whole().map_err(|e| e.in_file(&name))?;
+            let options = crate::model::sensitivity::SensitivityOptions::default();
+            // A model the runtime does not know is judged by weight error, as in the CLI.
+            let s = crate::api::measure_sensitivity(
+                &bytes,
+                &name,
+                &files,
+                BUILTIN_TEXT,
+                "built-in text",
+                &options,
+            )
+            .ok();
+            progress.advance(1, &name);
+            s
+        }
+    };
+    session(|s| {
+        s.sensitivity = Some(measured.clone());
+        Ok(())
+    })?;
+    Ok(measured)
 }
 
 /// The plan for `page`, with the model files dropped beside the checkpoint stored in it (as

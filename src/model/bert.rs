@@ -36,9 +36,11 @@ pub struct Bert {
     pub config: BertConfig,
     pub pooling: Pooling,
     pub tokenizer: Tokenizer,
-    word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
+    /// The word, position and token-type embeddings (`rows x hidden`; as [`Linear`]s for their
+    /// names: they are never multiplied, only read by row).
+    word: Linear,
+    position: Linear,
+    token_type: Linear,
     emb_norm: Norm,
     layers: Vec<Layer>,
 }
@@ -88,13 +90,15 @@ impl Bert {
                 out_norm: norm(w, &format!("{p}.output.LayerNorm"), h)?,
             });
         }
-        let emb = |name: &str, rows: usize| {
-            load_shaped(
-                w,
-                PREFIXES,
-                &format!("embeddings.{name}.weight"),
-                &[rows, h],
-            )
+        let emb = |name: &str, rows: usize| -> Result<Linear> {
+            let weight_name = format!("embeddings.{name}.weight");
+            Ok(Linear {
+                weight: load_shaped(w, PREFIXES, &weight_name, &[rows, h])?,
+                name: resolve(w, PREFIXES, &weight_name).unwrap_or(weight_name),
+                out_dim: rows,
+                in_dim: h,
+                bias: None,
+            })
         };
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::invalid(format!(
@@ -167,9 +171,9 @@ impl Bert {
                 )));
             }
             let (w, p, t) = (
-                &self.word[id * h..(id + 1) * h],
-                &self.position[pos * h..(pos + 1) * h],
-                &self.token_type[..h],
+                &self.word.weight[id * h..(id + 1) * h],
+                &self.position.weight[pos * h..(pos + 1) * h],
+                &self.token_type.weight[..h],
             );
             x.extend((0..h).map(|j| w[j] + p[j] + t[j]));
         }
@@ -183,6 +187,25 @@ impl Bert {
             x = self.layer(layer, x, n, reborrow(&mut observer));
         }
         Ok(x)
+    }
+
+    /// Every weight matrix the model uses: the three embeddings and each layer's six linear
+    /// weights.
+    pub fn matrices_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = vec![&mut self.word, &mut self.position, &mut self.token_type];
+        for layer in self.layers.iter_mut() {
+            let Layer {
+                query,
+                key,
+                value,
+                attn_out,
+                intermediate,
+                output,
+                ..
+            } = layer;
+            out.extend([query, key, value, attn_out, intermediate, output]);
+        }
+        out
     }
 
     /// One sentence's embedding from its token ids.

@@ -171,6 +171,18 @@ pub fn compare_embeddings(before: &[Vec<f32>], after: &[Vec<f32>]) -> EncoderEva
     }
 }
 
+/// `KL(p_a || p_b)` in nats of the distributions with logits `a` and `b`, whose log-sum-exps
+/// are `za` and `zb` ([`ops::log_sum_exp`]).
+pub fn kl_divergence(a: &[f32], za: f64, b: &[f32], zb: f64) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            let la = x as f64 - za;
+            la.exp() * (la - (y as f64 - zb))
+        })
+        .sum()
+}
+
 /// Per scored position: cross-entropy under each model, KL, and whether the top tokens agree.
 struct Position {
     ce_a: f64,
@@ -210,14 +222,7 @@ fn compare_decoders(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result
             let (pa, pb) = (&la[t * vocab..][..vocab], &lb[t * vocab..][..vocab]);
             let (za, zb) = (ops::log_sum_exp(pa), ops::log_sum_exp(pb));
             let target = w[t + 1] as usize;
-            let kl = pa
-                .iter()
-                .zip(pb)
-                .map(|(&x, &y)| {
-                    let lpa = x as f64 - za;
-                    lpa.exp() * (lpa - (y as f64 - zb))
-                })
-                .sum::<f64>();
+            let kl = kl_divergence(pa, za, pb, zb);
             Position {
                 ce_a: za - pa[target] as f64,
                 ce_b: zb - pb[target] as f64,

@@ -156,7 +156,7 @@ impl Llama {
         mut observer: Option<&mut dyn Observer>,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (n, h) = (ids.len(), c.hidden_size);
+        let n = ids.len();
         if cache.len + n > c.max_positions {
             return Err(Error::invalid(format!(
                 "{} positions: this model takes at most {}",
@@ -164,16 +164,7 @@ impl Llama {
                 c.max_positions
             )));
         }
-        let mut x = Vec::with_capacity(n * h);
-        for &id in ids {
-            let id = id as usize;
-            if id >= c.vocab_size {
-                return Err(Error::invalid(format!(
-                    "token id {id} outside the vocabulary"
-                )));
-            }
-            x.extend_from_slice(&self.embed.weight[id * h..(id + 1) * h]);
-        }
+        let mut x = self.embed_ids(ids)?;
         for (l, layer) in self.layers.iter().enumerate() {
             self.layer(layer, &mut x, n, cache, l, reborrow(&mut observer));
         }
@@ -183,6 +174,85 @@ impl Llama {
             o.observe(&[&self.output().name], &states, n);
         }
         Ok(states)
+    }
+
+    /// The token embedding of each id (`ids.len() x hidden`), the input of the first layer.
+    fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let (h, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let mut x = Vec::with_capacity(ids.len() * h);
+        for &id in ids {
+            let id = id as usize;
+            if id >= vocab {
+                return Err(Error::invalid(format!(
+                    "token id {id} outside the vocabulary"
+                )));
+            }
+            x.extend_from_slice(&self.embed.weight[id * h..(id + 1) * h]);
+        }
+        Ok(x)
+    }
+
+    /// The input of every layer (`num_layers` rows of `ids.len() x hidden`) and the final-norm
+    /// states of a run of `ids` from an empty cache: what [`Llama::states_from`] starts from.
+    pub fn layer_inputs(&self, ids: &[u32]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+        let c = &self.config;
+        if ids.len() > c.max_positions {
+            return Err(Error::invalid(format!(
+                "{} positions: this model takes at most {}",
+                ids.len(),
+                c.max_positions
+            )));
+        }
+        let n = ids.len();
+        let mut cache = self.new_cache();
+        let mut x = self.embed_ids(ids)?;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            inputs.push(x.clone());
+            self.layer(layer, &mut x, n, &mut cache, l, None);
+        }
+        Ok((inputs, ops::rms_norm(&x, &self.norm, c.rms_norm_eps)))
+    }
+
+    /// The final-norm states of `n` positions from an empty cache, starting at layer `first`
+    /// with `x` as its input (one of [`Llama::layer_inputs`]): the layers before `first` are not
+    /// run again, which is what makes measuring one layer's weights cheap.
+    pub fn states_from(&self, first: usize, mut x: Vec<f32>, n: usize) -> Vec<f32> {
+        let mut cache = self.new_cache();
+        for (l, layer) in self.layers.iter().enumerate().skip(first) {
+            self.layer(layer, &mut x, n, &mut cache, l, None);
+        }
+        ops::rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    /// Every weight matrix the model uses, with where it acts: `Some(l)` inside layer `l`,
+    /// `None` for the token embedding (the input, and the output too when tied) and `lm_head`
+    /// (after the last layer; [`Llama::output_is`] tells the two apart).
+    pub fn matrices_mut(&mut self) -> Vec<(Option<usize>, &mut Linear)> {
+        let mut out: Vec<(Option<usize>, &mut Linear)> = vec![(None, &mut self.embed)];
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let Layer {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                ..
+            } = layer;
+            out.extend([q, k, v, o, gate, up, down].map(|m| (Some(l), m)));
+        }
+        if let Some(head) = self.lm_head.as_mut() {
+            out.push((None, head));
+        }
+        out
+    }
+
+    /// Whether `name` is a separate output projection (`lm_head`), used after the last layer
+    /// only.
+    pub fn output_is(&self, name: &str) -> bool {
+        self.lm_head.as_ref().is_some_and(|h| h.name == name)
     }
 
     /// The output projection: `lm_head`, or the token embedding when the two are tied.

@@ -26,6 +26,7 @@ pub mod files;
 pub mod llama;
 pub mod ops;
 pub mod sample;
+pub mod sensitivity;
 pub mod tokenizer;
 pub mod weights;
 

@@ -109,6 +109,14 @@ pub struct TensorAnalysis {
 }
 
 impl TensorAnalysis {
+    /// Weighs every option's distortion by the tensor's measured sensitivity (its relative MSE
+    /// becomes the predicted change of the model's output).
+    pub fn weigh(&mut self, sensitivity: f64) {
+        for c in &mut self.candidates {
+            c.distortion = c.distortion.weighed(sensitivity);
+        }
+    }
+
     /// The analysis of a tensor with only its exact option measured (what every tensor starts
     /// from: the lossless coding of its raw bytes).
     fn exact_only(raw: &[u8], dtype: DType) -> Result<TensorAnalysis> {
@@ -255,6 +263,9 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     }
     if let Some(OverrideRule::BitsPerWeight(bits)) = rule {
         keep_within(&mut analysis, t, bits);
+    }
+    if let Some(s) = &opts.sensitivity {
+        analysis.weigh(s.for_tensor(&t.name));
     }
     let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
     if !vector_path && opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {

@@ -130,6 +130,10 @@ pub struct CompressOptions {
     /// Input statistics of the model's linear weights from a calibration run: where present, a
     /// weight's options are judged by their relative output error (docs/CALIBRATION.md).
     pub activations: Option<crate::model::calibrate::ActivationStats>,
+    /// The measured sensitivity of the model's weights (`model::sensitivity`): where present, an
+    /// option's distortion is its predicted change of the model's output (its relative MSE times
+    /// the tensor's sensitivity) instead of its relative MSE alone.
+    pub sensitivity: Option<crate::model::sensitivity::Sensitivity>,
 }
 
 impl CompressOptions {
@@ -145,6 +149,7 @@ impl CompressOptions {
             importance: None,
             model_files: crate::model::ModelFiles::new(),
             activations: None,
+            sensitivity: None,
         }
     }
 
@@ -183,6 +188,10 @@ pub struct Settings {
     pub allocator: String,
     pub seed: u64,
     pub backend: BackendChoice,
+    /// Weigh each tensor's error by the model's measured sensitivity when the checkpoint comes
+    /// with the config and tokenizer of a model lowbit runs (`model::sensitivity`; the CLI's
+    /// `--no-sensitivity` turns it off).
+    pub sensitivity: bool,
 }
 
 impl Default for Settings {
@@ -195,6 +204,7 @@ impl Default for Settings {
             allocator: Allocator::DEFAULT.name().to_string(),
             seed: 0,
             backend: BackendChoice::Auto,
+            sensitivity: true,
         }
     }
 }
@@ -278,8 +288,8 @@ impl Settings {
     /// measurement for every position of its slider).
     pub fn analysis_key(&self) -> String {
         format!(
-            "{}|{:?}|{}|{:?}",
-            self.method, self.overrides, self.seed, self.backend
+            "{}|{:?}|{}|{:?}|{}",
+            self.method, self.overrides, self.seed, self.backend, self.sensitivity
         )
     }
 }

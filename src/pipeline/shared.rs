@@ -57,7 +57,7 @@ pub struct SetOption {
     pub member_candidates: Vec<MeasuredOption>,
     /// Every section the option writes, padding included.
     pub bytes: u64,
-    /// Sum of the members' relative squared errors.
+    /// Sum of the members' distortions ([`crate::distortion::Distortion::value`]).
     pub distortion: f64,
     /// The largest member relative (Frobenius) error.
     pub max_rel_error: f64,
@@ -377,6 +377,10 @@ fn set_options(
         .iter()
         .map(|t| Rng::for_stream(opts.seed, &t.name).next_u64())
         .collect();
+    let sensitivities = tensors
+        .iter()
+        .map(|t| opts.sensitivity.as_ref().map(|s| s.for_tensor(&t.name)))
+        .collect();
     let set = SetMembers {
         analyses,
         members,
@@ -384,6 +388,7 @@ fn set_options(
         shapes,
         values,
         seeds,
+        sensitivities,
         cols,
     };
 
@@ -461,6 +466,9 @@ struct SetMembers<'a> {
     values: Vec<Vec<f32>>,
     /// Each member's coding seed.
     seeds: Vec<u64>,
+    /// Each member's measured sensitivity, when the model's was measured (its options'
+    /// distortion is then weighed by it, as a tensor coded alone is).
+    sensitivities: Vec<Option<f64>>,
     /// The members' common column count.
     cols: usize,
 }
@@ -473,7 +481,7 @@ impl SetMembers<'_> {
         codec: CodecParams,
         encoded: &crate::codec::Encoded,
     ) -> MeasuredOption {
-        MeasuredOption::measure(
+        let mut option = MeasuredOption::measure(
             codec,
             encoded,
             &self.values[m],
@@ -481,7 +489,11 @@ impl SetMembers<'_> {
             self.analyses[self.members[m]].norm_sq,
             None,
             None,
-        )
+        );
+        if let Some(s) = self.sensitivities[m] {
+            option.distortion = option.distortion.weighed(s);
+        }
+        option
     }
 
     /// A set option: every member's candidate plus the shared bases, sized and measured.
@@ -505,7 +517,7 @@ impl SetMembers<'_> {
             rank,
             groups,
             bytes,
-            distortion: rels.iter().sum(),
+            distortion: candidates.iter().map(|c| c.distortion.value()).sum(),
             max_rel_error: rels.iter().fold(0.0f64, |a, &r| a.max(r.sqrt())),
             member_candidates: candidates,
         }
@@ -526,7 +538,7 @@ impl SetMembers<'_> {
                     .iter()
                     .map(|c| OptionPoint {
                         bytes: container::section_len(self.tensors[m].numel(), c.coded_bytes),
-                        distortion: c.distortion.relative_mse(),
+                        distortion: c.distortion.value(),
                     })
                     .collect();
                 crate::alloc::convex_hull(&points)
@@ -544,8 +556,8 @@ impl SetMembers<'_> {
                     container::section_len(self.tensors[m].numel(), a.candidates[i].coded_bytes)
                         as f64
                 };
-                let rel = |i: usize| a.candidates[i].distortion.relative_mse();
-                (rel(b) - rel(c)) / (bytes(c) - bytes(b)).max(1.0)
+                let d = |i: usize| a.candidates[i].distortion.value();
+                (d(b) - d(c)) / (bytes(c) - bytes(b)).max(1.0)
             };
             let Some(m) = (0..members.len())
                 .filter(|&m| at[m] + 1 < hulls[m].len())

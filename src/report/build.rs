@@ -5,11 +5,13 @@ use crate::alloc;
 use crate::checkpoint::InputTensor;
 use crate::codec::{vectors, CodecParams, Method};
 use crate::container;
+use crate::distortion::Distortion;
+use crate::model::sensitivity::OutputChange;
 use crate::pipeline::{CompressOptions, Plan, Target, TensorAnalysis};
 
 use super::{
-    BitAllocation, InputSummary, OptionReport, OutputSummary, RdPoint, Report, Spectrum,
-    TargetSummary, TensorReport, VectorOptionReport, VectorRdPoint, VectorReport,
+    BitAllocation, InputSummary, OptionReport, OutputSummary, RdPoint, Report, SensitivitySummary,
+    Spectrum, TargetSummary, TensorReport, VectorOptionReport, VectorRdPoint, VectorReport,
     REPORT_SCHEMA_VERSION,
 };
 
@@ -49,23 +51,7 @@ pub fn build_report(
         side += g.side_bytes;
         padding += g.section_len() - g.coded_bytes;
     }
-    let points = crate::pipeline::allocate::option_points(ckpt, &plan.analyses);
-    let lossy_tensors = plan
-        .analyses
-        .iter()
-        .filter(|a| {
-            a.candidates
-                .iter()
-                .any(|c| c.codec != CodecParams::Lossless)
-        })
-        .count();
-    let rd_curve = alloc::rd_curve(&points)
-        .into_iter()
-        .map(|p| RdPoint {
-            bits_per_weight: 8.0 * p.bytes as f64 / params.max(1) as f64,
-            rel_mse: p.distortion / lossy_tensors.max(1) as f64,
-        })
-        .collect();
+    let rd_curve = rd_curve(plan, opts);
     let spectra = ckpt
         .tensors
         .iter()
@@ -78,6 +64,7 @@ pub fn build_report(
         })
         .collect();
     let ratio_of = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let sensitivity = sensitivity_summary(opts, &tensors);
     Report {
         schema_version: REPORT_SCHEMA_VERSION,
         lowbit_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -116,7 +103,7 @@ pub fn build_report(
             rel_mse_2d: ratio_of(twod_err, twod_norm),
             written,
         },
-        distortion_measure: distortion_measure(calibration.as_ref()),
+        distortion_measure: distortion_measure(calibration.as_ref(), opts),
         tensors,
         rd_curve,
         spectra,
@@ -128,7 +115,51 @@ pub fn build_report(
         backend: plan.backend.clone(),
         downstream: None,
         calibration,
+        sensitivity,
     }
+}
+
+/// The allocator's whole-model curve (convex-hull breakpoints) in bits per weight.
+fn rd_curve(plan: &Plan, opts: &CompressOptions) -> Vec<RdPoint> {
+    let params = plan.checkpoint.parameters();
+    let points = crate::pipeline::allocate::option_points(&plan.checkpoint, &plan.analyses);
+    let lossy_tensors = plan
+        .analyses
+        .iter()
+        .filter(|a| {
+            a.candidates
+                .iter()
+                .any(|c| c.codec != CodecParams::Lossless)
+        })
+        .count();
+    // With sensitivity the distortions are predicted output changes, which add up to the
+    // whole model's; relative MSEs are shown as a mean per tensor.
+    let per = opts
+        .sensitivity
+        .as_ref()
+        .map_or(lossy_tensors.max(1), |_| 1) as f64;
+    alloc::rd_curve(&points)
+        .into_iter()
+        .map(|p| RdPoint {
+            bits_per_weight: 8.0 * p.bytes as f64 / params.max(1) as f64,
+            rel_mse: p.distortion / per,
+        })
+        .collect()
+}
+
+/// How the sensitivity was measured and the change it predicts for `tensors` (`None` without).
+fn sensitivity_summary(
+    opts: &CompressOptions,
+    tensors: &[TensorReport],
+) -> Option<SensitivitySummary> {
+    opts.sensitivity.as_ref().map(|s| SensitivitySummary {
+        source: s.source.clone(),
+        measure: s.measure.label().to_string(),
+        units: s.units,
+        delta: s.delta,
+        measured: s.tensors.len(),
+        predicted_change: tensors.iter().filter_map(|t| t.predicted_change).sum(),
+    })
 }
 
 /// One tensor's line of the report: its chosen option, every option measured, and why.
@@ -196,8 +227,13 @@ fn tensor_report(
             .collect(),
         input_energy: a.input_energy,
         output_error: match c.distortion {
-            crate::distortion::Distortion::OutputError { output_error, .. } => Some(output_error),
+            Distortion::OutputError { output_error, .. } => Some(output_error),
             _ => None,
+        },
+        sensitivity: opts.sensitivity.as_ref().map(|s| s.for_tensor(&t.name)),
+        predicted_change: match c.distortion {
+            Distortion::ModelLoss { .. } => Some(c.distortion.value()),
+            _ => opts.sensitivity.as_ref().map(|_| 0.0),
         },
     }
 }
@@ -218,7 +254,26 @@ fn calibration_summary(plan: &Plan, opts: &CompressOptions) -> Option<super::Cal
 }
 
 /// What the allocator minimised, in words.
-fn distortion_measure(calibration: Option<&super::CalibrationSummary>) -> String {
+fn distortion_measure(
+    calibration: Option<&super::CalibrationSummary>,
+    opts: &CompressOptions,
+) -> String {
+    if let Some(s) = &opts.sensitivity {
+        let (what, units) = match s.measure {
+            OutputChange::KlDivergence => (
+                "mean KL divergence of the next-token distributions",
+                "tokens",
+            ),
+            OutputChange::OneMinusCosine => ("mean 1 - cosine of the embeddings", "sentences"),
+        };
+        return format!(
+            "sum over tensors of sensitivity x relative squared error ||W - W^||^2 / ||W||^2: \
+             the predicted change of the model's output ({what}), each weight matrix's \
+             sensitivity measured by running the original model over {} {units} of {} with that \
+             matrix perturbed (relative MSE {}); other tensors take the largest sensitivity",
+            s.units, s.source, s.delta
+        );
+    }
     match calibration {
         None => "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
                      tensor counting the same whatever its size"

@@ -51,6 +51,29 @@ pub struct Report {
     /// folder): where the statistics came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationSummary>,
+    /// Present when the model's sensitivity was measured (a model lowbit runs): how, and the
+    /// output change the allocation predicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<SensitivitySummary>,
+}
+
+/// How a run's sensitivity was measured, and what it predicts for the file written.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensitivitySummary {
+    /// The text's name ("built-in text" for the default one).
+    pub source: String,
+    /// What the output change is in: "KL" (decoders, nats) or "1 - cos" (encoders).
+    pub measure: String,
+    /// Tokens (decoders) or sentences (encoders) the model ran over.
+    pub units: usize,
+    /// The perturbation's relative MSE.
+    pub delta: f64,
+    /// Weight matrices measured (the other tensors take the largest sensitivity).
+    pub measured: usize,
+    /// An estimate: the sum over tensors of sensitivity x relative MSE of the chosen options,
+    /// the first-order prediction of the whole model's output change (`lowbit eval` measures
+    /// the real one).
+    pub predicted_change: f64,
 }
 
 /// What the report shows about a vector dataset (one tensor whose rows are the vectors).
@@ -187,6 +210,13 @@ pub struct TensorReport {
     /// ... and the chosen option's relative output error, what the allocator minimised for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_error: Option<f64>,
+    /// With sensitivity: the model's output change per unit of this tensor's relative MSE ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f64>,
+    /// ... and the chosen option's predicted output change (sensitivity x relative MSE, an
+    /// estimate), what the allocator minimised for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_change: Option<f64>,
 }
 
 /// Where the activation statistics of a calibrated run came from.
@@ -459,7 +489,8 @@ pub struct OptionReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct RdPoint {
     pub bits_per_weight: f64,
-    /// The allocator's distortion, as relative MSE over the lossily coded parameters.
+    /// The allocator's distortion: the mean relative MSE over the tensors with a lossy option,
+    /// or with sensitivity the predicted output change of the whole model (an estimate).
     pub rel_mse: f64,
 }
 
@@ -584,7 +615,18 @@ impl Report {
             ),
             ("distortion measure", self.distortion_measure.clone()),
             ("backend", self.backend_text()),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.sensitivity.as_ref().map(|s| {
+            (
+                "predicted output change",
+                format!(
+                    "{:.4} {} (estimate: sum of sensitivity x relative MSE; `lowbit eval` \
+                     measures the real change)",
+                    s.predicted_change, s.measure
+                ),
+            )
+        })) {
             html.push_str(&format!(
                 "<tr><th>{}</th><td>{}</td></tr>\n",
                 esc(k),
@@ -722,7 +764,7 @@ impl Report {
             mark: svg::Mark::Line,
         }];
         // The chosen point on the curve's own axes: sections only, mean relative MSE over the
-        // tensors that had a lossy option.
+        // tensors that had a lossy option (or the predicted output change).
         let codable: Vec<&TensorReport> = self
             .tensors
             .iter()
@@ -730,8 +772,10 @@ impl Report {
             .collect();
         if !codable.is_empty() {
             let section_bits: u64 = self.tensors.iter().map(|t| 8 * t.section_bytes).sum();
-            let mean_rel_mse =
-                codable.iter().map(|t| t.rel_mse).sum::<f64>() / codable.len() as f64;
+            let mean_rel_mse = match &self.sensitivity {
+                Some(s) => s.predicted_change,
+                None => codable.iter().map(|t| t.rel_mse).sum::<f64>() / codable.len() as f64,
+            };
             series.push(svg::Series {
                 name: "chosen".into(),
                 points: vec![(
@@ -741,17 +785,19 @@ impl Report {
                 mark: svg::Mark::Points,
             });
         }
+        let y = match &self.sensitivity {
+            Some(s) => format!("predicted output change ({}, estimate)", s.measure),
+            None => "mean relative MSE per tensor".to_string(),
+        };
         svg::Chart {
-            title:
-                "Rate-distortion: mean relative MSE per tensor vs bits per weight (sections only)"
-                    .into(),
+            title: format!("Rate-distortion: {y} vs bits per weight (sections only)"),
             x: svg::Axis {
                 label: "bits per weight".into(),
                 scale: svg::Scale::Linear,
                 range: None,
             },
             y: svg::Axis {
-                label: "mean relative MSE per tensor".into(),
+                label: y,
                 scale: svg::Scale::Log10,
                 range: None,
             },

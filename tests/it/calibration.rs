@@ -111,3 +111,197 @@ fn without_statistics_for_a_tensor_nothing_changes() {
     let json = report.to_json();
     assert!(!json.contains("input_energy") && !json.contains("\"calibration\""));
 }
+
+// Sensitivity (model::sensitivity): each weight matrix's output change per unit of relative MSE,
+// measured by running the model; the allocator then minimises the predicted output change.
+
+mod sensitivity {
+    use std::path::{Path, PathBuf};
+
+    use lowbit::api::load_model;
+    use lowbit::model::eval::{self, Downstream, EvalOptions, BUILTIN_TEXT};
+    use lowbit::model::sensitivity::{measure, OutputChange, Sensitivity, SensitivityOptions};
+    use lowbit::model::Model;
+    use lowbit::rng::Rng;
+    use lowbit::{CompressOptions, NoProgress, Target};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models")
+            .join(name)
+    }
+
+    fn checkpoint(name: &str) -> Vec<u8> {
+        std::fs::read(fixture(name).join("model.safetensors")).unwrap()
+    }
+
+    fn load(name: &str) -> Model {
+        let files = crate::model::model_files(&fixture(name));
+        load_model(&checkpoint(name), "model.safetensors", &files).unwrap()
+    }
+
+    fn sensitivity_of(name: &str) -> Sensitivity {
+        measure(
+            &mut load(name),
+            BUILTIN_TEXT,
+            &SensitivityOptions::default(),
+            "built-in text",
+        )
+        .unwrap()
+    }
+
+    /// Adds Gaussian noise of relative MSE `delta` to the matrices of `model` named in `names`.
+    fn perturb(model: &mut Model, names: &[&str], delta: f64) {
+        let Model::Decoder(m) = model else {
+            panic!("a decoder")
+        };
+        for (_, lin) in m.matrices_mut() {
+            if !names.contains(&lin.name.as_str()) {
+                continue;
+            }
+            let mut rng = Rng::new(5);
+            let norm: f64 = lin.weight.iter().map(|&v| (v as f64).powi(2)).sum();
+            let sigma = (delta * norm / lin.weight.len() as f64).sqrt();
+            lin.weight
+                .iter_mut()
+                .for_each(|w| *w += (sigma * rng.normal()) as f32);
+        }
+    }
+
+    fn kl(a: &Model, b: &Model) -> f64 {
+        match eval::compare(a, b, BUILTIN_TEXT, &EvalOptions::default()).unwrap() {
+            Downstream::Decoder(d) => d.kl_mean,
+            Downstream::Encoder(_) => panic!("a decoder"),
+        }
+    }
+
+    #[test]
+    fn every_matrix_is_measured_and_the_model_is_put_back_exactly() {
+        for name in ["tiny-llama", "tiny-llama-tied", "tiny-bert"] {
+            let mut model = load(name);
+            let options = SensitivityOptions::default();
+            let s = measure(&mut model, BUILTIN_TEXT, &options, "t").unwrap();
+            // 2 layers of 7 matrices and the embedding (and lm_head when not tied); BERT: the
+            // three embeddings and 6 per layer.
+            let expected = match name {
+                "tiny-llama" => 16,
+                "tiny-llama-tied" => 15,
+                _ => 3 + 6 * 2,
+            };
+            assert_eq!(s.tensors.len(), expected, "{name}");
+            assert!(s.tensors.values().all(|v| v.is_finite() && *v >= 0.0));
+            assert!(s.tensors.values().any(|v| *v > 0.0));
+            assert_eq!(
+                s.measure,
+                match name {
+                    "tiny-bert" => OutputChange::OneMinusCosine,
+                    _ => OutputChange::KlDivergence,
+                }
+            );
+            // Deterministic, and the weights were restored bit for bit: measuring the changed
+            // model again gives the same figures, and it computes what a fresh load does.
+            let again = measure(&mut model, BUILTIN_TEXT, &options, "t").unwrap();
+            assert_eq!(s, again, "{name}");
+            if name != "tiny-bert" {
+                assert_eq!(kl(&model, &load(name)), 0.0, "{name}");
+            }
+            // A tensor the model does not multiply takes the largest sensitivity.
+            assert_eq!(s.for_tensor("model.norm.weight"), s.largest());
+        }
+    }
+
+    #[test]
+    fn the_sum_of_sensitivities_predicts_the_output_change() {
+        // Two matrices perturbed together: the change is close to the sum of what each one's
+        // sensitivity predicts (first order: changes quadratic in the error, errors independent).
+        let s = sensitivity_of("tiny-llama-tied");
+        let names = [
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.1.self_attn.v_proj.weight",
+        ];
+        let delta = 0.005;
+        let predicted: f64 = names.iter().map(|n| s.tensors[*n] * delta).sum();
+        let original = load("tiny-llama-tied");
+        let mut perturbed = load("tiny-llama-tied");
+        perturb(&mut perturbed, &names, delta);
+        let measured = kl(&original, &perturbed);
+        assert!(
+            measured > 0.0 && (predicted / measured - 1.0).abs() < 0.5,
+            "predicted {predicted:.3e}, measured {measured:.3e}"
+        );
+        // The embedding, also the output layer here, matters more than a middle matrix.
+        assert!(s.tensors["model.embed_tokens.weight"] > s.tensors[names[1]]);
+    }
+
+    fn compress(
+        name: &str,
+        sensitivity: Option<Sensitivity>,
+        bpw: f64,
+    ) -> (Vec<u8>, lowbit::Report) {
+        let mut opts = CompressOptions::new(Target::BitsPerWeight(bpw));
+        opts.backend = lowbit::BackendChoice::Cpu;
+        opts.sensitivity = sensitivity;
+        let mut out = Vec::new();
+        let report = lowbit::compress(
+            &checkpoint(name)[..],
+            "model.safetensors",
+            &opts,
+            &mut NoProgress,
+            &mut out,
+        )
+        .expect("compresses");
+        (out, report)
+    }
+
+    #[test]
+    fn weighing_by_sensitivity_lowers_the_output_change_at_the_same_budget() {
+        let name = "tiny-llama-tied";
+        let files = crate::model::model_files(&fixture(name));
+        let original = load(name);
+        let s = sensitivity_of(name);
+        // Not lower: this model's smallest file is 3.65 bpw (its exact tensors and header), and
+        // at 4 bpw the rest is coded so coarsely (KL ~2) that the first-order prediction fails
+        // (measured: 2.48 weighed vs 1.96 plain; 1.30 vs 2.20 at 5 bpw, 0.038 vs 0.151 at 8).
+        for bpw in [5.0, 6.0, 8.0] {
+            let (plain, _) = compress(name, None, bpw);
+            let (weighed, report) = compress(name, Some(s.clone()), bpw);
+            let budget = (bpw * report.input.parameters as f64 / 8.0) as usize;
+            assert!(plain.len() <= budget && weighed.len() <= budget);
+            let run = |bytes: &[u8]| load_model(bytes, "x.lowbit", &files).unwrap();
+            let (kl_plain, kl_weighed) =
+                (kl(&original, &run(&plain)), kl(&original, &run(&weighed)));
+            assert!(
+                kl_weighed < 0.8 * kl_plain,
+                "at {bpw} bpw: KL {kl_weighed:.4} weighed vs {kl_plain:.4} plain"
+            );
+            // The report says what was minimised and predicts the change (an estimate).
+            let summary = report
+                .sensitivity
+                .as_ref()
+                .expect("the sensitivity summary");
+            assert_eq!(summary.measure, "KL");
+            assert!(report.distortion_measure.contains("sensitivity"));
+            let per_tensor: f64 = report
+                .tensors
+                .iter()
+                .filter_map(|t| t.predicted_change)
+                .sum();
+            assert!((summary.predicted_change - per_tensor).abs() <= 1e-12 * per_tensor.max(1.0));
+            assert!(summary.predicted_change > 0.0);
+        }
+    }
+
+    #[test]
+    fn without_sensitivity_nothing_changes() {
+        let name = "tiny-llama-tied";
+        let (plain, report) = compress(name, None, 4.5);
+        let json = report.to_json();
+        assert!(!json.contains("predicted_change") && !json.contains("\"sensitivity\""));
+        // Every tensor equally sensitive (a power of two, so every product is exact): the same
+        // choices, byte for byte, as weighing by relative error alone.
+        let mut uniform = sensitivity_of(name);
+        uniform.tensors.values_mut().for_each(|v| *v = 2.0);
+        let (weighed, _) = compress(name, Some(uniform), 4.5);
+        assert_eq!(plain, weighed);
+    }
+}
