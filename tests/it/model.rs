@@ -473,3 +473,87 @@ fn lying_model_file_records_are_refused() {
         assert!(!d.join("../evil.json").exists());
     }
 }
+
+#[test]
+fn compress_weighs_a_model_by_its_sensitivity_unless_told_not_to() {
+    let dir = scratch_model("tiny-llama-tied");
+    let d = dir.path();
+    let compress = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "compress",
+            "model.safetensors",
+            "-o",
+            out,
+            "--bpw",
+            "6",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json_of(&lowbit(&args, d))
+    };
+    // By default (config.json and the tokenizer beside the checkpoint): measured on the built-in
+    // text, and the report says so.
+    let default = compress(&[], "a.lowbit");
+    assert_eq!(default["sensitivity"]["source"], "built-in text");
+    assert_eq!(default["sensitivity"]["measure"], "KL");
+    assert!(default["sensitivity"]["predicted_change"].as_f64().unwrap() > 0.0);
+    assert!(default["tensors"][0]["sensitivity"].as_f64().is_some());
+    // On a text of one's own.
+    let own = compress(&["--calibrate", "text.txt"], "b.lowbit");
+    assert_eq!(own["sensitivity"]["source"], "text.txt");
+    // Turned off, with the model files left out: the bytes of the checkpoint compressed alone.
+    let off = compress(&["--no-sensitivity", "--no-model-files"], "c.lowbit");
+    assert!(off.get("sensitivity").is_none());
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        d.join("model.safetensors"),
+        alone.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let o = lowbit(
+        &[
+            "compress",
+            "model.safetensors",
+            "-o",
+            "c.lowbit",
+            "--bpw",
+            "6",
+            "--quiet",
+        ],
+        alone.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(d.join("c.lowbit")).unwrap(),
+        std::fs::read(alone.path().join("c.lowbit")).unwrap()
+    );
+    // The two flags contradict each other.
+    let o = lowbit(
+        &[
+            "compress",
+            "model.safetensors",
+            "-o",
+            "d.lowbit",
+            "--calibrate",
+            "text.txt",
+            "--no-sensitivity",
+        ],
+        d,
+    );
+    assert!(!o.status.success() && !d.join("d.lowbit").exists());
+    // A text the model cannot be run on: a clear error, nothing written.
+    std::fs::write(d.join("empty.txt"), "").unwrap();
+    let o = lowbit(
+        &[
+            "compress",
+            "model.safetensors",
+            "-o",
+            "e.lowbit",
+            "--calibrate",
+            "empty.txt",
+        ],
+        d,
+    );
+    assert!(!o.status.success() && !d.join("e.lowbit").exists());
+    assert!(stderr(&o).contains("empty.txt"), "{}", stderr(&o));
+}
