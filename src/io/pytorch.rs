@@ -120,8 +120,11 @@ pub fn read<S: Source + ?Sized>(file: &S) -> Result<TorchCheckpoint> {
     let mut tensors = Vec::with_capacity(found.len());
     // Storage entries checked once however many tensors view them.
     let mut storages: HashMap<&str, Range<u64>> = HashMap::new();
+    // Storage entries by name: a large model has tens of thousands.
+    let by_name: HashMap<&str, &zip::Entry> =
+        dir.entries.iter().map(|e| (e.name.as_str(), e)).collect();
     for (name, id) in found {
-        let t = place_tensor(file, &dir, &archive, &pickled, id, &mut storages)
+        let t = place_tensor(file, &dir, &by_name, &archive, &pickled, id, &mut storages)
             .map_err(|e| e.in_tensor(&name))?;
         tensors.push(TorchTensor {
             name,
@@ -148,12 +151,18 @@ fn archive_name(dir: &zip::Directory) -> Result<String> {
             .take(3)
             .map(|e| e.name.as_str())
             .collect();
+        let npz = !dir.entries.is_empty() && dir.entries.iter().all(|e| e.name.ends_with(".npy"));
         return Err(Error::unsupported(format!(
             "a zip archive that is not a PyTorch checkpoint (no <name>/data.pkl entry; it holds \
-             {} entries{}{})",
+             {} entries{}{}){}",
             dir.entries.len(),
             if listed.is_empty() { "" } else { ", e.g. " },
-            listed.join(", ")
+            listed.join(", "),
+            if npz {
+                "; it looks like a numpy .npz: lowbit reads one array per .npy file"
+            } else {
+                ""
+            }
         )));
     };
     if names.next().is_some() {
@@ -1254,9 +1263,11 @@ fn holds_container(p: &Pickled, v: Value) -> bool {
 
 /// A tensor's dtype, shape and byte range in the file; checks its storage entry (once per
 /// storage), that the tensor lies inside its storage, and that it is contiguous.
+#[allow(clippy::too_many_arguments)]
 fn place_tensor<'p, S: Source + ?Sized>(
     file: &S,
     dir: &zip::Directory,
+    by_name: &HashMap<&str, &zip::Entry>,
     archive: &str,
     p: &'p Pickled,
     id: u32,
@@ -1308,7 +1319,7 @@ fn place_tensor<'p, S: Source + ?Sized>(
         Some(r) => r.clone(),
         None => {
             let name = format!("{archive}/data/{}", s.key);
-            let entry = dir.find(&name).ok_or_else(|| {
+            let entry = by_name.get(name.as_str()).ok_or_else(|| {
                 Error::invalid(format!(
                     "the pickle names storage '{}', but the archive has no entry '{name}'",
                     s.key

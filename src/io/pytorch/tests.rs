@@ -480,6 +480,10 @@ fn archive_level_refusals_say_what_was_found() {
         e.contains("not a PyTorch checkpoint") && e.contains("readme.txt"),
         "{e}"
     );
+    // A numpy .npz.
+    let zip = write_zip(&[("a.npy", b"x"), ("b.npy", b"y")], 1, false);
+    let e = err_of(&zip);
+    assert!(e.contains("numpy .npz"), "{e}");
     // TorchScript.
     let zip = write_zip(
         &[("m/data.pkl", &pkl), ("m/code/m.py", b"def f(): pass")],
