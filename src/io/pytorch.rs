@@ -1091,6 +1091,11 @@ impl<'a> Machine<'a> {
         let Some(Object::Tuple(args)) = self.obj(args) else {
             return Err(self.err(at, "REDUCE with arguments that are not a tuple"));
         };
+        // No allowed callable takes more than 8 arguments: checked before the copy, so a large
+        // tuple fetched from the memo for each of many calls costs nothing.
+        if args.len() > 8 {
+            return Err(self.err(at, format!("a call with {} arguments", args.len())));
+        }
         let args = args.clone();
         let wrong = |what: &str| self.err(at, format!("{what}: unexpected arguments"));
         match c {
