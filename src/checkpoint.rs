@@ -77,7 +77,8 @@ const NPY_HEADER_READ: u64 = 1 << 20;
 pub struct Checkpoint {
     pub format: SourceFormat,
     pub metadata: BTreeMap<String, String>,
-    /// In file order.
+    /// In file order; for a PyTorch checkpoint, the pickle's order (a state dict's), and views of one
+    /// storage have overlapping ranges.
     pub tensors: Vec<InputTensor>,
     /// The source's JSON header, verbatim, when the file is a safetensors file whose tensors fill
     /// the data area back to back: then an all-lossless `.lowbit` can restore it byte for byte.
