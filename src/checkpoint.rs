@@ -1,7 +1,8 @@
-//! An input file seen as a list of tensors: a safetensors checkpoint, a single `.npy` array, or a
-//! vector dataset in `.csv` / `.fvecs` (parsed into one f32 array, since their values are not laid
-//! out as one array in the file). For safetensors and npy only headers are parsed here; tensor
-//! bytes are sliced from the file one tensor at a time.
+//! An input file seen as a list of tensors: a safetensors checkpoint, a PyTorch checkpoint
+//! (`torch.save`'s zip format), a single `.npy` array, or a vector dataset in `.csv` / `.fvecs`
+//! (parsed into one f32 array, since their values are not laid out as one array in the file). For
+//! safetensors, PyTorch and npy only headers are parsed here; tensor bytes are sliced from the file
+//! one tensor at a time.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -10,7 +11,7 @@ use crate::codec::fwsvd::ImportanceMap;
 use crate::container::SourceFormat;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::io::{csv, fvecs, npy, safetensors};
+use crate::io::{csv, fvecs, npy, pytorch, safetensors, zip};
 use crate::source::Source;
 
 /// The name given to the one array of a `.npy` file.
@@ -32,6 +33,42 @@ impl InputTensor {
     }
 }
 
+/// How many first bytes are read to recognise a format by its signature.
+const SNIFF_LEN: u64 = 16;
+
+/// A named refusal for a file that is a known format lowbit does not read, recognised by its
+/// first bytes (`head`, at least 16 when the file has them) or, for formats without a signature,
+/// by `file_name`'s extension (empty: signatures only). `None`: not one of these.
+pub fn foreign_format(head: &[u8], file_name: &str) -> Option<Error> {
+    let extension = file_name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let what = if head.starts_with(pytorch::LEGACY_MAGIC) {
+        "an old-style PyTorch pickle (torch.save before PyTorch 1.6, or with \
+         _use_new_zipfile_serialization=False): re-save it with torch.save(..., \
+         _use_new_zipfile_serialization=True) or convert it to safetensors"
+    } else if head.first() == Some(&0x80) && head.get(1).is_some_and(|v| (2..=5).contains(v)) {
+        "a bare Python pickle, not a torch.save checkpoint: lowbit reads PyTorch checkpoints in \
+         torch.save's zip format only, and never unpickles arbitrary objects"
+    } else if head.starts_with(b"GGUF") {
+        "a GGUF file: GGUF input is not supported yet; convert it to safetensors (for a Llama \
+         model, benches/gguf_to_hf.py does)"
+    } else if head.starts_with(b"\x89HDF\r\n\x1a\n") {
+        "an HDF5 file (a Keras or TensorFlow .h5 checkpoint?): not supported; convert its weights \
+         to safetensors"
+    } else if head.get(4..8) == Some(b"TFL3") {
+        "a TensorFlow Lite model: not supported"
+    } else if extension == "onnx" {
+        "an ONNX model (by its .onnx name): not supported; export the weights to safetensors"
+    } else if extension == "pb" {
+        "a TensorFlow protobuf (by its .pb name): not supported; export the weights to safetensors"
+    } else {
+        return None;
+    };
+    Some(Error::unsupported(what))
+}
+
 /// How much of an npy file is read to find its header: numpy writes headers of a few hundred
 /// bytes; a longer one is refused by [`npy::parse_header`] rather than read at any length.
 const NPY_HEADER_READ: u64 = 1 << 20;
@@ -40,7 +77,8 @@ const NPY_HEADER_READ: u64 = 1 << 20;
 pub struct Checkpoint {
     pub format: SourceFormat,
     pub metadata: BTreeMap<String, String>,
-    /// In file order.
+    /// In file order; for a PyTorch checkpoint, the pickle's order (a state dict's), and views of one
+    /// storage have overlapping ranges.
     pub tensors: Vec<InputTensor>,
     /// The source's JSON header, verbatim, when the file is a safetensors file whose tensors fill
     /// the data area back to back: then an all-lossless `.lowbit` can restore it byte for byte.
@@ -101,9 +139,30 @@ impl Checkpoint {
         Ok((checkpoint, Some(data)))
     }
 
-    /// Parses the header of a safetensors or npy file, reading only the header's bytes.
+    /// Parses the header of a safetensors, PyTorch or npy file, reading only the header's bytes
+    /// (for PyTorch: the zip directory, `data.pkl` and the storages' local headers).
     pub fn parse<S: Source + ?Sized>(file: &S) -> Result<Checkpoint> {
         let file_len = file.len();
+        let head = file.prefix(SNIFF_LEN)?;
+        if zip::is_zip(&head) {
+            let c = pytorch::read(file)?;
+            return Ok(Checkpoint {
+                format: SourceFormat::PyTorch,
+                // What safetensors files converted from PyTorch say (transformers checks it).
+                metadata: BTreeMap::from([("format".to_string(), "pt".to_string())]),
+                tensors: c
+                    .tensors
+                    .into_iter()
+                    .map(|t| InputTensor {
+                        name: t.name,
+                        dtype: t.dtype,
+                        shape: t.shape,
+                        range: t.range,
+                    })
+                    .collect(),
+                exact_header: None,
+            });
+        }
         if file.prefix(npy::MAGIC.len() as u64)?.as_ref() == npy::MAGIC {
             let h = npy::parse_header(&file.prefix(NPY_HEADER_READ)?, file_len)?;
             let len = h.shape.iter().map(|&d| d as u64).product::<u64>() * h.dtype.size() as u64;
@@ -120,9 +179,15 @@ impl Checkpoint {
                 exact_header: None,
             });
         }
-        let json_len = safetensors::header_len(&file.prefix(8)?, file_len)?;
-        let json = file.read(8..8 + json_len)?;
-        let h = safetensors::parse_header(&json, file_len)?;
+        let header = || -> Result<_> {
+            let json_len = safetensors::header_len(&head, file_len)?;
+            let json = file.read(8..8 + json_len)?;
+            let h = safetensors::parse_header(&json, file_len)?;
+            Ok((json, h))
+        };
+        // Only a file that is no safetensors file is named as another format: a header length can
+        // begin with any bytes (0x80 0x02 is a 640-byte header, and also how a pickle starts).
+        let (json, h) = header().map_err(|e| foreign_format(&head, "").unwrap_or(e))?;
         let data_start = h.data_start;
         let tensors = h
             .tensors

@@ -44,6 +44,10 @@ pub enum SourceFormat {
     Fasta,
     Fastq,
     Text,
+    /// A PyTorch checkpoint (`torch.save`'s zip format). Restored as a `.safetensors` file with
+    /// the same tensor names, shapes, dtypes and order (lowbit writes no pickle).
+    #[serde(rename = "pytorch")]
+    PyTorch,
 }
 
 impl SourceFormat {
@@ -57,6 +61,7 @@ impl SourceFormat {
             SourceFormat::Fasta => "fa",
             SourceFormat::Fastq => "fastq",
             SourceFormat::Text => "txt",
+            SourceFormat::PyTorch => "safetensors",
         }
     }
 }

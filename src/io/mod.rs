@@ -1,5 +1,6 @@
 //! Readers and writers of the file formats lowbit takes in and gives back: `.safetensors`
-//! checkpoints, `.npy` arrays, and the vector datasets `.csv` and `.fvecs`.
+//! checkpoints, PyTorch checkpoints (`torch.save` zip archives, read only), `.npy` arrays, and the
+//! vector datasets `.csv` and `.fvecs`.
 //!
 //! Every reader here faces untrusted bytes: it validates the whole header (sizes, offsets, dtypes)
 //! before returning it, so later stages can slice the file without further checks, and it never
@@ -10,7 +11,9 @@
 pub mod csv;
 pub mod fvecs;
 pub mod npy;
+pub mod pytorch;
 pub mod safetensors;
+pub mod zip;
 
 /// Most dimensions a shape may have, in every format. numpy stops at 64 (32 before numpy 2) and
 /// PyTorch at 64 too; the bound keeps a hostile header from turning a long `[1,1,1,...]` list into a

@@ -1,5 +1,6 @@
 //! Reading: a `.lowbit` back to the original kind of file (safetensors, npy, csv, fvecs, or a
-//! sequence file), validated before the first byte is written.
+//! sequence file; a PyTorch source comes back as safetensors), validated before the first byte is
+//! written.
 
 use std::io::Write;
 
@@ -49,7 +50,9 @@ pub fn decompress(
         SourceFormat::Safetensors if m.source_header.is_some() => {
             exact_source_header(m).map_err(|e| e.in_file(file_name))?
         }
-        SourceFormat::Safetensors => {
+        // A PyTorch source is written as safetensors: the same tensors, no pickle (lowbit writes
+        // data, never code), `{"format": "pt"}` metadata as its reader recorded.
+        SourceFormat::Safetensors | SourceFormat::PyTorch => {
             let planned: Vec<safetensors::PlannedTensor> = m
                 .tensors
                 .iter()
@@ -118,7 +121,7 @@ pub fn decompress(
             SourceFormat::Fvecs => {
                 fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1])
             }
-            SourceFormat::Safetensors | SourceFormat::Npy => bytes,
+            SourceFormat::Safetensors | SourceFormat::Npy | SourceFormat::PyTorch => bytes,
             SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text => {
                 unreachable!("sequence sources returned above")
             }

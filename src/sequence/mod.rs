@@ -55,7 +55,8 @@ impl SequenceKind {
             SourceFormat::Safetensors
             | SourceFormat::Npy
             | SourceFormat::Csv
-            | SourceFormat::Fvecs => None,
+            | SourceFormat::Fvecs
+            | SourceFormat::PyTorch => None,
         }
     }
 }

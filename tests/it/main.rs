@@ -8,7 +8,8 @@
 //! - `model`: the model runtime against an independent float64 reference (tests/fixtures/models);
 //!   `try_it`: the page's Try-it helpers on the same models;
 //! - `container_hostile`, `mutations`, `readers_hostile`: damaged and lying inputs give named
-//!   errors (or a well-formed file), never a panic or an allocation past the stated bounds.
+//!   errors (or a well-formed file), never a panic or an allocation past the stated bounds;
+//! - `pytorch`: a checkpoint written by torch, end to end, and the formats lowbit names and refuses.
 
 mod architecture;
 mod backend;
@@ -20,6 +21,7 @@ mod golden;
 mod methods_report;
 mod model;
 mod mutations;
+mod pytorch;
 mod readers_hostile;
 mod sequences;
 mod shaders;
