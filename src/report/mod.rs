@@ -638,25 +638,41 @@ impl Report {
 
     /// One row per tensor: its codec, rate, error and why it got them.
     fn push_tensor_table(&self, html: &mut String) {
+        // With sensitivity, two more columns: how much the tensor matters, and the chosen
+        // option's predicted share of the output change.
+        let weighed = self.sensitivity.as_ref().map(|s| s.measure.as_str());
         html.push_str("<h2>Tensors</h2>\n<table class=\"tensors\"><thead><tr>");
-        for h in [
-            "tensor",
-            "dtype",
-            "shape",
-            "codec",
-            "bits/weight",
-            "payload B",
-            "side B",
-            "rel. error",
-            "SNR dB",
-            "why",
-        ] {
-            html.push_str(&format!("<th>{h}</th>"));
+        let mut heads = vec![
+            "tensor".to_string(),
+            "dtype".into(),
+            "shape".into(),
+            "codec".into(),
+            "bits/weight".into(),
+            "payload B".into(),
+            "side B".into(),
+            "rel. error".into(),
+            "SNR dB".into(),
+        ];
+        if let Some(m) = weighed {
+            heads.push(format!("sensitivity ({m} per rel. MSE)"));
+            heads.push(format!("predicted {m} (estimate)"));
+        }
+        heads.push("why".into());
+        for h in heads {
+            html.push_str(&format!("<th>{}</th>", esc(&h)));
         }
         html.push_str("</tr></thead><tbody>\n");
         for t in &self.tensors {
+            let weighed_cells = match weighed {
+                Some(_) => format!(
+                    "<td>{:.3e}</td><td>{:.3e}</td>",
+                    t.sensitivity.unwrap_or(0.0),
+                    t.predicted_change.unwrap_or(0.0)
+                ),
+                None => String::new(),
+            };
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.3e}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.3e}</td><td>{}</td>{weighed_cells}<td>{}</td></tr>\n",
                 esc(&t.name),
                 t.dtype,
                 t.shape,

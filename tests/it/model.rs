@@ -493,7 +493,11 @@ fn compress_weighs_a_model_by_its_sensitivity_unless_told_not_to() {
     };
     // By default (config.json and the tokenizer beside the checkpoint): measured on the built-in
     // text, and the report says so.
-    let default = compress(&[], "a.lowbit");
+    let default = compress(&["--report", "rep"], "a.lowbit");
+    let html = std::fs::read_to_string(d.join("rep/report.html")).unwrap();
+    assert!(
+        html.contains("sensitivity (KL per rel. MSE)") && html.contains("predicted output change")
+    );
     assert_eq!(default["sensitivity"]["source"], "built-in text");
     assert_eq!(default["sensitivity"]["measure"], "KL");
     assert!(default["sensitivity"]["predicted_change"].as_f64().unwrap() > 0.0);
