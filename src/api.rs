@@ -71,7 +71,10 @@ pub async fn plan_on<S: Source + ?Sized>(
     progress: &mut dyn Progress,
 ) -> Result<Plan> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
-    allocate(&a, opts)
+    let mut plan = allocate(&a, opts)?;
+    // The model files count in the file's size, as `compress` writes them.
+    crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
+    Ok(plan)
 }
 
 /// Compresses a checkpoint (safetensors or npy bytes) to a `.lowbit` written to `out`; returns the

@@ -108,6 +108,8 @@ enum Command {
         input: PathBuf,
         #[command(flatten)]
         settings: Settings,
+        #[command(flatten)]
+        calibrate: CalibrateArgs,
     },
     /// Compress a small built-in example checkpoint and print the report summary.
     Demo {
@@ -542,9 +544,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Plan { input, settings } => {
-            let opts = settings.options()?;
+        Command::Plan {
+            input,
+            settings,
+            calibrate,
+        } => {
+            let mut opts = settings.options()?;
+            let input = checkpoint_of(&input);
             let bytes = open_input(&input)?;
+            // As `compress` does, so that the plan is what it would write.
+            if input.extension().is_some_and(|e| e == "safetensors") {
+                let files = model_files_beside(&input)?;
+                let name = display_name(&input);
+                opts.sensitivity =
+                    calibrate.sensitivity(&bytes, &name, &files, quiet || cli.json)?;
+                opts.model_files = files;
+            }
             let mut bar = Bar::new(quiet);
             let report =
                 lowbit::api::plan_report(&bytes[..], &display_name(&input), &opts, &mut bar)?;
@@ -647,6 +662,15 @@ struct Extras {
     calibrate: CalibrateArgs,
 }
 
+/// The file a command reads: a model folder stands for its `model.safetensors` (with the config
+/// and tokenizer beside it).
+fn checkpoint_of(input: &Path) -> PathBuf {
+    match input.is_dir() {
+        true => input.join("model.safetensors"),
+        false => input.to_path_buf(),
+    }
+}
+
 fn compress(
     input: &Path,
     output: &Path,
@@ -655,12 +679,8 @@ fn compress(
     quiet: bool,
     json: bool,
 ) -> Result<()> {
-    // A model folder stands for its `model.safetensors` (with the config and tokenizer beside it).
-    let folder_checkpoint = input.join("model.safetensors");
-    let input = match input.is_dir() {
-        true => folder_checkpoint.as_path(),
-        false => input,
-    };
+    let input = checkpoint_of(input);
+    let input = input.as_path();
     check_not_same_file(input, output)?;
     let bytes = open_input(input)?;
     let name = display_name(input);

@@ -499,6 +499,10 @@ fn compress_weighs_a_model_by_its_sensitivity_unless_told_not_to() {
         html.contains("sensitivity (KL per rel. MSE)") && html.contains("predicted output change")
     );
     assert_eq!(default["sensitivity"]["source"], "built-in text");
+    // `plan` measures it too: it plans what `compress` writes.
+    let plan = json_of(&lowbit(&["plan", ".", "--bpw", "6", "--json"], d));
+    assert_eq!(plan["output"]["bytes"], default["output"]["bytes"]);
+    assert_eq!(plan["sensitivity"], default["sensitivity"]);
     assert_eq!(default["sensitivity"]["measure"], "KL");
     assert!(default["sensitivity"]["predicted_change"].as_f64().unwrap() > 0.0);
     assert!(default["tensors"][0]["sensitivity"].as_f64().is_some());
