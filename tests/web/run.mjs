@@ -181,6 +181,15 @@ await context.route('**/*', (route) => {
 // Every request the page or its workers make (the Try-it flow checks its own share).
 const requests = [];
 context.on('request', (r) => requests.push({ url: r.url(), method: r.method() }));
+// Content-Security-Policy violations, reported by the pages themselves (`securitypolicyviolation`;
+// `main`: in the page the tests drive, not a second tab).
+const cspViolations = [];
+await context.exposeBinding('lowbitCspViolation', ({ page: from }, text) => cspViolations.push({ main: from === page, text }));
+await context.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.lowbitCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} ${e.sample || ''}`.trim());
+  });
+});
 const page = await context.newPage();
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
@@ -274,6 +283,38 @@ await test('the page starts, with a WebGPU adapter offered (SwiftShader)', async
   assert.ok(info, 'navigator.gpu.requestAdapter() gave no adapter');
   console.log(`      adapter: ${JSON.stringify(info)}`);
   await page.screenshot({ path: path.join(OUT, '01-start.png'), fullPage: true });
+});
+
+await test('Content-Security-Policy: a meta tag allowing the page\'s own origin only, which blocks a request elsewhere', async () => {
+  const meta = await page.$('meta[http-equiv="Content-Security-Policy"]');
+  assert.ok(meta, 'index.html has no Content-Security-Policy meta tag');
+  const csp = await meta.getAttribute('content');
+  const directives = Object.fromEntries(csp.split(';').map((d) => d.trim().split(/\s+/)).filter((d) => d[0]).map(([k, ...v]) => [k, v]));
+  assert.deepEqual(directives['default-src'], ["'self'"]);
+  for (const [name, sources] of Object.entries(directives)) {
+    for (const source of sources) {
+      assert.ok(!/^(\*|https?:|wss?:|'unsafe-inline'|'unsafe-eval')/.test(source), `${name} allows ${source}`);
+    }
+  }
+  // In a second tab of the same page: a fetch elsewhere is refused by the browser (the route
+  // handler, which would record it as off-site, never sees it).
+  const other = await context.newPage();
+  try {
+    await other.goto(URL_);
+    const r = await other.evaluate(async () => {
+      const seen = new Promise((ok) => document.addEventListener('securitypolicyviolation', (e) => ok(e.violatedDirective), { once: true }));
+      let refused = false;
+      try { await fetch('http://example.invalid/tracker'); } catch { refused = true; }
+      return { refused, directive: await Promise.race([seen, new Promise((ok) => setTimeout(() => ok(null), 2000))]) };
+    });
+    assert.deepEqual(r, { refused: true, directive: 'connect-src' });
+    // ... and the listener that the last test reads saw it (so it would see one in the main tab).
+    const deadline = Date.now() + 5000;
+    while (!cspViolations.some((v) => !v.main && v.text.startsWith('connect-src')) && Date.now() < deadline) await page.waitForTimeout(100);
+    assert.ok(cspViolations.some((v) => !v.main && v.text.includes('example.invalid')), JSON.stringify(cspViolations));
+  } finally {
+    await other.close();
+  }
 });
 
 await test('keyboard: the drop zone opens the file picker', async () => {
@@ -719,6 +760,11 @@ if (args.big) {
     }
   });
 }
+
+await test('Content-Security-Policy: no violation in the whole flow', async () => {
+  assert.ok(await page.$('meta[http-equiv="Content-Security-Policy"]'), 'no Content-Security-Policy meta tag');
+  assert.deepEqual(cspViolations.filter((v) => v.main).map((v) => v.text), []);
+});
 
 await test('no request left 127.0.0.1, no console errors', async () => {
   assert.deepEqual(offsite, []);
