@@ -755,7 +755,13 @@ function wire() {
     zone.classList.remove('over');
     await openDropped(await droppedFiles(e.dataTransfer));
   });
+  // The zone is a button (role, focus): a click or Enter/Space opens the file picker. Clicks on
+  // the "choose files" / "a model folder" labels inside it open their own inputs.
+  zone.addEventListener('click', (e) => {
+    if (!e.target.closest('label, input, a, button')) $('file-input').click();
+  });
   zone.addEventListener('keydown', (e) => {
+    if (e.target !== zone) return;
     if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('file-input').click(); }
   });
   for (const id of ['file-input', 'folder-input']) {

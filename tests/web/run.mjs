@@ -332,6 +332,25 @@ await test('keyboard: the drop zone opens the file picker', async () => {
   assert.ok(chooser, 'Enter on the focused drop zone opened no file chooser');
 });
 
+await test('mouse: a click on the drop zone opens the file picker (and Space on it)', async () => {
+  for (const how of ['click', 'Space']) {
+    let chooser = null;
+    for (let attempt = 0; attempt < 3 && !chooser; attempt++) {
+      const waiting = page.waitForEvent('filechooser', { timeout: 3000 }).catch(() => null);
+      await page.waitForTimeout(200);
+      if (how === 'click') {
+        await page.click('#drop-zone', { position: { x: 8, y: 8 } }); // its padding, not a label
+      } else {
+        await page.focus('#drop-zone');
+        await page.keyboard.press('Space');
+      }
+      chooser = await waiting;
+    }
+    assert.ok(chooser, `${how} on the drop zone opened no file chooser`);
+    assert.equal(await chooser.element().evaluate((e) => e.id), 'file-input');
+  }
+});
+
 await test('every WGSL kernel on WebGPU matches the CPU path in the same page', async () => {
   await chooseBackend('gpu');
   assert.match(await page.textContent('#backend-status'), /^WebGPU: /);
