@@ -446,6 +446,7 @@ async function openFile(file, dropped = {}) {
   $('teach').hidden = true;
   $('settings').hidden = true;
   $('summary').hidden = true;
+  $('cli-row').hidden = true; // its command named the file before
   hideTry();
   state.file = file;
   state.measuredKey = null;
