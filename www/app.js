@@ -73,8 +73,95 @@ function options() {
     method: $('method').value,
     overrides: $('overrides').value.split('\n').map((l) => l.trim()).filter(Boolean),
     allocator: $('allocator').value,
-    seed: 0,
+    seed: Number($('seed').value || 0),
   };
+}
+
+// --- settings in the URL (`#bpw=3&method=auto&...`) and as a CLI command ------------------------
+
+/// The form's settings as URL parameters, named as the CLI's flags (`keep`: one per override).
+function settingsParams() {
+  const p = new URLSearchParams();
+  const o = options();
+  if (o.max_error !== null) p.set('max-error', $('max-error').value); else p.set('bpw', $('bpw').value);
+  p.set('method', o.method);
+  for (const rule of o.overrides) p.append('keep', rule);
+  p.set('allocator', o.allocator);
+  p.set('seed', $('seed').value || '0');
+  p.set('backend', $('backend-choice').value);
+  return p;
+}
+
+/// Sets the form from `location.hash` (values a list does not offer are ignored); returns the
+/// backend choice it names, or null.
+function applyHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const byError = p.has('max-error');
+  if (byError) $('max-error').value = p.get('max-error');
+  else if (p.has('bpw')) { $('bpw').value = p.get('bpw'); $('bpw-slider').value = $('bpw').value; }
+  if (byError || p.has('bpw')) {
+    document.querySelector(`input[name=target][value=${byError ? 'error' : 'bpw'}]`).checked = true;
+    $('bpw-row').hidden = byError;
+    $('error-row').hidden = !byError;
+  }
+  const pick = (id, key) => {
+    if (p.has(key) && [...$(id).options].some((o) => o.value === p.get(key))) $(id).value = p.get(key);
+  };
+  pick('method', 'method');
+  pick('allocator', 'allocator');
+  pick('backend-choice', 'backend');
+  if (p.has('seed')) $('seed').value = p.get('seed');
+  if (p.has('keep') || p.has('method')) $('overrides').value = p.getAll('keep').join('\n');
+  return p.has('backend') ? $('backend-choice').value : null;
+}
+
+let hashTimer = null;
+/// Writes the settings into the URL (replaced, not a new history entry; at most every 100 ms while
+/// the slider moves) and into the CLI command when it is shown.
+function settingsToUrl() {
+  clearTimeout(hashTimer);
+  hashTimer = setTimeout(() => {
+    history.replaceState(null, '', `#${settingsParams()}`);
+    if (!$('cli-row').hidden) {
+      $('cli-command').value = cliCommand();
+      $('cli-copied').textContent = '';
+    }
+  }, 100);
+}
+
+/// A word of a shell command, quoted when it holds anything but plain characters.
+const shellWord = (w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, "'\\''")}'`);
+
+/// `lowbit compress` with the page's settings: the same run on the command line.
+function cliCommand() {
+  const name = state.file ? state.file.name : 'model.safetensors';
+  const words = ['lowbit', 'compress', name, '-o', `${stem(name)}.lowbit`];
+  // Sequence files are always lossless: the CLI refuses a budget, a method or overrides for them.
+  if (!(state.opened && state.opened.kind === 'sequence')) {
+    const o = options();
+    if (o.max_error !== null) words.push('--max-error', $('max-error').value); else words.push('--bpw', $('bpw').value);
+    words.push('--method', o.method);
+    for (const rule of o.overrides) words.push('--keep', rule);
+    words.push('--allocator', o.allocator, '--seed', $('seed').value || '0');
+  }
+  words.push('--backend', $('backend-choice').value);
+  return words.map(shellWord).join(' ');
+}
+
+async function copyCli() {
+  const command = cliCommand();
+  $('cli-command').value = command;
+  $('cli-row').hidden = false;
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(command);
+    copied = true;
+  } catch {
+    // No clipboard (permission refused, an insecure context): the field is there to copy from.
+  }
+  $('cli-command').dataset.copied = String(copied);
+  $('cli-copied').textContent = copied ? '(copied to the clipboard)' : '(the browser refused the clipboard: select it and copy)';
+  if (!copied) $('cli-command').select();
 }
 
 /// What the measurement depends on (the target does not: moving the slider re-allocates at once).
@@ -120,6 +207,44 @@ function showError(message) {
 function clearError() {
   $('error').hidden = true;
   $('error').textContent = '';
+  clearOverrideError();
+}
+
+/// The CLI's flag names in the core's messages, as the form calls them.
+const FLAG_WORDS = [
+  ['--max-error', 'maximum relative error'], ['--bpw', 'bits per weight'], ['--method', 'method'],
+  ['--keep', 'per-tensor overrides'], ['--allocator', 'allocator'], ['--seed', 'seed'],
+  ['--backend', 'kernels on'], ['--importance', 'importance'],
+];
+
+/// A core error worded for the page: the file's name once (the core's message may name it
+/// already: `Error::in_file`), none for a settings error, and the form's words for the CLI's flags
+/// (the CLI's own messages are unchanged).
+function pageMessage(message, name) {
+  let m = message;
+  const option = m.startsWith('invalid option: ');
+  if (option) m = m.slice('invalid option: '.length);
+  if (name && m.startsWith(`${name}: `)) m = m.slice(name.length + 2);
+  for (const [flag, words] of FLAG_WORDS) m = m.replace(new RegExp(`${flag}(?![\\w-])`, 'g'), words);
+  return name && !option ? `${name}: ${m}` : m.charAt(0).toUpperCase() + m.slice(1);
+}
+
+/// An error of a run on the open file: an override's next to the overrides field, others above.
+function showRunError(e, name) {
+  if (e.message === 'cancelled') return;
+  if (/^invalid option: override '/.test(e.message)) {
+    $('overrides-error').textContent = pageMessage(e.message);
+    $('overrides-error').hidden = false;
+    $('overrides').setAttribute('aria-invalid', 'true');
+    setPhase('error');
+    return;
+  }
+  showError(pageMessage(e.message, name));
+}
+function clearOverrideError() {
+  $('overrides-error').hidden = true;
+  $('overrides-error').textContent = '';
+  $('overrides').removeAttribute('aria-invalid');
 }
 
 // --- progress ---------------------------------------------------------------------------------
@@ -143,6 +268,11 @@ function running(label) {
   $('compress').disabled = true;
   for (const b of document.querySelectorAll('#try button')) b.disabled = true;
   stageName = '';
+  // "Cancelled. ..." is about the run before: gone once another starts.
+  if ($('estimate').dataset.note === 'cancelled') {
+    $('estimate').textContent = '';
+    delete $('estimate').dataset.note;
+  }
 }
 function idle() {
   $('run').hidden = true;
@@ -163,6 +293,7 @@ async function cancel() {
   state.measuredKey = null;
   state.tryLoaded = false; // the new worker loads the models again when asked
   $('estimate').textContent = 'Cancelled. Change a setting or press Compress to run again.';
+  $('estimate').dataset.note = 'cancelled';
   setPhase('cancelled');
 }
 
@@ -315,6 +446,7 @@ async function openFile(file, dropped = {}) {
   $('teach').hidden = true;
   $('settings').hidden = true;
   $('summary').hidden = true;
+  $('cli-row').hidden = true; // its command named the file before
   hideTry();
   state.file = file;
   state.measuredKey = null;
@@ -327,7 +459,7 @@ async function openFile(file, dropped = {}) {
     opened = await call('open', { file, modelFiles: state.modelFiles });
   } catch (e) {
     state.file = null;
-    showError(`${file.name}: ${e.message}`);
+    showError(pageMessage(e.message, file.name));
     return;
   }
   state.opened = opened;
@@ -342,7 +474,7 @@ async function openFile(file, dropped = {}) {
   }
   $('settings').hidden = false;
   const vectorish = opened.kind === 'checkpoint';
-  for (const id of ['bpw', 'bpw-slider', 'max-error', 'method', 'allocator', 'overrides']) $(id).disabled = !vectorish;
+  for (const id of ['bpw', 'bpw-slider', 'max-error', 'method', 'allocator', 'seed', 'overrides']) $(id).disabled = !vectorish;
   if (vectorish) {
     await measure();
   } else {
@@ -372,10 +504,11 @@ async function measure() {
     // Another file opened meanwhile: this measurement is of the old one.
     if (state.file !== file) return;
     state.measuredKey = measureKey(o);
+    clearError(); // a settings error from before (these settings measured)
     showEstimate(plan);
   } catch (e) {
     if (state.file !== file) return;
-    if (e.message !== 'cancelled') showError(`${state.file.name}: ${e.message}`);
+    showRunError(e, file.name);
   } finally {
     if (state.file === file && document.body.dataset.phase !== 'cancelling') idle();
   }
@@ -383,6 +516,7 @@ async function measure() {
 
 function showEstimate(plan) {
   const o = plan.output;
+  delete $('estimate').dataset.note;
   $('estimate').textContent = `Estimate: ${bytes(o.bytes)} (${num(o.bytes)} bytes), ${fmt(o.bits_per_weight, 4)} bits per weight, ratio ${fmt(o.ratio, 3)}, relative MSE ${fmt(o.rel_mse_2d, 3)}.`;
   setPhase('estimated');
 }
@@ -391,6 +525,7 @@ let estimateTimer = null;
 let runs = 0; // compress runs started: an estimate asked for before one must not change the phase
 function settingsChanged() {
   clearTimeout(estimateTimer);
+  settingsToUrl();
   if (!state.opened || state.opened.kind !== 'checkpoint') return;
   setPhase('estimating');
   const runsBefore = runs;
@@ -411,7 +546,7 @@ function settingsChanged() {
       }
     } catch (e) {
       if (!current()) return;
-      $('estimate').textContent = e.message;
+      $('estimate').textContent = pageMessage(e.message);
       setPhase('estimated');
     }
   }, 150);
@@ -430,10 +565,11 @@ async function compress() {
       ? await call('compressSequence', {}, onProgress)
       : await call('compress', { options: options() }, onProgress);
     if (!sequence) state.measuredKey = measureKey(options());
+    clearError();
     showResult(result);
     setPhase('done');
   } catch (e) {
-    if (e.message !== 'cancelled') showError(`${state.file.name}: ${e.message}`);
+    showRunError(e, state.file.name);
   } finally {
     if (document.body.dataset.phase !== 'cancelling') idle();
   }
@@ -495,7 +631,7 @@ async function restore(blob, name) {
     link.focus();
     setPhase('restored');
   } catch (e) {
-    if (e.message !== 'cancelled') showError(`${name}: ${e.message}`);
+    if (e.message !== 'cancelled') showError(pageMessage(e.message, name));
   } finally {
     if (document.body.dataset.phase !== 'cancelling') idle();
   }
@@ -755,7 +891,13 @@ function wire() {
     zone.classList.remove('over');
     await openDropped(await droppedFiles(e.dataTransfer));
   });
+  // The zone is a button (role, focus): a click or Enter/Space opens the file picker. Clicks on
+  // the "choose files" / "a model folder" labels inside it open their own inputs.
+  zone.addEventListener('click', (e) => {
+    if (!e.target.closest('label, input, a, button')) $('file-input').click();
+  });
   zone.addEventListener('keydown', (e) => {
+    if (e.target !== zone) return;
     if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('file-input').click(); }
   });
   for (const id of ['file-input', 'folder-input']) {
@@ -775,25 +917,41 @@ function wire() {
       settingsChanged();
     });
   }
-  for (const id of ['method', 'allocator']) $(id).addEventListener('change', settingsChanged);
+  for (const id of ['method', 'allocator', 'seed']) $(id).addEventListener('change', settingsChanged);
   $('overrides').addEventListener('change', settingsChanged);
   $('compress').addEventListener('click', compress);
+  $('copy-cli').addEventListener('click', copyCli);
   $('cancel').addEventListener('click', cancel);
   $('backend-choice').addEventListener('change', async (e) => {
+    settingsToUrl();
     await applyBackend(e.target.value);
     state.measuredKey = null;
     if (state.opened && state.opened.kind === 'checkpoint') await measure();
   });
 }
 
+/// A link's settings edited by hand (or another link opened in this tab): applied as if chosen.
+async function hashChanged() {
+  if (document.body.dataset.phase === 'starting') return;
+  const before = $('backend-choice').value;
+  applyHash();
+  if ($('backend-choice').value !== before) {
+    await applyBackend($('backend-choice').value);
+    state.measuredKey = null;
+  }
+  settingsChanged();
+}
+
 async function main() {
   wire();
+  window.addEventListener('hashchange', hashChanged);
   setPhase('starting');
   try {
     await startWorker();
     await fillMethods();
     state.modelFileNames = await call('modelFileNames');
     $('try-sentences').value = (await call('exampleSentences')).join('\n');
+    applyHash(); // after the method list is filled: a shared link's settings
     await applyBackend($('backend-choice').value);
     setPhase('ready');
   } catch (e) {

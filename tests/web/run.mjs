@@ -181,6 +181,15 @@ await context.route('**/*', (route) => {
 // Every request the page or its workers make (the Try-it flow checks its own share).
 const requests = [];
 context.on('request', (r) => requests.push({ url: r.url(), method: r.method() }));
+// Content-Security-Policy violations, reported by the pages themselves (`securitypolicyviolation`;
+// `main`: in the page the tests drive, not a second tab).
+const cspViolations = [];
+await context.exposeBinding('lowbitCspViolation', ({ page: from }, text) => cspViolations.push({ main: from === page, text }));
+await context.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.lowbitCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} ${e.sample || ''}`.trim());
+  });
+});
 const page = await context.newPage();
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
@@ -276,6 +285,38 @@ await test('the page starts, with a WebGPU adapter offered (SwiftShader)', async
   await page.screenshot({ path: path.join(OUT, '01-start.png'), fullPage: true });
 });
 
+await test('Content-Security-Policy: a meta tag allowing the page\'s own origin only, which blocks a request elsewhere', async () => {
+  const meta = await page.$('meta[http-equiv="Content-Security-Policy"]');
+  assert.ok(meta, 'index.html has no Content-Security-Policy meta tag');
+  const csp = await meta.getAttribute('content');
+  const directives = Object.fromEntries(csp.split(';').map((d) => d.trim().split(/\s+/)).filter((d) => d[0]).map(([k, ...v]) => [k, v]));
+  assert.deepEqual(directives['default-src'], ["'self'"]);
+  for (const [name, sources] of Object.entries(directives)) {
+    for (const source of sources) {
+      assert.ok(!/^(\*|https?:|wss?:|'unsafe-inline'|'unsafe-eval')/.test(source), `${name} allows ${source}`);
+    }
+  }
+  // In a second tab of the same page: a fetch elsewhere is refused by the browser (the route
+  // handler, which would record it as off-site, never sees it).
+  const other = await context.newPage();
+  try {
+    await other.goto(URL_);
+    const r = await other.evaluate(async () => {
+      const seen = new Promise((ok) => document.addEventListener('securitypolicyviolation', (e) => ok(e.violatedDirective), { once: true }));
+      let refused = false;
+      try { await fetch('http://example.invalid/tracker'); } catch { refused = true; }
+      return { refused, directive: await Promise.race([seen, new Promise((ok) => setTimeout(() => ok(null), 2000))]) };
+    });
+    assert.deepEqual(r, { refused: true, directive: 'connect-src' });
+    // ... and the listener that the last test reads saw it (so it would see one in the main tab).
+    const deadline = Date.now() + 5000;
+    while (!cspViolations.some((v) => !v.main && v.text.startsWith('connect-src')) && Date.now() < deadline) await page.waitForTimeout(100);
+    assert.ok(cspViolations.some((v) => !v.main && v.text.includes('example.invalid')), JSON.stringify(cspViolations));
+  } finally {
+    await other.close();
+  }
+});
+
 await test('keyboard: the drop zone opens the file picker', async () => {
   // Playwright turns on file-chooser interception asynchronously when the waiter is added; a key
   // press that wins that race opens a native dialog (nothing, headless) and no event comes. So
@@ -289,6 +330,25 @@ await test('keyboard: the drop zone opens the file picker', async () => {
     chooser = await waiting;
   }
   assert.ok(chooser, 'Enter on the focused drop zone opened no file chooser');
+});
+
+await test('mouse: a click on the drop zone opens the file picker (and Space on it)', async () => {
+  for (const how of ['click', 'Space']) {
+    let chooser = null;
+    for (let attempt = 0; attempt < 3 && !chooser; attempt++) {
+      const waiting = page.waitForEvent('filechooser', { timeout: 3000 }).catch(() => null);
+      await page.waitForTimeout(200);
+      if (how === 'click') {
+        await page.click('#drop-zone', { position: { x: 8, y: 8 } }); // its padding, not a label
+      } else {
+        await page.focus('#drop-zone');
+        await page.keyboard.press('Space');
+      }
+      chooser = await waiting;
+    }
+    assert.ok(chooser, `${how} on the drop zone opened no file chooser`);
+    assert.equal(await chooser.element().evaluate((e) => e.id), 'file-input');
+  }
 });
 
 await test('every WGSL kernel on WebGPU matches the CPU path in the same page', async () => {
@@ -377,6 +437,22 @@ await test('a corrupt file shows a clear error and the page stays usable', async
   assert.equal(await phase(), 'estimated');
 });
 
+await test('errors: a broken file is named once; a bad budget is worded for the page, not the CLI', async () => {
+  await drop(corrupt);
+  await waitPhase('error');
+  const message = await page.textContent('#error');
+  assert.equal(message.split('corrupt.safetensors').length - 1, 1, `the file is named more than once: ${message}`);
+  await drop(small);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  await setBpw(0);
+  const estimate = await page.textContent('#estimate');
+  assert.doesNotMatch(estimate, /--bpw|invalid option/, estimate);
+  assert.match(estimate, /^Bits per weight must be a positive number, got 0/);
+  await setBpw(4);
+  assert.match(await page.textContent('#estimate'), /^Estimate: /);
+});
+
 await test('cancel stops a run within a second and leaves the page usable', async () => {
   await drop(larger);
   await waitPhase(['measuring', 'estimated']);
@@ -390,6 +466,120 @@ await test('cancel stops a run within a second and leaves the page usable', asyn
   await drop(small);
   await waitPhase(['estimated', 'error']);
   assert.equal(await phase(), 'estimated');
+});
+
+await test('"Cancelled" goes when a later run finishes', async () => {
+  await drop(larger);
+  await waitPhase(['measuring', 'estimated']);
+  await page.waitForFunction(() => document.getElementById('progress-text').textContent.length > 0, null, { timeout: 60_000 });
+  await page.click('#cancel');
+  await waitPhase('cancelled', 60_000);
+  assert.match(await page.textContent('#estimate'), /^Cancelled/);
+  // Compress straight away (scalar alone: a quick run of the larger file); the method is set
+  // without a change event, so that no measurement replaces the note first.
+  await page.evaluate(() => { document.getElementById('method').value = 'scalar'; });
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  assert.doesNotMatch(await page.textContent('#estimate'), /Cancelled/);
+  await page.evaluate(() => { document.getElementById('method').value = 'auto'; });
+  await drop(small);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+});
+
+await test('an override error is shown next to the overrides and goes once they are fixed', async () => {
+  await page.fill('#overrides', 'layer.*=banana');
+  await page.dispatchEvent('#overrides', 'change');
+  await waitPhase(['error', 'estimated']);
+  assert.equal(await phase(), 'error');
+  const shown = await page.evaluate(() => {
+    const e = document.getElementById('overrides-error');
+    return { text: e.textContent, hidden: e.hidden, next: document.getElementById('overrides').closest('label').nextElementSibling === e,
+      invalid: document.getElementById('overrides').getAttribute('aria-invalid'), top: document.getElementById('error').hidden };
+  });
+  assert.ok(!shown.hidden && shown.next, 'the override error is not next to the field');
+  assert.match(shown.text, /^Override 'layer\.\*=banana'/);
+  assert.equal(shown.invalid, 'true');
+  assert.ok(shown.top, 'the override error is also shown at the top');
+  await page.fill('#overrides', 'layer.0.*=8');
+  await page.dispatchEvent('#overrides', 'change');
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#overrides-error'));
+  assert.ok(await page.isHidden('#overrides-error'), 'the fixed override\'s error is still shown');
+  assert.ok(await page.isHidden('#error'));
+  assert.equal(await page.getAttribute('#overrides', 'aria-invalid'), null);
+  await page.fill('#overrides', '');
+  await page.dispatchEvent('#overrides', 'change');
+  await waitPhase(['estimated', 'error']);
+});
+
+await test('a link\'s settings (#...) fill the form on load', async () => {
+  const other = await context.newPage();
+  const errors = [];
+  other.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  try {
+    await other.goto(`${URL_}#max-error=0.02&method=scalar&keep=layer.0.*%3D8&keep=layer.1.*%3Dlossless&allocator=greedy&seed=7&backend=cpu`);
+    await other.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.phase), null, { timeout: 120_000 });
+    const form = await other.evaluate(() => {
+      const v = (id) => document.getElementById(id).value;
+      return {
+        target: document.querySelector('input[name=target]:checked').value, maxError: v('max-error'), method: v('method'),
+        overrides: v('overrides'), allocator: v('allocator'), seed: v('seed'), backend: v('backend-choice'),
+        used: document.getElementById('backend-status').dataset.used, errorRow: !document.getElementById('error-row').hidden,
+      };
+    });
+    assert.deepEqual(form, { target: 'error', maxError: '0.02', method: 'scalar', overrides: 'layer.0.*=8\nlayer.1.*=lossless',
+      allocator: 'greedy', seed: '7', backend: 'cpu', used: 'cpu', errorRow: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await other.close();
+  }
+});
+
+await test('the URL follows the settings; "Copy as CLI command" gives the same run to the native CLI', async () => {
+  // small-model.safetensors is open, the CPU forced (above).
+  try {
+    await setBpw(6);
+    await page.selectOption('#allocator', 'greedy');
+    await waitPhase('estimated');
+    await page.fill('#seed', '5');
+    await page.dispatchEvent('#seed', 'change');
+    await waitPhase(['estimated', 'error']);
+    await page.fill('#overrides', 'layer.0.*=8');
+    await page.dispatchEvent('#overrides', 'change');
+    await waitPhase(['estimated', 'error']);
+    assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+    const want = { bpw: '6', method: 'auto', keep: 'layer.0.*=8', allocator: 'greedy', seed: '5', backend: 'cpu' };
+    const wantHash = `#${new URLSearchParams(want)}`;
+    await page.waitForFunction((h) => location.hash === h, wantHash, { timeout: 5000 })
+      .catch(async () => assert.fail(`the URL's hash is ${await page.evaluate(() => location.hash)}, not ${wantHash}`));
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    await page.click('#copy-cli');
+    await page.waitForFunction(() => document.getElementById('cli-command').dataset.copied, null, { timeout: 5000 });
+    const command = await page.inputValue('#cli-command');
+    assert.equal(command, "lowbit compress small-model.safetensors -o small-model.lowbit --bpw 6 --method auto --keep 'layer.0.*=8' --allocator greedy --seed 5 --backend cpu");
+    assert.ok(await page.isVisible('#cli-command'));
+    const copied = await page.getAttribute('#cli-command', 'data-copied');
+    if (copied === 'true') assert.equal(await page.evaluate(() => navigator.clipboard.readText()), command);
+    console.log(`      clipboard ${copied === 'true' ? 'written and read back' : 'refused: the text field shows the command'}`);
+    // The command as a shell runs it, next to the same file name: the native CLI takes every flag.
+    const out = path.join(OUT, 'small-model.lowbit');
+    fs.rmSync(out, { force: true });
+    execFileSync('bash', ['-c', `"$LOWBIT" ${command.slice('lowbit '.length)} --quiet`], { cwd: OUT, env: { ...process.env, LOWBIT: CLI } });
+    assert.ok(JSON.parse(cli('inspect', '--json', out)).bits_per_weight <= 6);
+  } finally {
+    // Back to the defaults for the tests below (which compare with the CLI's defaults).
+    await page.fill('#overrides', '');
+    await page.dispatchEvent('#overrides', 'change');
+    await waitPhase(['estimated', 'error']);
+    await page.selectOption('#allocator', 'knapsack');
+    await page.fill('#seed', '0');
+    await page.dispatchEvent('#seed', 'change');
+    await waitPhase(['estimated', 'error']);
+    await setBpw(4);
+  }
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
 });
 
 await test('a FASTA file is compressed losslessly and restored byte for byte', async () => {
@@ -719,6 +909,11 @@ if (args.big) {
     }
   });
 }
+
+await test('Content-Security-Policy: no violation in the whole flow', async () => {
+  assert.ok(await page.$('meta[http-equiv="Content-Security-Policy"]'), 'no Content-Security-Policy meta tag');
+  assert.deepEqual(cspViolations.filter((v) => v.main).map((v) => v.text), []);
+});
 
 await test('no request left 127.0.0.1, no console errors', async () => {
   assert.deepEqual(offsite, []);
