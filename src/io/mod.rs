@@ -10,6 +10,7 @@
 
 pub mod csv;
 pub mod fvecs;
+pub mod gguf;
 pub mod npy;
 pub mod pytorch;
 pub mod safetensors;
