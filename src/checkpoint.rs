@@ -375,4 +375,71 @@ mod tests {
             ckpt.tensors
         );
     }
+
+    /// A GGUF of one 1 MiB Q8_0 tensor and one F32 tensor (dims fastest-first).
+    fn gguf_file() -> Vec<u8> {
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes());
+        f.extend(2u64.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        let q8_bytes = 1024 / 32 * 34 * 1024;
+        for (name, dims, ty, offset) in [
+            ("q", [1024u64, 1024], 8u32, 0u64),
+            ("f", [2, 3], 0, q8_bytes),
+        ] {
+            f.extend((name.len() as u64).to_le_bytes());
+            f.extend(name.as_bytes());
+            f.extend(2u32.to_le_bytes());
+            dims.iter().for_each(|d| f.extend(d.to_le_bytes()));
+            f.extend(ty.to_le_bytes());
+            f.extend(offset.to_le_bytes());
+        }
+        f.resize(f.len().div_ceil(32) * 32, 0);
+        // Q8_0 blocks: d = 0.5 (f16 0x3800), codes 0, 1, ..., 31.
+        let block: Vec<u8> = [0x00, 0x38].into_iter().chain(0..32).collect();
+        (0..q8_bytes / 34).for_each(|_| f.extend(&block));
+        (0..6).for_each(|i| f.extend((i as f32).to_le_bytes()));
+        f
+    }
+
+    #[test]
+    fn a_gguf_header_is_parsed_alone_and_its_quantized_tensors_are_read_as_f32() {
+        let file = gguf_file();
+        let source = Counting {
+            bytes: file.clone(),
+            read: Default::default(),
+        };
+        let ckpt = Checkpoint::parse(&source).unwrap();
+        let read = source.read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            read < 70 << 10,
+            "{read} bytes of {} read for the header",
+            file.len()
+        );
+        assert_eq!(ckpt.format, SourceFormat::Gguf);
+        let (q, f) = (&ckpt.tensors[0], &ckpt.tensors[1]);
+        assert_eq!(
+            (q.dtype, q.ggml_block, q.shape.clone()),
+            (DType::F32, Some(GgmlType::Q8_0), vec![1024, 1024])
+        );
+        assert_eq!(
+            (f.dtype, f.ggml_block, f.shape.clone()),
+            (DType::F32, None, vec![3, 2])
+        );
+        let values = tensor_values(&source, q).unwrap();
+        assert_eq!(values.len(), 1 << 20);
+        assert_eq!(&values[..3], &[0.0, 0.5, 1.0]);
+        assert_eq!(values[(1 << 20) - 1], 15.5);
+        let bytes = tensor_bytes(file.as_slice(), q).unwrap();
+        assert_eq!(crate::dtype::to_f32(DType::F32, &bytes), values);
+        // A plain tensor is read in place.
+        assert!(matches!(
+            tensor_bytes(file.as_slice(), f).unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            tensor_values(file.as_slice(), f).unwrap(),
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+    }
 }

@@ -299,6 +299,10 @@ fn hostile_headers_are_refused_by_name() {
     );
     refused(&with(&|w| w.infos[0].1 = vec![1; 9]), "9 dimensions");
     refused(&with(&|w| w.infos[0].1 = vec![u64::MAX, 2]), "overflow");
+    refused(
+        &with(&|w| w.infos[0] = ("t".into(), vec![1 << 62], GgmlType::F64 as u32, 0)),
+        "overflow 64-bit byte counts",
+    );
     refused(&with(&|w| w.infos[0].2 = 99), "unknown ggml type 99");
     refused(&with(&|w| w.infos[0].3 = 1 << 40), "lie outside");
     refused(
