@@ -245,14 +245,17 @@ pub fn compress_input<S: Source + ?Sized>(
 
 /// The kind of `file` for compression: [`input_kind`], with a clear error for a binary file that
 /// is no checkpoint: a known format lowbit does not read is named (an old-style PyTorch pickle,
-/// GGUF, HDF5, ONNX...); otherwise the error says what was tried. A zip archive goes to the
-/// PyTorch reader, whose errors say what the archive holds.
+/// HDF5, ONNX...); otherwise the error says what was tried. A zip archive goes to the PyTorch
+/// reader and a GGUF file to the GGUF reader, whose errors say what is wrong with them.
 pub fn kind_to_compress<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<InputKind> {
     let kind = input_kind(file, file_name).map_err(|e| e.in_file(file_name))?;
     let by_name = crate::checkpoint::vector_format_by_name(file_name).is_some();
     if kind == InputKind::Checkpoint && !by_name && file.len() > 0 {
         let head = file.prefix(16).map_err(|e| e.in_file(file_name))?;
-        if head.starts_with(crate::io::npy::MAGIC) || crate::io::zip::is_zip(&head) {
+        if head.starts_with(crate::io::npy::MAGIC)
+            || head.starts_with(crate::io::gguf::MAGIC)
+            || crate::io::zip::is_zip(&head)
+        {
             return Ok(kind);
         }
         if let Err(e) = safetensors::read_header_from(file) {
@@ -261,7 +264,7 @@ pub fn kind_to_compress<S: Source + ?Sized>(file: &S, file_name: &str) -> Result
             }
             return Err(Error::invalid(format!(
                 "neither a checkpoint (.safetensors, a PyTorch .pt/.pth/.bin in torch.save's zip \
-                 format, .npy) nor a FASTA, FASTQ or text file (binary content that is not a \
+                 format, .gguf, .npy) nor a FASTA, FASTQ or text file (binary content that is not a \
                  valid safetensors header: {e})"
             ))
             .in_file(file_name));

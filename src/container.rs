@@ -48,6 +48,11 @@ pub enum SourceFormat {
     /// the same tensor names, shapes, dtypes and order (lowbit writes no pickle).
     #[serde(rename = "pytorch")]
     PyTorch,
+    /// A GGUF file (llama.cpp). Restored as a `.safetensors` file with the GGUF tensor names,
+    /// row-major shapes, the plain types as they were (F32, F16, BF16...) and the quantized ones
+    /// (Q4_0, Q4_K...) as F32, their dequantized values; the scalar and string metadata become
+    /// `__metadata__` strings (arrays, such as the tokenizer's, are not kept).
+    Gguf,
 }
 
 impl SourceFormat {
@@ -61,7 +66,7 @@ impl SourceFormat {
             SourceFormat::Fasta => "fa",
             SourceFormat::Fastq => "fastq",
             SourceFormat::Text => "txt",
-            SourceFormat::PyTorch => "safetensors",
+            SourceFormat::PyTorch | SourceFormat::Gguf => "safetensors",
         }
     }
 }

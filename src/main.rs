@@ -1001,9 +1001,9 @@ fn print_inspection(name: &str, inspection: &Inspection) {
     for t in tensors {
         let shape = shape_text(&t.shape);
         println!(
-            "  {:<56} {:>5} {:>16} {:>12} B {:>7.3} bpw  {}",
+            "  {:<56} {:>6} {:>16} {:>12} B {:>7.3} bpw  {}",
             t.name,
-            t.dtype.name(),
+            t.ggml_type.as_deref().unwrap_or(t.dtype.name()),
             shape,
             t.bytes,
             t.bits_per_weight,

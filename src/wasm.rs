@@ -725,8 +725,8 @@ pub async fn tensor_view(
         .ok_or_else(|| JsError::new(&format!("no tensor named {tensor:?}")))?;
     let t = &a.checkpoint.tensors[i];
     let raw = match &a.converted {
-        Some(values) => values.read(t.range.clone()),
-        None => file.read(t.range.clone()),
+        Some(values) => crate::checkpoint::tensor_bytes(values, t),
+        None => crate::checkpoint::tensor_bytes(file.as_ref(), t),
     }
     .map_err(|e| js_error(e.in_tensor(&t.name)))?;
     if !t.dtype.is_lossy_compressible() && a.checkpoint.format.is_vector_dataset() {

@@ -1,6 +1,6 @@
 //! Readers and writers of the file formats lowbit takes in and gives back: `.safetensors`
-//! checkpoints, PyTorch checkpoints (`torch.save` zip archives, read only), `.npy` arrays, and the
-//! vector datasets `.csv` and `.fvecs`.
+//! checkpoints, PyTorch checkpoints (`torch.save` zip archives, read only), GGUF files (read only,
+//! ggml's quantized blocks dequantized), `.npy` arrays, and the vector datasets `.csv` and `.fvecs`.
 //!
 //! Every reader here faces untrusted bytes: it validates the whole header (sizes, offsets, dtypes)
 //! before returning it, so later stages can slice the file without further checks, and it never
@@ -10,6 +10,7 @@
 
 pub mod csv;
 pub mod fvecs;
+pub mod gguf;
 pub mod npy;
 pub mod pytorch;
 pub mod safetensors;

@@ -168,7 +168,7 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     opts: &CompressOptions,
     vector_dataset: bool,
 ) -> Result<TensorAnalysis> {
-    let raw = file.read(t.range.clone())?;
+    let raw = crate::checkpoint::tensor_bytes(file, t)?;
     let raw = raw.as_ref();
     let mut analysis = TensorAnalysis::exact_only(raw, t.dtype)?;
     // The norm is measured for every float tensor, exact or not, so the report's error totals
@@ -627,7 +627,7 @@ pub async fn analyse_on<S: Source + ?Sized>(
     })
 }
 
-/// Tensor `t` of `data` as f32 values.
+/// Tensor `t` of `data` as f32 values (a quantized GGUF tensor dequantized).
 pub(crate) fn tensor_values<S: Source + ?Sized>(data: &S, t: &InputTensor) -> Result<Vec<f32>> {
-    Ok(dtype::to_f32(t.dtype, &data.read(t.range.clone())?))
+    crate::checkpoint::tensor_values(data, t)
 }

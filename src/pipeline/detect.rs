@@ -4,7 +4,7 @@
 use crate::checkpoint;
 use crate::container;
 use crate::error::Result;
-use crate::io::{npy, safetensors, zip};
+use crate::io::{gguf, npy, safetensors, zip};
 use crate::sequence::{self, SequenceKind};
 use crate::source::Source;
 
@@ -12,7 +12,7 @@ use crate::source::Source;
 /// `.fvecs`): what `inspect` and the page dispatch on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputKind {
-    /// A safetensors or PyTorch checkpoint, an npy array or a vector dataset: compressed tensor by
+    /// A safetensors, PyTorch or GGUF checkpoint, an npy array or a vector dataset: compressed tensor by
     /// tensor.
     Checkpoint,
     /// A `.lowbit` file: inspected or restored.
@@ -31,7 +31,7 @@ pub fn input_kind<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Input
         return Ok(InputKind::Checkpoint);
     }
     let head = file.prefix(SNIFF_BYTES)?;
-    if head.starts_with(npy::MAGIC) || zip::is_zip(&head) {
+    if head.starts_with(npy::MAGIC) || head.starts_with(gguf::MAGIC) || zip::is_zip(&head) {
         return Ok(InputKind::Checkpoint);
     }
     if safetensors::header_len(&head, file.len()).is_ok() {

@@ -42,6 +42,10 @@ pub enum Inspection {
 pub struct InspectedTensor {
     pub name: String,
     pub dtype: DType,
+    /// For a quantized GGUF tensor, its ggml block type (`Q4_K`): how it is stored; `dtype`
+    /// (F32) is what lowbit reads it as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ggml_type: Option<String>,
     pub shape: Vec<usize>,
     pub parameters: u64,
     /// Bytes in the file (raw data for a checkpoint, the coded section for a `.lowbit`).
@@ -70,6 +74,7 @@ pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspecti
                 .map(|r| InspectedTensor {
                     name: r.name.clone(),
                     dtype: r.dtype,
+                    ggml_type: None,
                     shape: r.shape.clone(),
                     parameters: r.numel(),
                     bytes: r.section_len(),
@@ -100,11 +105,15 @@ pub fn inspect<S: Source + ?Sized>(file: &S, file_name: &str) -> Result<Inspecti
                 .map(|t| InspectedTensor {
                     name: t.name.clone(),
                     dtype: t.dtype,
+                    ggml_type: t.ggml_block.map(|g| g.name().to_string()),
                     shape: t.shape.clone(),
                     parameters: t.numel(),
                     bytes: t.range.end - t.range.start,
                     codec: None,
-                    bits_per_weight: 8.0 * t.dtype.size() as f64,
+                    bits_per_weight: match t.ggml_block {
+                        Some(g) => g.bits_per_weight(),
+                        None => 8.0 * t.dtype.size() as f64,
+                    },
                 })
                 .collect();
             Ok(Inspection::Checkpoint {

@@ -52,7 +52,7 @@ pub fn decompress(
         }
         // A PyTorch source is written as safetensors: the same tensors, no pickle (lowbit writes
         // data, never code), `{"format": "pt"}` metadata as its reader recorded.
-        SourceFormat::Safetensors | SourceFormat::PyTorch => {
+        SourceFormat::Safetensors | SourceFormat::PyTorch | SourceFormat::Gguf => {
             let planned: Vec<safetensors::PlannedTensor> = m
                 .tensors
                 .iter()
@@ -121,7 +121,10 @@ pub fn decompress(
             SourceFormat::Fvecs => {
                 fvecs::write(&dtype::to_f32(DType::F32, &bytes), record.shape[1])
             }
-            SourceFormat::Safetensors | SourceFormat::Npy | SourceFormat::PyTorch => bytes,
+            SourceFormat::Safetensors
+            | SourceFormat::Npy
+            | SourceFormat::PyTorch
+            | SourceFormat::Gguf => bytes,
             SourceFormat::Fasta | SourceFormat::Fastq | SourceFormat::Text => {
                 unreachable!("sequence sources returned above")
             }

@@ -44,7 +44,7 @@ pub async fn write_container<S: Source + ?Sized>(
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        let raw = data.read(t.range.clone())?;
+        let raw = crate::checkpoint::tensor_bytes(data, t)?;
         let bytes = match &record.codec {
             CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
             CodecParams::SharedLowrank(_) => shared.members[i]

@@ -56,7 +56,8 @@ impl SequenceKind {
             | SourceFormat::Npy
             | SourceFormat::Csv
             | SourceFormat::Fvecs
-            | SourceFormat::PyTorch => None,
+            | SourceFormat::PyTorch
+            | SourceFormat::Gguf => None,
         }
     }
 }

@@ -9,7 +9,8 @@
 //!   `try_it`: the page's Try-it helpers on the same models;
 //! - `container_hostile`, `mutations`, `readers_hostile`: damaged and lying inputs give named
 //!   errors (or a well-formed file), never a panic or an allocation past the stated bounds;
-//! - `pytorch`: a checkpoint written by torch, end to end, and the formats lowbit names and refuses.
+//! - `pytorch`: a checkpoint written by torch, end to end, and the formats lowbit names and refuses;
+//!   `gguf`: a GGUF written by the `gguf` package, end to end, every ggml type lowbit reads.
 
 mod architecture;
 mod backend;
@@ -17,6 +18,7 @@ mod calibration;
 mod cli;
 mod common;
 mod container_hostile;
+mod gguf;
 mod golden;
 mod methods_report;
 mod model;

@@ -1045,7 +1045,7 @@ fn well_formed(out: &[u8], s: &DecompressSummary) -> Result<(), String> {
         ));
     }
     match s.format {
-        SourceFormat::Safetensors | SourceFormat::PyTorch => {
+        SourceFormat::Safetensors | SourceFormat::PyTorch | SourceFormat::Gguf => {
             let h = safetensors::read_header(out).map_err(|e| e.to_string())?;
             let end = h.tensors.iter().map(|t| t.end).max().unwrap_or(0);
             let values: u64 = h.tensors.iter().map(|t| t.end - t.start).sum();
