@@ -402,9 +402,7 @@ fn assign_into(points: &[f32], codebook: &Codebook, codes: &mut [u32], distances
     {
         let n = codes.len();
         let pairs = n.saturating_mul(codebook.k().max(1));
-        let threads = std::thread::available_parallelism()
-            .map(|t| t.get())
-            .unwrap_or(1)
+        let threads = crate::parallel::threads()
             .min(pairs / MIN_PAIRS_PER_THREAD)
             .min(16);
         if threads >= 2 {

@@ -25,6 +25,7 @@ pub mod io;
 pub mod kmeans;
 pub mod linalg;
 pub mod model;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

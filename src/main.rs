@@ -37,6 +37,10 @@ struct Cli {
     /// Print the result as JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// How many threads to use (default: one per core). The output is the same for any number.
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -1021,6 +1025,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        lowbit::parallel::set_threads(n as usize);
+    }
     // If no handler can be installed, Ctrl-C keeps its default meaning (the run just stops).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
     match run(cli) {

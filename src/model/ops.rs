@@ -42,14 +42,7 @@ impl Linear {
 /// How many threads the heavy loops use: the machine's cores natively, one in the browser (a Web
 /// Worker has no threads of its own).
 pub fn threads() -> usize {
-    #[cfg(target_arch = "wasm32")]
-    {
-        1
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    crate::parallel::threads()
 }
 
 /// Runs `f(first_item, chunk)` on contiguous chunks of `out`, each `item_len` values per item,

@@ -117,29 +117,33 @@ impl TensorAnalysis {
         }
     }
 
-    /// The analysis of a tensor with only its exact option measured (what every tensor starts
-    /// from: the lossless coding of its raw bytes).
-    fn exact_only(raw: &[u8], dtype: DType) -> Result<TensorAnalysis> {
-        let exact = lossless::encode(raw, dtype)?;
-        let lossless_candidate = MeasuredOption {
-            codec: CodecParams::Lossless,
-            coded_bytes: exact.bytes.len() as u64,
-            crc32: container::crc32(&exact.bytes),
-            side_bytes: exact.side_bytes as u64,
-            sq_error: 0.0,
-            distortion: Distortion::RelativeMse(0.0),
-            vector: None,
-        };
-        Ok(TensorAnalysis {
-            candidates: vec![lossless_candidate],
+    /// The analysis of a tensor before any option is measured.
+    fn empty() -> TensorAnalysis {
+        TensorAnalysis {
+            candidates: Vec::new(),
             norm_sq: 0.0,
             non_finite: 0,
             restriction: String::new(),
             spectrum: None,
             vectors: None,
             input_energy: None,
-        })
+        }
     }
+}
+
+/// The exact option of a tensor: the lossless coding of its raw bytes (every tensor has it; it is
+/// the first candidate).
+fn exact_option(raw: &[u8], dtype: DType) -> Result<MeasuredOption> {
+    let exact = lossless::encode(raw, dtype)?;
+    Ok(MeasuredOption {
+        codec: CodecParams::Lossless,
+        coded_bytes: exact.bytes.len() as u64,
+        crc32: container::crc32(&exact.bytes),
+        side_bytes: exact.side_bytes as u64,
+        sq_error: 0.0,
+        distortion: Distortion::RelativeMse(0.0),
+        vector: None,
+    })
 }
 
 /// Measures every applicable option of one tensor, on the CPU. `vector_dataset`: the tensor is the
@@ -170,13 +174,10 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
 ) -> Result<TensorAnalysis> {
     let raw = crate::checkpoint::tensor_bytes(file, t)?;
     let raw = raw.as_ref();
-    let mut analysis = TensorAnalysis::exact_only(raw, t.dtype)?;
+    let mut analysis = TensorAnalysis::empty();
     // The norm is measured for every float tensor, exact or not, so the report's error totals
     // cover all of them.
-    let forced_vector_coder = matches!(opts.method, Some(Method::Transform | Method::Pq));
-    let vector_path = t.shape.len() == 2
-        && t.dtype.is_vector_compressible()
-        && (forced_vector_coder || (vector_dataset && opts.method.is_none()));
+    let (vector_path, rule) = tensor_route(t, opts, vector_dataset);
     let values = if t.dtype.is_lossy_compressible() || vector_path {
         dtype::to_f32(t.dtype, raw)
     } else {
@@ -188,17 +189,15 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         .filter(|v| v.is_finite())
         .map(|&v| (v as f64) * (v as f64))
         .sum();
-    let rule = opts
-        .overrides
-        .iter()
-        .find(|o| glob_match(&o.pattern, &t.name))
-        .map(|o| o.rule);
     let restriction = exact_only(t, opts, vector_path, rule);
+    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+    if restriction.is_some() || analysis.non_finite > 0 {
+        analysis.candidates.push(exact_option(raw, t.dtype)?);
+    }
     if let Some(why) = restriction {
         analysis.restriction = why;
         return Ok(analysis);
     }
-    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
     if analysis.non_finite > 0 && vector_path {
         return Err(non_finite_vectors(&values, shape, analysis.non_finite));
     }
@@ -211,7 +210,6 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         Some(map) => map.rows_for(&t.name, &t.shape)?,
         None => None,
     };
-    let importance = importance.as_deref();
     let columns = match (&opts.activations, vector_path) {
         (Some(stats), false) => stats.columns_for(&t.name, &t.shape),
         _ => None,
@@ -221,41 +219,35 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
         analysis.input_energy =
             Some(c.iter().map(|&d| d as f64).sum::<f64>() / c.len().max(1) as f64);
     }
+    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
+    let matrix = MatrixInput {
+        values: &values,
+        shape,
+        dtype: t.dtype,
+        norm_sq: analysis.norm_sq,
+        seed,
+        importance: importance.as_deref(),
+        queries: None,
+        output: output.as_ref(),
+    };
     if vector_path {
+        analysis.candidates.push(exact_option(raw, t.dtype)?);
         let queries =
             analyse_vectors(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
         // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
         // coders' side information (mean, basis, codebooks, tables) costs more than they save.
         // Their recall is measured like the vector coders' (the allocator compares recall).
         if opts.method.is_none() && t.dtype.is_lossy_compressible() {
-            analyse_matrix(
-                backend,
-                &values,
-                shape,
-                t.dtype,
-                opts,
-                seed,
-                importance,
-                Some(&queries),
-                None,
-                &mut analysis,
-            )
-            .await?;
+            let matrix = MatrixInput {
+                queries: Some(&queries),
+                output: None,
+                ..matrix
+            };
+            analyse_matrix(backend, &matrix, None, false, opts, &mut analysis).await?;
         }
     } else {
-        analyse_matrix(
-            backend,
-            &values,
-            shape,
-            t.dtype,
-            opts,
-            seed,
-            importance,
-            None,
-            output.as_ref(),
-            &mut analysis,
-        )
-        .await?;
+        let spectrum = opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1;
+        analyse_matrix(backend, &matrix, Some(raw), spectrum, opts, &mut analysis).await?;
     }
     if opts.method.is_some() && analysis.candidates.len() > 1 {
         // A forced method replaces the exact option (it stays only where the method cannot apply).
@@ -266,16 +258,6 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     }
     if let Some(s) = &opts.sensitivity {
         analysis.weigh(s.for_tensor(&t.name));
-    }
-    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
-    if !vector_path && opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1 {
-        analysis.spectrum = Some(codec::lowrank::singular_values(
-            &values,
-            shape.rows,
-            shape.cols,
-            SPECTRUM_LENGTH,
-            seed,
-        ));
     }
     Ok(analysis)
 }
@@ -396,87 +378,214 @@ async fn analyse_vectors(
     Ok(queries)
 }
 
-/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper) for a weight tensor;
-/// `importance`: the tensor's row importances from an importance file, if any; with `queries` (a
-/// vector dataset), each option's recall@10 is measured too; with `output` (a calibrated linear
-/// weight), each option's relative output error is its distortion.
-#[allow(clippy::too_many_arguments)]
-async fn analyse_matrix(
-    backend: &Backend,
-    values: &[f32],
+/// A float tensor seen as a matrix, with what its options are measured against.
+#[derive(Clone, Copy)]
+struct MatrixInput<'a> {
+    values: &'a [f32],
     shape: Shape2,
     dtype: DType,
-    opts: &CompressOptions,
+    norm_sq: f64,
     seed: u64,
-    importance: Option<&[f64]>,
-    queries: Option<&vectors::RecallQueries>,
-    output: Option<&OutputWeights<'_>>,
+    /// The tensor's row importances from an importance file, if any.
+    importance: Option<&'a [f64]>,
+    /// A vector dataset's recall queries: each option's recall@10 is measured too.
+    queries: Option<&'a vectors::RecallQueries>,
+    /// A calibrated linear weight's column statistics: each option's distortion is its relative
+    /// output error.
+    output: Option<&'a OutputWeights<'a>>,
+}
+
+impl MatrixInput<'_> {
+    /// The option `codec`, measured from its encoding.
+    fn measure(
+        &self,
+        codec: CodecParams,
+        encoded: Result<codec::Encoded>,
+    ) -> Result<MeasuredOption> {
+        let encoded = encoded?;
+        let vector = self.queries.map(|q| VectorMeasure {
+            recall_at_10: q.recall(&encoded.reconstruction, self.shape),
+            bits_per_dimension: Vec::new(),
+        });
+        Ok(MeasuredOption::measure(
+            codec,
+            &encoded,
+            self.values,
+            self.dtype,
+            self.norm_sq,
+            vector,
+            self.output,
+        ))
+    }
+}
+
+/// One piece of a tensor's analysis that runs on a core of its own. Natively the pieces of a
+/// tensor are spread over all cores (`parallel::map`), so a large tensor is not one thread's tail
+/// while the others wait; each piece is computed the same way wherever it runs, and the
+/// candidates are put together in a fixed order, so the analysis does not depend on the number of
+/// cores.
+#[derive(Clone, Copy)]
+enum Job {
+    /// The exact option (lossless coding of the raw bytes).
+    Exact,
+    /// The singular values the report shows.
+    Spectrum,
+    /// Every low-rank option and the sparse + low-rank options built on their encodings.
+    Lowrank,
+    Fwsvd,
+    /// One option of the codecs coded on their own (scalar, vq, turbo, hyper): its index.
+    Independent(usize),
+}
+
+/// What a [`Job`] gives.
+enum JobResult {
+    Options(Vec<MeasuredOption>),
+    Spectrum(Vec<f32>),
+}
+
+/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper, fwsvd) of a tensor, appended
+/// to `analysis.candidates` in a fixed order: the exact option when `raw` is given, the
+/// independent codecs' options, low rank, sparse + low rank, fwsvd. With `spectrum`, the
+/// singular values the report shows are measured too.
+async fn analyse_matrix(
+    backend: &Backend,
+    m: &MatrixInput<'_>,
+    raw: Option<&[u8]>,
+    spectrum: bool,
+    opts: &CompressOptions,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
-    let codec::MatrixCandidates {
-        independent: params,
-        lowrank,
-        sparse_lowrank,
-        fwsvd,
-    } = codec::MatrixCandidates::for_tensor(shape, seed, opts.method, importance);
+    let candidates =
+        codec::MatrixCandidates::for_tensor(m.shape, m.seed, opts.method, m.importance);
     if opts.method.is_some()
-        && params.is_empty()
-        && lowrank.is_empty()
-        && sparse_lowrank.is_empty()
-        && fwsvd.is_empty()
+        && candidates.independent.is_empty()
+        && candidates.lowrank.is_empty()
+        && candidates.sparse_lowrank.is_empty()
+        && candidates.fwsvd.is_empty()
     {
         analysis.restriction =
             "the forced method does not apply to this shape: stored exactly".to_string();
     }
-    // Each encoding is measured and dropped at once: a reconstruction is as large as the tensor,
-    // and holding all ~45 of a 4096 x 4096 tensor's took 3 GiB (the page's > 4 GiB test).
-    let norm_sq = analysis.norm_sq;
-    let measure = |codec: CodecParams, encoded: Result<codec::Encoded>| -> Result<MeasuredOption> {
-        let encoded = encoded?;
-        let vector = queries.map(|q| VectorMeasure {
-            recall_at_10: q.recall(&encoded.reconstruction, shape),
-            bits_per_dimension: Vec::new(),
-        });
-        Ok(MeasuredOption::measure(
-            codec, &encoded, values, dtype, norm_sq, vector, output,
-        ))
+    // The longest pieces first, so that they are not left to the end.
+    let mut jobs = vec![Job::Lowrank, Job::Fwsvd];
+    if spectrum {
+        jobs.push(Job::Spectrum);
+    }
+    if raw.is_some() {
+        jobs.push(Job::Exact);
+    }
+    jobs.extend((0..candidates.independent.len()).map(Job::Independent));
+    let run = |job: Job| run_job(backend, m, raw, &candidates, job);
+    #[cfg(not(target_arch = "wasm32"))]
+    let mut results: Vec<Result<JobResult>> =
+        crate::parallel::map(jobs.len(), |i| backend::block_on(run(jobs[i])));
+    #[cfg(target_arch = "wasm32")]
+    let mut results: Vec<Result<JobResult>> = {
+        let mut out = Vec::with_capacity(jobs.len());
+        for &job in &jobs {
+            out.push(run(job).await);
+        }
+        out
     };
-    for p in params {
-        let encoded = p.encode_on(backend, values, shape).await;
-        analysis.candidates.push(measure(p, encoded)?);
-    }
-    // Options sharing a truncated SVD are encoded together (one SVD each); the sparse options'
-    // low-rank parts are among the lowrank options, so those encodings are reused before they go.
-    let lowrank_encoded = codec::lowrank::encode_many_on(backend, values, shape, &lowrank).await;
-    let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
-        .iter()
-        .zip(&lowrank_encoded)
-        .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
-        .collect();
-    let sparse_lowrank_encoded =
-        codec::sparse_lowrank::encode_many(values, shape, &sparse_lowrank, &known);
-    drop(known);
-    for (p, encoded) in lowrank.into_iter().zip(lowrank_encoded) {
-        analysis
-            .candidates
-            .push(measure(CodecParams::Lowrank(p), encoded)?);
-    }
-    for (p, encoded) in sparse_lowrank.into_iter().zip(sparse_lowrank_encoded) {
-        analysis
-            .candidates
-            .push(measure(CodecParams::SparseLowrank(p), encoded)?);
-    }
-    let fwsvd_encoded = codec::fwsvd::encode_many(values, shape, &fwsvd, importance);
-    for (p, encoded) in fwsvd.into_iter().zip(fwsvd_encoded) {
-        analysis
-            .candidates
-            .push(measure(CodecParams::Fwsvd(p), encoded)?);
+    // Put together in the candidates' order; the first error in that order is the one reported.
+    let mut take = |wanted: fn(&Job) -> bool| -> Vec<Result<JobResult>> {
+        let mut out = Vec::new();
+        for (job, r) in jobs.iter().zip(results.iter_mut()) {
+            if wanted(job) {
+                out.push(std::mem::replace(r, Ok(JobResult::Options(Vec::new()))));
+            }
+        }
+        out
+    };
+    let exact = take(|j| matches!(j, Job::Exact));
+    let independent = take(|j| matches!(j, Job::Independent(_)));
+    let lowrank = take(|j| matches!(j, Job::Lowrank));
+    let fwsvd = take(|j| matches!(j, Job::Fwsvd));
+    let spectra = take(|j| matches!(j, Job::Spectrum));
+    for r in exact
+        .into_iter()
+        .chain(independent)
+        .chain(lowrank)
+        .chain(fwsvd)
+        .chain(spectra)
+    {
+        match r? {
+            JobResult::Options(options) => analysis.candidates.extend(options),
+            JobResult::Spectrum(values) => analysis.spectrum = Some(values),
+        }
     }
     Ok(())
 }
 
-/// Runs `analyse` on every tensor: natively on all cores (results in tensor order, so the output does
-/// not depend on scheduling), in the browser on the calling thread.
+/// Runs one piece of a tensor's analysis.
+async fn run_job(
+    backend: &Backend,
+    m: &MatrixInput<'_>,
+    raw: Option<&[u8]>,
+    candidates: &codec::MatrixCandidates,
+    job: Job,
+) -> Result<JobResult> {
+    let (values, shape) = (m.values, m.shape);
+    let options = match job {
+        Job::Exact => vec![exact_option(
+            raw.expect("only scheduled with raw bytes"),
+            m.dtype,
+        )?],
+        Job::Spectrum => {
+            return Ok(JobResult::Spectrum(codec::lowrank::singular_values(
+                values,
+                shape.rows,
+                shape.cols,
+                SPECTRUM_LENGTH,
+                m.seed,
+            )))
+        }
+        Job::Independent(i) => {
+            let p = candidates.independent[i].clone();
+            let encoded = p.encode_on(backend, values, shape).await;
+            vec![m.measure(p, encoded)?]
+        }
+        Job::Lowrank => {
+            // Options sharing a truncated SVD are encoded together (one SVD each); the sparse
+            // options' low-rank parts are among the lowrank options, so those encodings are
+            // reused before they go.
+            let lowrank = &candidates.lowrank;
+            let encoded = codec::lowrank::encode_many_on(backend, values, shape, lowrank).await;
+            let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
+                .iter()
+                .zip(&encoded)
+                .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
+                .collect();
+            let sparse = &candidates.sparse_lowrank;
+            let sparse_encoded = codec::sparse_lowrank::encode_many(values, shape, sparse, &known);
+            drop(known);
+            let mut out = Vec::with_capacity(lowrank.len() + sparse.len());
+            for (p, e) in lowrank.iter().zip(encoded) {
+                out.push(m.measure(CodecParams::Lowrank(p.clone()), e)?);
+            }
+            for (p, e) in sparse.iter().zip(sparse_encoded) {
+                out.push(m.measure(CodecParams::SparseLowrank(p.clone()), e)?);
+            }
+            out
+        }
+        Job::Fwsvd => {
+            let fwsvd = &candidates.fwsvd;
+            let encoded = codec::fwsvd::encode_many(values, shape, fwsvd, m.importance);
+            let mut out = Vec::with_capacity(fwsvd.len());
+            for (p, e) in fwsvd.iter().zip(encoded) {
+                out.push(m.measure(CodecParams::Fwsvd(p.clone()), e)?);
+            }
+            out
+        }
+    };
+    Ok(JobResult::Options(options))
+}
+
+/// Runs `analyse` on every tensor, in order. A tensor's options are spread over the cores
+/// (`analyse_matrix`), so tensors are taken one at a time: memory holds one tensor's values and
+/// one reconstruction per core, whatever the model's size. Runs of tensors stored exactly
+/// without trying a lossy option (norms, biases, integer tensors, `--method lossless`) have a
+/// single piece of work each: they are spread over the cores as a batch instead.
 async fn analyse_all<S: Source + ?Sized>(
     backend: &Backend,
     file: &S,
@@ -485,80 +594,64 @@ async fn analyse_all<S: Source + ?Sized>(
     progress: &mut dyn Progress,
 ) -> Result<Vec<TensorAnalysis>> {
     progress.stage("analyse", ckpt.parameters());
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let run = |i: usize| {
-            let t = &ckpt.tensors[i];
-            backend::block_on(analyse_tensor_on(
-                backend,
-                file,
-                t,
-                opts,
-                ckpt.format.is_vector_dataset(),
-            ))
-            .map_err(|e| e.in_tensor(&t.name))
-        };
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(ckpt.tensors.len())
-            .max(1);
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let mut results: Vec<Option<Result<TensorAnalysis>>> =
-            (0..ckpt.tensors.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let (next, stop, run) = (&next, &stop, &run);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= ckpt.tensors.len() || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if tx.send((i, run(i))).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(tx);
-            for (i, r) in rx {
-                let failed = r.is_err();
-                results[i] = Some(r);
-                progress.advance(ckpt.tensors[i].numel(), &ckpt.tensors[i].name);
-                if failed || progress.cancelled() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            }
-        });
+    let vector_dataset = ckpt.format.is_vector_dataset();
+    let one = |i: usize| analyse_tensor_on(backend, file, &ckpt.tensors[i], opts, vector_dataset);
+    let n = ckpt.tensors.len();
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
-        // The first error in tensor order, so the message does not depend on scheduling.
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Cancelled)))
-            .collect()
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let mut out = Vec::with_capacity(ckpt.tensors.len());
-        for i in 0..ckpt.tensors.len() {
-            if progress.cancelled() {
-                return Err(Error::Cancelled);
+        let run_end = (i..n)
+            .find(|&j| !stored_exactly(&ckpt.tensors[j], opts, vector_dataset))
+            .unwrap_or(n);
+        let batch: Vec<Result<TensorAnalysis>> = if run_end > i {
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                crate::parallel::map(run_end - i, |k| backend::block_on(one(i + k)))
             }
+            #[cfg(target_arch = "wasm32")]
+            {
+                vec![one(i).await]
+            }
+        } else {
+            vec![one(i).await]
+        };
+        for r in batch {
             let t = &ckpt.tensors[i];
-            out.push(
-                analyse_tensor_on(backend, file, t, opts, ckpt.format.is_vector_dataset())
-                    .await
-                    .map_err(|e| e.in_tensor(&t.name))?,
-            );
-            progress.advance(ckpt.tensors[i].numel(), &ckpt.tensors[i].name);
+            out.push(r.map_err(|e| e.in_tensor(&t.name))?);
+            progress.advance(t.numel(), &t.name);
+            i += 1;
         }
-        Ok(out)
     }
+    Ok(out)
+}
+
+/// Whether `t` is stored exactly without any lossy option being tried (what [`exact_only`]
+/// decides, known before the tensor is read).
+fn stored_exactly(t: &InputTensor, opts: &CompressOptions, vector_dataset: bool) -> bool {
+    let (vector_path, rule) = tensor_route(t, opts, vector_dataset);
+    exact_only(t, opts, vector_path, rule).is_some()
+}
+
+/// Whether `t` is coded as a vector dataset (rows = vectors), and the override rule its name
+/// matches, if any.
+fn tensor_route(
+    t: &InputTensor,
+    opts: &CompressOptions,
+    vector_dataset: bool,
+) -> (bool, Option<OverrideRule>) {
+    let forced_vector_coder = matches!(opts.method, Some(Method::Transform | Method::Pq));
+    let vector_path = t.shape.len() == 2
+        && t.dtype.is_vector_compressible()
+        && (forced_vector_coder || (vector_dataset && opts.method.is_none()));
+    let rule = opts
+        .overrides
+        .iter()
+        .find(|o| glob_match(&o.pattern, &t.name))
+        .map(|o| o.rule);
+    (vector_path, rule)
 }
 
 /// An input with every tensor's options measured: what the allocator chooses from. It does not

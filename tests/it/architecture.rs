@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may use modules of its own layer or below, never above.
 const LAYERS: &[&[&str]] = &[
     // Plain data and helpers every part uses.
-    &["error", "progress", "rng", "dtype", "checksum", "source"],
+    &[
+        "error", "progress", "rng", "dtype", "checksum", "source", "parallel",
+    ],
     // Arithmetic and file formats, knowing nothing of lowbit's pipeline.
     &[
         "entropy",
