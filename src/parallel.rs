@@ -73,6 +73,64 @@ where
     }
 }
 
+/// [`map`], with `observe(i, &result)` called on the calling thread as each item finishes (in
+/// the order they finish: for progress). When `observe` returns `false` no further item is
+/// started; the items never started are `None` (a suffix of the list, since items start in
+/// order).
+pub fn map_observed<T, F, O>(count: usize, f: F, mut observe: O) -> Vec<Option<T>>
+where
+    T: Send,
+    F: Fn(usize) -> T + Sync,
+    O: FnMut(usize, &T) -> bool,
+{
+    let threads = threads().min(count);
+    if threads <= 1 {
+        let mut out: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        for (i, slot) in out.iter_mut().enumerate() {
+            let r = f(i);
+            let go_on = observe(i, &r);
+            *slot = Some(r);
+            if !go_on {
+                break;
+            }
+        }
+        return out;
+    }
+    #[cfg(target_arch = "wasm32")]
+    unreachable!("one thread in the browser");
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::atomic::AtomicBool;
+        let (next, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..threads {
+                let (tx, next, stop, f) = (tx.clone(), &next, &stop, &f);
+                // An index once taken is always computed, so the items never started are the
+                // indices never taken: a suffix.
+                scope.spawn(move || loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count || tx.send((i, f(i))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                if !observe(i, &r) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                results[i] = Some(r);
+            }
+        });
+        results
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +147,36 @@ mod tests {
         assert_eq!(out, (0..37).map(|i| i * i).collect::<Vec<_>>());
         assert!(map(0, |i| i).is_empty());
         assert_eq!(map(1, |i| i + 7), vec![7]);
+    }
+
+    #[test]
+    fn observed_map_sees_every_item_and_can_stop() {
+        let mut seen = Vec::new();
+        let out = map_observed(
+            20,
+            |i| i + 1,
+            |i, &r| {
+                seen.push((i, r));
+                true
+            },
+        );
+        assert_eq!(out, (1..=20).map(Some).collect::<Vec<_>>());
+        seen.sort();
+        assert_eq!(seen, (0..20).map(|i| (i, i + 1)).collect::<Vec<_>>());
+        let mut calls = 0;
+        let stopped = map_observed(
+            1000,
+            |i| i,
+            |_, _| {
+                calls += 1;
+                false
+            },
+        );
+        let started = stopped.iter().take_while(|r| r.is_some()).count();
+        assert!(
+            stopped[started..].iter().all(Option::is_none),
+            "a suffix never started"
+        );
+        assert!(started >= 1 && calls < 1000, "no new item after the stop");
     }
 }

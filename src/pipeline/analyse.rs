@@ -164,8 +164,38 @@ pub fn analyse_tensor<S: Source + ?Sized>(
     ))
 }
 
-/// [`analyse_tensor`] with the codecs' kernels on `backend`.
+/// [`analyse_tensor`] with the codecs' kernels on `backend`. A weight matrix's pieces of work
+/// are spread over the cores natively (one after another in the browser).
 pub async fn analyse_tensor_on<S: Source + ?Sized>(
+    backend: &Backend,
+    file: &S,
+    t: &InputTensor,
+    opts: &CompressOptions,
+    vector_dataset: bool,
+) -> Result<TensorAnalysis> {
+    let work = TensorWork::plan(t, opts, vector_dataset)?;
+    if work.jobs.is_empty() {
+        return analyse_whole(backend, file, t, opts, vector_dataset).await;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let results: Vec<Result<JobResult>> = crate::parallel::map(work.jobs.len(), |j| {
+        backend::block_on(work.run(backend, file, opts, j))
+    });
+    #[cfg(target_arch = "wasm32")]
+    let results: Vec<Result<JobResult>> = {
+        let mut out = Vec::with_capacity(work.jobs.len());
+        for j in 0..work.jobs.len() {
+            out.push(work.run(backend, file, opts, j).await);
+        }
+        out
+    };
+    work.assemble(results.into_iter().map(Some).collect(), opts)
+}
+
+/// The analysis of a tensor that is not split into pieces: one stored exactly without any lossy
+/// option being tried, or a vector dataset (its vector coders, then the matrix codecs with
+/// their recall measured).
+async fn analyse_whole<S: Source + ?Sized>(
     backend: &Backend,
     file: &S,
     t: &InputTensor,
@@ -175,91 +205,314 @@ pub async fn analyse_tensor_on<S: Source + ?Sized>(
     let raw = crate::checkpoint::tensor_bytes(file, t)?;
     let raw = raw.as_ref();
     let mut analysis = TensorAnalysis::empty();
-    // The norm is measured for every float tensor, exact or not, so the report's error totals
-    // cover all of them.
     let (vector_path, rule) = tensor_route(t, opts, vector_dataset);
     let values = if t.dtype.is_lossy_compressible() || vector_path {
         dtype::to_f32(t.dtype, raw)
     } else {
         Vec::new()
     };
-    analysis.non_finite = values.iter().filter(|v| !v.is_finite()).count() as u64;
-    analysis.norm_sq = values
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| (v as f64) * (v as f64))
-        .sum();
-    let restriction = exact_only(t, opts, vector_path, rule);
-    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
-    if restriction.is_some() || analysis.non_finite > 0 {
-        analysis.candidates.push(exact_option(raw, t.dtype)?);
-    }
-    if let Some(why) = restriction {
+    // The norm is measured for every float tensor, exact or not, so the report's error totals
+    // cover all of them.
+    let stats = Stats::of(&values);
+    (analysis.norm_sq, analysis.non_finite) = (stats.norm_sq, stats.non_finite);
+    analysis.candidates.push(exact_option(raw, t.dtype)?);
+    if let Some(why) = exact_only(t, opts, vector_path, rule) {
         analysis.restriction = why;
         return Ok(analysis);
     }
-    if analysis.non_finite > 0 && vector_path {
+    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+    if analysis.non_finite > 0 {
         return Err(non_finite_vectors(&values, shape, analysis.non_finite));
     }
-    if analysis.non_finite > 0 {
-        analysis.restriction = format!("{} NaN/Inf values: stored exactly", analysis.non_finite);
-        return Ok(analysis);
-    }
     let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
-    let importance = match &opts.importance {
-        Some(map) => map.rows_for(&t.name, &t.shape)?,
-        None => None,
-    };
-    let columns = match (&opts.activations, vector_path) {
-        (Some(stats), false) => stats.columns_for(&t.name, &t.shape),
-        _ => None,
-    };
-    let output = columns.map(|c| OutputWeights::new(&values, c));
-    if let Some(c) = columns {
-        analysis.input_energy =
-            Some(c.iter().map(|&d| d as f64).sum::<f64>() / c.len().max(1) as f64);
+    let queries =
+        analyse_vectors(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
+    // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
+    // coders' side information (mean, basis, codebooks, tables) costs more than they save.
+    // Their recall is measured like the vector coders' (the allocator compares recall).
+    if opts.method.is_none() && t.dtype.is_lossy_compressible() {
+        let importance = match &opts.importance {
+            Some(map) => map.rows_for(&t.name, &t.shape)?,
+            None => None,
+        };
+        let matrix = MatrixInput {
+            values: &values,
+            shape,
+            dtype: t.dtype,
+            norm_sq: analysis.norm_sq,
+            seed,
+            importance: importance.as_deref(),
+            queries: Some(&queries),
+            output: None,
+        };
+        analyse_matrix(backend, &matrix, opts, &mut analysis).await?;
     }
-    let wants = |m: Method| opts.method.is_none() || opts.method == Some(m);
-    let matrix = MatrixInput {
-        values: &values,
-        shape,
-        dtype: t.dtype,
-        norm_sq: analysis.norm_sq,
-        seed,
-        importance: importance.as_deref(),
-        queries: None,
-        output: output.as_ref(),
-    };
-    if vector_path {
-        analysis.candidates.push(exact_option(raw, t.dtype)?);
-        let queries =
-            analyse_vectors(backend, &values, shape, t.dtype, opts, seed, &mut analysis).await?;
-        // In auto mode the matrix codecs compete too: on a small dataset (100 x 32) the vector
-        // coders' side information (mean, basis, codebooks, tables) costs more than they save.
-        // Their recall is measured like the vector coders' (the allocator compares recall).
-        if opts.method.is_none() && t.dtype.is_lossy_compressible() {
-            let matrix = MatrixInput {
-                queries: Some(&queries),
-                output: None,
-                ..matrix
-            };
-            analyse_matrix(backend, &matrix, None, false, opts, &mut analysis).await?;
-        }
-    } else {
-        let spectrum = opts.spectra && wants(Method::Lowrank) && shape.rows > 1 && shape.cols > 1;
-        analyse_matrix(backend, &matrix, Some(raw), spectrum, opts, &mut analysis).await?;
-    }
+    finish(&mut analysis, t, opts, rule);
+    Ok(analysis)
+}
+
+/// The last steps of every tensor's analysis: a forced method replaces the exact option, an
+/// override keeps what it allows, the sensitivity weighs the distortions.
+fn finish(
+    analysis: &mut TensorAnalysis,
+    t: &InputTensor,
+    opts: &CompressOptions,
+    rule: Option<OverrideRule>,
+) {
     if opts.method.is_some() && analysis.candidates.len() > 1 {
         // A forced method replaces the exact option (it stays only where the method cannot apply).
         analysis.candidates.remove(0);
     }
     if let Some(OverrideRule::BitsPerWeight(bits)) = rule {
-        keep_within(&mut analysis, t, bits);
+        keep_within(analysis, t, bits);
     }
     if let Some(s) = &opts.sensitivity {
         analysis.weigh(s.for_tensor(&t.name));
     }
-    Ok(analysis)
+}
+
+/// The sum of squares and the count of NaN/Inf values of a tensor (the sum over finite values).
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    norm_sq: f64,
+    non_finite: u64,
+}
+
+impl Stats {
+    fn of(values: &[f32]) -> Stats {
+        Stats {
+            non_finite: values.iter().filter(|v| !v.is_finite()).count() as u64,
+            norm_sq: values
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|&v| (v as f64) * (v as f64))
+                .sum(),
+        }
+    }
+}
+
+/// A weight matrix's analysis as pieces of work ([`Job`]s) that any core can take. The first
+/// piece to run reads the tensor ([`Prepared`]); the last one to end lets its values go, so
+/// memory holds only the tensors being worked on. The candidates are put together in a fixed
+/// order ([`TensorWork::assemble`]), so the analysis is the same whichever core ran which piece.
+struct TensorWork<'a> {
+    t: &'a InputTensor,
+    jobs: Vec<Job>,
+    candidates: codec::MatrixCandidates,
+    /// The tensor's row importances from an importance file, if any.
+    importance: Option<Vec<f64>>,
+    seed: u64,
+    rule: Option<OverrideRule>,
+    slot: std::sync::Mutex<Slot<'a>>,
+    /// Pieces not yet ended.
+    left: std::sync::atomic::AtomicUsize,
+}
+
+/// Where a [`TensorWork`]'s tensor is: not read yet, read (shared by the pieces running), not
+/// readable, or done with (only its figures kept).
+enum Slot<'a> {
+    Unread,
+    Read(std::sync::Arc<Prepared<'a>>),
+    Failed(Option<Error>),
+    Done(Stats),
+}
+
+/// A weight matrix as read: its bytes, its values as f32 and their figures.
+struct Prepared<'a> {
+    raw: std::borrow::Cow<'a, [u8]>,
+    values: Vec<f32>,
+    stats: Stats,
+    /// With calibration statistics: `sum_ij d_j W_ij^2` ([`OutputWeights::norm_sq`]).
+    output_norm_sq: Option<f64>,
+}
+
+impl<'a> TensorWork<'a> {
+    /// The pieces of `t`'s analysis (none: it is analysed whole, see [`analyse_whole`]).
+    fn plan(
+        t: &'a InputTensor,
+        opts: &CompressOptions,
+        vector_dataset: bool,
+    ) -> Result<TensorWork<'a>> {
+        let (vector_path, rule) = tensor_route(t, opts, vector_dataset);
+        let whole = vector_path || exact_only(t, opts, vector_path, rule).is_some();
+        let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+        let seed = Rng::for_stream(opts.seed, &t.name).next_u64();
+        let importance = match (&opts.importance, whole) {
+            (Some(map), false) => map.rows_for(&t.name, &t.shape)?,
+            _ => None,
+        };
+        let candidates = if whole {
+            codec::MatrixCandidates::default()
+        } else {
+            codec::MatrixCandidates::for_tensor(shape, seed, opts.method, importance.as_deref())
+        };
+        let mut jobs = Vec::new();
+        if !whole {
+            // The longest pieces first, so that they are not left to the end.
+            jobs.extend([Job::Lowrank, Job::Fwsvd]);
+            let wants_lowrank = opts.method.is_none() || opts.method == Some(Method::Lowrank);
+            if opts.spectra && wants_lowrank && shape.rows > 1 && shape.cols > 1 {
+                jobs.push(Job::Spectrum);
+            }
+            jobs.push(Job::Exact);
+            jobs.extend((0..candidates.independent.len()).map(Job::Independent));
+        }
+        Ok(TensorWork {
+            t,
+            left: std::sync::atomic::AtomicUsize::new(jobs.len()),
+            jobs,
+            candidates,
+            importance,
+            seed,
+            rule,
+            slot: std::sync::Mutex::new(Slot::Unread),
+        })
+    }
+
+    /// The tensor as read, reading it if no piece has yet; `None` when it could not be read
+    /// (the error is kept for [`TensorWork::assemble`]).
+    fn prepared<S: Source + ?Sized>(
+        &self,
+        file: &'a S,
+        opts: &CompressOptions,
+    ) -> Option<std::sync::Arc<Prepared<'a>>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*slot, Slot::Unread) {
+            *slot = match self.read(file, opts) {
+                Ok(p) => Slot::Read(std::sync::Arc::new(p)),
+                Err(e) => Slot::Failed(Some(e)),
+            };
+        }
+        match &*slot {
+            Slot::Read(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    fn read<S: Source + ?Sized>(
+        &self,
+        file: &'a S,
+        opts: &CompressOptions,
+    ) -> Result<Prepared<'a>> {
+        let raw = crate::checkpoint::tensor_bytes(file, self.t)?;
+        let values = dtype::to_f32(self.t.dtype, &raw);
+        let stats = Stats::of(&values);
+        let output_norm_sq = self
+            .columns(opts)
+            .map(|c| OutputWeights::new(&values, c).norm_sq);
+        Ok(Prepared {
+            raw,
+            values,
+            stats,
+            output_norm_sq,
+        })
+    }
+
+    /// The calibration statistics of this weight's input channels, when given.
+    fn columns<'o>(&self, opts: &'o CompressOptions) -> Option<&'o [f32]> {
+        let stats = opts.activations.as_ref()?;
+        stats.columns_for(&self.t.name, &self.t.shape)
+    }
+
+    /// Runs piece `j` (reading the tensor first if no piece has yet).
+    async fn run<S: Source + ?Sized>(
+        &self,
+        backend: &Backend,
+        file: &'a S,
+        opts: &CompressOptions,
+        j: usize,
+    ) -> Result<JobResult> {
+        let job = self.jobs[j];
+        let result = match self.prepared(file, opts) {
+            // A tensor with NaN/Inf values is stored exactly: only its exact option is measured.
+            Some(p) if p.stats.non_finite == 0 || matches!(job, Job::Exact) => {
+                let output = self.columns(opts).map(|columns| OutputWeights {
+                    columns,
+                    norm_sq: p.output_norm_sq.unwrap_or(0.0),
+                });
+                let m = MatrixInput {
+                    values: &p.values,
+                    shape: Shape2::of(&self.t.shape).expect("checked by the reader"),
+                    dtype: self.t.dtype,
+                    norm_sq: p.stats.norm_sq,
+                    seed: self.seed,
+                    importance: self.importance.as_deref(),
+                    queries: None,
+                    output: output.as_ref(),
+                };
+                run_job(backend, &m, Some(&p.raw), &self.candidates, job).await
+            }
+            _ => Ok(JobResult::Options(Vec::new())),
+        };
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Slot::Read(p) = &*slot {
+                *slot = Slot::Done(p.stats);
+            }
+        }
+        result
+    }
+
+    /// The tensor's analysis from its pieces' results (`None`: a piece never started, the run
+    /// having stopped), the candidates in a fixed order: exact, the independent codecs' options,
+    /// low rank and sparse + low rank, fwsvd. The first error in that order is the one reported.
+    fn assemble(
+        self,
+        mut results: Vec<Option<Result<JobResult>>>,
+        opts: &CompressOptions,
+    ) -> Result<TensorAnalysis> {
+        let columns = self.columns(opts);
+        let stats = match self.slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Failed(e) => return Err(e.unwrap_or(Error::Cancelled)),
+            Slot::Read(p) => p.stats,
+            Slot::Done(stats) => stats,
+            Slot::Unread => return Err(Error::Cancelled),
+        };
+        let mut analysis = TensorAnalysis::empty();
+        (analysis.norm_sq, analysis.non_finite) = (stats.norm_sq, stats.non_finite);
+        let c = &self.candidates;
+        if opts.method.is_some()
+            && c.independent.is_empty()
+            && c.lowrank.is_empty()
+            && c.sparse_lowrank.is_empty()
+            && c.fwsvd.is_empty()
+        {
+            analysis.restriction =
+                "the forced method does not apply to this shape: stored exactly".to_string();
+        }
+        let order = [
+            |j: &Job| matches!(j, Job::Exact),
+            |j: &Job| matches!(j, Job::Independent(_)),
+            |j: &Job| matches!(j, Job::Lowrank),
+            |j: &Job| matches!(j, Job::Fwsvd),
+            |j: &Job| matches!(j, Job::Spectrum),
+        ];
+        let mut ordered = Vec::with_capacity(results.len());
+        for wanted in order {
+            for (job, r) in self.jobs.iter().zip(results.iter_mut()) {
+                if wanted(job) {
+                    ordered.push(r.take());
+                }
+            }
+        }
+        for r in ordered {
+            match r.ok_or(Error::Cancelled)?? {
+                JobResult::Options(options) => analysis.candidates.extend(options),
+                JobResult::Spectrum(values) => analysis.spectrum = Some(values),
+            }
+        }
+        if stats.non_finite > 0 {
+            analysis.restriction = format!("{} NaN/Inf values: stored exactly", stats.non_finite);
+            analysis.spectrum = None;
+            return Ok(analysis);
+        }
+        if let Some(c) = columns {
+            analysis.input_energy =
+                Some(c.iter().map(|&d| d as f64).sum::<f64>() / c.len().max(1) as f64);
+        }
+        finish(&mut analysis, self.t, opts, self.rule);
+        Ok(analysis)
+    }
 }
 
 /// Why a tensor is stored exactly without trying any lossy option, if it is: its dtype, its
@@ -443,75 +696,24 @@ enum JobResult {
     Spectrum(Vec<f32>),
 }
 
-/// The matrix codecs' options (scalar, vq, low rank, turbo, hyper, fwsvd) of a tensor, appended
-/// to `analysis.candidates` in a fixed order: the exact option when `raw` is given, the
-/// independent codecs' options, low rank, sparse + low rank, fwsvd. With `spectrum`, the
-/// singular values the report shows are measured too.
+/// The matrix codecs' options of a vector dataset (their recall measured too), appended to
+/// `analysis.candidates` in the order of [`TensorWork::assemble`].
 async fn analyse_matrix(
     backend: &Backend,
     m: &MatrixInput<'_>,
-    raw: Option<&[u8]>,
-    spectrum: bool,
     opts: &CompressOptions,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
     let candidates =
         codec::MatrixCandidates::for_tensor(m.shape, m.seed, opts.method, m.importance);
-    if opts.method.is_some()
-        && candidates.independent.is_empty()
-        && candidates.lowrank.is_empty()
-        && candidates.sparse_lowrank.is_empty()
-        && candidates.fwsvd.is_empty()
-    {
-        analysis.restriction =
-            "the forced method does not apply to this shape: stored exactly".to_string();
-    }
-    // The longest pieces first, so that they are not left to the end.
-    let mut jobs = vec![Job::Lowrank, Job::Fwsvd];
-    if spectrum {
-        jobs.push(Job::Spectrum);
-    }
-    if raw.is_some() {
-        jobs.push(Job::Exact);
-    }
-    jobs.extend((0..candidates.independent.len()).map(Job::Independent));
-    let run = |job: Job| run_job(backend, m, raw, &candidates, job);
-    #[cfg(not(target_arch = "wasm32"))]
-    let mut results: Vec<Result<JobResult>> =
-        crate::parallel::map(jobs.len(), |i| backend::block_on(run(jobs[i])));
-    #[cfg(target_arch = "wasm32")]
-    let mut results: Vec<Result<JobResult>> = {
-        let mut out = Vec::with_capacity(jobs.len());
-        for &job in &jobs {
-            out.push(run(job).await);
-        }
-        out
-    };
-    // Put together in the candidates' order; the first error in that order is the one reported.
-    let mut take = |wanted: fn(&Job) -> bool| -> Vec<Result<JobResult>> {
-        let mut out = Vec::new();
-        for (job, r) in jobs.iter().zip(results.iter_mut()) {
-            if wanted(job) {
-                out.push(std::mem::replace(r, Ok(JobResult::Options(Vec::new()))));
-            }
-        }
-        out
-    };
-    let exact = take(|j| matches!(j, Job::Exact));
-    let independent = take(|j| matches!(j, Job::Independent(_)));
-    let lowrank = take(|j| matches!(j, Job::Lowrank));
-    let fwsvd = take(|j| matches!(j, Job::Fwsvd));
-    let spectra = take(|j| matches!(j, Job::Spectrum));
-    for r in exact
-        .into_iter()
-        .chain(independent)
-        .chain(lowrank)
-        .chain(fwsvd)
-        .chain(spectra)
-    {
-        match r? {
+    let mut jobs: Vec<Job> = (0..candidates.independent.len())
+        .map(Job::Independent)
+        .collect();
+    jobs.extend([Job::Lowrank, Job::Fwsvd]);
+    for job in jobs {
+        match run_job(backend, m, None, &candidates, job).await? {
             JobResult::Options(options) => analysis.candidates.extend(options),
-            JobResult::Spectrum(values) => analysis.spectrum = Some(values),
+            JobResult::Spectrum(_) => {}
         }
     }
     Ok(())
@@ -581,11 +783,12 @@ async fn run_job(
     Ok(JobResult::Options(options))
 }
 
-/// Runs `analyse` on every tensor, in order. A tensor's options are spread over the cores
-/// (`analyse_matrix`), so tensors are taken one at a time: memory holds one tensor's values and
-/// one reconstruction per core, whatever the model's size. Runs of tensors stored exactly
-/// without trying a lossy option (norms, biases, integer tensors, `--method lossless`) have a
-/// single piece of work each: they are spread over the cores as a batch instead.
+/// Runs `analyse` on every tensor. Natively every piece of every tensor ([`TensorWork`]) goes
+/// to whichever core is free, taken in tensor order: all cores stay busy (a large tensor's long
+/// low-rank piece runs beside the next tensor's pieces instead of being one core's tail), and
+/// memory holds only the few tensors being worked on. In the browser the tensors run one after
+/// another. Either way each piece is computed the same way and the results are put together in
+/// tensor order, so the analysis does not depend on the number of cores.
 async fn analyse_all<S: Source + ?Sized>(
     backend: &Backend,
     file: &S,
@@ -595,44 +798,126 @@ async fn analyse_all<S: Source + ?Sized>(
 ) -> Result<Vec<TensorAnalysis>> {
     progress.stage("analyse", ckpt.parameters());
     let vector_dataset = ckpt.format.is_vector_dataset();
-    let one = |i: usize| analyse_tensor_on(backend, file, &ckpt.tensors[i], opts, vector_dataset);
-    let n = ckpt.tensors.len();
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i < n {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let run_end = (i..n)
-            .find(|&j| !stored_exactly(&ckpt.tensors[j], opts, vector_dataset))
-            .unwrap_or(n);
-        let batch: Vec<Result<TensorAnalysis>> = if run_end > i {
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                crate::parallel::map(run_end - i, |k| backend::block_on(one(i + k)))
-            }
-            #[cfg(target_arch = "wasm32")]
-            {
-                vec![one(i).await]
-            }
-        } else {
-            vec![one(i).await]
-        };
-        for r in batch {
-            let t = &ckpt.tensors[i];
-            out.push(r.map_err(|e| e.in_tensor(&t.name))?);
-            progress.advance(t.numel(), &t.name);
-            i += 1;
-        }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        analyse_all_native(backend, file, ckpt, opts, vector_dataset, progress)
     }
-    Ok(out)
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut out = Vec::with_capacity(ckpt.tensors.len());
+        for t in &ckpt.tensors {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let analysis = analyse_tensor_on(backend, file, t, opts, vector_dataset).await;
+            out.push(analysis.map_err(|e| e.in_tensor(&t.name))?);
+            progress.advance(t.numel(), &t.name);
+        }
+        Ok(out)
+    }
 }
 
-/// Whether `t` is stored exactly without any lossy option being tried (what [`exact_only`]
-/// decides, known before the tensor is read).
-fn stored_exactly(t: &InputTensor, opts: &CompressOptions, vector_dataset: bool) -> bool {
-    let (vector_path, rule) = tensor_route(t, opts, vector_dataset);
-    exact_only(t, opts, vector_path, rule).is_some()
+/// What one item of the native work list gives.
+#[cfg(not(target_arch = "wasm32"))]
+enum ItemResult {
+    Whole(Result<TensorAnalysis>),
+    Piece(Result<JobResult>),
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ItemResult {
+    fn failed(&self) -> bool {
+        matches!(self, ItemResult::Whole(Err(_)) | ItemResult::Piece(Err(_)))
+    }
+}
+
+/// [`analyse_all`] natively: one work list of every tensor's pieces (a tensor analysed whole, or
+/// whose plan failed, is one item), spread over the cores by `parallel::map_observed`.
+#[cfg(not(target_arch = "wasm32"))]
+fn analyse_all_native<S: Source + ?Sized>(
+    backend: &Backend,
+    file: &S,
+    ckpt: &Checkpoint,
+    opts: &CompressOptions,
+    vector_dataset: bool,
+    progress: &mut dyn Progress,
+) -> Result<Vec<TensorAnalysis>> {
+    let works: Vec<Result<TensorWork>> = ckpt
+        .tensors
+        .iter()
+        .map(|t| TensorWork::plan(t, opts, vector_dataset))
+        .collect();
+    // (tensor, piece); `None`: the tensor as one item.
+    let items: Vec<(usize, Option<usize>)> = works
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| match w {
+            Ok(w) if !w.jobs.is_empty() => (0..w.jobs.len()).map(|j| (i, Some(j))).collect(),
+            _ => vec![(i, None)],
+        })
+        .collect();
+    // Progress counts a tensor's parameters piece by piece, so a large tensor moves the bar
+    // while it is worked on.
+    let mut pieces: Vec<u64> = vec![0; works.len()];
+    for &(i, _) in &items {
+        pieces[i] += 1;
+    }
+    let mut done: Vec<u64> = vec![0; works.len()];
+    let results = crate::parallel::map_observed(
+        items.len(),
+        |k| match items[k] {
+            (i, Some(j)) => {
+                let w = works[i].as_ref().expect("pieces only of planned tensors");
+                ItemResult::Piece(backend::block_on(w.run(backend, file, opts, j)))
+            }
+            (i, None) => ItemResult::Whole(match &works[i] {
+                Ok(_) => backend::block_on(analyse_whole(
+                    backend,
+                    file,
+                    &ckpt.tensors[i],
+                    opts,
+                    vector_dataset,
+                )),
+                Err(_) => Err(Error::Cancelled), // replaced by the plan's error below
+            }),
+        },
+        |k, r| {
+            let (i, t) = (items[k].0, &ckpt.tensors[items[k].0]);
+            let share = |d: u64| (t.numel() as u128 * d as u128 / pieces[i] as u128) as u64;
+            done[i] += 1;
+            progress.advance(share(done[i]) - share(done[i] - 1), &t.name);
+            !r.failed() && !progress.cancelled()
+        },
+    );
+    if progress.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let mut results = results.into_iter();
+    let mut out = Vec::with_capacity(works.len());
+    for (t, work) in ckpt.tensors.iter().zip(works) {
+        let analysis = match work {
+            Err(e) => {
+                results.next();
+                Err(e)
+            }
+            Ok(w) if w.jobs.is_empty() => match results.next().flatten() {
+                Some(ItemResult::Whole(r)) => r,
+                _ => Err(Error::Cancelled),
+            },
+            Ok(w) => {
+                let pieces: Vec<Option<Result<JobResult>>> = (0..w.jobs.len())
+                    .map(|_| match results.next().flatten() {
+                        Some(ItemResult::Piece(r)) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                w.assemble(pieces, opts)
+            }
+        };
+        // The first error in tensor order, so the message does not depend on scheduling.
+        out.push(analysis.map_err(|e| e.in_tensor(&t.name))?);
+    }
+    Ok(out)
 }
 
 /// Whether `t` is coded as a vector dataset (rows = vectors), and the override rule its name
