@@ -206,8 +206,11 @@ pub struct Coded {
 /// Codes `symbols` (each < `alphabet`) with a static model fitted to them; the model's table is
 /// part of the output. Decoding needs `symbols.len()` and `alphabet` from the caller.
 pub fn encode(symbols: &[u32], alphabet: u32) -> Coded {
-    let contexts = vec![0u32; symbols.len()];
-    encode_with_contexts(symbols, &contexts, alphabet, 1)
+    let rows = Contexts::Rows {
+        classes: &[0],
+        cols: symbols.len(),
+    };
+    encode_in(symbols, rows, alphabet, 1)
 }
 
 pub fn decode(bytes: &[u8], count: usize, alphabet: u32) -> Result<Vec<u32>> {
@@ -228,6 +231,62 @@ pub fn encode_with_contexts(
     n_contexts: u32,
 ) -> Coded {
     assert_eq!(symbols.len(), contexts.len(), "one context per symbol");
+    encode_in(symbols, Contexts::PerSymbol(contexts), alphabet, n_contexts)
+}
+
+/// [`encode_with_contexts`] for a matrix whose rows each have one context: row `r` (`cols`
+/// symbols) is coded with the model of `classes[r]`. The same bytes as with the contexts
+/// written out symbol by symbol, without that list (as long as the symbols) being made.
+pub fn encode_rows(
+    symbols: &[u32],
+    classes: &[u32],
+    cols: usize,
+    alphabet: u32,
+    n_contexts: u32,
+) -> Coded {
+    assert_eq!(symbols.len(), classes.len() * cols, "one class per row");
+    encode_in(
+        symbols,
+        Contexts::Rows { classes, cols },
+        alphabet,
+        n_contexts,
+    )
+}
+
+/// Which model codes each symbol: one context per symbol, or one per row of `cols` symbols.
+#[derive(Clone, Copy)]
+enum Contexts<'a> {
+    PerSymbol(&'a [u32]),
+    Rows { classes: &'a [u32], cols: usize },
+}
+
+impl Contexts<'_> {
+    /// Calls `f(context, run)` for consecutive runs of `symbols` that share a context, in order
+    /// (`reverse`: from the last run to the first).
+    #[inline(always)]
+    fn runs(self, symbols: &[u32], reverse: bool, mut f: impl FnMut(u32, &[u32])) {
+        match self {
+            Contexts::PerSymbol(contexts) => {
+                let pairs = symbols.chunks(1).zip(contexts);
+                if reverse {
+                    pairs.rev().for_each(|(s, &c)| f(c, s));
+                } else {
+                    pairs.for_each(|(s, &c)| f(c, s));
+                }
+            }
+            Contexts::Rows { classes, cols } => {
+                let rows = symbols.chunks(cols.max(1)).zip(classes);
+                if reverse {
+                    rows.rev().for_each(|(s, &c)| f(c, s));
+                } else {
+                    rows.for_each(|(s, &c)| f(c, s));
+                }
+            }
+        }
+    }
+}
+
+fn encode_in(symbols: &[u32], contexts: Contexts, alphabet: u32, n_contexts: u32) -> Coded {
     assert!(
         alphabet <= MAX_ALPHABET,
         "alphabet {alphabet} above {MAX_ALPHABET}"
@@ -241,13 +300,14 @@ pub fn encode_with_contexts(
     let a = alphabet as usize;
     // Histograms, one per context (flat: context * alphabet + symbol).
     let mut hist = vec![0u32; a * n_contexts as usize];
-    for (&s, &c) in symbols.iter().zip(contexts) {
-        assert!(
-            s < alphabet && c < n_contexts,
-            "symbol or context out of range"
-        );
-        hist[c as usize * a + s as usize] += 1;
-    }
+    contexts.runs(symbols, false, |c, run| {
+        assert!(c < n_contexts, "context out of range");
+        let h = &mut hist[c as usize * a..(c as usize + 1) * a];
+        for &s in run {
+            assert!(s < alphabet, "symbol out of range");
+            h[s as usize] += 1;
+        }
+    });
 
     let mut bits = BitWriter::default();
     // Per context: the model, or None when the context has a single symbol (nothing coded) or
@@ -284,11 +344,13 @@ pub fn encode_with_contexts(
         .map(|m| m.as_ref().map(Model::encode_symbols))
         .collect();
     let mut coder = StackEncoder::default();
-    for (&s, &c) in symbols.iter().zip(contexts).rev() {
+    contexts.runs(symbols, true, |c, run| {
         if let Some(table) = &tables[c as usize] {
-            coder.push(&table[s as usize]);
+            for &s in run.iter().rev() {
+                coder.push(&table[s as usize]);
+            }
         }
-    }
+    });
     let words = coder.finish();
     bytes.reserve(words.len() * 4);
     for w in words {
@@ -1314,6 +1376,25 @@ mod tests {
             }
         }
         coder.into_compressed().unwrap()
+    }
+
+    #[test]
+    fn row_contexts_give_the_bytes_of_contexts_written_out() {
+        for (rows, cols, alphabet) in [(1usize, 1usize, 2u32), (7, 13, 5), (40, 33, 300), (3, 0, 4)]
+        {
+            let symbols = geometric(rows * cols, 0.3, alphabet, rows as u64);
+            let classes: Vec<u32> = (0..rows as u32).map(|r| (r * 5) % 4).collect();
+            let expanded: Vec<u32> = classes
+                .iter()
+                .flat_map(|&c| std::iter::repeat_n(c, cols))
+                .collect();
+            let by_rows = encode_rows(&symbols, &classes, cols, alphabet, 4);
+            let written_out = encode_with_contexts(&symbols, &expanded, alphabet, 4);
+            assert_eq!(by_rows.bytes, written_out.bytes, "{rows} x {cols}");
+            assert_eq!(by_rows.table_bytes, written_out.table_bytes);
+            let decoded = decode_with_contexts(&by_rows.bytes, &expanded, alphabet, 4).unwrap();
+            assert_eq!(decoded, symbols);
+        }
     }
 
     #[test]

@@ -260,11 +260,7 @@ fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sectio
     let plain = entropy::encode(&symbols, alphabet);
     let mut best = (0u8, plain);
     if !classes.is_empty() && classes.iter().any(|&c| c != classes[0]) {
-        let contexts: Vec<u32> = classes
-            .iter()
-            .flat_map(|&c| std::iter::repeat_n(c, shape.cols))
-            .collect();
-        let with = entropy::encode_with_contexts(&symbols, &contexts, alphabet, ROW_CLASSES);
+        let with = entropy::encode_rows(&symbols, &classes, shape.cols, alphabet, ROW_CLASSES);
         if with.bytes.len() + classes.len() < best.1.bytes.len() {
             best = (1, with);
         }
