@@ -439,6 +439,38 @@ pub struct Generated {
     pub text: String,
 }
 
+/// [`generate_text`] with the decoder run where `backend` says (on the GPU: weights and KV cache
+/// resident, one readback of the last logits per token; after a GPU failure the generation goes
+/// on on the CPU, the reason in [`Backend::fallback`]). On the CPU backend it is
+/// [`generate_text`] exactly.
+pub async fn generate_text_on(
+    model: &Model,
+    backend: &Backend,
+    prompt: &str,
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    on_text: &mut dyn FnMut(&str, usize) -> bool,
+) -> Result<Generated> {
+    let llama = model.as_decoder()?;
+    let ids = llama.tokenizer.encode(prompt)?;
+    let mut generated = Vec::new();
+    let mut decoder = crate::model::device::Decoder::load(llama, backend);
+    let out = decoder
+        .generate(&ids, max_tokens, sampler, &mut |t| {
+            generated.push(t);
+            match llama.tokenizer.decode(&generated) {
+                Ok(text) if !text.ends_with('\u{FFFD}') => on_text(&text, generated.len()),
+                _ => true,
+            }
+        })
+        .await?;
+    Ok(Generated {
+        prompt_tokens: ids.len(),
+        tokens: out.len(),
+        text: llama.tokenizer.decode(&out)?,
+    })
+}
+
 /// Generates from `prompt` with a decoder (see [`crate::model::llama::Llama::generate`]), calling `on_text` after each
 /// token with the text so far and the number of tokens (not while the text ends inside a UTF-8
 /// character); `on_text` returning false stops the generation.

@@ -21,6 +21,7 @@
 pub mod bert;
 pub mod calibrate;
 pub mod config;
+pub mod device;
 pub mod eval;
 pub mod files;
 pub mod llama;
