@@ -364,6 +364,12 @@ await test('every WGSL kernel on WebGPU matches the CPU path in the same page', 
     'fwht.wgsl': ['rotation (FWHT)'],
     'group_fit.wgsl': ['scalar group fit'],
     'hyper.wgsl': ['hyper nearest codeword'],
+    'linear.wgsl': ['linear layer'],
+    'norm.wgsl': ['RMSNorm', 'LayerNorm'],
+    'elementwise.wgsl': ['element-wise'],
+    'rope.wgsl': ['rotary positions'],
+    'attention.wgsl': ['attention'],
+    'pool.wgsl': ['pooling'],
   };
   const shaders = fs.readdirSync(new URL('../../shaders/', import.meta.url)).filter((f) => f.endsWith('.wgsl'));
   for (const shader of shaders) {

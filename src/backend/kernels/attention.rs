@@ -143,13 +143,12 @@ mod host {
             ctx: &DeviceTensor,
         ) -> GpuResult<()> {
             let s = shape;
-            if let Err(e) = s.check(q.len().min(s.rows * s.heads * s.head_dim), k.len(), v.len()) {
+            let rows = s.rows * s.heads * s.head_dim;
+            // The shape and the cache (checked as the CPU twin's operands), then the buffers.
+            if let Err(e) = s.check(rows, k.len(), v.len()) {
                 return Err(GpuFailure::Unsupported(e.to_string()));
             }
-            if q.len() < s.rows * s.heads * s.head_dim
-                || ctx.len() < s.rows * s.heads * s.head_dim
-                || scores.len() < s.scratch()
-            {
+            if q.len() < rows || ctx.len() < rows || scores.len() < s.scratch() {
                 return Err(GpuFailure::Unsupported(format!(
                     "attention: buffers too short for {s:?}"
                 )));

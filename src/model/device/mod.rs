@@ -12,7 +12,7 @@
 //! the backend ([`Backend::fallback`]), the failed step redone there; nothing panics.
 //!
 //! The GPU sums in other orders than the CPU (workgroup reductions, tiles), so results agree to
-//! rounding, not bit for bit: logits within ~1e-5 of the largest on the tiny test models
+//! rounding, not bit for bit: logits within ~2e-6 of the largest on the tiny test models
 //! (tests/it/runtime_gpu.rs).
 
 #[cfg(feature = "gpu")]
