@@ -796,8 +796,12 @@ async fn runtime_backend(backend: &str) -> Result<Rc<Backend>> {
 fn runtime_label(backend: &Backend) -> String {
     match (backend.adapter(), backend.fallback()) {
         (None, _) => RUNTIME_CPU.to_string(),
-        (Some(a), None) => format!("WebGPU ({a})"),
-        (Some(a), Some(why)) => format!("WebGPU ({a}) failed ({why}); finished on the CPU"),
+        // The browser may give the adapter no name: `describe` then starts with its kind.
+        (Some(a), None) => format!("WebGPU, adapter {}", a.trim()),
+        (Some(a), Some(why)) => format!(
+            "WebGPU, adapter {}, failed ({why}); finished on the CPU",
+            a.trim()
+        ),
     }
 }
 

@@ -706,7 +706,7 @@ const runtimeOf = (backend) => (backend === 'gpu' ? 'webgpu' : 'cpu');
 /// `status` says the model ran on WebGPU without falling back ('gpu'), or on the CPU.
 function assertRanOn(status, backend) {
   if (backend === 'gpu') {
-    assert.match(status, /WebGPU \(/);
+    assert.match(status, /WebGPU, adapter /);
     assert.doesNotMatch(status, /failed/);
   } else {
     assert.match(status, /CPU \(WebAssembly/);
