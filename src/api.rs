@@ -390,44 +390,77 @@ pub struct SentenceComparison {
     pub summary: Option<EncoderEval>,
 }
 
+fn as_encoder(m: &Model) -> Result<&crate::model::bert::Bert> {
+    match m {
+        Model::Encoder(bert) => Ok(bert),
+        Model::Decoder(_) => Err(Error::invalid(
+            "this is a decoder (Llama-style): it generates text and does not embed sentences",
+        )),
+    }
+}
+
+impl SentenceComparison {
+    fn of(sentences: &[String], before: Option<Vec<Vec<f32>>>, after: Vec<Vec<f32>>) -> Self {
+        let similarity = |e: &[Vec<f32>]| -> Vec<Vec<f64>> {
+            e.iter()
+                .map(|a| e.iter().map(|b| eval::cosine(a, b)).collect())
+                .collect()
+        };
+        SentenceComparison {
+            sentences: sentences.to_vec(),
+            similarity_original: before.as_deref().map(similarity),
+            similarity_compressed: similarity(&after),
+            cosine: before.as_ref().map(|b| {
+                b.iter()
+                    .zip(&after)
+                    .map(|(x, y)| eval::cosine(x, y))
+                    .collect()
+            }),
+            summary: before.map(|b| eval::compare_embeddings(&b, &after)),
+        }
+    }
+}
+
 /// Embeds `sentences` with both encoders (see [`SentenceComparison`]).
 pub fn compare_sentences(
     original: Option<&Model>,
     compressed: &Model,
     sentences: &[String],
 ) -> Result<SentenceComparison> {
-    fn encoder(m: &Model) -> Result<&crate::model::bert::Bert> {
-        match m {
-            Model::Encoder(bert) => Ok(bert),
-            Model::Decoder(_) => Err(Error::invalid(
-                "this is a decoder (Llama-style): it generates text and does not embed sentences",
-            )),
-        }
-    }
     if sentences.is_empty() {
         return Err(Error::invalid("no sentences to embed"));
     }
-    let similarity = |e: &[Vec<f32>]| -> Vec<Vec<f64>> {
-        e.iter()
-            .map(|a| e.iter().map(|b| eval::cosine(a, b)).collect())
-            .collect()
-    };
-    let after = encoder(compressed)?.embed_sentences(sentences)?;
+    let after = as_encoder(compressed)?.embed_sentences(sentences)?;
     let before = original
-        .map(|m| encoder(m)?.embed_sentences(sentences))
+        .map(|m| as_encoder(m)?.embed_sentences(sentences))
         .transpose()?;
-    Ok(SentenceComparison {
-        sentences: sentences.to_vec(),
-        similarity_original: before.as_deref().map(similarity),
-        similarity_compressed: similarity(&after),
-        cosine: before.as_ref().map(|b| {
-            b.iter()
-                .zip(&after)
-                .map(|(x, y)| eval::cosine(x, y))
-                .collect()
-        }),
-        summary: before.map(|b| eval::compare_embeddings(&b, &after)),
-    })
+    Ok(SentenceComparison::of(sentences, before, after))
+}
+
+/// [`compare_sentences`] with both encoders run where `backend` says (on the GPU: weights
+/// resident, one readback per sentence; after a GPU failure the rest on the CPU).
+pub async fn compare_sentences_on(
+    original: Option<&Model>,
+    compressed: &Model,
+    sentences: &[String],
+    backend: &Backend,
+) -> Result<SentenceComparison> {
+    use crate::model::device::Encoder;
+    if sentences.is_empty() {
+        return Err(Error::invalid("no sentences to embed"));
+    }
+    let after = Encoder::load(as_encoder(compressed)?, backend)
+        .embed_sentences(sentences)
+        .await?;
+    let before = match original {
+        Some(m) => Some(
+            Encoder::load(as_encoder(m)?, backend)
+                .embed_sentences(sentences)
+                .await?,
+        ),
+        None => None,
+    };
+    Ok(SentenceComparison::of(sentences, before, after))
 }
 
 /// A generation's text and token counts.
@@ -437,6 +470,38 @@ pub struct Generated {
     pub tokens: usize,
     /// The generated tokens decoded (special tokens left out), as `lowbit run` prints it.
     pub text: String,
+}
+
+/// [`generate_text`] with the decoder run where `backend` says (on the GPU: weights and KV cache
+/// resident, one readback of the last logits per token; after a GPU failure the generation goes
+/// on on the CPU, the reason in [`Backend::fallback`]). On the CPU backend it is
+/// [`generate_text`] exactly.
+pub async fn generate_text_on(
+    model: &Model,
+    backend: &Backend,
+    prompt: &str,
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    on_text: &mut dyn FnMut(&str, usize) -> bool,
+) -> Result<Generated> {
+    let llama = model.as_decoder()?;
+    let ids = llama.tokenizer.encode(prompt)?;
+    let mut generated = Vec::new();
+    let mut decoder = crate::model::device::Decoder::load(llama, backend);
+    let out = decoder
+        .generate(&ids, max_tokens, sampler, &mut |t| {
+            generated.push(t);
+            match llama.tokenizer.decode(&generated) {
+                Ok(text) if !text.ends_with('\u{FFFD}') => on_text(&text, generated.len()),
+                _ => true,
+            }
+        })
+        .await?;
+    Ok(Generated {
+        prompt_tokens: ids.len(),
+        tokens: out.len(),
+        text: llama.tokenizer.decode(&out)?,
+    })
 }
 
 /// Generates from `prompt` with a decoder (see [`crate::model::llama::Llama::generate`]), calling `on_text` after each

@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::api::{Compressed, Output};
+use lowbit::backend::{block_on, Backend, BackendChoice};
+use lowbit::model::device::Encoder;
 use lowbit::model::eval::BUILTIN_TEXT;
 use lowbit::model::eval::{Downstream, EvalOptions};
 use lowbit::model::sample::Sampler;
@@ -104,6 +106,9 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where the forward pass runs: auto (a real GPU if there is one), gpu or cpu.
+        #[arg(long, default_value = "auto")]
+        backend: String,
     },
     /// List the tensors of a checkpoint, or the contents and bits per weight of a .lowbit.
     Inspect { file: PathBuf },
@@ -140,6 +145,9 @@ struct EvalArgs {
     /// Encoders: sentences to embed.
     #[arg(long, default_value_t = 256)]
     sentences: usize,
+    /// Where both models run: auto (a real GPU if there is one), gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
 }
 
 impl EvalArgs {
@@ -531,11 +539,13 @@ fn run(cli: Cli) -> Result<()> {
             temperature,
             top_k,
             seed,
+            backend,
         } => run_model(
             &model,
             &prompt,
             max_tokens,
             &mut Sampler::new(temperature, top_k, seed),
+            backend.parse()?,
             cli.json,
         ),
         Command::Inspect { file } => {
@@ -880,19 +890,47 @@ fn evaluate(original: &Path, compressed: &Path, args: &EvalArgs, json: bool) -> 
         None => lowbit::model::eval::BUILTIN_TEXT.to_string(),
     };
     let (a, b) = (open_model(original)?, open_model(compressed)?);
+    let (backend, reason) = open_backend(args.backend.parse()?)?;
     let started = std::time::Instant::now();
-    let d = lowbit::model::eval::compare(&a, &b, &text, &args.options())?;
+    let d = block_on(lowbit::model::eval::compare_on(
+        &a,
+        &b,
+        &text,
+        &args.options(),
+        &backend,
+    ))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
         println!("{d}");
         eprintln!(
-            "({} evaluated in {:.1} s)",
+            "({} evaluated in {:.1} s on {})",
             a.family(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            ran_on(&backend, &reason)
         );
     }
     Ok(())
+}
+
+/// The backend for `choice` and why (`--backend` of `run` and `eval`).
+fn open_backend(choice: BackendChoice) -> Result<(Backend, String)> {
+    Ok(block_on(Backend::new(choice))?)
+}
+
+/// Where a model ran, for the closing line: `CPU (why)` or `GPU: adapter (why)`, and the
+/// fallback when the GPU was given up on the way.
+fn ran_on(backend: &Backend, reason: &str) -> String {
+    let mut s = match backend.adapter() {
+        Some(adapter) => format!("GPU: {adapter}, {reason}"),
+        None => format!("CPU, {reason}"),
+    };
+    if let Some(why) = backend.fallback() {
+        s.push_str(&format!(
+            "; the GPU was given up ({why}), the rest ran on the CPU"
+        ));
+    }
+    s
 }
 
 fn run_model(
@@ -900,27 +938,33 @@ fn run_model(
     prompt: &str,
     max_tokens: usize,
     sampler: &mut Sampler,
+    choice: BackendChoice,
     json: bool,
 ) -> Result<()> {
     let model = open_model(path)?;
-    match &model {
-        Model::Encoder(bert) => {
-            let e = bert.embed_sentences(&[prompt.to_string()])?.remove(0);
-            if json {
-                println!("{}", serde_json::to_string(&e)?);
-            } else {
-                let head: Vec<String> = e.iter().take(8).map(|v| format!("{v:.5}")).collect();
-                println!("embedding ({} values): [{}, ...]", e.len(), head.join(", "));
-            }
-            return Ok(());
+    let (backend, reason) = open_backend(choice)?;
+    if let Model::Encoder(bert) = &model {
+        let mut encoder = Encoder::load(bert, &backend);
+        let e = block_on(encoder.embed_sentences(&[prompt.to_string()]))?.remove(0);
+        if json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            let head: Vec<String> = e.iter().take(8).map(|v| format!("{v:.5}")).collect();
+            println!("embedding ({} values): [{}, ...]", e.len(), head.join(", "));
+            eprintln!("(on {})", ran_on(&backend, &reason));
         }
-        Model::Decoder(_) => {}
+        return Ok(());
     }
     let started = std::time::Instant::now();
     let mut shown = 0;
     let mut stdout = std::io::stdout();
-    let generated =
-        lowbit::api::generate_text(&model, prompt, max_tokens, sampler, &mut |text, _| {
+    let generated = block_on(lowbit::api::generate_text_on(
+        &model,
+        &backend,
+        prompt,
+        max_tokens,
+        sampler,
+        &mut |text, _| {
             // Print what the text so far adds to what was printed.
             if !json && text.len() > shown && text.is_char_boundary(shown) {
                 let _ = write!(stdout, "{}", &text[shown..]);
@@ -928,21 +972,25 @@ fn run_model(
                 shown = text.len();
             }
             true
-        })?;
+        },
+    ))?;
     let seconds = started.elapsed().as_secs_f64();
     if json {
         println!(
             "{}",
             serde_json::json!({"prompt": prompt, "text": generated.text, "tokens": generated.tokens,
-                               "prompt_tokens": generated.prompt_tokens, "seconds": seconds})
+                               "prompt_tokens": generated.prompt_tokens, "seconds": seconds,
+                               "backend": backend.name(), "adapter": backend.adapter(),
+                               "fallback": backend.fallback()})
         );
     } else {
         println!("{}", generated.text.get(shown..).unwrap_or(""));
         eprintln!(
-            "({} tokens in {seconds:.2} s, {:.1} tokens/s, prompt {} tokens, CPU)",
+            "({} tokens in {seconds:.2} s, {:.1} tokens/s, prompt {} tokens, {})",
             generated.tokens,
             generated.tokens as f64 / seconds.max(1e-9),
-            generated.prompt_tokens
+            generated.prompt_tokens,
+            ran_on(&backend, &reason)
         );
     }
     Ok(())

@@ -47,5 +47,56 @@ pub const HYPER: Shader = Shader {
     entry_points: &["main"],
 };
 
+// The model runtime's forward pass (model::device).
+
+pub const LINEAR: Shader = Shader {
+    name: "linear.wgsl",
+    source: include_str!("../shaders/linear.wgsl"),
+    entry_points: &["matvec", "tiled"],
+};
+
+pub const NORM: Shader = Shader {
+    name: "norm.wgsl",
+    source: include_str!("../shaders/norm.wgsl"),
+    entry_points: &["rms_norm", "layer_norm"],
+};
+
+pub const ELEMENTWISE: Shader = Shader {
+    name: "elementwise.wgsl",
+    source: include_str!("../shaders/elementwise.wgsl"),
+    entry_points: &["add", "swiglu", "gelu", "gelu_tanh"],
+};
+
+pub const ROPE: Shader = Shader {
+    name: "rope.wgsl",
+    source: include_str!("../shaders/rope.wgsl"),
+    entry_points: &["main"],
+};
+
+pub const ATTENTION: Shader = Shader {
+    name: "attention.wgsl",
+    source: include_str!("../shaders/attention.wgsl"),
+    entry_points: &["main"],
+};
+
+pub const POOL: Shader = Shader {
+    name: "pool.wgsl",
+    source: include_str!("../shaders/pool.wgsl"),
+    entry_points: &["main"],
+};
+
 /// Every kernel, in the order the backend creates their pipelines.
-pub const ALL: [Shader; 6] = [MATMUL, KMEANS_ASSIGN, KMEANS_UPDATE, FWHT, GROUP_FIT, HYPER];
+pub const ALL: [Shader; 12] = [
+    MATMUL,
+    KMEANS_ASSIGN,
+    KMEANS_UPDATE,
+    FWHT,
+    GROUP_FIT,
+    HYPER,
+    LINEAR,
+    NORM,
+    ELEMENTWISE,
+    ROPE,
+    ATTENTION,
+    POOL,
+];

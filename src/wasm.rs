@@ -272,7 +272,10 @@ struct Loaded {
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
-    static MODELS: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+    static MODELS: RefCell<Option<Rc<Loaded>>> = const { RefCell::new(None) };
+    /// The Try-it panel's own WebGPU device (a model that fails on it leaves the compression
+    /// kernels' device alone).
+    static RUNTIME_GPU: RefCell<Option<Rc<Backend>>> = const { RefCell::new(None) };
 }
 
 fn session<T>(f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
@@ -765,9 +768,42 @@ pub async fn check_kernels() -> std::result::Result<JsValue, JsError> {
 
 // --- the Try-it panel: the compressed model next to the original ----------------------------
 
-/// Where the model runtime runs in the page: the CPU path, in this worker, on one thread (it has
-/// no GPU path yet, whatever backend the compression kernels use).
-const RUNTIME_BACKEND: &str = "CPU (WebAssembly, one thread in the worker)";
+/// The model runtime's CPU path in the page: this worker, one thread.
+const RUNTIME_CPU: &str = "CPU (WebAssembly, one thread in the worker)";
+
+/// Where the Try-it panel's models run (`backend`: `webgpu` or `cpu`): for WebGPU, the panel's own
+/// device, opened on first use (again after a failure); an error when the browser has none.
+async fn runtime_backend(backend: &str) -> Result<Rc<Backend>> {
+    match backend {
+        "cpu" => Ok(Rc::new(Backend::Cpu)),
+        "webgpu" => {
+            let held = RUNTIME_GPU.with(|g| g.borrow().clone());
+            if let Some(b) = held.filter(|b| b.fallback().is_none()) {
+                return Ok(b);
+            }
+            let (b, _) = Backend::new(BackendChoice::Gpu).await?;
+            let b = Rc::new(b);
+            RUNTIME_GPU.with(|g| *g.borrow_mut() = Some(b.clone()));
+            Ok(b)
+        }
+        other => Err(Error::option(format!(
+            "the model runs on webgpu or cpu, not {other:?}"
+        ))),
+    }
+}
+
+/// What the results say about where they were computed (and a WebGPU failure on the way).
+fn runtime_label(backend: &Backend) -> String {
+    match (backend.adapter(), backend.fallback()) {
+        (None, _) => RUNTIME_CPU.to_string(),
+        // The browser may give the adapter no name: `describe` then starts with its kind.
+        (Some(a), None) => format!("WebGPU, adapter {}", a.trim()),
+        (Some(a), Some(why)) => format!(
+            "WebGPU, adapter {}, failed ({why}); finished on the CPU",
+            a.trim()
+        ),
+    }
+}
 
 /// Milliseconds from the worker's clock (`performance.now()`, or `Date.now()` without it).
 fn now_ms() -> f64 {
@@ -793,6 +829,9 @@ struct LoadedInfo {
     seconds: f64,
     backend: &'static str,
 }
+
+/// Where the panel's models run: the switch beside its buttons.
+const RUNTIME_CHOICE: &str = "WebGPU or the CPU, as chosen below";
 
 fn model_description(m: &Model) -> String {
     match m {
@@ -865,24 +904,22 @@ pub fn load_models(
         original: original.as_ref().map(model_description),
         compressed: model_description(&compressed),
         seconds: (now_ms() - started) / 1000.0,
-        backend: RUNTIME_BACKEND,
+        backend: RUNTIME_CHOICE,
     };
     MODELS.with(|m| {
-        *m.borrow_mut() = Some(Loaded {
+        *m.borrow_mut() = Some(Rc::new(Loaded {
             original,
             compressed,
-        })
+        }))
     });
     to_js(&info)
 }
 
-fn with_models<T>(f: impl FnOnce(&Loaded) -> Result<T>) -> std::result::Result<T, JsError> {
+/// The loaded models (held by the caller across its awaits).
+fn loaded() -> std::result::Result<Rc<Loaded>, JsError> {
     MODELS
-        .with(|m| match m.borrow().as_ref() {
-            Some(loaded) => f(loaded),
-            None => Err(Error::option("no models are loaded")),
-        })
-        .map_err(js_error)
+        .with(|m| m.borrow().clone())
+        .ok_or_else(|| js_error(Error::option("no models are loaded")))
 }
 
 /// Six sentences of the built-in text, the encoder panel's example.
@@ -896,21 +933,32 @@ struct Embedded {
     #[serde(flatten)]
     comparison: crate::api::SentenceComparison,
     seconds: f64,
-    backend: &'static str,
+    backend: String,
 }
 
-/// Embeds `sentences` with both models: both similarity matrices, the cosine between the two
-/// models' embeddings of each sentence, and their summary (`api::compare_sentences`).
+/// Embeds `sentences` with both models on `backend` (`webgpu` or `cpu`): both similarity
+/// matrices, the cosine between the two models' embeddings of each sentence, and their summary
+/// (`api::compare_sentences_on`).
 #[wasm_bindgen]
-pub fn embed(sentences: Vec<String>) -> std::result::Result<JsValue, JsError> {
+pub async fn embed(
+    sentences: Vec<String>,
+    backend: String,
+) -> std::result::Result<JsValue, JsError> {
     let started = now_ms();
-    let comparison = with_models(|m| {
-        crate::api::compare_sentences(m.original.as_ref(), &m.compressed, &sentences)
-    })?;
+    let models = loaded()?;
+    let backend = runtime_backend(&backend).await.map_err(js_error)?;
+    let comparison = crate::api::compare_sentences_on(
+        models.original.as_ref(),
+        &models.compressed,
+        &sentences,
+        &backend,
+    )
+    .await
+    .map_err(js_error)?;
     to_js(&Embedded {
         comparison,
         seconds: (now_ms() - started) / 1000.0,
-        backend: RUNTIME_BACKEND,
+        backend: runtime_label(&backend),
     })
 }
 
@@ -927,14 +975,15 @@ struct GenerationResult {
     generated: crate::api::Generated,
     seconds: f64,
     tokens_per_second: f64,
-    backend: &'static str,
+    backend: String,
 }
 
-/// Generates from `prompt` with one model (`which`: "original" or "compressed"), calling
-/// `on_token({text, tokens, seconds})` after each token with the text so far. Temperature 0 is
-/// greedy; `seed` makes sampling repeatable (as `lowbit run --seed`).
+/// Generates from `prompt` with one model (`which`: "original" or "compressed") on `backend`
+/// (`webgpu` or `cpu`), calling `on_token({text, tokens, seconds})` after each token with the text
+/// so far. Temperature 0 is greedy; `seed` makes sampling repeatable (as `lowbit run --seed`).
 #[wasm_bindgen]
-pub fn generate(
+#[allow(clippy::too_many_arguments)]
+pub async fn generate(
     which: String,
     prompt: String,
     max_tokens: u32,
@@ -942,41 +991,46 @@ pub fn generate(
     top_k: u32,
     seed: u32,
     on_token: js_sys::Function,
+    backend: String,
 ) -> std::result::Result<JsValue, JsError> {
     let started = now_ms();
-    let generated = with_models(|m| {
-        let model = match which.as_str() {
-            "original" => m.original.as_ref().ok_or_else(|| {
-                Error::option("no original model: drop the original checkpoint with the .lowbit")
-            })?,
-            "compressed" => &m.compressed,
-            other => return Err(Error::option(format!("no model called {other:?}"))),
-        };
-        let mut sampler = Sampler::new(temperature, top_k as usize, seed as u64);
-        crate::api::generate_text(
-            model,
-            &prompt,
-            max_tokens as usize,
-            &mut sampler,
-            &mut |text, tokens| {
-                let event = GenerationEvent {
-                    text,
-                    tokens,
-                    seconds: (now_ms() - started) / 1000.0,
-                };
-                if let Ok(value) = to_js(&event) {
-                    let _ = on_token.call1(&JsValue::NULL, &value);
-                }
-                true
-            },
-        )
-    })?;
+    let models = loaded()?;
+    let model = match which.as_str() {
+        "original" => models.original.as_ref().ok_or_else(|| {
+            Error::option("no original model: drop the original checkpoint with the .lowbit")
+        }),
+        "compressed" => Ok(&models.compressed),
+        other => Err(Error::option(format!("no model called {other:?}"))),
+    }
+    .map_err(js_error)?;
+    let backend = runtime_backend(&backend).await.map_err(js_error)?;
+    let mut sampler = Sampler::new(temperature, top_k as usize, seed as u64);
+    let generated = crate::api::generate_text_on(
+        model,
+        &backend,
+        &prompt,
+        max_tokens as usize,
+        &mut sampler,
+        &mut |text, tokens| {
+            let event = GenerationEvent {
+                text,
+                tokens,
+                seconds: (now_ms() - started) / 1000.0,
+            };
+            if let Ok(value) = to_js(&event) {
+                let _ = on_token.call1(&JsValue::NULL, &value);
+            }
+            true
+        },
+    )
+    .await
+    .map_err(js_error)?;
     let seconds = (now_ms() - started) / 1000.0;
     to_js(&GenerationResult {
         tokens_per_second: generated.tokens as f64 / seconds.max(1e-9),
         generated,
         seconds,
-        backend: RUNTIME_BACKEND,
+        backend: runtime_label(&backend),
     })
 }
 
@@ -988,29 +1042,37 @@ struct Evaluated {
     tokens: usize,
     context: usize,
     seconds: f64,
-    backend: &'static str,
+    backend: String,
 }
 
 /// `lowbit eval` in the page: the compressed model against the original on `text` (empty: the
-/// built-in text), with the CLI's defaults (4096 tokens in windows of 256; 256 sentences).
+/// built-in text), with the CLI's defaults (4096 tokens in windows of 256; 256 sentences), both
+/// models on `backend` (`webgpu` or `cpu`).
 #[wasm_bindgen]
-pub fn evaluate(text: String) -> std::result::Result<JsValue, JsError> {
+pub async fn evaluate(text: String, backend: String) -> std::result::Result<JsValue, JsError> {
     let started = now_ms();
     let options = EvalOptions::default();
     let builtin = text.trim().is_empty();
-    let downstream = with_models(|m| {
-        let original = m.original.as_ref().ok_or_else(|| {
+    let models = loaded()?;
+    let original = models
+        .original
+        .as_ref()
+        .ok_or_else(|| {
             Error::option("no original model to compare with: drop the original checkpoint too")
-        })?;
-        let text = if builtin { BUILTIN_TEXT } else { text.as_str() };
-        crate::model::eval::compare(original, &m.compressed, text, &options)
-    })?;
+        })
+        .map_err(js_error)?;
+    let backend = runtime_backend(&backend).await.map_err(js_error)?;
+    let scored = if builtin { BUILTIN_TEXT } else { text.as_str() };
+    let downstream =
+        crate::model::eval::compare_on(original, &models.compressed, scored, &options, &backend)
+            .await
+            .map_err(js_error)?;
     to_js(&Evaluated {
         downstream,
         text: if builtin { "built-in" } else { "pasted" },
         tokens: options.tokens,
         context: options.context,
         seconds: (now_ms() - started) / 1000.0,
-        backend: RUNTIME_BACKEND,
+        backend: runtime_label(&backend),
     })
 }

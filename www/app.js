@@ -652,7 +652,7 @@ function showTry(blob, name) {
   const family = state.opened.model.family;
   const original = state.opened.kind === 'checkpoint';
   $('try-intro').textContent = `${original ? `The original (${state.file.name}) and the compressed model (${name})` : `The compressed model (${name}); drop the original checkpoint with it to compare`} run here, in the page's worker, `
-    + 'on the CPU: the model runtime has no GPU path yet (the "Kernels on" choice applies to compression only). Nothing leaves this page.';
+    + 'on the CPU or, if you choose it below, on WebGPU (the "Kernels on" choice applies to compression only). Nothing leaves this page.';
   $('try-models').textContent = '';
   $('try-encoder').hidden = family !== 'encoder';
   $('try-decoder').hidden = family !== 'decoder';
@@ -724,7 +724,7 @@ async function embedSentences() {
   let r;
   const ok = await tryJob('Embedding the sentences', 'embedding', async () => {
     $('progress-text').textContent = `embedding ${sentences.length} sentences with ${state.opened.kind === 'checkpoint' ? 'both models' : 'the model'}`;
-    r = await call('embed', { sentences });
+    r = await call('embed', { sentences, backend: $('try-backend').value });
   });
   if (!ok) return;
   const pair = $('try-similarity');
@@ -744,6 +744,7 @@ async function embedSentences() {
   const s = r.summary;
   $('try-embed-status').textContent = `${r.sentences.length} sentences in ${duration(r.seconds)} on ${r.backend}.`
     + (s ? ` Cosine mean ${f6(s.cosine_mean)}, smallest ${f6(s.cosine_min)}; nearest-neighbour agreement ${fmt(100 * s.neighbour_agreement, 4)}%.` : '');
+  $('try-embed-status').dataset.backend = r.backend;
   if (s) Object.assign($('try-embed-status').dataset, { cosineMean: s.cosine_mean, cosineMin: s.cosine_min, neighbourAgreement: s.neighbour_agreement });
   setPhase('embedded');
 }
@@ -756,6 +757,7 @@ async function generateBoth() {
     temperature: Math.max(0, Number($('try-temperature').value) || 0),
     topK: 0,
     seed: 0,
+    backend: $('try-backend').value,
   };
   const which = state.opened.kind === 'checkpoint' ? ['original', 'compressed'] : ['compressed'];
   for (const w of which) { $(`gen-${w}-text`).textContent = ''; $(`gen-${w}-stats`).textContent = w === which[0] ? '' : 'waiting for the original to finish'; }
@@ -791,7 +793,7 @@ async function perplexity() {
   let r;
   const ok = await tryJob('Scoring the text with both models', 'evaluating', async () => {
     $('progress-text').textContent = `perplexity of both models on ${text.trim() ? 'the pasted text' : 'the built-in text'}`;
-    r = await call('evaluate', { text });
+    r = await call('evaluate', { text, backend: $('try-backend').value });
   });
   if (!ok) return;
   const d = r.downstream;
@@ -808,6 +810,7 @@ async function perplexity() {
     table.append(el('tr', {}, el('th', { scope: 'row' }, label), el('td', { 'data-key': key, 'data-value': String(d[key]) }, shown)));
   }
   $('try-eval-status').textContent = `The ${r.text} text, in ${duration(r.seconds)} on ${r.backend}.`;
+  $('try-eval-status').dataset.backend = r.backend;
   setPhase('evaluated');
 }
 

@@ -18,13 +18,13 @@ const commands = {
   restore: ({ blob, name }, progress) => lowbit.restore(blob, name, progress),
   tensorView: ({ tensor, options }) => lowbit.tensor_view(tensor, options),
   checkKernels: () => lowbit.check_kernels(),
-  // The Try-it panel: the model runtime (CPU, in this worker).
+  // The Try-it panel: the model runtime (`backend`: 'cpu', in this worker, or 'webgpu').
   loadModels: ({ blob, name }, progress) => lowbit.load_models(blob || undefined, name, progress),
   exampleSentences: () => lowbit.example_sentences(),
-  embed: ({ sentences }) => lowbit.embed(sentences),
-  generate: ({ which, prompt, maxTokens, temperature, topK, seed }, progress) =>
-    lowbit.generate(which, prompt, maxTokens, temperature, topK, seed, progress),
-  evaluate: ({ text }) => lowbit.evaluate(text),
+  embed: ({ sentences, backend }) => lowbit.embed(sentences, backend || 'cpu'),
+  generate: ({ which, prompt, maxTokens, temperature, topK, seed, backend }, progress) =>
+    lowbit.generate(which, prompt, maxTokens, temperature, topK, seed, progress, backend || 'cpu'),
+  evaluate: ({ text, backend }) => lowbit.evaluate(text, backend || 'cpu'),
   adapterInfo: async () => {
     // What the browser itself says about its WebGPU adapter (the page shows it).
     if (!self.navigator.gpu) return null;

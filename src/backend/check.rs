@@ -69,6 +69,12 @@ pub async fn check_kernels(backend: &Backend) -> Vec<KernelCheck> {
     rotation_rows(backend, &mut out).await;
     group_fit_rows(backend, &mut out).await;
     hyper_rows(backend, &mut out).await;
+    linear_rows(backend, &mut out).await;
+    norm_rows(backend, &mut out).await;
+    elementwise_rows(backend, &mut out).await;
+    rope_rows(backend, &mut out).await;
+    attention_rows(backend, &mut out).await;
+    pool_rows(backend, &mut out).await;
     out
 }
 
@@ -278,5 +284,222 @@ async fn hyper_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
             }
             Err(e) => out.push(failed("hyper nearest codeword", shape, e)),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model runtime's kernels. They have no `Backend` method (the runtime records them into a
+// resident pass): here the GPU runs each kernel's one-shot host code, the CPU backend its twin.
+// The runtime does not tile, so every operand here fits the tests' lowered 8 KiB binding.
+
+/// `$gpu` (an expression on the GPU `$g`, awaited) on the GPU backend, `$cpu` on the CPU backend.
+macro_rules! forward_kernel {
+    ($backend:expr, $g:ident => $gpu:expr, $cpu:expr) => {
+        match $backend {
+            Backend::Cpu => Ok($cpu),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu($g) => $gpu.await.map_err(|e| match e {
+                super::GpuFailure::Unsupported(m) | super::GpuFailure::Failed(m) => {
+                    crate::error::Error::unsupported(m)
+                }
+            }),
+        }
+    };
+}
+
+/// One row: the worst of `|got - want| / tol(i)`.
+fn compare_row(
+    kernel: &str,
+    shape: String,
+    got: crate::error::Result<Vec<f32>>,
+    want: &[f32],
+    tol: impl Fn(usize) -> f64,
+    backend: &Backend,
+) -> KernelCheck {
+    match got {
+        Ok(got) if got.len() == want.len() => {
+            let worst = (0..want.len())
+                .map(|i| (got[i] - want[i]).abs() as f64 / tol(i))
+                .fold(0.0, f64::max);
+            row(kernel, shape, worst, backend, "")
+        }
+        Ok(got) => failed(
+            kernel,
+            shape,
+            crate::error::Error::invalid(format!("{} values for {}", got.len(), want.len())),
+        ),
+        Err(e) => failed(kernel, shape, e),
+    }
+}
+
+/// The largest magnitude of `v` (1 if all are 0): the scale of the relative tolerances.
+fn largest(v: &[f32]) -> f64 {
+    let m = v.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64));
+    if m > 0.0 {
+        m
+    } else {
+        1.0
+    }
+}
+
+/// Linear layers, one row (matvec) and several (tiled), with a bias: each output within
+/// 1e-5 x sum_k |x_k w_jk|.
+async fn linear_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::linear::linear;
+    for &(n, out_dim, in_dim) in &[(1usize, 30usize, 65usize), (17, 31, 65)] {
+        let (x, w, b) = (
+            random(n * in_dim, 20),
+            random(out_dim * in_dim, 21),
+            random(out_dim, 22),
+        );
+        let want = linear(&x, n, &w, out_dim, in_dim, Some(&b));
+        let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+        let scale = linear(&abs(&x), n, &abs(&w), out_dim, in_dim, None);
+        let got = forward_kernel!(backend, g => g.linear(&x, n, &w, out_dim, in_dim, Some(&b)), want.clone());
+        let shape = format!("{n}x{in_dim} -> {out_dim}");
+        let tol = |i: usize| 1e-5 * scale[i] as f64 + 1e-30;
+        out.push(compare_row("linear layer", shape, got, &want, tol, backend));
+    }
+}
+
+/// RMSNorm and LayerNorm of rows wider than a workgroup: within 1e-5 of the largest output.
+async fn norm_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::norm::{layer_norm, rms_norm};
+    let (rows, dim) = (3, 300);
+    let (x, w, b) = (random(rows * dim, 23), random(dim, 24), random(dim, 25));
+    let want = rms_norm(&x, &w, 1e-5);
+    let got = forward_kernel!(backend, g => g.norm(&x, &w, None, 1e-5), want.clone());
+    let scale = largest(&want);
+    let shape = format!("{rows}x{dim}");
+    let row_rms = compare_row(
+        "RMSNorm",
+        shape.clone(),
+        got,
+        &want,
+        |_| 1e-5 * scale,
+        backend,
+    );
+    out.push(row_rms);
+    let mut want = x.clone();
+    layer_norm(&mut want, &w, &b, 1e-12);
+    let got = forward_kernel!(backend, g => g.norm(&x, &w, Some(&b), 1e-12), want.clone());
+    let scale = largest(&want);
+    out.push(compare_row(
+        "LayerNorm",
+        shape,
+        got,
+        &want,
+        |_| 1e-5 * scale,
+        backend,
+    ));
+}
+
+/// The residual add, SwiGLU and GELU (erf and tanh): within 4e-6 (1 + |y|).
+async fn elementwise_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::elementwise::{apply, Elementwise};
+    let len = 1000;
+    let a: Vec<f32> = random(len, 26).iter().map(|v| 4.0 * v).collect();
+    let b = random(len, 27);
+    for step in [
+        Elementwise::Add,
+        Elementwise::SwiGlu,
+        Elementwise::Gelu,
+        Elementwise::GeluTanh,
+    ] {
+        let mut want = a.clone();
+        apply(step, &mut want, &b);
+        let got = forward_kernel!(backend, g => g.elementwise(step, &a, &b), want.clone());
+        let tol = |i: usize| 4e-6 * (1.0 + want[i].abs() as f64);
+        let shape = format!("{len} values, {step:?}");
+        out.push(compare_row("element-wise", shape, got, &want, tol, backend));
+    }
+}
+
+/// Rotary positions at positions past 1000: within 1e-6 of the largest value.
+async fn rope_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::rope::{rope, rope_table};
+    let (rows, heads, dim, past) = (5, 3, 64, 1000);
+    let inv_freq: Vec<f64> = (0..dim / 2)
+        .map(|k| 10000f64.powf(-((2 * k) as f64) / dim as f64))
+        .collect();
+    let table = rope_table(&inv_freq, past, rows);
+    let x = random(rows * heads * dim, 28);
+    let mut want = x.clone();
+    rope(&mut want, heads, dim, &table);
+    let got = forward_kernel!(backend, g => g.rope(&x, heads, dim, &table), want.clone());
+    let scale = largest(&want);
+    let shape = format!("{rows} rows x {heads} heads x {dim}, from position {past}");
+    out.push(compare_row(
+        "rotary positions",
+        shape,
+        got,
+        &want,
+        |_| 1e-6 * scale,
+        backend,
+    ));
+}
+
+/// Attention: causal over a cache with grouped-query heads (100 keys: more than a workgroup has
+/// invocations), and bidirectional: within 1e-5 of the largest output.
+async fn attention_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::attention::{attention, AttentionShape};
+    let shape = |rows, heads, kv_heads, head_dim, past, causal| AttentionShape {
+        rows,
+        heads,
+        kv_heads,
+        head_dim,
+        past,
+        causal,
+    };
+    let shapes = [
+        shape(3, 6, 2, 8, 17, true),
+        shape(2, 4, 1, 16, 98, true),
+        shape(40, 1, 1, 9, 0, false),
+    ];
+    for s in shapes {
+        let q = random(s.rows * s.heads * s.head_dim, 29);
+        let kv = s.keys() * s.kv_heads * s.head_dim;
+        let (k, v) = (random(kv, 30), random(kv, 31));
+        let want = attention(&q, &k, &v, &s);
+        let got = forward_kernel!(backend, g => g.attention(&q, &k, &v, &s), want.clone());
+        let scale = largest(&want);
+        let shape = format!(
+            "{} rows, {} heads ({} kv) x {}, {} keys{}",
+            s.rows,
+            s.heads,
+            s.kv_heads,
+            s.head_dim,
+            s.keys(),
+            if s.causal { ", causal" } else { "" }
+        );
+        out.push(compare_row(
+            "attention",
+            shape,
+            got,
+            &want,
+            |_| 1e-5 * scale,
+            backend,
+        ));
+    }
+}
+
+/// Sentence pooling (mean and max over 17 rows): within 1e-6 of the largest value.
+async fn pool_rows(backend: &Backend, out: &mut Vec<KernelCheck>) {
+    use super::kernels::pool::{pool, Pool};
+    let (rows, dim) = (17, 65);
+    let x = random(rows * dim, 32);
+    for mode in [Pool::Mean, Pool::Max] {
+        let want = pool(&x, rows, dim, mode);
+        let got = forward_kernel!(backend, g => g.pool(&x, rows, dim, mode), want.clone());
+        let scale = largest(&want);
+        let shape = format!("{rows}x{dim}, {mode:?}");
+        out.push(compare_row(
+            "pooling",
+            shape,
+            got,
+            &want,
+            |_| 1e-6 * scale,
+            backend,
+        ));
     }
 }

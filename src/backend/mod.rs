@@ -1,7 +1,8 @@
 //! Where the heavy kernels run: `Backend::Cpu` (the reference, always compiled, the fallback and the
 //! test oracle) or `Backend::Gpu` (the WGSL kernels of `shaders/` through wgpu: Vulkan, Metal or DX12
-//! natively, WebGPU in the browser). One method per kernel; the codecs call these and nothing else
-//! touches the GPU. Each kernel is one file of [`kernels`], named as its shader, holding its
+//! natively, WebGPU in the browser). One method per kernel; the codecs call these, and the model
+//! runtime records the forward kernels into a resident pass (`gpu::Pass`); nothing else touches the
+//! GPU. Each kernel is one file of [`kernels`], named as its shader, holding its
 //! arguments, its CPU twin and its GPU host code; [`gpu`] is the device they share. The backend
 //! imports nothing from the codecs (they import it): see docs/BACKENDS.md.
 //!

@@ -16,20 +16,20 @@ use crate::error::{Error, Result};
 /// Prefixes under which encoder checkpoints store the same tensors (`BertForMaskedLM` and kin).
 const PREFIXES: &[&str] = &["bert."];
 
-struct Norm {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
+pub(super) struct Norm {
+    pub(super) weight: Vec<f32>,
+    pub(super) bias: Vec<f32>,
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
-    attn_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: Norm,
+pub(super) struct Layer {
+    pub(super) query: Linear,
+    pub(super) key: Linear,
+    pub(super) value: Linear,
+    pub(super) attn_out: Linear,
+    pub(super) attn_norm: Norm,
+    pub(super) intermediate: Linear,
+    pub(super) output: Linear,
+    pub(super) out_norm: Norm,
 }
 
 pub struct Bert {
@@ -38,11 +38,11 @@ pub struct Bert {
     pub tokenizer: Tokenizer,
     /// The word, position and token-type embeddings (`rows x hidden`; as [`Linear`]s for their
     /// names: they are never multiplied, only read by row).
-    word: Linear,
-    position: Linear,
-    token_type: Linear,
-    emb_norm: Norm,
-    layers: Vec<Layer>,
+    pub(super) word: Linear,
+    pub(super) position: Linear,
+    pub(super) token_type: Linear,
+    pub(super) emb_norm: Norm,
+    pub(super) layers: Vec<Layer>,
 }
 
 fn linear(w: &dyn WeightSource, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
@@ -154,6 +154,17 @@ impl Bert {
         ids: &[u32],
         mut observer: Option<&mut dyn Observer>,
     ) -> Result<Vec<f32>> {
+        let n = ids.len();
+        let mut x = self.embed_tokens(ids)?;
+        for layer in &self.layers {
+            x = self.layer(layer, x, n, reborrow(&mut observer));
+        }
+        Ok(x)
+    }
+
+    /// The input of the first layer: word + position + token-type embeddings of `ids`, then the
+    /// embedding LayerNorm (`n x hidden`).
+    pub(super) fn embed_tokens(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let c = &self.config;
         let (n, h) = (ids.len(), c.hidden_size);
         if n == 0 || n > c.max_positions {
@@ -183,9 +194,6 @@ impl Bert {
             &self.emb_norm.bias,
             c.layer_norm_eps,
         );
-        for layer in &self.layers {
-            x = self.layer(layer, x, n, reborrow(&mut observer));
-        }
         Ok(x)
     }
 
@@ -226,11 +234,16 @@ impl Bert {
                 })
                 .collect(),
         };
+        self.scale_as_asked(&mut e);
+        Ok(e)
+    }
+
+    /// Scales a pooled embedding to unit length when the model's pooling says so.
+    pub(super) fn scale_as_asked(&self, e: &mut [f32]) {
         if self.pooling.normalize {
             let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             e.iter_mut().for_each(|v| *v /= norm);
         }
-        Ok(e)
     }
 
     fn layer(

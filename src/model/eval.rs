@@ -16,10 +16,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::device::{Decoder, Encoder};
 use super::llama::Llama;
 use super::ops;
 use super::sample::argmax;
 use super::Model;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 
 /// A short English text of the project's own, the default when no text is given.
@@ -191,7 +193,8 @@ struct Position {
     agree: bool,
 }
 
-fn compare_decoders(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result<Downstream> {
+/// The token windows two decoders are compared on, and the window length.
+fn decoder_windows(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result<(Vec<u32>, usize)> {
     if a.config.vocab_size != b.config.vocab_size {
         return Err(Error::invalid(
             "the two decoders have different vocabularies",
@@ -208,32 +211,32 @@ fn compare_decoders(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result
         .context
         .min(a.config.max_positions)
         .min(b.config.max_positions);
-    let windows: Vec<&[u32]> = ids.chunks(context).filter(|w| w.len() >= 2).collect();
-    if windows.is_empty() {
+    if ids.chunks(context).all(|w| w.len() < 2) {
         return Err(Error::invalid("the text has fewer than 2 tokens"));
     }
-    let vocab = a.config.vocab_size;
-    let mut positions = Vec::new();
-    for w in &windows {
-        let n = w.len();
-        let la = a.logits(&a.forward(w, &mut a.new_cache())?, n);
-        let lb = b.logits(&b.forward(w, &mut b.new_cache())?, n);
-        positions.extend(ops::par_map(n - 1, |t| {
-            let (pa, pb) = (&la[t * vocab..][..vocab], &lb[t * vocab..][..vocab]);
-            let (za, zb) = (ops::log_sum_exp(pa), ops::log_sum_exp(pb));
-            let target = w[t + 1] as usize;
-            let kl = kl_divergence(pa, za, pb, zb);
-            Position {
-                ce_a: za - pa[target] as f64,
-                ce_b: zb - pb[target] as f64,
-                kl,
-                agree: argmax(pa) == argmax(pb),
-            }
-        }));
-    }
+    Ok((ids, context))
+}
+
+/// The scored positions of one window `w` from both models' logits (`w.len() x vocab` each).
+fn score_window(la: &[f32], lb: &[f32], w: &[u32], vocab: usize) -> Vec<Position> {
+    ops::par_map(w.len() - 1, |t| {
+        let (pa, pb) = (&la[t * vocab..][..vocab], &lb[t * vocab..][..vocab]);
+        let (za, zb) = (ops::log_sum_exp(pa), ops::log_sum_exp(pb));
+        let target = w[t + 1] as usize;
+        let kl = kl_divergence(pa, za, pb, zb);
+        Position {
+            ce_a: za - pa[target] as f64,
+            ce_b: zb - pb[target] as f64,
+            kl,
+            agree: argmax(pa) == argmax(pb),
+        }
+    })
+}
+
+fn decoder_summary(positions: &[Position], windows: &[&[u32]], context: usize) -> Downstream {
     let m = positions.len() as f64;
     let mean = |f: fn(&Position) -> f64| positions.iter().map(f).sum::<f64>() / m;
-    Ok(Downstream::Decoder(DecoderEval {
+    Downstream::Decoder(DecoderEval {
         tokens: windows.iter().map(|w| w.len()).sum(),
         windows: windows.len(),
         context,
@@ -242,5 +245,63 @@ fn compare_decoders(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result
         perplexity_compressed: mean(|p| p.ce_b).exp(),
         kl_mean: mean(|p| p.kl),
         top1_agreement: positions.iter().filter(|p| p.agree).count() as f64 / m,
-    }))
+    })
+}
+
+fn compare_decoders(a: &Llama, b: &Llama, text: &str, o: &EvalOptions) -> Result<Downstream> {
+    let (ids, context) = decoder_windows(a, b, text, o)?;
+    let windows: Vec<&[u32]> = ids.chunks(context).filter(|w| w.len() >= 2).collect();
+    let vocab = a.config.vocab_size;
+    let mut positions = Vec::new();
+    for w in &windows {
+        let n = w.len();
+        let la = a.logits(&a.forward(w, &mut a.new_cache())?, n);
+        let lb = b.logits(&b.forward(w, &mut b.new_cache())?, n);
+        positions.extend(score_window(&la, &lb, w, vocab));
+    }
+    Ok(decoder_summary(&positions, &windows, context))
+}
+
+/// [`compare`] with both models run where `backend` says (weights resident on the GPU, each window
+/// or sentence one step; after a GPU failure the rest on the CPU, the reason in
+/// [`Backend::fallback`]). On the CPU backend the figures are [`compare`]'s exactly.
+pub async fn compare_on(
+    original: &Model,
+    compressed: &Model,
+    text: &str,
+    options: &EvalOptions,
+    backend: &Backend,
+) -> Result<Downstream> {
+    match (original, compressed) {
+        (Model::Decoder(a), Model::Decoder(b)) => {
+            let (ids, context) = decoder_windows(a, b, text, options)?;
+            let windows: Vec<&[u32]> = ids.chunks(context).filter(|w| w.len() >= 2).collect();
+            let (mut da, mut db) = (Decoder::load(a, backend), Decoder::load(b, backend));
+            let mut positions = Vec::new();
+            for w in &windows {
+                let la = da.window_logits(w).await?;
+                let lb = db.window_logits(w).await?;
+                positions.extend(score_window(&la, &lb, w, a.config.vocab_size));
+            }
+            Ok(decoder_summary(&positions, &windows, context))
+        }
+        (Model::Encoder(a), Model::Encoder(b)) => {
+            let sentences = sentences_of(text, options.sentences);
+            if sentences.len() < 2 {
+                return Err(Error::invalid(
+                    "the text has fewer than 2 lines of 20 to 200 characters to embed",
+                ));
+            }
+            let before = Encoder::load(a, backend)
+                .embed_sentences(&sentences)
+                .await?;
+            let after = Encoder::load(b, backend)
+                .embed_sentences(&sentences)
+                .await?;
+            Ok(Downstream::Encoder(compare_embeddings(&before, &after)))
+        }
+        _ => Err(Error::invalid(
+            "the two models are not of the same family (one encoder, one decoder)",
+        )),
+    }
 }

@@ -15,28 +15,28 @@ use super::tokenizer::Tokenizer;
 use super::weights::{load_shaped, resolve, WeightSource};
 use crate::error::{Error, Result};
 
-struct Layer {
-    input_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    post_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+pub(super) struct Layer {
+    pub(super) input_norm: Vec<f32>,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
+    pub(super) post_norm: Vec<f32>,
+    pub(super) gate: Linear,
+    pub(super) up: Linear,
+    pub(super) down: Linear,
 }
 
 pub struct Llama {
     pub config: LlamaConfig,
     pub tokenizer: Tokenizer,
     /// The token embedding, `vocab x hidden`; also the output projection when they are tied.
-    embed: Linear,
-    layers: Vec<Layer>,
-    norm: Vec<f32>,
-    lm_head: Option<Linear>,
+    pub(super) embed: Linear,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Vec<f32>,
+    pub(super) lm_head: Option<Linear>,
     /// `theta^(-2i/d)` for each rotated pair `i`.
-    inv_freq: Vec<f64>,
+    pub(super) inv_freq: Vec<f64>,
 }
 
 /// The keys and values of the positions seen so far, per layer (`len x kv_heads*head_dim`).
@@ -177,7 +177,7 @@ impl Llama {
     }
 
     /// The token embedding of each id (`ids.len() x hidden`), the input of the first layer.
-    fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
+    pub(super) fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let (h, vocab) = (self.config.hidden_size, self.config.vocab_size);
         let mut x = Vec::with_capacity(ids.len() * h);
         for &id in ids {
@@ -256,7 +256,7 @@ impl Llama {
     }
 
     /// The output projection: `lm_head`, or the token embedding when the two are tied.
-    fn output(&self) -> &Linear {
+    pub(super) fn output(&self) -> &Linear {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 

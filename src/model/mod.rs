@@ -1,6 +1,6 @@
-//! The model runtime: a small CPU forward pass for the two families of models lowbit compresses
-//! most, so that a compressed model can be *run* and judged by what it does, not only by the
-//! error of its weights.
+//! The model runtime: a small forward pass (on the CPU, or on the GPU through [`device`]) for the
+//! two families of models lowbit compresses most, so that a compressed model can be *run* and
+//! judged by what it does, not only by the error of its weights.
 //!
 //! - BERT-style encoders (BERT, MiniLM): sentence embeddings, pooled the way the model folder's
 //!   sentence-transformers files say (mean pooling and unit length when they say nothing).
@@ -14,13 +14,14 @@
 //!
 //! Everything is computed in f32 (sums of long dot products in f32 too, as in the frameworks these
 //! models come from); a model's output matches an independent float64 reference to ~1e-5 relative
-//! (tests/it/model.rs). What this module does not do: training, batching of unrelated requests,
-//! quantized arithmetic (weights are expanded to f32 when loaded), or GPU kernels yet (the CPU path
-//! is the reference any GPU path will be tested against).
+//! (tests/it/model.rs). [`device`] runs the same forward passes on the GPU backend (weights and KV
+//! cache resident), checked against this CPU path. What this module does not do: training,
+//! batching of unrelated requests, quantized arithmetic (weights are expanded to f32 when loaded).
 
 pub mod bert;
 pub mod calibrate;
 pub mod config;
+pub mod device;
 pub mod eval;
 pub mod files;
 pub mod llama;

@@ -9,6 +9,10 @@
 
 use crate::linalg;
 
+// The arithmetic the GPU kernels must agree on lives beside their CPU twins (backend/kernels).
+pub use crate::backend::kernels::elementwise::{erf, gelu, gelu_tanh, silu};
+pub use crate::backend::kernels::norm::{layer_norm, rms_norm};
+
 /// A linear layer's weights.
 pub struct Linear {
     /// The weight's name in the checkpoint (what activation statistics are keyed by).
@@ -159,31 +163,6 @@ fn matmul_transposed(x: &[f32], n: usize, k: usize, w: &[f32], m: usize, y: &mut
     }
 }
 
-/// RMSNorm of each `dim`-wide row of `x`: `x / sqrt(mean(x^2) + eps) * w`.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let dim = w.len();
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(dim) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (ms + eps).sqrt();
-        out.extend(row.iter().zip(w).map(|(v, w)| v * scale * w));
-    }
-    out
-}
-
-/// LayerNorm of each row of `x` in place: `(x - mean) / sqrt(var + eps) * w + b`.
-pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let dim = w.len();
-    for row in x.chunks_exact_mut(dim) {
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (var + eps).sqrt();
-        for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
-            *v = (*v - mean) * scale * w + b;
-        }
-    }
-}
-
 /// Softmax of `x` in place (max subtracted first, so it never overflows).
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -199,53 +178,6 @@ pub fn softmax(x: &mut [f32]) {
 pub fn log_sum_exp(x: &[f32]) -> f64 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
-}
-
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// GELU with the exact error function: `x/2 (1 + erf(x/sqrt 2))`.
-pub fn gelu(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
-}
-
-/// GELU's tanh approximation (`gelu_new`).
-pub fn gelu_tanh(x: f32) -> f32 {
-    let x = x as f64;
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
-}
-
-/// The error function to ~1e-15 (a Taylor series near zero, a continued fraction of erfc in the
-/// tails): the standard library has none, and GELU's f32 result needs ~1e-8.
-pub fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 2.5 {
-        // erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1))
-        let x2 = a * a;
-        let (mut term, mut sum) = (a, a);
-        for n in 1..200 {
-            term *= -x2 / n as f64;
-            let t = term / (2 * n + 1) as f64;
-            sum += t;
-            if t.abs() < 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else if a < 6.0 {
-        // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))), from the tail.
-        let mut f = 0.0;
-        for k in (1..=60).rev() {
-            f = (k as f64 / 2.0) / (a + f);
-        }
-        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
-    } else {
-        1.0
-    };
-    r.copysign(x)
 }
 
 #[cfg(test)]

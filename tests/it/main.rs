@@ -3,6 +3,7 @@
 //!
 //! - `architecture`: the module graph has no cycles, and no function grows past its limit;
 //! - `backend`, `shaders`: every kernel on the GPU (an emulated adapter in CI) against the CPU;
+//!   `runtime_gpu`: the model runtime's kernels and whole forward passes on the GPU against the CPU;
 //! - `cli`, `methods_report`, `shared_lowrank`, `vectors`, `sequences`: end to end, by feature;
 //! - `golden`: pinned `.lowbit` bytes;
 //! - `model`: the model runtime against an independent float64 reference (tests/fixtures/models);
@@ -25,6 +26,7 @@ mod model;
 mod mutations;
 mod pytorch;
 mod readers_hostile;
+mod runtime_gpu;
 mod sequences;
 mod shaders;
 mod shared_lowrank;

@@ -364,6 +364,12 @@ await test('every WGSL kernel on WebGPU matches the CPU path in the same page', 
     'fwht.wgsl': ['rotation (FWHT)'],
     'group_fit.wgsl': ['scalar group fit'],
     'hyper.wgsl': ['hyper nearest codeword'],
+    'linear.wgsl': ['linear layer'],
+    'norm.wgsl': ['RMSNorm', 'LayerNorm'],
+    'elementwise.wgsl': ['element-wise'],
+    'rope.wgsl': ['rotary positions'],
+    'attention.wgsl': ['attention'],
+    'pool.wgsl': ['pooling'],
   };
   const shaders = fs.readdirSync(new URL('../../shaders/', import.meta.url)).filter((f) => f.endsWith('.wgsl'));
   for (const shader of shaders) {
@@ -694,6 +700,19 @@ async function compressFixture(model, backend, how, bpw) {
 /// The CLI's embedding of a sentence.
 const embedding = (modelPath, s) => JSON.parse(cli('run', modelPath, '--prompt', s, '--json'));
 
+/// The Try-it panel's runtime for a run compressed on `backend` ('gpu' or 'cpu').
+const runtimeOf = (backend) => (backend === 'gpu' ? 'webgpu' : 'cpu');
+
+/// `status` says the model ran on WebGPU without falling back ('gpu'), or on the CPU.
+function assertRanOn(status, backend) {
+  if (backend === 'gpu') {
+    assert.match(status, /WebGPU, adapter /);
+    assert.doesNotMatch(status, /failed/);
+  } else {
+    assert.match(status, /CPU \(WebAssembly/);
+  }
+}
+
 async function tryEncoder(backend, how) {
   const requestsBefore = requests.length;
   // Tiny models' exactly stored tensors (norms, biases, small matrices) need more than 5 bits per weight.
@@ -703,6 +722,8 @@ async function tryEncoder(backend, how) {
   const sentences = fs.readFileSync(sentencesFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
   assert.ok(await page.isVisible('#try-encoder') && await page.isHidden('#try-decoder'));
   await page.fill('#try-sentences', sentences.join('\n'));
+  // The model runs where it was compressed: WebGPU (the model runtime's WGSL kernels) or the CPU.
+  await page.selectOption('#try-backend', runtimeOf(backend));
   await page.click('#try-embed');
   await waitPhase(['embedded', 'error']);
   assert.equal(await phase(), 'embedded', await page.textContent('#error'));
@@ -742,7 +763,7 @@ async function tryEncoder(backend, how) {
   assert.equal(kept.length, evaluated.sentences);
   near(kept.reduce((a, b) => a + b, 0) / kept.length, evaluated.cosine_mean, 1e-4, 'mean cosine (lowbit eval)');
   near(Math.min(...kept), evaluated.cosine_min, 1e-4, 'smallest cosine (lowbit eval)');
-  assert.match(shown.status, /on CPU \(WebAssembly/);
+  assertRanOn(shown.status, backend);
   console.log(`      ${n} sentences; largest difference from the native CLI ${worst.toExponential(2)}; ${shown.status}`);
   await page.locator('#try').screenshot({ path: path.join(OUT, `06-try-encoder-${backend}.png`) });
   assertNoRequestOffOrigin(requestsBefore);
@@ -758,6 +779,7 @@ async function tryDecoder(backend, how, pasted) {
   await page.fill('#try-prompt', prompt);
   await page.fill('#try-max-tokens', String(maxTokens));
   await page.fill('#try-temperature', '0');
+  await page.selectOption('#try-backend', runtimeOf(backend));
   // Streamed: the compressed model's text grows token by token (recorded as it changes).
   await page.evaluate(() => {
     window.seenTexts = [];
@@ -779,7 +801,8 @@ async function tryDecoder(backend, how, pasted) {
   assert.equal(generated.original, run(path.join(dir, 'model.safetensors')).text, 'original model: page and `lowbit run` differ');
   assert.ok(generated.seen >= 3, `the text changed ${generated.seen} times: not streamed`);
   assert.ok(Number(generated.data.tokensPerSecond) > 0);
-  assert.match(generated.stats, /tokens\/s .*CPU \(WebAssembly/);
+  assert.match(generated.stats, /tokens\/s /);
+  assertRanOn(generated.stats, backend);
   // Perplexity, KL, top-1 agreement: as `lowbit eval`.
   const textFile = path.join(dir, 'text.txt');
   if (pasted) await page.fill('#try-eval-text', fs.readFileSync(textFile, 'utf8'));
@@ -798,6 +821,7 @@ async function tryDecoder(backend, how, pasted) {
     nearRel(text, evaluated[key], 1e-4, `${key} as shown`);
   }
   assert.equal(figures.scored.value, evaluated.scored);
+  assertRanOn(await page.getAttribute('#try-eval-status', 'data-backend'), backend);
   console.log(`      "${generated.compressed.slice(0, 40)}…" = lowbit run; ${generated.stats}; ppl ${figures.perplexity_original.text} -> ${figures.perplexity_compressed.text} = lowbit eval (${pasted ? 'pasted' : 'built-in'} text)`);
   await page.locator('#try').screenshot({ path: path.join(OUT, `07-try-decoder-${backend}.png`) });
   assertNoRequestOffOrigin(requestsBefore);
@@ -811,16 +835,16 @@ function assertNoRequestOffOrigin(from) {
   assert.deepEqual(offsite, []);
 }
 
-await test('Try it, encoder (tiny-bert dropped as files, compressed on WebGPU): similarities and cosines = the native CLI', async () => {
+await test('Try it, encoder (tiny-bert dropped as files, compressed and run on WebGPU): similarities and cosines = the native CLI', async () => {
   await tryEncoder('gpu', 'drop');
 });
-await test('Try it, encoder (tiny-bert chosen as a folder, compressed on the CPU): similarities and cosines = the native CLI', async () => {
+await test('Try it, encoder (tiny-bert chosen as a folder, compressed and run on the CPU): similarities and cosines = the native CLI', async () => {
   await tryEncoder('cpu', 'folder');
 });
-await test('Try it, decoder (tiny-llama chosen as a folder, compressed on WebGPU): greedy text = lowbit run, perplexity = lowbit eval (built-in text)', async () => {
+await test('Try it, decoder (tiny-llama chosen as a folder, compressed and run on WebGPU): greedy text = lowbit run, perplexity = lowbit eval (built-in text)', async () => {
   await tryDecoder('gpu', 'folder', false);
 });
-await test('Try it, decoder (tiny-llama dropped as files, compressed on the CPU): greedy text = lowbit run, perplexity = lowbit eval (pasted text)', async () => {
+await test('Try it, decoder (tiny-llama dropped as files, compressed and run on the CPU): greedy text = lowbit run, perplexity = lowbit eval (pasted text)', async () => {
   await tryDecoder('cpu', 'drop', true);
 });
 

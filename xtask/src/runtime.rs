@@ -81,6 +81,8 @@ pub fn runtime(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<
                 "4096",
                 "--context",
                 "256",
+                "--backend",
+                "cpu",
             ],
         )?;
         let started = Instant::now();
@@ -133,6 +135,9 @@ pub fn runtime(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<
                     "The history of the printing press",
                     "--max-tokens",
                     "128",
+                    // `run` takes a real GPU when there is one (auto); this row is the CPU's.
+                    "--backend",
+                    "cpu",
                 ],
             )?;
             let tokens = v["tokens"].as_f64().unwrap_or(0.0);
@@ -189,6 +194,8 @@ pub fn runtime(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<
                     path(&packed),
                     "--text",
                     path(&sentence_file),
+                    "--backend",
+                    "cpu",
                 ],
             )?;
             let started = Instant::now();

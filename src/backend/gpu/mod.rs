@@ -16,6 +16,7 @@
 //! as `GpuFailure::Failed` at the next read and the caller falls back to the CPU.
 
 pub(super) mod points;
+pub mod resident;
 pub(super) mod tiled;
 
 use std::collections::HashMap;
@@ -27,11 +28,12 @@ use super::GpuFailure;
 use crate::shaders;
 
 pub(super) use points::PointSet;
+pub use resident::{DeviceTensor, Pass};
 pub(super) use tiled::Tiled;
 
 pub use wgpu::DeviceType;
 
-pub(super) type GpuResult<T> = std::result::Result<T, GpuFailure>;
+pub type GpuResult<T> = std::result::Result<T, GpuFailure>;
 
 /// Most workgroups along one dimension of a dispatch (WebGPU's guaranteed limit).
 pub(super) const MAX_GROUPS_PER_DIM: u32 = 65_535;

@@ -27,12 +27,18 @@ macro_rules! uniform_layout {
     };
 }
 
+pub mod attention;
+pub mod elementwise;
 pub mod fwht;
 pub mod group_fit;
 pub mod hyper;
 pub mod kmeans_assign;
 pub mod kmeans_update;
+pub mod linear;
 pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod rope;
 
 /// A Rust uniform mirror as `#[repr(C)]` lays it out.
 #[cfg(feature = "gpu")]
@@ -109,5 +115,11 @@ pub fn uniform_layouts() -> Vec<UniformLayout> {
         fwht::layout(),
         group_fit::layout(),
         hyper::layout(),
+        linear::layout(),
+        norm::layout(),
+        elementwise::layout(),
+        rope::layout(),
+        attention::layout(),
+        pool::layout(),
     ]
 }
