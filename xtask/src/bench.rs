@@ -35,6 +35,9 @@ pub enum Section {
     Web,
     /// The model runtime on SmolLM2-135M and MiniLM against the numpy reference, and its speed.
     Runtime,
+    /// Compression time and peak memory on MiniLM and SmolLM2-135M, beside an earlier commit's
+    /// build (made by the harness). Only with `--only speed`: it builds that commit first.
+    Speed,
 }
 
 pub struct Options {
@@ -53,7 +56,7 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None if section == Section::Web => false,
+            None if matches!(section, Section::Web | Section::Speed) => false,
             None => {
                 !(self.quick
                     && matches!(
@@ -83,6 +86,7 @@ pub struct Results {
     pub sequences: Vec<Value>,
     pub web: Vec<Value>,
     pub runtime: Vec<Value>,
+    pub speed: Vec<Value>,
     pub failures: Vec<String>,
 }
 
@@ -140,7 +144,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
         || options.runs(Section::Vectors)
         || options.runs(Section::Sequences)
         || options.runs(Section::Web)
-        || options.runs(Section::Runtime);
+        || options.runs(Section::Runtime)
+        || options.runs(Section::Speed);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -187,6 +192,14 @@ pub fn run(options: &Options) -> Result<i32, String> {
         crate::runtime::runtime(&paths, &lowbit, &mut results)?;
     }
 
+    if options.runs(Section::Speed) {
+        println!(
+            "== speed: compressing MiniLM and SmolLM2-135M, beside commit {}",
+            crate::speed::REFERENCE_COMMIT
+        );
+        crate::speed::speed(&paths, options.repeat.unwrap_or(3), &lowbit, &mut results)?;
+    }
+
     let document = json!({
         "machine": machine,
         "python": python_env,
@@ -203,6 +216,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "sequences": results.sequences,
         "web": results.web,
         "runtime": results.runtime,
+        "speed": results.speed,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);

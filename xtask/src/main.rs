@@ -7,6 +7,7 @@ mod bench;
 mod report;
 mod runtime;
 mod setup;
+mod speed;
 mod test;
 mod web;
 
@@ -17,7 +18,7 @@ usage: cargo xtask test
        cargo xtask serve [--port N]
        cargo xtask build-web [--out DIR]
        cargo xtask test-web [--big]
-       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web] [--repeat N] [--xz] [--keep]
+       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web|runtime|speed] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
             for wasm32, cargo test, then the browser tests (test-web)
@@ -40,7 +41,9 @@ usage: cargo xtask test
             or web (MiniLM at 4 bpw in headless Chromium, wasm CPU and WebGPU, beside the native
             CLI on one thread; never in the full run: WebGPU on SwiftShader takes tens of minutes),
             runtime (the model runtime on SmolLM2-135M and MiniLM against the numpy reference:
-            perplexity, embedding cosines, tokens per second)
+            perplexity, embedding cosines, tokens per second), or speed (compression time and peak
+            memory on MiniLM beside the build of an earlier commit, which it builds first, and on
+            SmolLM2-135M; never in the full run)
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
@@ -73,9 +76,10 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("sequences") => Section::Sequences,
                     Some("web") => Section::Web,
                     Some("runtime") => Section::Runtime,
+                    Some("speed") => Section::Speed,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web or runtime, not {other:?}"
+                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web, runtime or speed, not {other:?}"
                         ))
                     }
                 });
