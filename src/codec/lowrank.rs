@@ -183,13 +183,27 @@ pub async fn encode_many_on(
     shape: Shape2,
     options: &[Params],
 ) -> Vec<Result<Encoded>> {
+    let mut out = Vec::with_capacity(options.len());
+    encode_each_on(backend, values, shape, options, |_, e| out.push(e)).await;
+    out
+}
+
+/// [`encode_many_on`], handing each option's encoding to `each(index, encoding)` as soon as it is
+/// made, in the order of `options`: a caller that measures and drops them holds one
+/// reconstruction (as large as the tensor) at a time instead of all of them.
+pub async fn encode_each_on(
+    backend: &Backend,
+    values: &[f32],
+    shape: Shape2,
+    options: &[Params],
+    mut each: impl FnMut(usize, Result<Encoded>),
+) {
     // (rank, oversample, power_iters, seed): what the SVD depends on.
     type SvdKey = (u32, u32, u8, u64);
     let mut svds: Vec<(SvdKey, Result<linalg::Svd>)> = Vec::new();
-    let mut out = Vec::with_capacity(options.len());
-    for p in options {
+    for (i, p) in options.iter().enumerate() {
         if let Err(e) = check_input(values, shape, p) {
-            out.push(Err(e));
+            each(i, Err(e));
             continue;
         }
         let key = (p.rank, p.oversample, p.power_iters, p.seed);
@@ -200,12 +214,14 @@ pub async fn encode_many_on(
                 svds.len() - 1
             }
         };
-        out.push(match &svds[index].1 {
-            Ok(svd) => encode_with_svd(values, shape, p, svd),
-            Err(e) => Err(Error::unsupported(format!("lowrank SVD failed: {e}"))),
-        });
+        each(
+            i,
+            match &svds[index].1 {
+                Ok(svd) => encode_with_svd(values, shape, p, svd),
+                Err(e) => Err(Error::unsupported(format!("lowrank SVD failed: {e}"))),
+            },
+        );
     }
-    out
 }
 
 pub(crate) fn check_input(values: &[f32], shape: Shape2, p: &Params) -> Result<()> {

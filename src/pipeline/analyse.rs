@@ -655,20 +655,23 @@ impl MatrixInput<'_> {
         codec: CodecParams,
         encoded: Result<codec::Encoded>,
     ) -> Result<MeasuredOption> {
-        let encoded = encoded?;
+        Ok(self.measure_encoded(codec, &encoded?))
+    }
+
+    fn measure_encoded(&self, codec: CodecParams, encoded: &codec::Encoded) -> MeasuredOption {
         let vector = self.queries.map(|q| VectorMeasure {
             recall_at_10: q.recall(&encoded.reconstruction, self.shape),
             bits_per_dimension: Vec::new(),
         });
-        Ok(MeasuredOption::measure(
+        MeasuredOption::measure(
             codec,
-            &encoded,
+            encoded,
             self.values,
             self.dtype,
             self.norm_sq,
             vector,
             self.output,
-        ))
+        )
     }
 }
 
@@ -748,27 +751,39 @@ async fn run_job(
             vec![m.measure(p, encoded)?]
         }
         Job::Lowrank => {
-            // Options sharing a truncated SVD are encoded together (one SVD each); the sparse
-            // options' low-rank parts are among the lowrank options, so those encodings are
-            // reused before they go.
-            let lowrank = &candidates.lowrank;
-            let encoded = codec::lowrank::encode_many_on(backend, values, shape, lowrank).await;
-            let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> = lowrank
-                .iter()
-                .zip(&encoded)
-                .filter_map(|(p, e)| e.as_ref().ok().map(|e| (p, e)))
-                .collect();
-            let sparse = &candidates.sparse_lowrank;
+            // Options sharing a truncated SVD are encoded together (one SVD each). Each encoding
+            // is measured as it comes and dropped, unless a sparse option is built on it (its
+            // low-rank part is then reused, not encoded again): a reconstruction is as large as
+            // the tensor, and holding all of a 49152 x 576 embedding's took over a GB.
+            let (lowrank, sparse) = (&candidates.lowrank, &candidates.sparse_lowrank);
+            let reused = |p: &codec::lowrank::Params| {
+                sparse.iter().any(|s| {
+                    s.selection == codec::sparse_lowrank::Selection::Residual
+                        && s.lowrank.as_ref() == Some(p)
+                })
+            };
+            let mut measured = Vec::with_capacity(lowrank.len() + sparse.len());
+            let mut kept: Vec<(usize, codec::Encoded)> = Vec::new();
+            codec::lowrank::encode_each_on(backend, values, shape, lowrank, |i, e| match e {
+                Ok(e) => {
+                    let codec = CodecParams::Lowrank(lowrank[i].clone());
+                    measured.push(Ok(m.measure_encoded(codec, &e)));
+                    if reused(&lowrank[i]) {
+                        kept.push((i, e));
+                    }
+                }
+                Err(e) => measured.push(Err(e)),
+            })
+            .await;
+            let known: Vec<(&codec::lowrank::Params, &codec::Encoded)> =
+                kept.iter().map(|(i, e)| (&lowrank[*i], e)).collect();
             let sparse_encoded = codec::sparse_lowrank::encode_many(values, shape, sparse, &known);
             drop(known);
-            let mut out = Vec::with_capacity(lowrank.len() + sparse.len());
-            for (p, e) in lowrank.iter().zip(encoded) {
-                out.push(m.measure(CodecParams::Lowrank(p.clone()), e)?);
-            }
+            drop(kept);
             for (p, e) in sparse.iter().zip(sparse_encoded) {
-                out.push(m.measure(CodecParams::SparseLowrank(p.clone()), e)?);
+                measured.push(m.measure(CodecParams::SparseLowrank(p.clone()), e));
             }
-            out
+            measured.into_iter().collect::<Result<Vec<_>>>()?
         }
         Job::Fwsvd => {
             let fwsvd = &candidates.fwsvd;
