@@ -323,7 +323,11 @@ pub fn status_row(mut m: Map<String, Value>, status: String) -> Value {
 }
 
 /// Downstream and weight-space quality of a restored MiniLM: benches/relmse.py + benches/minilm_eval.py.
-fn evaluate(paths: &Paths, restored: &Path, into: &mut Map<String, Value>) -> Result<(), String> {
+pub fn evaluate(
+    paths: &Paths,
+    restored: &Path,
+    into: &mut Map<String, Value>,
+) -> Result<(), String> {
     let model = paths.minilm_dir().join("model.safetensors");
     let ran = setup::run(
         python(paths)
