@@ -373,7 +373,9 @@ fn neighbours(d: &Decision) -> (Option<Neighbour>, Option<Neighbour>, bool) {
     let neighbour = |i: usize| Neighbour {
         label: d.options[i].label.clone(),
         bytes_delta: d.options[i].bytes as i64 - c.bytes as i64,
-        rel_mse_delta: d.options[i].distortion.value() - c.distortion.value(),
+        // The relative MSE's change (as named), whatever the allocator minimises (a vector
+        // dataset's recall distortion is not a relative MSE).
+        rel_mse_delta: d.options[i].distortion.relative_mse() - c.distortion.relative_mse(),
     };
     // The chosen option's place on the front (by bytes if it is not on it, as with a forced
     // option the rules kept alone).
@@ -425,17 +427,29 @@ fn push_margins(parts: &mut Vec<String>, dearer: &Option<Neighbour>, cheaper: &O
     }
 }
 
+/// The chosen option's relative MSE, with the recall@10 a vector dataset's allocation is judged by.
+fn measured_words(d: Distortion) -> String {
+    match d {
+        Distortion::Recall { recall_at_10, .. } => format!(
+            "rel. MSE {:.3e}, recall@10 {recall_at_10:.3}",
+            d.relative_mse()
+        ),
+        _ => format!("rel. MSE {:.3e}", d.relative_mse()),
+    }
+}
+
 /// The budget allocators' reason for the chosen option `c`.
 fn budget_text(allocator: crate::alloc::Allocator, c: &Choice, on_hull: bool) -> String {
     use crate::alloc::Allocator;
     match allocator {
         Allocator::Greedy => format!(
-            "greedy: best error per byte at the file's equal-slope point (rel. MSE {:.3e} in {} bytes)",
-            c.distortion.value(), c.bytes
+            "greedy: best error per byte at the file's equal-slope point ({} in {} bytes)",
+            measured_words(c.distortion),
+            c.bytes
         ),
         Allocator::Knapsack => format!(
-            "knapsack: part of the least-total-error choice within the budget (rel. MSE {:.3e} in {} bytes{})",
-            c.distortion.value(),
+            "knapsack: part of the least-total-error choice within the budget ({} in {} bytes{})",
+            measured_words(c.distortion),
             c.bytes,
             if on_hull {
                 ""
@@ -454,10 +468,8 @@ fn push_max_error_texts(
     c: &Choice,
     cheaper: &Option<Neighbour>,
 ) {
-    // KNOWN: for a vector dataset this is the square root of the recall distortion, not a
-    // relative error (the bound itself is checked on the relative MSE); kept, as report.json's
-    // `reason` text is a public format this refactor does not change.
-    let error = c.distortion.value().sqrt();
+    // The bound is checked on the relative MSE (whatever the allocator minimises).
+    let error = c.distortion.relative_mse().sqrt();
     if error <= bound {
         parts.push(format!(
             "max-error: cheapest option with relative error <= {bound} (this one: {error:.4})"
@@ -468,7 +480,7 @@ fn push_max_error_texts(
                 "the next cheaper option ({}, {} bytes less) has relative error {:.4}",
                 n.label,
                 -n.bytes_delta,
-                (c.distortion.value() + n.rel_mse_delta).sqrt()
+                (c.distortion.relative_mse() + n.rel_mse_delta).sqrt()
             ));
         }
     } else {
