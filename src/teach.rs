@@ -14,7 +14,8 @@ const BINS: usize = 80;
 
 /// Reconstructed values with at most this many distinct levels are marked on the histogram (a
 /// codebook, a lattice); more (scalar codes with a scale per group) show in the second histogram.
-const MAX_MARKED_LEVELS: usize = 256;
+/// Half the bins: more markers than that cover the bars they mark.
+const MAX_MARKED_LEVELS: usize = BINS / 2;
 
 /// What the page shows about one tensor; every chart is a self-contained `<svg>`.
 #[derive(Clone, Debug, Serialize)]

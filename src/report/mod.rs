@@ -16,6 +16,8 @@ pub use build::build_report;
 
 /// The smallest mean relative MSE the rate-distortion chart shows (120 dB below the signal).
 const RD_CHART_FLOOR: f64 = 1e-12;
+/// The bits chart leaves out tensors smaller than this (when it has larger ones).
+const BITS_CHART_MIN_PARAMETERS: u64 = 1024;
 
 /// Spectra drawn in the chart (more lines make an unreadable legend; the JSON keeps them all).
 const SPECTRA_IN_CHART: usize = 12;
@@ -727,9 +729,34 @@ impl Report {
         charts
     }
 
+    /// The tensors the bits chart shows: those of at least [`BITS_CHART_MIN_PARAMETERS`] (a
+    /// bias of a few hundred values costs tens of bits per weight in side information and would
+    /// set the axis), all of them when none is that large.
+    fn bits_chart_tensors(&self) -> Vec<&TensorReport> {
+        let large: Vec<&TensorReport> = self
+            .tensors
+            .iter()
+            .filter(|t| t.parameters >= BITS_CHART_MIN_PARAMETERS)
+            .collect();
+        if large.is_empty() {
+            self.tensors.iter().collect()
+        } else {
+            large
+        }
+    }
+
     fn bits_chart(&self) -> svg::BarChart {
+        let shown = self.bits_chart_tensors();
+        let left_out = self.tensors.len() - shown.len();
+        let title = if left_out == 0 {
+            "Coded bits per weight (payload + side information)".to_string()
+        } else {
+            format!(
+                "Coded bits per weight (payload + side information); {left_out} tensors of fewer than {BITS_CHART_MIN_PARAMETERS} parameters left out"
+            )
+        };
         svg::BarChart {
-            title: "Coded bits per weight (payload + side information)".into(),
+            title,
             value_axis: svg::Axis {
                 label: "bits per weight".into(),
                 scale: svg::Scale::Linear,
@@ -740,9 +767,8 @@ impl Report {
                 "side information".into(),
                 "padding".into(),
             ],
-            bars: self
-                .tensors
-                .iter()
+            bars: shown
+                .into_iter()
                 .map(|t| {
                     let per = |b: u64| 8.0 * b as f64 / (t.parameters.max(1)) as f64;
                     let padding = t.section_bytes - t.payload_bytes - t.side_bytes;
