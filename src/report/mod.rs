@@ -803,6 +803,21 @@ impl Report {
         }
     }
 
+    /// For a vector dataset, whose curve is the allocator's `1 - recall@10 + 1e-6 x relative MSE`
+    /// (`Distortion::Recall`), the chosen option's value of it where its recall was measured
+    /// (`Some(None)`: not measured, no point); `None` for other inputs.
+    fn vector_chosen_distortion(&self) -> Option<Option<f64>> {
+        let v = self.vectors.as_ref()?;
+        let rel_mse = self.tensors.first().map_or(0.0, |t| t.rel_mse);
+        Some(
+            v.options
+                .iter()
+                .find(|o| o.chosen)
+                .and_then(|o| o.recall_at_10)
+                .map(|r| (1.0 - r) + 1e-6 * rel_mse),
+        )
+    }
+
     fn rd_chart(&self) -> svg::Chart {
         let mut series = vec![svg::Series {
             name: "allocator's curve (whole model)".into(),
@@ -824,11 +839,13 @@ impl Report {
             .iter()
             .filter(|t| t.options.iter().any(|o| o.rel_mse > 0.0))
             .collect();
-        if !codable.is_empty() {
+        let vector = self.vector_chosen_distortion();
+        if !codable.is_empty() && vector != Some(None) {
             let section_bits: u64 = self.tensors.iter().map(|t| 8 * t.section_bytes).sum();
-            let mean_rel_mse = match &self.sensitivity {
-                Some(s) => s.predicted_change,
-                None => codable.iter().map(|t| t.rel_mse).sum::<f64>() / codable.len() as f64,
+            let mean_rel_mse = match (&self.sensitivity, vector) {
+                (Some(s), _) => s.predicted_change,
+                (None, Some(Some(d))) => d,
+                _ => codable.iter().map(|t| t.rel_mse).sum::<f64>() / codable.len() as f64,
             };
             series.push(svg::Series {
                 name: "chosen".into(),
@@ -839,9 +856,10 @@ impl Report {
                 mark: svg::Mark::Points,
             });
         }
-        let y = match &self.sensitivity {
-            Some(s) => format!("predicted output change ({}, estimate)", s.measure),
-            None => "mean relative MSE per tensor".to_string(),
+        let y = match (&self.sensitivity, vector) {
+            (Some(s), _) => format!("predicted output change ({}, estimate)", s.measure),
+            (None, Some(_)) => "1 - recall@10 (the allocator's measure for vectors)".to_string(),
+            (None, None) => "mean relative MSE per tensor".to_string(),
         };
         svg::Chart {
             title: format!("Rate-distortion: {y} vs bits per weight (sections only)"),

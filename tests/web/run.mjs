@@ -645,6 +645,8 @@ await test('a vector dataset (.npy) is compressed, the Gaussian mixture among it
   assert.ok(Math.abs(Number(named[1]) - report.output.rel_mse_lossy) <= 1e-3 * report.output.rel_mse_lossy,
     `the why column says rel. MSE ${named[1]}, the summary ${report.output.rel_mse_lossy}: ${why}`);
   assert.match(why, /recall@10 [\d.]+/);
+  // The rate-distortion chart's curve and its chosen point are both in the allocator's measure.
+  assert.match(await page.textContent('#charts figure:nth-child(3) svg'), /1 - recall@10/);
   const labels = report.vectors.options.map((o) => o.label);
   assert.ok(labels.some((l) => l.includes('mixture')), `no mixture option among ${labels.length}`);
   const lowbitFile = await downloadOf('#downloads a[download$=".lowbit"]', 'clusters.lowbit');
