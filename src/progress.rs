@@ -11,6 +11,10 @@ pub trait Progress {
     /// (a tensor name).
     fn advance(&mut self, _done: u64, _item: &str) {}
 
+    /// Work on `item`, the `index`-th (from 1) of `count`, begins: for a caller that shows what
+    /// is being worked on where the core only reports whole items (the browser's analysis).
+    fn working_on(&mut self, _item: &str, _index: u64, _count: u64) {}
+
     /// Polled between tensors; returning true stops the run with `Error::Cancelled`.
     fn cancelled(&self) -> bool {
         false

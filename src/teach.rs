@@ -14,7 +14,8 @@ const BINS: usize = 80;
 
 /// Reconstructed values with at most this many distinct levels are marked on the histogram (a
 /// codebook, a lattice); more (scalar codes with a scale per group) show in the second histogram.
-const MAX_MARKED_LEVELS: usize = 256;
+/// Half the bins: more markers than that cover the bars they mark.
+const MAX_MARKED_LEVELS: usize = BINS / 2;
 
 /// What the page shows about one tensor; every chart is a self-contained `<svg>`.
 #[derive(Clone, Debug, Serialize)]
@@ -92,12 +93,9 @@ pub fn tensor_view(
     let weight_axis = svg::Axis::linear("weight value");
     let histogram_svg = svg::histogram(
         &if markers.is_empty() {
-            format!("{name}: weights")
+            "weights".to_string()
         } else {
-            format!(
-                "{name}: weights, with the {} levels of the code",
-                markers.len()
-            )
+            format!("weights, with the {} levels of the code", markers.len())
         },
         &weight_axis,
         &edges,
@@ -107,7 +105,7 @@ pub fn tensor_view(
     let restored_histogram_svg = chosen.map(|(c, restored)| {
         let (_, counts) = histogram(restored, lo, hi);
         svg::histogram(
-            &format!("{name}: restored weights ({})", c.codec.label()),
+            &format!("restored weights ({})", c.codec.label()),
             &weight_axis,
             &edges,
             &counts,
@@ -115,11 +113,11 @@ pub fn tensor_view(
         )
     });
     let spectrum = analysis.spectrum.as_deref().filter(|s| !s.is_empty());
-    let spectrum_svg = spectrum.map(|s| spectrum_chart(name, s));
-    let error_vs_rank_svg = spectrum.map(|s| error_vs_rank_chart(name, s, analysis.norm_sq));
+    let spectrum_svg = spectrum.map(spectrum_chart);
+    let error_vs_rank_svg = spectrum.map(|s| error_vs_rank_chart(s, analysis.norm_sq));
     let chosen_error =
         chosen.map(|(c, _)| (c.sq_error / analysis.norm_sq.max(f64::MIN_POSITIVE)).sqrt());
-    let error_vs_bits_svg = error_vs_bits_chart(name, shape, analysis, chosen, chosen_error);
+    let error_vs_bits_svg = error_vs_bits_chart(shape, analysis, chosen, chosen_error);
     TensorView {
         name: name.to_string(),
         shape: shape.to_vec(),
@@ -148,9 +146,9 @@ fn histogram_range(values: &[f32]) -> (f64, f64) {
 }
 
 /// The singular values against their index, on a log axis.
-fn spectrum_chart(name: &str, s: &[f32]) -> String {
+fn spectrum_chart(s: &[f32]) -> String {
     svg::line_chart(&svg::Chart {
-        title: format!("{name}: singular values"),
+        title: "singular values".to_string(),
         x: svg::Axis::linear("index"),
         y: svg::Axis::log10("sigma_i"),
         series: vec![svg::Series {
@@ -168,10 +166,10 @@ fn spectrum_chart(name: &str, s: &[f32]) -> String {
 }
 
 /// The error of the best rank-r approximation against r ([`error_vs_rank`]).
-fn error_vs_rank_chart(name: &str, s: &[f32], norm_sq: f64) -> String {
+fn error_vs_rank_chart(s: &[f32], norm_sq: f64) -> String {
     svg::line_chart(&svg::Chart {
         title: format!(
-            "{name}: relative error of the best rank-r approximation (first {} ranks)",
+            "relative error of the best rank-r approximation (first {} ranks)",
             s.len()
         ),
         x: svg::Axis::linear("rank r"),
@@ -189,7 +187,6 @@ fn error_vs_rank_chart(name: &str, s: &[f32], norm_sq: f64) -> String {
 /// The measured error of every lossy option against its bits per weight, one series per codec
 /// family, with the chosen option marked.
 fn error_vs_bits_chart(
-    name: &str,
     shape: &[usize],
     analysis: &TensorAnalysis,
     chosen: Option<(&MeasuredOption, &[f32])>,
@@ -227,7 +224,7 @@ fn error_vs_bits_chart(
         });
     }
     svg::line_chart(&svg::Chart {
-        title: format!("{name}: measured error of every option (coded section bits)"),
+        title: "measured error of every option (coded section bits)".to_string(),
         x: svg::Axis::linear("bits per weight"),
         y: svg::Axis::log10("relative error ||W - W^|| / ||W||"),
         series: families,

@@ -133,6 +133,9 @@ struct JsProgress {
     total: u64,
     done: u64,
     last_post: f64,
+    working: String,
+    index: u64,
+    count: u64,
 }
 
 #[derive(Serialize)]
@@ -141,6 +144,10 @@ struct ProgressEvent<'a> {
     total: u64,
     done: u64,
     item: &'a str,
+    /// The item being worked on and its place (`index` of `count`, from 1), where the core says.
+    working: &'a str,
+    index: u64,
+    count: u64,
 }
 
 impl JsProgress {
@@ -151,6 +158,9 @@ impl JsProgress {
             total: 0,
             done: 0,
             last_post: 0.0,
+            working: String::new(),
+            index: 0,
+            count: 0,
         }
     }
 
@@ -161,6 +171,9 @@ impl JsProgress {
             total: self.total,
             done: self.done,
             item,
+            working: &self.working,
+            index: self.index,
+            count: self.count,
         };
         if let Ok(value) = to_js(&event) {
             // A throwing callback must not stop the run.
@@ -174,15 +187,44 @@ impl Progress for JsProgress {
         self.stage = name.to_string();
         self.total = total;
         self.done = 0;
+        self.working.clear();
+        self.index = 0;
+        self.count = 0;
+        self.post("");
+    }
+
+    /// Posted at once (not held back by the 100 ms limit): the page shows what the long
+    /// computation that follows is working on.
+    fn working_on(&mut self, item: &str, index: u64, count: u64) {
+        self.working = item.to_string();
+        self.index = index;
+        self.count = count;
         self.post("");
     }
 
     fn advance(&mut self, done: u64, item: &str) {
         self.done += done;
+        if item == self.working {
+            // Finished: no longer what is being worked on.
+            self.working.clear();
+        }
         if self.done >= self.total || js_sys::Date::now() - self.last_post >= 100.0 {
             self.post(item);
         }
     }
+}
+
+/// lowbit's version (Cargo's), shown on the page.
+#[wasm_bindgen]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// The built-in example checkpoint (`lowbit demo`'s, `demo::demo_checkpoint`): safetensors bytes
+/// the page opens as `demo.safetensors`.
+#[wasm_bindgen]
+pub fn demo_checkpoint() -> Vec<u8> {
+    crate::demo::demo_checkpoint()
 }
 
 /// The page's settings (app.js sends the fields of [`Settings`] as an object), with the backend

@@ -8,6 +8,8 @@ const ready = init();
 
 const commands = {
   methods: () => lowbit.methods(),
+  version: () => lowbit.version(),
+  demoCheckpoint: () => lowbit.demo_checkpoint(),
   modelFileNames: () => lowbit.model_file_names(),
   open: ({ file, modelFiles }) => lowbit.open(file, modelFiles || undefined),
   backend: ({ choice }) => lowbit.set_backend(choice),

@@ -820,10 +820,12 @@ async fn analyse_all<S: Source + ?Sized>(
     #[cfg(target_arch = "wasm32")]
     {
         let mut out = Vec::with_capacity(ckpt.tensors.len());
-        for t in &ckpt.tensors {
+        let count = ckpt.tensors.len() as u64;
+        for (i, t) in ckpt.tensors.iter().enumerate() {
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
+            progress.working_on(&t.name, i as u64 + 1, count);
             let analysis = analyse_tensor_on(backend, file, t, opts, vector_dataset).await;
             out.push(analysis.map_err(|e| e.in_tensor(&t.name))?);
             progress.advance(t.numel(), &t.name);

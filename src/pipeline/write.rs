@@ -30,6 +30,7 @@ pub async fn write_container<S: Source + ?Sized>(
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
     progress.stage("encode", plan.checkpoint.parameters());
+    let count = plan.checkpoint.tensors.len() as u64;
     // shared-lowrank groups are coded as wholes, before the sections are streamed.
     let mut shared = super::shared::encode_groups(&plan.manifest, &|i| {
         tensor_values(data, &plan.checkpoint.tensors[i])
@@ -44,6 +45,7 @@ pub async fn write_container<S: Source + ?Sized>(
         if progress.cancelled() {
             return Err(Error::Cancelled);
         }
+        progress.working_on(&t.name, i as u64 + 1, count);
         let raw = crate::checkpoint::tensor_bytes(data, t)?;
         let bytes = match &record.codec {
             CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,

@@ -5,6 +5,8 @@
 // Screenshots go to --out for a person to look at.
 //
 // node run.mjs --url=http://127.0.0.1:PORT/ --cli=PATH/lowbit --out=DIR [--chromium=PATH] [--big]
+//   [--only=REGEX] (only the tests whose names match, each after the page's start; a test may rely
+//   on state an earlier one left, so run the tests that come before it too)
 
 import { launch } from './chromium.mjs';
 import { execFileSync } from 'node:child_process';
@@ -196,7 +198,9 @@ page.on('pageerror', (e) => consoleErrors.push(String(e)));
 page.on('worker', (w) => w.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`worker: ${m.text()}`); }));
 
 const results = [];
+const only = args.only ? new RegExp(args.only, 'i') : null;
 async function test(name, body) {
+  if (only && !only.test(name)) return;
   const t0 = Date.now();
   try {
     await body();
@@ -214,7 +218,7 @@ async function waitPhase(want, timeout = 600_000) {
   const wants = Array.isArray(want) ? want : [want];
   await page.waitForFunction((w) => w.includes(document.body.dataset.phase), wants, { timeout, polling: 100 });
 }
-async function chooseBackend(choice) {
+async function chooseBackend(choice, { keepStale = false } = {}) {
   // Forget the old answer first, so that a refused choice fails here with the page's reason
   // instead of timing out.
   await page.evaluate(() => { delete document.getElementById('backend-status').dataset.used; });
@@ -222,6 +226,8 @@ async function chooseBackend(choice) {
   await page.waitForFunction(() => document.getElementById('backend-status').dataset.used, null, { timeout: 120_000 });
   const used = await page.evaluate(() => document.getElementById('backend-status').dataset.used);
   if (choice !== 'auto') assert.equal(used, choice, await page.textContent('#backend-status'));
+  // A long measurement is not redone for the new backend without asking: the tests ask.
+  if (!keepStale && await phase() === 'stale') await page.click('#remeasure');
 }
 async function drop(file) {
   await page.setInputFiles('#file-input', file);
@@ -353,7 +359,7 @@ await test('mouse: a click on the drop zone opens the file picker (and Space on 
 
 await test('every WGSL kernel on WebGPU matches the CPU path in the same page', async () => {
   await chooseBackend('gpu');
-  assert.match(await page.textContent('#backend-status'), /^WebGPU: /);
+  assert.match(await page.textContent('#backend-status'), /^Kernels run on WebGPU \(/);
   const rows = await page.evaluate(() => window.lowbit.call('checkKernels'));
   for (const r of rows) console.log(`      ${r.passed ? 'pass' : 'FAIL'} ${r.kernel} ${r.shape}: ${r.worst_ratio.toFixed(3)} of tolerance on ${r.ran_on} ${r.note}`);
   // Each shader in shaders/ is checked: a new kernel without a row in backend::check fails here.
@@ -599,6 +605,28 @@ await test('a FASTA file is compressed losslessly and restored byte for byte', a
   const restored = path.join(OUT, 'tiny.cli-restored.fa');
   cli('decompress', lowbitFile, '-o', restored);
   assert.ok(fs.readFileSync(restored).equals(fs.readFileSync(fasta)));
+  // What applies to a sequence file: bits per byte and per residue, its records; no weights.
+  const shown = await shownFigures();
+  assert.equal(shown['bits per weight'], undefined);
+  assert.match(shown['bits per input byte'], /^\d/);
+  assert.equal(shown['records, residues'], '2, 35');
+  const records = await page.$$eval('#tensor-table tbody tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
+  assert.deepEqual(records, ['one', 'two']);
+});
+
+await test('a text file says what applies to it (no "0 records")', async () => {
+  const text = path.join(OUT, 'notes.txt');
+  fs.writeFileSync(text, 'hello world, this is a text file\nwith two lines\n');
+  await drop(text);
+  await waitPhase(['estimated', 'error']);
+  const summary = await page.textContent('#summary');
+  assert.match(summary, /^notes\.txt: text file, /);
+  assert.doesNotMatch(summary, /0 records|0 residues/);
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  assert.equal((await shownFigures())['bits per weight'], undefined);
+  assert.match(await page.textContent('#tensors-title'), /^Records: none/);
 });
 
 await test('a vector dataset (.npy) is compressed, the Gaussian mixture among its options, and restored by the native CLI', async () => {
@@ -610,6 +638,15 @@ await test('a vector dataset (.npy) is compressed, the Gaussian mixture among it
   await waitPhase(['done', 'error']);
   assert.equal(await phase(), 'done', await page.textContent('#error'));
   const report = JSON.parse(await page.evaluate(() => window.lowbit.lastReport()));
+  // The "why" column names the same relative MSE as the summary (not the recall distortion).
+  const why = await page.textContent('#tensor-table tbody tr td:last-child');
+  const named = why.match(/rel\. MSE ([-\d.e+]+)/);
+  assert.ok(named, why);
+  assert.ok(Math.abs(Number(named[1]) - report.output.rel_mse_lossy) <= 1e-3 * report.output.rel_mse_lossy,
+    `the why column says rel. MSE ${named[1]}, the summary ${report.output.rel_mse_lossy}: ${why}`);
+  assert.match(why, /recall@10 [\d.]+/);
+  // The rate-distortion chart's curve and its chosen point are both in the allocator's measure.
+  assert.match(await page.textContent('#charts figure:nth-child(3) svg'), /1 - recall@10/);
   const labels = report.vectors.options.map((o) => o.label);
   assert.ok(labels.some((l) => l.includes('mixture')), `no mixture option among ${labels.length}`);
   const lowbitFile = await downloadOf('#downloads a[download$=".lowbit"]', 'clusters.lowbit');
@@ -640,6 +677,181 @@ await test('phone width: nothing wider than the screen', async () => {
   await page.screenshot({ path: path.join(OUT, '05-phone.png'), fullPage: true });
   assert.ok(overflow <= 1, `page is ${overflow} px wider than a phone screen`);
   await page.setViewportSize({ width: 1200, height: 900 });
+});
+
+// --- issue 17: progress, a second file, first visit, backend wording, layout -------------------
+
+/// Every text the progress line shows from now on (a MutationObserver in the page).
+async function recordProgress() {
+  await page.evaluate(() => {
+    window.lowbitProgressSeen = [];
+    if (window.lowbitProgressObserver) window.lowbitProgressObserver.disconnect();
+    const line = document.getElementById('progress-text');
+    window.lowbitProgressObserver = new MutationObserver(() => window.lowbitProgressSeen.push(line.textContent));
+    window.lowbitProgressObserver.observe(line, { childList: true, characterData: true, subtree: true });
+  });
+}
+
+await test('progress: the tensor being worked on (n of m), the time left as soon as part is done; one tensor is never a silent 0%', async () => {
+  await chooseBackend('cpu');
+  await waitPhase(['estimated', 'error', 'ready', 'cancelled', 'done', 'restored']);
+  await recordProgress();
+  // A copy under another name: choosing the same file again may not count as a change.
+  const copy = path.join(OUT, 'small-model-copy.safetensors');
+  fs.copyFileSync(small, copy);
+  await drop(copy);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  let seen = await page.evaluate(() => window.lowbitProgressSeen);
+  assert.ok(seen.some((t) => /^measuring: .*working on layer\.0\.weight \(1 of 6\)$/.test(t)), `no "working on" the first tensor in:\n${seen.join('\n')}`);
+  assert.ok(seen.some((t) => /about \d.* left · working on layer\.0\.bias \(2 of 6\)$/.test(t)), `no time left once the first tensor was done:\n${seen.join('\n')}`);
+  assert.ok(!seen.some((t) => /working on layer\.0\.weight/.test(t) && /left/.test(t)), 'a time left before anything was done');
+  await recordProgress();
+  await drop(vectors);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  seen = await page.evaluate(() => window.lowbitProgressSeen);
+  assert.ok(seen.some((t) => /working on .+ \(1 of 1\)/.test(t)), `a one-tensor file does not say what it works on:\n${seen.join('\n')}`);
+  console.log(`      ${seen.length} progress lines, e.g. "${seen[Math.floor(seen.length / 2)]}"`);
+});
+
+await test('a file chosen during a measurement cancels it and is opened at once', async () => {
+  await chooseBackend('cpu');
+  await drop(larger);
+  await waitPhase('measuring', 60_000);
+  await page.waitForFunction(() => /working on/.test(document.getElementById('progress-text').textContent), null, { timeout: 60_000 });
+  const t0 = Date.now();
+  await drop(small);
+  await page.waitForFunction(() => document.body.dataset.phase === 'estimated'
+    && /^small-model\.safetensors: /.test(document.getElementById('summary').textContent), null, { timeout: 15_000 })
+    .catch(async () => assert.fail(`the second file was not opened in 15 s: phase ${await phase()}, summary ${await page.textContent('#summary')}`));
+  console.log(`      the second file measured ${Date.now() - t0} ms after it was chosen`);
+  assert.ok(await page.isHidden('#error'), await page.textContent('#error'));
+  assert.ok(await page.isHidden('#run'), 'the Working box is still shown');
+  // The page goes on with the new file: the estimate is of it, and a compression works.
+  assert.match(await page.textContent('#estimate'), /^Estimate: /);
+});
+
+await test('first visit: the built-in example in one click, what the figures mean, presets, the version', async () => {
+  await chooseBackend('cpu');
+  assert.match(await page.textContent('footer'), /lowbit \d+\.\d+\.\d+/);
+  assert.match(await page.textContent('#explain'), /Bits per weight[\s\S]*Relative error/);
+  assert.match(await page.textContent('#explain'), /README\.md/);
+  await page.click('#try-example');
+  await page.waitForFunction(() => /^demo\.safetensors: /.test(document.getElementById('summary').textContent)
+    && ['estimated', 'error'].includes(document.body.dataset.phase), null, { timeout: 120_000 });
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  assert.match(await page.textContent('#summary'), /^demo\.safetensors: safetensors/);
+  // The page's example is `lowbit demo`'s checkpoint: the same tensors and parameters.
+  const demoDir = path.join(OUT, 'demo');
+  cli('demo', '--out', demoDir, '--quiet');
+  const native = JSON.parse(cli('inspect', '--json', path.join(demoDir, 'demo.safetensors')));
+  assert.match(await page.textContent('#summary'), new RegExp(`${native.tensors.length} tensors, ${native.parameters.toLocaleString('en-US')} parameters`));
+  for (const [label, bpw] of [['Q4_K_M', 4.85], ['Q8_0', 8.5], ['Q2_K', 2.6]]) {
+    await page.click(`#presets button:has-text("${label}")`);
+    await waitPhase(['estimated', 'error']);
+    assert.equal(await page.inputValue('#bpw'), String(bpw));
+    const m = (await page.textContent('#estimate')).match(/([\d.]+) bits per weight/);
+    assert.ok(m && Number(m[1]) <= bpw + 1e-9, `${label}: ${await page.textContent('#estimate')}`);
+  }
+  await page.click('#presets button:has-text("Q4_K_M")');
+  await waitPhase(['estimated', 'error']);
+  // Memory figures: the file's size, memory to load it, download time at a chosen speed.
+  const memory = await page.textContent('#memory');
+  const report = JSON.parse(cli('inspect', '--json', path.join(demoDir, 'demo.safetensors')));
+  assert.match(memory, /^File: 1\.88 MiB → [\d.]+ KiB\. Download at 100 Mbit\/s: /, memory);
+  assert.ok(memory.includes(`${(4 * report.parameters / 1048576).toFixed(2)} MiB decoded to f32`), memory);
+  await page.selectOption('#link-speed', '10');
+  assert.match(await page.textContent('#memory'), /Download at 10 Mbit\/s: 2 s → /);
+  await page.selectOption('#link-speed', '100');
+  await page.screenshot({ path: path.join(OUT, '06-example.png'), fullPage: false });
+});
+
+await test('backend: plain words; a software WebGPU adapter is warned about; a long measurement is not redone without asking', async () => {
+  await chooseBackend('cpu');
+  await drop(small);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  // Every measurement counts as long: the page must ask before measuring again.
+  await page.evaluate(() => window.lowbit.setAskAfterSeconds(0));
+  try {
+    let measured = false;
+    await page.exposeFunction('lowbitSawMeasuring', () => { measured = true; }).catch(() => {});
+    await page.evaluate(() => new MutationObserver(() => {
+      if (document.body.dataset.phase === 'measuring') window.lowbitSawMeasuring();
+    }).observe(document.body, { attributes: true, attributeFilter: ['data-phase'] }));
+    await chooseBackend('auto', { keepStale: true });
+    const auto = await page.textContent('#backend-status');
+    assert.match(auto, /^Kernels run on (the CPU|WebGPU)/);
+    assert.doesNotMatch(auto, /\(\(|BrowserWebGpu|Cpu,|30-50x/, auto);
+    assert.equal(await phase(), 'stale');
+    assert.match(await page.textContent('#estimate'), /^Re-analysis needed/);
+    assert.ok(await page.isVisible('#remeasure'));
+    await chooseBackend('gpu', { keepStale: true });
+    assert.ok(await page.isVisible('#backend-warning'), 'no warning on SwiftShader');
+    assert.match(await page.textContent('#backend-warning'), /software emulation/);
+    await chooseBackend('cpu', { keepStale: true });
+    assert.ok(await page.isHidden('#backend-warning'));
+    await page.fill('#overrides', 'layer.0.*=8');
+    await page.dispatchEvent('#overrides', 'change');
+    await waitPhase(['stale', 'estimated', 'error'], 10_000);
+    assert.equal(await phase(), 'stale');
+    assert.ok(!measured, 'measured again without asking');
+    await page.click('#remeasure');
+    await waitPhase(['estimated', 'error']);
+    assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+    assert.ok(measured && await page.isHidden('#remeasure'));
+  } finally {
+    await page.evaluate(() => window.lowbit.setAskAfterSeconds(5));
+    await page.fill('#overrides', '');
+    await page.dispatchEvent('#overrides', 'change');
+    await waitPhase(['estimated', 'error', 'stale'], 60_000);
+    if (await phase() === 'stale') await page.click('#remeasure');
+    await waitPhase(['estimated', 'error'], 60_000);
+  }
+});
+
+await test('phone width (390 px), the whole flow: no sideways scroll outside tables, charts folded, the teaching view near its row', async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  try {
+    await page.goto(URL_);
+    await waitPhase(['ready', 'error'], 120_000);
+    assert.ok(await overflow() <= 1, `the landing page is ${await overflow()} px too wide`);
+    await page.screenshot({ path: path.join(OUT, '07-phone-landing.png'), fullPage: true });
+    await chooseBackend('cpu');
+    await drop(small);
+    await waitPhase(['estimated', 'error']);
+    assert.ok(await overflow() <= 1, `the settings are ${await overflow()} px too wide`);
+    await page.click('#compress');
+    await waitPhase(['done', 'error']);
+    assert.equal(await phase(), 'done', await page.textContent('#error'));
+    assert.ok(await overflow() <= 1, `the result is ${await overflow()} px too wide`);
+    const box = await page.evaluate(() => {
+      const wrap = document.querySelector('#results .scroll-box');
+      const charts = document.getElementById('charts-box');
+      return { overflowX: getComputedStyle(wrap).overflowX, right: wrap.getBoundingClientRect().right,
+        chartsFolded: charts.tagName === 'DETAILS' && !charts.open,
+        height: document.getElementById('results').getBoundingClientRect().height, screen: window.innerHeight };
+    });
+    assert.equal(box.overflowX, 'auto');
+    assert.ok(box.right <= 390, `the table's box ends at ${box.right} px`);
+    assert.ok(box.chartsFolded, 'the charts are not folded');
+    assert.ok(box.height <= 3 * box.screen, `the result is ${box.height} px tall`);
+    // The bits chart leaves the three 96-value biases out (they would set its axis).
+    assert.match(await page.textContent('#charts figure:first-child svg'), /3 tensors of fewer than 1024 parameters left out/);
+    await page.locator('#tensor-table tbody tr[data-tensor="layer.1.weight"]').scrollIntoViewIfNeeded();
+    const before = await page.evaluate(() => window.scrollY);
+    await page.click('#tensor-table tbody tr[data-tensor="layer.1.weight"]');
+    await page.waitForFunction(() => document.querySelectorAll('#teach-charts svg').length >= 4, null, { timeout: 120_000 });
+    await page.waitForTimeout(300);
+    const jump = Math.abs(await page.evaluate(() => window.scrollY) - before);
+    assert.ok(jump <= 844, `the page jumped ${jump} px when the teaching view opened`);
+    assert.ok(await overflow() <= 1, `the teaching view is ${await overflow()} px too wide`);
+    await page.screenshot({ path: path.join(OUT, '08-phone-result.png'), fullPage: true });
+  } finally {
+    await page.setViewportSize({ width: 1200, height: 900 });
+  }
 });
 
 // --- the Try-it panel: the tiny fixture models, compressed in the page, run in the page ---------

@@ -17,7 +17,7 @@ const USAGE: &str = "\
 usage: cargo xtask test
        cargo xtask serve [--port N]
        cargo xtask build-web [--out DIR]
-       cargo xtask test-web [--big]
+       cargo xtask test-web [--big] [--only=REGEX]
        cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web|runtime|speed] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
@@ -26,7 +26,8 @@ usage: cargo xtask test
   serve     builds the web app and serves it on http://127.0.0.1:8000/ (or --port N)
   build-web writes the static web app to target/web (or --out DIR): any static file host serves it
   test-web  Playwright + Debian's Chromium against the served page (WebGPU on SwiftShader and the
-            CPU path); --big adds the > 4 GiB checkpoint run (minutes; a benchmark, not in CI)
+            CPU path); --big adds the > 4 GiB checkpoint run (minutes; a benchmark, not in CI);
+            --only=REGEX runs the tests whose names match (after the page's start)
 
   bench     lowbit beside the reference tools on the same data and machine (BENCHMARKS.md):
             rate-distortion on all-MiniLM-L6-v2 (lowbit at 3, 4, 5, 7 bpw vs gguf Q8_0..Q4_0),
