@@ -514,19 +514,12 @@ pub fn generate_text(
     sampler: &mut Sampler,
     on_text: &mut dyn FnMut(&str, usize) -> bool,
 ) -> Result<Generated> {
-    let llama = model.as_decoder()?;
-    let ids = llama.tokenizer.encode(prompt)?;
-    let mut generated = Vec::new();
-    let out = llama.generate(&ids, max_tokens, sampler, &mut |t| {
-        generated.push(t);
-        match llama.tokenizer.decode(&generated) {
-            Ok(text) if !text.ends_with('\u{FFFD}') => on_text(&text, generated.len()),
-            _ => true,
-        }
-    })?;
-    Ok(Generated {
-        prompt_tokens: ids.len(),
-        tokens: out.len(),
-        text: llama.tokenizer.decode(&out)?,
-    })
+    backend::ready(generate_text_on(
+        model,
+        &Backend::Cpu,
+        prompt,
+        max_tokens,
+        sampler,
+        on_text,
+    ))
 }
