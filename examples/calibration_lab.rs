@@ -6,7 +6,9 @@
 //!
 //! cargo run --release --example calibration_lab -- DIR CALIB_TEXT JUDGE_TEXT OUT_DIR BPW[,BPW..] [VARIANTS]
 //!
-//! VARIANTS (comma-separated): plain | sens | calib | rel:W | sum:W (default: plain,sens)
+//! VARIANTS (comma-separated): plain | sens | calib | rel:W | sum:W | search:N (the sensitivity-
+//! weighed choice, then N generations of `pipeline::search` on the calibration text)
+//! (default: plain,sens)
 use std::time::Instant;
 
 use lowbit::backend::{self, Backend};
@@ -15,6 +17,7 @@ use lowbit::model::calibrate::{collect, CalibrationOptions};
 use lowbit::model::eval::{compare, EvalOptions};
 use lowbit::model::sensitivity::{measure, SensitivityOptions};
 use lowbit::model::ModelFiles;
+use lowbit::pipeline::search::SearchOptions;
 use lowbit::{CompressOptions, NoProgress, Target};
 
 fn main() -> lowbit::Result<()> {
@@ -55,7 +58,19 @@ fn main() -> lowbit::Result<()> {
         eprintln!("  {s:12.4} {name}");
     }
     let t = Instant::now();
-    let stats = collect(&original, &calib, &CalibrationOptions::default(), &args[1])?;
+    // The activation statistics only matter to the variants that use them.
+    let options = match variants
+        .iter()
+        .any(|v| v == "calib" || v.contains("rel:") || v.contains("sum:"))
+    {
+        true => CalibrationOptions::default(),
+        false => CalibrationOptions {
+            tokens: 1,
+            sentences: 1,
+            ..CalibrationOptions::default()
+        },
+    };
+    let stats = collect(&original, &calib, &options, &args[1])?;
     eprintln!(
         "calibration: {} tokens, {} weights, {:.1} s",
         stats.tokens,
@@ -96,7 +111,7 @@ fn main() -> lowbit::Result<()> {
             for (t, an) in a.checkpoint.tensors.iter().zip(a.analyses.iter_mut()) {
                 let is_head = Some(t.name.as_str()) == head;
                 for c in an.candidates.iter_mut() {
-                    if kind == "sens" {
+                    if kind == "sens" || kind == "search" {
                         c.distortion = Distortion::RelativeMse(c.distortion.relative_mse())
                             .weighed(sensitivity.for_tensor(&t.name));
                         continue;
@@ -122,6 +137,32 @@ fn main() -> lowbit::Result<()> {
             let mut o = opts.clone();
             o.target = Target::BitsPerWeight(bpw);
             let mut plan = lowbit::pipeline::allocate(&a, &o)?;
+            if kind == "search" {
+                let t = Instant::now();
+                // SEARCH_TOKENS / SEARCH_SENTENCES: how much of the calibration text it reads.
+                let mut so = SearchOptions::new(w as usize, calib.clone(), args[1].clone());
+                let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+                so.tokens = env("SEARCH_TOKENS").unwrap_or(so.tokens);
+                so.sentences = env("SEARCH_SENTENCES").unwrap_or(so.sentences);
+                o.search = Some(so);
+                plan.search = backend::block_on(lowbit::pipeline::search::improve(
+                    &Backend::Cpu,
+                    &mut plan,
+                    &o,
+                    &ckpt[..],
+                    &mut NoProgress,
+                ))?;
+                let s = plan.search.as_ref().expect("a search ran");
+                eprintln!(
+                    "search at {bpw} bpw: {:.1} s, {} of {} generations accepted, {} of {} tensors changed, curve {:?}",
+                    t.elapsed().as_secs_f64(),
+                    s.accepted,
+                    s.generations,
+                    s.changed,
+                    s.tensors,
+                    s.curve
+                );
+            }
             lowbit::pipeline::model::attach_files(&mut plan, &files)?;
             let path = out.join(format!("{name}-{bpw}.lowbit"));
             let mut bytes = Vec::new();

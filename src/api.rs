@@ -21,8 +21,8 @@ use crate::model::sensitivity::{Sensitivity, SensitivityOptions};
 use crate::model::weights::SafetensorsWeights;
 use crate::model::{Model, ModelFiles};
 use crate::pipeline::{
-    allocate, analyse_on, input_kind, write_container, Analysed, CompressOptions, InputKind, Plan,
-    Settings,
+    allocate, analyse_on, input_kind, search, write_container, Analysed, CompressOptions,
+    InputKind, Plan, Settings,
 };
 use crate::progress::Progress;
 use crate::report::{build_report, Report};
@@ -72,6 +72,9 @@ pub async fn plan_on<S: Source + ?Sized>(
 ) -> Result<Plan> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
     let mut plan = allocate(&a, opts)?;
+    plan.search = search::improve(backend, &mut plan, opts, file, progress)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
     // The model files count in the file's size, as `compress` writes them.
     crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
     Ok(plan)
@@ -130,6 +133,9 @@ pub async fn compress_on<S: Source + ?Sized>(
 ) -> Result<Report> {
     let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
     let mut plan = allocate(&a, opts).map_err(|e| e.in_file(file_name))?;
+    plan.search = search::improve(backend, &mut plan, opts, file, progress)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
     crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
     write_plan_on(backend, &a, &mut plan, opts, file, progress, out)
         .await
@@ -188,6 +194,8 @@ pub struct ModelInputs {
     pub activations: Option<ActivationStats>,
     /// The measured sensitivity of its weights ([`measure_sensitivity`]), if any.
     pub sensitivity: Option<Sensitivity>,
+    /// A search after the allocation, judged by running the compressed model, if asked for.
+    pub search: Option<crate::pipeline::search::SearchOptions>,
 }
 
 /// Compresses any input lowbit takes: the kind is detected here (a sequence file is coded
@@ -206,7 +214,7 @@ pub fn compress_input<S: Source + ?Sized>(
 ) -> Result<Compressed> {
     if let InputKind::Sequence(kind) = kind_to_compress(file, file_name)? {
         settings.check_lossless(kind, importance.is_some())?;
-        if model.activations.is_some() || model.sensitivity.is_some() {
+        if model.activations.is_some() || model.sensitivity.is_some() || model.search.is_some() {
             return Err(Error::option(
                 "--calibrate does not apply to a sequence file: it is compressed losslessly",
             ));
@@ -227,6 +235,7 @@ pub fn compress_input<S: Source + ?Sized>(
     opts.model_files = model.files;
     opts.activations = model.activations;
     opts.sensitivity = model.sensitivity;
+    opts.search = model.search;
     let (mut report, gpu_failure) = retry_on_cpu(&opts, |opts| {
         let mut report = None;
         out.attempt(&mut |w| {

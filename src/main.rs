@@ -21,6 +21,7 @@ use lowbit::model::eval::{Downstream, EvalOptions};
 use lowbit::model::sample::Sampler;
 use lowbit::model::sensitivity::{OutputChange, Sensitivity, SensitivityOptions};
 use lowbit::model::{Model, ModelFiles};
+use lowbit::pipeline::search::SearchOptions;
 use lowbit::sequence::SequenceReport;
 use lowbit::{CompressOptions, Inspection, Progress, Report, Target};
 
@@ -572,6 +573,7 @@ fn run(cli: Cli) -> Result<()> {
                 let name = display_name(&input);
                 opts.sensitivity =
                     calibrate.sensitivity(&bytes, &name, &files, quiet || cli.json)?;
+                opts.search = calibrate.search(&files)?;
                 opts.model_files = files;
             }
             let mut bar = Bar::new(quiet);
@@ -608,9 +610,36 @@ struct CalibrateArgs {
     /// Judge every tensor by its relative weight error alone, without running the model.
     #[arg(long, conflicts_with = "calibrate")]
     no_sensitivity: bool,
+    /// After the allocation, search N generations for a better choice of options at the same
+    /// size, judged by running the compressed model over the text (EvoPress-style; the model's
+    /// config and tokenizer must be beside the checkpoint).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    search: usize,
 }
 
 impl CalibrateArgs {
+    /// The text the model runs over, and its name for the report.
+    fn text(&self) -> Result<(String, String)> {
+        Ok(match &self.calibrate {
+            Some(path) => (read_text(path)?, display_name(path)),
+            None => (BUILTIN_TEXT.to_string(), "built-in text".to_string()),
+        })
+    }
+
+    /// The search this run makes after its allocation, if any.
+    fn search(&self, files: &ModelFiles) -> Result<Option<SearchOptions>> {
+        if self.search == 0 {
+            return Ok(None);
+        }
+        if files.get("config.json").is_none() {
+            anyhow::bail!(
+                "--search runs the model: it needs the model's config.json and tokenizer beside the checkpoint"
+            );
+        }
+        let (text, source) = self.text()?;
+        Ok(Some(SearchOptions::new(self.search, text, source)))
+    }
+
     /// The sensitivity this run compresses with, if any.
     fn sensitivity(
         &self,
@@ -634,10 +663,7 @@ impl CalibrateArgs {
             tokens: self.calibrate_tokens,
             ..SensitivityOptions::default()
         };
-        let (text, source) = match &self.calibrate {
-            Some(path) => (read_text(path)?, display_name(path)),
-            None => (BUILTIN_TEXT.to_string(), "built-in text".to_string()),
-        };
+        let (text, source) = self.text()?;
         let start = std::time::Instant::now();
         match lowbit::api::measure_sensitivity(bytes, name, files, &text, &source, &options) {
             Ok(s) => {
@@ -724,6 +750,13 @@ fn compress(
         &library_settings,
         importance,
         lowbit::api::ModelInputs {
+            search: match is_checkpoint {
+                true => extras.calibrate.search(&model_files)?,
+                false if extras.calibrate.search > 0 => anyhow::bail!(
+                    "--search needs a .safetensors checkpoint with its model files beside it"
+                ),
+                false => None,
+            },
             files: model_files.clone(),
             activations: None,
             sensitivity,
@@ -899,14 +932,21 @@ fn evaluate(original: &Path, compressed: &Path, args: &EvalArgs, json: bool) -> 
         &args.options(),
         &backend,
     ))?;
+    let seconds = started.elapsed().as_secs_f64();
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        // The comparison's own time (both models loaded), for the benchmarks.
+        let mut v = serde_json::to_value(&d)?;
+        if let Some(fields) = v.as_object_mut() {
+            fields.insert("seconds".into(), seconds.into());
+            fields.insert("backend".into(), ran_on(&backend, &reason).into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{d}");
         eprintln!(
             "({} evaluated in {:.1} s on {})",
             a.family(),
-            started.elapsed().as_secs_f64(),
+            seconds,
             ran_on(&backend, &reason)
         );
     }

@@ -796,6 +796,7 @@ async function tryJob(label, phase, body) {
       state.tryLoaded = true;
       $('try-models').textContent = (info.original ? `Original: ${info.original}. ` : '')
         + `Compressed: ${info.compressed}. Loaded in ${duration(info.seconds)}; runs on ${info.backend}.`;
+      $('try-models').dataset.seconds = info.seconds;
       $('run-title').textContent = label;
     }
     await body();
@@ -861,7 +862,7 @@ async function embedSentences() {
   const s = r.summary;
   $('try-embed-status').textContent = `${r.sentences.length} sentences in ${duration(r.seconds)} on ${r.backend}.`
     + (s ? ` Cosine mean ${f6(s.cosine_mean)}, smallest ${f6(s.cosine_min)}; nearest-neighbour agreement ${fmt(100 * s.neighbour_agreement, 4)}%.` : '');
-  $('try-embed-status').dataset.backend = r.backend;
+  Object.assign($('try-embed-status').dataset, { backend: r.backend, seconds: r.seconds });
   if (s) Object.assign($('try-embed-status').dataset, { cosineMean: s.cosine_mean, cosineMin: s.cosine_min, neighbourAgreement: s.neighbour_agreement });
   setPhase('embedded');
 }

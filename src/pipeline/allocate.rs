@@ -24,6 +24,24 @@ pub struct Plan {
     /// Where the kernels ran (and whether the GPU was given up).
     pub backend: BackendSummary,
     pub output_bytes: u64,
+    /// What the search after the allocation did, if one ran (`pipeline::search`).
+    pub search: Option<super::search::SearchSummary>,
+}
+
+impl Plan {
+    /// The plan with another choice of options (a plan without sibling sets, before its model
+    /// files are attached): its manifest and sizes again.
+    pub(crate) fn rechoose(&mut self, choice: Vec<usize>) -> Result<()> {
+        if !self.manifest.groups.is_empty() || !self.manifest.files.is_empty() {
+            return Err(Error::invalid(
+                "internal error: a plan with sibling sets or model files was chosen again",
+            ));
+        }
+        self.manifest = manifest_for(&self.checkpoint, &self.analyses, &choice);
+        (self.header_len, self.output_bytes) = output_size(&self.manifest)?;
+        self.choice = choice;
+        Ok(())
+    }
 }
 
 pub(crate) fn option_points(
@@ -175,5 +193,6 @@ pub fn allocate(a: &Analysed, opts: &CompressOptions) -> Result<Plan> {
         header_len,
         output_bytes,
         backend: a.backend.clone(),
+        search: None,
     })
 }

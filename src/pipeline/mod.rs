@@ -5,6 +5,7 @@
 //! options  what the user asks for (Settings -> CompressOptions)
 //! analyse  every option of every tensor, measured by encoding it
 //! allocate one option per tensor for the target -> Plan (with the container manifest)
+//! search   (asked for) the allocator's choice improved by running the compressed model
 //! write    the .lowbit of a plan, streamed
 //! read     a .lowbit back to the original kind of file
 //! inspect  what a file holds, from its header
@@ -23,6 +24,7 @@ pub mod inspect;
 pub mod model;
 pub mod options;
 pub mod read;
+pub mod search;
 pub mod shared;
 pub mod write;
 

@@ -134,6 +134,9 @@ pub struct CompressOptions {
     /// option's distortion is its predicted change of the model's output (its relative MSE times
     /// the tensor's sensitivity) instead of its relative MSE alone.
     pub sensitivity: Option<crate::model::sensitivity::Sensitivity>,
+    /// An evolutionary search after the allocation, judged by running the compressed model
+    /// (`pipeline::search`; needs `model_files`).
+    pub search: Option<super::search::SearchOptions>,
 }
 
 impl CompressOptions {
@@ -150,6 +153,7 @@ impl CompressOptions {
             model_files: crate::model::ModelFiles::new(),
             activations: None,
             sensitivity: None,
+            search: None,
         }
     }
 

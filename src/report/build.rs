@@ -116,6 +116,7 @@ pub fn build_report(
         downstream: None,
         calibration,
         sensitivity,
+        search: plan.search.clone(),
     }
 }
 

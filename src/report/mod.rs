@@ -9,6 +9,7 @@ use crate::codec::CodecParams;
 use crate::container::SourceFormat;
 use crate::distortion::Distortion;
 use crate::dtype::DType;
+use crate::model::sensitivity::OutputChange;
 use crate::svg;
 
 mod build;
@@ -57,6 +58,10 @@ pub struct Report {
     /// output change the allocation predicts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<SensitivitySummary>,
+    /// Present when the allocation was improved by a search judged by running the compressed
+    /// model (`--search`): its curve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::pipeline::search::SearchSummary>,
 }
 
 /// How a run's sensitivity was measured, and what it predicts for the file written.
@@ -720,6 +725,9 @@ impl Report {
                 svg::line_chart(&self.rd_chart()),
             ),
         ];
+        if let Some(s) = &self.search {
+            charts.push(("Search".to_string(), svg::line_chart(&search_chart(s))));
+        }
         if !self.spectra.is_empty() {
             charts.push((
                 "Singular-value spectra".to_string(),
@@ -1122,6 +1130,42 @@ fn push_downstream(html: &mut String, d: &crate::model::eval::Downstream) {
         }
     }
     html.push_str("</table>\n");
+}
+
+/// The search's curve: the fitness of the best model found after each generation.
+fn search_chart(s: &crate::pipeline::search::SearchSummary) -> svg::Chart {
+    svg::Chart {
+        title: format!(
+            "Search: {} of the compressed model on {} {} of {} ({} accepted of {} generations, {} tensors changed)",
+            match s.measure {
+                OutputChange::KlDivergence => "mean KL divergence",
+                OutputChange::OneMinusCosine => "mean 1 - cosine",
+            },
+            s.units,
+            match s.measure {
+                OutputChange::KlDivergence => "tokens",
+                OutputChange::OneMinusCosine => "sentences",
+            },
+            s.source,
+            s.accepted,
+            s.generations,
+            s.changed
+        ),
+        x: svg::Axis::linear("generation"),
+        y: svg::Axis::linear(s.measure.label()),
+        series: vec![svg::Series {
+            name: "best so far".into(),
+            points: s
+                .curve
+                .iter()
+                .enumerate()
+                .map(|(g, &f)| (g as f64, f))
+                .collect(),
+            mark: svg::Mark::LineAndPoints,
+        }],
+        width: 800,
+        height: 360,
+    }
 }
 
 #[cfg(test)]

@@ -125,22 +125,22 @@ mod sensitivity {
     use lowbit::rng::Rng;
     use lowbit::{CompressOptions, NoProgress, Target};
 
-    fn fixture(name: &str) -> PathBuf {
+    pub(super) fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/models")
             .join(name)
     }
 
-    fn checkpoint(name: &str) -> Vec<u8> {
+    pub(super) fn checkpoint(name: &str) -> Vec<u8> {
         std::fs::read(fixture(name).join("model.safetensors")).unwrap()
     }
 
-    fn load(name: &str) -> Model {
+    pub(super) fn load(name: &str) -> Model {
         let files = crate::model::model_files(&fixture(name));
         load_model(&checkpoint(name), "model.safetensors", &files).unwrap()
     }
 
-    fn sensitivity_of(name: &str) -> Sensitivity {
+    pub(super) fn sensitivity_of(name: &str) -> Sensitivity {
         measure(
             &mut load(name),
             BUILTIN_TEXT,
@@ -303,5 +303,124 @@ mod sensitivity {
         uniform.tensors.values_mut().for_each(|v| *v = 2.0);
         let (weighed, _) = compress(name, Some(uniform), 4.5);
         assert_eq!(plain, weighed);
+    }
+}
+
+// Search (pipeline::search): after the allocation, an evolutionary search over the tensors'
+// options at the same size, judged by running the compressed model.
+
+mod search {
+    use lowbit::api::load_model;
+    use lowbit::model::eval::{self, Downstream, EvalOptions, BUILTIN_TEXT};
+    use lowbit::model::sensitivity::OutputChange;
+    use lowbit::pipeline::search::SearchOptions;
+    use lowbit::{CompressOptions, NoProgress, Target};
+
+    use super::sensitivity::{checkpoint, fixture, load, sensitivity_of};
+
+    /// The calibration text: the built-in one, or for the encoder its sentences that fit it.
+    fn text(name: &str) -> String {
+        match name {
+            "tiny-bert" => std::fs::read_to_string(fixture(name).join("sentences.txt")).unwrap(),
+            _ => BUILTIN_TEXT.to_string(),
+        }
+    }
+
+    fn compress(name: &str, bpw: f64, generations: usize) -> (Vec<u8>, lowbit::Report) {
+        let mut opts = CompressOptions::new(Target::BitsPerWeight(bpw));
+        opts.backend = lowbit::BackendChoice::Cpu;
+        opts.sensitivity = Some(sensitivity_of(name));
+        opts.model_files = crate::model::model_files(&fixture(name));
+        opts.search = Some(SearchOptions::new(generations, text(name), "t".into()));
+        let mut out = Vec::new();
+        let report = lowbit::compress(
+            &checkpoint(name)[..],
+            "model.safetensors",
+            &opts,
+            &mut NoProgress,
+            &mut out,
+        )
+        .expect("compresses");
+        (out, report)
+    }
+
+    /// What the search's fitness is, measured on a written file by `lowbit eval`'s code: the
+    /// mean KL over the first 256 tokens of the text in one window, or the mean 1 - cosine.
+    fn judged(name: &str, file: &[u8]) -> f64 {
+        let files = crate::model::model_files(&fixture(name));
+        let restored = load_model(file, "x.lowbit", &files).unwrap();
+        let options = EvalOptions {
+            tokens: 256,
+            context: 256,
+            sentences: 32,
+        };
+        match eval::compare(&load(name), &restored, &text(name), &options).unwrap() {
+            Downstream::Decoder(d) => d.kl_mean,
+            Downstream::Encoder(e) => 1.0 - e.cosine_mean,
+        }
+    }
+
+    #[test]
+    fn the_search_judges_the_model_the_file_restores_within_the_budget() {
+        for (name, bpw) in [("tiny-llama-tied", 5.0), ("tiny-bert", 6.0)] {
+            let generations = 6;
+            let (plain, _) = compress(name, bpw, 0);
+            let (searched, report) = compress(name, bpw, generations);
+            // The model files are stored outside the budget.
+            let budget = (bpw * report.input.parameters as f64 / 8.0) as u64;
+            let weights = report.output.bytes - report.output.model_files_bytes;
+            assert!(weights <= budget, "{name}: {weights} > {budget}");
+            let s = report.search.as_ref().expect("the search's summary");
+            assert_eq!(s.generations, generations);
+            assert_eq!(s.curve.len(), generations + 1);
+            assert!(
+                s.curve.windows(2).all(|w| w[1] <= w[0]),
+                "{name}: {:?}",
+                s.curve
+            );
+            assert!(s.tensors > 0);
+            assert_eq!(
+                s.measure,
+                match name {
+                    "tiny-bert" => OutputChange::OneMinusCosine,
+                    _ => OutputChange::KlDivergence,
+                }
+            );
+            // The fitness is that of the very model the file restores: the curve starts at the
+            // allocator's file and ends at the written one.
+            let (before, after) = (judged(name, &plain), judged(name, &searched));
+            let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1e-12);
+            assert!(
+                near(s.curve[0], before),
+                "{name}: {} vs {before}",
+                s.curve[0]
+            );
+            assert!(
+                near(*s.curve.last().unwrap(), after),
+                "{name}: {:?} vs {after}",
+                s.curve
+            );
+            assert!(after <= before);
+            // Deterministic: the same options give the same bytes.
+            assert_eq!(compress(name, bpw, generations).0, searched, "{name}");
+            assert!(report.to_json().contains("\"search\""));
+        }
+    }
+
+    #[test]
+    fn the_search_needs_the_model_files() {
+        let mut opts = CompressOptions::new(Target::BitsPerWeight(5.0));
+        opts.backend = lowbit::BackendChoice::Cpu;
+        opts.search = Some(SearchOptions::new(2, BUILTIN_TEXT.into(), "t".into()));
+        let e = lowbit::compress(
+            &checkpoint("tiny-llama")[..],
+            "model.safetensors",
+            &opts,
+            &mut NoProgress,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("config.json"), "{e}");
     }
 }

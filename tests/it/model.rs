@@ -245,11 +245,20 @@ fn a_lowbit_runs_and_evaluates_without_a_restored_file() {
     );
     let downstream = &report["downstream"];
     assert_eq!(downstream["family"], "decoder");
-    // `lowbit eval` of the same pair on the same text gives the same figures.
-    let eval = json_of(&lowbit(
+    // `lowbit eval` of the same pair on the same text gives the same figures (and says how
+    // long it took, where).
+    let mut eval = json_of(&lowbit(
         &["eval", ".", "m.lowbit", "--text", "text.txt", "--json"],
         d,
     ));
+    let fields = eval.as_object_mut().unwrap();
+    assert!(fields.remove("seconds").unwrap().as_f64().unwrap() >= 0.0);
+    assert!(fields
+        .remove("backend")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .starts_with("CPU"));
     assert_eq!(&eval, downstream);
     let ppl = eval["perplexity_original"].as_f64().unwrap();
     assert!(ppl > 1.0 && ppl.is_finite());

@@ -35,6 +35,9 @@ pub enum Section {
     Web,
     /// The model runtime on SmolLM2-135M and MiniLM against the numpy reference, and its speed.
     Runtime,
+    /// The model runtime in the page (headless Chromium, wasm CPU path) beside the native CLI:
+    /// MiniLM embeddings and SmolLM2-135M tokens per second. Only with `--only runtime-web`.
+    RuntimeWeb,
     /// Compression time and peak memory on MiniLM and SmolLM2-135M, beside an earlier commit's
     /// build (made by the harness). Only with `--only speed`: it builds that commit first.
     Speed,
@@ -56,7 +59,7 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None if matches!(section, Section::Web | Section::Speed) => false,
+            None if matches!(section, Section::Web | Section::Speed | Section::RuntimeWeb) => false,
             None => {
                 !(self.quick
                     && matches!(
@@ -86,6 +89,7 @@ pub struct Results {
     pub sequences: Vec<Value>,
     pub web: Vec<Value>,
     pub runtime: Vec<Value>,
+    pub runtime_web: Vec<Value>,
     pub speed: Vec<Value>,
     pub failures: Vec<String>,
 }
@@ -118,7 +122,10 @@ pub fn run(options: &Options) -> Result<i32, String> {
     setup::fetch_data(&paths)?;
 
     // The sequence rows need no Python: their references are the system's compressors.
-    let python_env = if matches!(options.only, Some(Section::Sequences | Section::Web)) {
+    let python_env = if matches!(
+        options.only,
+        Some(Section::Sequences | Section::Web | Section::RuntimeWeb)
+    ) {
         println!("[2/4] python venv: not needed for this section");
         Value::Null
     } else {
@@ -145,6 +152,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         || options.runs(Section::Sequences)
         || options.runs(Section::Web)
         || options.runs(Section::Runtime)
+        || options.runs(Section::RuntimeWeb)
         || options.runs(Section::Speed);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
@@ -192,6 +200,11 @@ pub fn run(options: &Options) -> Result<i32, String> {
         crate::runtime::runtime(&paths, &lowbit, &mut results)?;
     }
 
+    if options.runs(Section::RuntimeWeb) {
+        println!("== model runtime in the page: MiniLM and SmolLM2-135M, page vs native CLI");
+        crate::runtime::runtime_web(&paths, &lowbit, &mut results)?;
+    }
+
     if options.runs(Section::Speed) {
         println!(
             "== speed: compressing MiniLM and SmolLM2-135M, beside commit {}",
@@ -216,6 +229,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "sequences": results.sequences,
         "web": results.web,
         "runtime": results.runtime,
+        "runtime_web": results.runtime_web,
         "speed": results.speed,
         "failures": results.failures,
     });

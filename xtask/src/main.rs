@@ -77,10 +77,11 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("sequences") => Section::Sequences,
                     Some("web") => Section::Web,
                     Some("runtime") => Section::Runtime,
+                    Some("runtime-web") => Section::RuntimeWeb,
                     Some("speed") => Section::Speed,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web, runtime or speed, not {other:?}"
+                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web, runtime, runtime-web or speed, not {other:?}"
                         ))
                     }
                 });

@@ -177,6 +177,10 @@ pub fn markdown(doc: &Value) -> String {
     if !rt.is_empty() {
         out += &crate::runtime::markdown(&rt);
     }
+    let rw = doc["runtime_web"].as_array().cloned().unwrap_or_default();
+    if !rw.is_empty() {
+        out += &crate::runtime::markdown_web(&rw);
+    }
     let sp = doc["speed"].as_array().cloned().unwrap_or_default();
     if !sp.is_empty() {
         out += &crate::speed::markdown(&sp);

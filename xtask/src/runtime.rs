@@ -46,11 +46,20 @@ fn lowbit_json(bin: &Path, args: &[&str]) -> Result<(Value, f64), String> {
 }
 
 fn push(results: &mut Results, m: Map<String, Value>, outcome: Result<(), String>) {
-    let r = match outcome {
+    let r = outcome_row(m, outcome);
+    Results::push(&mut results.runtime, &mut results.failures, r);
+}
+
+fn outcome_row(m: Map<String, Value>, outcome: Result<(), String>) -> Value {
+    match outcome {
         Ok(()) => status_row(m, "ok".into()),
         Err(e) => status_row(m, format!("failed: {e}")),
-    };
-    Results::push(&mut results.runtime, &mut results.failures, r);
+    }
+}
+
+fn push_web(results: &mut Results, m: Map<String, Value>, outcome: Result<(), String>) {
+    let r = outcome_row(m, outcome);
+    Results::push(&mut results.runtime_web, &mut results.failures, r);
 }
 
 pub fn runtime(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), String> {
@@ -298,6 +307,190 @@ pub fn markdown(rows: &[Value]) -> String {
             cell(r, "seconds"),
             cell(r, "reference_seconds"),
             cell(r, "status")
+        );
+    }
+    out + "\n"
+}
+
+/// Medians of `runs` (sorted in place).
+fn median_of(runs: &mut [f64]) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+/// The model runtime in the page beside the native CLI, in the same run and on the same files:
+/// all-MiniLM-L6-v2 and SmolLM2-135M compressed to 4 bpw by the native CLI (`--no-sensitivity`:
+/// the decoded weights are f32 whatever the allocation), then run by the CLI
+/// (all cores, and one thread) and by the page in headless Chromium (the wasm CPU path on one
+/// worker thread; the `.lowbit` opened by itself, its Try-it panel). MiniLM embeds 256 sentences
+/// of fortunes.txt, SmolLM2 generates 128 tokens greedily; medians of 3 runs, the model loaded
+/// once. The page's WebGPU runtime is not timed here: without a GPU it runs on SwiftShader, which
+/// proves correctness (the browser tests), not speed.
+pub fn runtime_web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), String> {
+    let Lowbit::Ready(bin) = lowbit else {
+        return Ok(());
+    };
+    let work = paths.work();
+    let fortunes = paths.data.join("text").join("fortunes.txt");
+    let text = fs::read_to_string(&fortunes).map_err(|e| format!("{}: {e}", fortunes.display()))?;
+    let sentence_file = work.join("runtime-sentences.txt");
+    fs::write(&sentence_file, sentences(&text, 256)).map_err(|e| e.to_string())?;
+    let prompt = "The history of the printing press";
+
+    let site = paths.root.join("target/web");
+    crate::web::build_web(&site)?;
+    let tests = paths.root.join("tests/web");
+    crate::web::npm_install(&tests)?;
+    let chromium = crate::web::chromium()?;
+    let (port, _) = crate::web::serve_in_background(site, 0)?;
+
+    let models = [
+        ("all-MiniLM-L6-v2", paths.minilm_dir()),
+        ("SmolLM2-135M", paths.data.join("smollm2").join("hf")),
+    ];
+    for (model, dir) in models {
+        let packed = work.join(format!("runtime-web-{model}.lowbit"));
+        let made = setup::run(
+            std::process::Command::new(bin)
+                .arg("--quiet")
+                .arg("compress")
+                .arg(dir.join("model.safetensors"))
+                .arg("-o")
+                .arg(&packed)
+                // The runtime's speed depends on the model's shapes, not on the allocation:
+                // the quicker allocation by weight error alone makes the files.
+                .args(["--bpw", "4", "--backend", "cpu", "--no-sensitivity"]),
+        );
+        if let Err(e) = made {
+            let m = row(&format!("{model} at 4 bpw: compress"));
+            push_web(results, m, Err(e));
+            continue;
+        }
+        let encoder = model.starts_with("all-MiniLM");
+        for threads in ["all", "1"] {
+            let mut m = row(&format!("{model} at 4 bpw, native CLI"));
+            m.insert(
+                "where".into(),
+                json!(format!("native, {threads} thread(s)")),
+            );
+            let outcome = (|| {
+                let mut runs = Vec::new();
+                for _ in 0..3 {
+                    // Without `--threads`: one per core.
+                    let mut args = match threads {
+                        "1" => vec!["--threads", "1"],
+                        _ => Vec::new(),
+                    };
+                    if encoder {
+                        // `eval` embeds every sentence with both models (here the same one).
+                        args.extend(["eval", path(&packed), path(&packed), "--text"]);
+                        args.extend([path(&sentence_file), "--backend", "cpu"]);
+                        let (v, _) = lowbit_json(bin, &args)?;
+                        runs.push(v["seconds"].as_f64().ok_or("eval printed no seconds")? / 2.0);
+                    } else {
+                        args.extend(["run", path(&packed), "--prompt", prompt]);
+                        args.extend(["--max-tokens", "128", "--backend", "cpu"]);
+                        let (v, _) = lowbit_json(bin, &args)?;
+                        let tokens = v["tokens"].as_f64().unwrap_or(0.0);
+                        runs.push(tokens / v["seconds"].as_f64().unwrap_or(f64::INFINITY));
+                    }
+                }
+                record(&mut m, encoder, &mut runs);
+                Ok(())
+            })();
+            push_web(results, m, outcome);
+        }
+        let mut m = row(&format!("{model} at 4 bpw, page"));
+        m.insert("where".into(), json!("page, CPU (wasm, 1 worker)"));
+        let outcome = (|| {
+            let mut cmd = std::process::Command::new("node");
+            cmd.current_dir(&tests)
+                .arg("bench_tryit.mjs")
+                .arg(format!("--url=http://127.0.0.1:{port}/"))
+                .arg(format!("--file={}", packed.display()))
+                .arg("--backend=cpu")
+                .arg(format!("--sentences={}", sentence_file.display()))
+                .arg(format!("--prompt={prompt}"))
+                .args(["--tokens=128", "--repeat=3"])
+                .arg(format!("--chromium={chromium}"));
+            let ran = setup::run(&mut cmd)?;
+            let line = ran
+                .stdout
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .unwrap_or("{}");
+            let got: Value = serde_json::from_str(line)
+                .map_err(|e| format!("bench_tryit.mjs said {line:?}: {e}"))?;
+            let status = got["status"].as_str().unwrap_or("failed: no status");
+            if status != "ok" {
+                return Err(status.to_string());
+            }
+            let key = if encoder {
+                "seconds"
+            } else {
+                "tokens_per_second"
+            };
+            let mut runs: Vec<f64> = got[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            if runs.is_empty() {
+                return Err(format!("bench_tryit.mjs gave no {key}: {line}"));
+            }
+            record(&mut m, encoder, &mut runs);
+            m.insert("load_seconds".into(), got["load_seconds"].clone());
+            Ok(())
+        })();
+        push_web(results, m, outcome);
+    }
+    Ok(())
+}
+
+/// An encoder row's seconds per 256 sentences, or a decoder row's tokens per second: the median
+/// and every run.
+fn record(m: &mut Map<String, Value>, encoder: bool, runs: &mut [f64]) {
+    let key = if encoder {
+        "embed_seconds"
+    } else {
+        "tokens_per_second"
+    };
+    m.insert(key.into(), json!(median_of(runs)));
+    m.insert("runs".into(), json!(runs));
+}
+
+/// The page-vs-native rows as a table.
+pub fn markdown_web(rows: &[Value]) -> String {
+    let num = |r: &Value, k: &str| r[k].as_f64().map(|x| format!("{x:.2}")).unwrap_or_default();
+    let mut out = String::from(
+        "### Model runtime in the page vs the native CLI (the same .lowbit files, 4 bpw)\n\n\
+         | model | where | median | runs | load s (page) | status |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let median = if r.get("embed_seconds").is_some() {
+            format!("{} s for 256 sentences", num(r, "embed_seconds"))
+        } else if r.get("tokens_per_second").is_some() {
+            format!("{} tokens/s", num(r, "tokens_per_second"))
+        } else {
+            String::new()
+        };
+        let runs: Vec<String> = r["runs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{x:.2}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r["method"].as_str().unwrap_or(""),
+            r["where"].as_str().unwrap_or(""),
+            median,
+            runs.join(", "),
+            num(r, "load_seconds"),
+            r["status"].as_str().unwrap_or("")
         );
     }
     out + "\n"
