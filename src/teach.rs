@@ -401,9 +401,8 @@ mod tests {
             .unwrap();
             let mut plan = pipeline::allocate(&a, opts).unwrap();
             let mut lowbit = Vec::new();
-            block_on(crate::api::write_plan_on(
+            block_on(pipeline::write_container(
                 &cpu,
-                &a,
                 &mut plan,
                 opts,
                 file,
@@ -427,10 +426,8 @@ mod tests {
                     record.dtype,
                     &pipeline::shared::decode_tensor(section, record, &bases).unwrap(),
                 );
-                let restored = block_on(crate::api::restored_tensor_on(
-                    &cpu, &a, &plan, opts, file, i,
-                ))
-                .unwrap();
+                let restored =
+                    block_on(pipeline::write::restored_values(&cpu, &plan, opts, file, i)).unwrap();
                 let same = restored.len() == decoded.len()
                     && restored
                         .iter()

@@ -1,6 +1,7 @@
 // The page's UI thread: reads settings, talks to the worker, draws what comes back. It never
-// computes: every figure shown is the core's (report JSON, SVG charts). `document.body.dataset.phase`
-// says what the page is doing (the browser tests wait on it).
+// computes: every figure shown is the core's (report JSON, SVG charts, the teaching view), or a
+// sum of them (a block's totals, the memory line). `document.body.dataset.phase` says what the
+// page is doing (the browser tests wait on it).
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -530,6 +531,7 @@ async function openFile(file, dropped = {}) {
   $('settings').hidden = true;
   $('summary').hidden = true;
   $('cli-row').hidden = true; // its command named the file before
+  $('tensor-filter').value = ''; // a search is of the file before's names
   $('remeasure').hidden = true;
   $('memory-row').hidden = true;
   hideTry();
@@ -1158,8 +1160,8 @@ function heatColour(v, scale) {
 
 /// A heatmap canvas of a `rows` x `cols` window (row-major `values`), one pixel per weight
 /// (scaled up by the style sheet, pixelated), each weight's values in its tooltip.
-function heatCanvas(id, values, rows, cols, scale, describe) {
-  const canvas = el('canvas', { id, class: 'heat', width: String(cols), height: String(rows), role: 'img' });
+function heatCanvas(id, label, values, rows, cols, scale, describe) {
+  const canvas = el('canvas', { id, class: 'heat', width: String(cols), height: String(rows), role: 'img', 'aria-label': label });
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(cols, rows);
   values.forEach((v, i) => {
@@ -1181,7 +1183,8 @@ function beforeAfterFigure(w) {
   const { shown_rows: rows, shown_cols: cols } = w;
   const error = w.original.map((v, i) => w.restored[i] - v);
   const cell = (r, c) => `row ${r + 1}, column ${c + 1}: original ${w.original[r * cols + c]}, restored ${w.restored[r * cols + c]}`;
-  const panel = (title, canvas) => el('div', { class: 'heat-panel' }, el('p', {}, title), canvas);
+  const panel = (id, title, values, scale) => el('div', { class: 'heat-panel' }, el('p', {}, title),
+    heatCanvas(id, `${title}: a heatmap of the window`, values, rows, cols, scale, cell));
   const figure = el('figure', {
     id: 'before-after', 'data-rows': String(w.rows), 'data-cols': String(w.cols), 'data-shown-rows': String(rows),
     'data-shown-cols': String(cols), 'data-scale': String(w.scale), 'data-max-error': String(w.max_error),
@@ -1193,9 +1196,9 @@ function beforeAfterFigure(w) {
       ? `All ${num(w.rows)} × ${num(w.cols)} weights, one cell each.`
       : `Rows 1–${num(rows)} of ${num(w.rows)}, columns 1–${num(cols)} of ${num(w.cols)} (the top-left corner), one cell per weight.`),
     el('div', { class: 'heat-row' },
-      panel('Original', heatCanvas('heat-original', w.original, rows, cols, w.scale, cell)),
-      panel('Restored (what the .lowbit gives back)', heatCanvas('heat-restored', w.restored, rows, cols, w.scale, cell)),
-      panel('Error (restored − original)', heatCanvas('heat-error', error, rows, cols, w.max_error, cell))),
+      panel('heat-original', 'Original', w.original, w.scale),
+      panel('heat-restored', 'Restored (what the .lowbit gives back)', w.restored, w.scale),
+      panel('heat-error', 'Error (restored − original)', error, w.max_error)),
     el('p', { class: 'hint' }, `Blue below zero, white at zero, red above: ±${fmt(w.scale, 3)} for the original and the restored weights, `
       + `±${fmt(w.max_error, 3)} for the error (its own scale, so that small errors show).`),
   );
