@@ -160,6 +160,24 @@ pub async fn write_plan_on<S: Source + ?Sized>(
     }
 }
 
+/// The values the `.lowbit` of `plan` (made from `analysed`, whose tensors are read from `file`
+/// or from the values a `.csv` / `.fvecs` input was converted to) restores for tensor `i`:
+/// [`crate::pipeline::write::restored_values`].
+pub async fn restored_tensor_on<S: Source + ?Sized>(
+    backend: &Backend,
+    analysed: &Analysed,
+    plan: &Plan,
+    opts: &CompressOptions,
+    file: &S,
+    i: usize,
+) -> Result<Vec<f32>> {
+    use crate::pipeline::write::restored_values;
+    match &analysed.converted {
+        Some(values) => restored_values(backend, plan, opts, values, i).await,
+        None => restored_values(backend, plan, opts, file, i).await,
+    }
+}
+
 /// What a compression run made: a checkpoint's (or vector dataset's) report, or a sequence file's.
 #[derive(Clone, Debug)]
 pub enum Compressed {

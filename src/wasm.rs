@@ -17,7 +17,6 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendChoice};
-use crate::codec::{CodecParams, Shape2};
 use crate::error::{Error, Result};
 use crate::model::config::Architecture;
 use crate::model::eval::{EvalOptions, BUILTIN_TEXT};
@@ -746,8 +745,9 @@ pub fn restore(
     Ok(out.into())
 }
 
-/// The teaching view of one tensor (histograms, singular values, error vs rank and vs bits), from
-/// the last measurement and the plan for `options`.
+/// The teaching view of one tensor (histograms, its weights before and after, singular values,
+/// error vs rank and vs bits), from the last measurement and the plan for `options`: "after" is
+/// what the `.lowbit` of that plan restores.
 #[wasm_bindgen]
 pub async fn tensor_view(
     tensor: String,
@@ -774,27 +774,29 @@ pub async fn tensor_view(
         None => crate::checkpoint::tensor_bytes(file.as_ref(), t),
     }
     .map_err(|e| js_error(e.in_tensor(&t.name)))?;
-    if !t.dtype.is_lossy_compressible() && a.checkpoint.format.is_vector_dataset() {
-        return Err(JsError::new(&format!("{tensor} is not a float tensor")));
+    // An integer tensor (BERT's position ids) is stored as it is: no weights to picture.
+    if !t.dtype.is_float() {
+        return Err(JsError::new(&format!(
+            "{tensor} is a {} tensor, stored losslessly as it is (the teaching view is of float tensors)",
+            t.dtype
+        )));
     }
     let values = crate::dtype::to_f32(t.dtype, &raw);
+    drop(raw);
     let plan = plan_for(&a, &page).map_err(js_error)?;
-    let candidate = &a.analyses[i].candidates[plan.choice[i]];
-    let restored = match (&candidate.codec, Shape2::of(&t.shape)) {
-        (CodecParams::Lossless, _) | (_, None) => values.clone(),
-        (codec, Some(shape)) => {
-            let encoded = codec
-                .encode_on(&Backend::Cpu, &values, shape)
-                .await
-                .map_err(js_error)?;
-            codec.decode(&encoded.bytes, shape).map_err(js_error)?
-        }
-    };
+    // The plan's analyses: a shared-lowrank member's option is added to them by the allocator.
+    let candidate = &plan.analyses[i].candidates[plan.choice[i]];
+    // Coded on the backend the file is written on: the bytes must be the file's.
+    let (backend, choice, _) = engine();
+    let opts = options_for(&page, choice).map_err(js_error)?;
+    let restored = crate::api::restored_tensor_on(&backend, &a, &plan, &opts, file.as_ref(), i)
+        .await
+        .map_err(|e| js_error(e.in_tensor(&t.name)))?;
     let view = crate::teach::tensor_view(
         &t.name,
         &t.shape,
         &values,
-        &a.analyses[i],
+        &plan.analyses[i],
         Some((candidate, &restored)),
     );
     to_js(&view)

@@ -1,6 +1,7 @@
 // The page's UI thread: reads settings, talks to the worker, draws what comes back. It never
-// computes: every figure shown is the core's (report JSON, SVG charts). `document.body.dataset.phase`
-// says what the page is doing (the browser tests wait on it).
+// computes: every figure shown is the core's (report JSON, SVG charts, the teaching view), or a
+// sum of them (a block's totals, the memory line). `document.body.dataset.phase` says what the
+// page is doing (the browser tests wait on it).
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -26,6 +27,8 @@ const state = {
   // and whether the worker has loaded the models for it.
   tryModel: null,
   tryLoaded: false,
+  // The teaching view shown (the core's `TensorView`), for the tests.
+  tensorView: null,
 };
 
 function setPhase(phase) {
@@ -334,15 +337,30 @@ async function restartWorker() {
   await applyBackend($('backend-choice').value);
 }
 
-async function cancel() {
-  setPhase('cancelling');
+/// `restartWorker`, with the open file opened again in the new worker (nothing measured there,
+/// no models loaded: the new worker loads them again when asked).
+async function restartWithFile() {
   await restartWorker();
   if (state.file) await call('open', { file: state.file, modelFiles: state.modelFiles });
   state.measuredKey = null;
-  state.tryLoaded = false; // the new worker loads the models again when asked
+  state.tryLoaded = false;
+}
+
+async function cancel() {
+  setPhase('cancelling');
+  await restartWithFile();
   $('estimate').textContent = 'Cancelled. Change a setting or press Compress to run again.';
   $('estimate').dataset.note = 'cancelled';
   setPhase('cancelled');
+}
+
+/// A backend chosen while a measurement runs: the measurement is of the other backend, so it is
+/// stopped at once (not finished first, then redone or kept unseen) and started again on the new
+/// one, which the fresh worker takes.
+async function measureAgainOnNewBackend() {
+  setPhase('cancelling');
+  await restartWithFile();
+  await measure();
 }
 
 // --- backend ----------------------------------------------------------------------------------
@@ -513,6 +531,7 @@ async function openFile(file, dropped = {}) {
   $('settings').hidden = true;
   $('summary').hidden = true;
   $('cli-row').hidden = true; // its command named the file before
+  $('tensor-filter').value = ''; // a search is of the file before's names
   $('remeasure').hidden = true;
   $('memory-row').hidden = true;
   hideTry();
@@ -556,6 +575,7 @@ function showLowbitActions(file) {
   $('result-summary').replaceChildren(el('p', {}, 'This is a compressed file: restore it to the original kind of file.'));
   $('charts').replaceChildren();
   $('tensor-table').replaceChildren();
+  $('tensor-tools').hidden = true;
   const d = $('downloads');
   d.replaceChildren(el('button', { type: 'button', onclick: () => restore(file, file.name) }, 'Restore'));
 }
@@ -961,6 +981,7 @@ function sequenceRows(report) {
 function renderRecordTable(records) {
   $('tensors-title').firstChild.textContent = records.length ? 'Records ' : 'Records: none (a text file is coded as one stream) ';
   $('tensors-title').querySelector('small').hidden = true;
+  $('tensor-tools').hidden = true;
   const table = $('tensor-table');
   table.replaceChildren();
   if (!records.length) return;
@@ -972,50 +993,230 @@ function renderRecordTable(records) {
   table.append(body);
 }
 
+// The tensor table is a tree of blocks (`encoder.layer.3.`: a transformer layer's tensors) under
+// the tensors outside any block (embeddings, a final norm), like Netron's layer list: a model's
+// hundreds of tensors fit on a screen and one layer's can be compared with another's. Sorting by a
+// column lists the tensors flat (a ranking across blocks); the search box filters either way.
+const tensorTable = { tensors: [], items: [], open: new Set(), filter: '' };
+/// Blocks start folded when there are more than this many (a model's layers, not a test's few).
+const OPEN_BLOCKS_UP_TO = 8;
+const natural = new Intl.Collator('en', { numeric: true });
+
+/// The block a tensor belongs to: its name up to and including the first numeric component that
+/// has more after it (`encoder.layer.3.`, `model.layers.12.`), or null (embeddings, a final norm).
+function blockOf(name) {
+  const parts = name.split('.');
+  const k = parts.findIndex((p, i) => i < parts.length - 1 && /^\d+$/.test(p));
+  return k < 0 ? null : `${parts.slice(0, k + 1).join('.')}.`;
+}
+
+/// The tree's top level: blocks (`{block, tensors}`, their tensors in the file's order) and lone
+/// tensors (`{tensor}`), in natural order (layer 2 before layer 10).
+function treeItems(tensors) {
+  const blocks = new Map();
+  const items = [];
+  for (const t of tensors) {
+    const block = blockOf(t.name);
+    if (!block) items.push({ key: t.name, tensor: t });
+    else if (blocks.has(block)) blocks.get(block).tensors.push(t);
+    else {
+      const item = { key: block, block, tensors: [t] };
+      blocks.set(block, item);
+      items.push(item);
+    }
+  }
+  return items.sort((a, b) => natural.compare(a.key, b.key));
+}
+
+/// A block's totals from its tensors' figures in the report: parameters, coded bits (the sections
+/// as stored), bits per weight over the block, and the worst relative error in it.
+function blockTotals(tensors) {
+  const parameters = tensors.reduce((s, t) => s + t.parameters, 0);
+  const bits = tensors.reduce((s, t) => s + 8 * t.section_bytes, 0);
+  return { parameters, bits, bitsPerWeight: bits / Math.max(1, parameters), worstError: Math.max(...tensors.map((t) => t.rel_error)) };
+}
+
 function renderTensorTable(tensors) {
   $('tensors-title').firstChild.textContent = 'Tensors ';
   $('tensors-title').querySelector('small').hidden = false;
+  $('tensor-tools').hidden = false;
+  tensorTable.tensors = tensors;
+  tensorTable.items = treeItems(tensors);
+  tensorTable.open = blocksOpenAtFirst();
+  tensorTable.filter = '';
+  filterTensors($('tensor-filter').value);
+}
+
+/// The blocks open while nothing is searched: all of a few, none of many.
+function blocksOpenAtFirst() {
+  const blocks = tensorTable.items.filter((i) => i.block);
+  return new Set(blocks.length <= OPEN_BLOCKS_UP_TO ? blocks.map((b) => b.block) : []);
+}
+
+/// Shows the tensors whose names contain `text` (any case): the blocks holding one open, the
+/// others hidden. An empty text shows every tensor, the blocks folded as at first.
+function filterTensors(text) {
+  const needle = text.trim().toLowerCase();
+  if (needle) {
+    const blocks = tensorTable.items.filter((i) => i.block && i.tensors.some((t) => t.name.toLowerCase().includes(needle)));
+    tensorTable.open = new Set(blocks.map((b) => b.block));
+  } else if (tensorTable.filter) {
+    tensorTable.open = blocksOpenAtFirst();
+  }
+  tensorTable.filter = needle;
+  drawTensorTable();
+}
+
+/// A tensor's row: focusable, Enter (or a click) opens its teaching view. `shortName`: the name
+/// within its block, shown indented under the block's row.
+function tensorRow(t, shortName) {
+  const tr = el('tr', { tabindex: '0', 'data-tensor': t.name, class: shortName ? 'in-block' : '' });
+  for (const [key, , show] of COLUMNS) {
+    tr.append(key === 'name' && shortName ? el('td', { title: t.name }, shortName) : el('td', {}, show(t)));
+  }
+  const open = () => teach(t.name);
+  tr.addEventListener('click', open);
+  tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
+  return tr;
+}
+
+/// A block's row: its toggle (a button, `aria-expanded`) and its totals.
+function blockRow(item, shown) {
+  const open = tensorTable.open.has(item.block);
+  const sum = blockTotals(item.tensors);
+  const count = shown < item.tensors.length ? `${shown} of ${item.tensors.length} tensors match` : `${item.tensors.length} tensors`;
+  const toggle = el('button', { type: 'button', class: 'block-toggle', 'aria-expanded': String(open), onclick: () => {
+    if (open) tensorTable.open.delete(item.block); else tensorTable.open.add(item.block);
+    drawTensorTable();
+    $('tensor-table').querySelector(`tr[data-block="${CSS.escape(item.block)}"] button`).focus();
+  } }, `${open ? '▾' : '▸'} ${item.block.slice(0, -1)}`);
+  const cells = {
+    name: el('td', {}, toggle, el('span', { class: 'hint' }, ` ${count}`)),
+    parameters: el('td', {}, num(sum.parameters)),
+    label: el('td', {}, `${bytes(sum.bits / 8)} coded`),
+    bits_per_weight: el('td', {}, fmt(sum.bitsPerWeight, 4)),
+    rel_error: el('td', { title: 'the worst in the block' }, `≤ ${fmt(sum.worstError, 3)}`),
+  };
+  const tr = el('tr', {
+    class: 'block', 'data-block': item.block, 'data-parameters': String(sum.parameters), 'data-bits': String(sum.bits),
+    'data-bits-per-weight': String(sum.bitsPerWeight), 'data-worst-error': String(sum.worstError),
+  }, ...COLUMNS.map(([key]) => cells[key] || el('td')));
+  // The whole row is the toggle's target for a mouse (the button alone for the keyboard).
+  tr.addEventListener('click', (e) => { if (e.target !== toggle) toggle.click(); });
+  return tr;
+}
+
+function drawTensorTable() {
+  const { tensors, items, filter } = tensorTable;
+  const matches = (t) => !filter || t.name.toLowerCase().includes(filter);
   const table = $('tensor-table');
   table.replaceChildren();
   const head = el('tr');
   for (const [key, label] of COLUMNS) {
     const arrow = sortKey === key ? (sortAscending ? ' ▲' : ' ▼') : '';
+    // A third click on the sorted column goes back to the blocks.
     const button = el('button', { type: 'button', onclick: () => {
-      sortAscending = sortKey === key ? !sortAscending : true;
-      sortKey = key;
-      renderTensorTable(tensors);
+      if (sortKey !== key) { sortKey = key; sortAscending = true; } else if (sortAscending) sortAscending = false; else sortKey = null;
+      drawTensorTable();
     } }, label + arrow);
     head.append(el('th', { 'aria-sort': sortKey === key ? (sortAscending ? 'ascending' : 'descending') : 'none' }, button));
   }
   table.append(el('thead', {}, head));
-  const rows = [...tensors];
+  const body = el('tbody');
+  const found = tensors.filter(matches);
   if (sortKey) {
-    rows.sort((a, b) => {
+    const rows = [...found].sort((a, b) => {
       const x = a[sortKey]; const y = b[sortKey];
-      const c = typeof x === 'number' ? x - y : String(x).localeCompare(String(y));
+      const c = typeof x === 'number' ? x - y : natural.compare(String(x), String(y));
       return sortAscending ? c : -c;
     });
+    for (const t of rows) body.append(tensorRow(t));
+  } else {
+    for (const item of items) {
+      if (item.tensor) {
+        if (matches(item.tensor)) body.append(tensorRow(item.tensor));
+        continue;
+      }
+      const shown = item.tensors.filter(matches);
+      if (!shown.length) continue;
+      body.append(blockRow(item, shown.length));
+      if (tensorTable.open.has(item.block)) for (const t of shown) body.append(tensorRow(t, t.name.slice(item.block.length)));
+    }
   }
-  const body = el('tbody');
-  for (const t of rows) {
-    const tr = el('tr', { tabindex: '0', 'data-tensor': t.name });
-    for (const [, , show] of COLUMNS) tr.append(el('td', {}, show(t)));
-    const open = () => teach(t.name);
-    tr.addEventListener('click', open);
-    tr.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } });
-    body.append(tr);
-  }
+  if (!found.length) body.append(el('tr', {}, el('td', { colspan: String(COLUMNS.length) }, 'No tensor name contains that text.')));
   table.append(body);
+  const blocks = items.filter((i) => i.block).length;
+  $('tensor-count').textContent = filter
+    ? `${num(found.length)} of ${num(tensors.length)} tensors match`
+    : `${num(tensors.length)} tensors${blocks ? `, ${num(blocks)} blocks` : ''}${sortKey ? ', sorted' : ''}`;
+  $('tensor-count').dataset.matches = String(found.length);
+}
+
+/// A weight's colour on a heatmap of scale ±`scale`: blue below zero, white at zero, red above.
+function heatColour(v, scale) {
+  const t = scale > 0 && Number.isFinite(v) ? Math.max(-1, Math.min(1, v / scale)) : 0;
+  const fade = Math.round(255 * (1 - Math.abs(t)));
+  return t >= 0 ? [255, fade, fade] : [fade, fade, 255];
+}
+
+/// A heatmap canvas of a `rows` x `cols` window (row-major `values`), one pixel per weight
+/// (scaled up by the style sheet, pixelated), each weight's values in its tooltip.
+function heatCanvas(id, label, values, rows, cols, scale, describe) {
+  const canvas = el('canvas', { id, class: 'heat', width: String(cols), height: String(rows), role: 'img', 'aria-label': label });
+  const ctx = canvas.getContext('2d');
+  const image = ctx.createImageData(cols, rows);
+  values.forEach((v, i) => {
+    image.data.set([...heatColour(v, scale), 255], 4 * i);
+  });
+  ctx.putImageData(image, 0, 0);
+  canvas.addEventListener('mousemove', (e) => {
+    const box = canvas.getBoundingClientRect();
+    const r = Math.min(rows - 1, Math.floor(((e.clientY - box.top) / box.height) * rows));
+    const c = Math.min(cols - 1, Math.floor(((e.clientX - box.left) / box.width) * cols));
+    canvas.title = describe(r, c);
+  });
+  return canvas;
+}
+
+/// The before/after view: the top-left window of the tensor, original and restored (what the
+/// .lowbit gives back) on one colour scale, and their difference on its own.
+function beforeAfterFigure(w) {
+  const { shown_rows: rows, shown_cols: cols } = w;
+  const error = w.original.map((v, i) => w.restored[i] - v);
+  const cell = (r, c) => `row ${r + 1}, column ${c + 1}: original ${w.original[r * cols + c]}, restored ${w.restored[r * cols + c]}`;
+  const panel = (id, title, values, scale) => el('div', { class: 'heat-panel' }, el('p', {}, title),
+    heatCanvas(id, `${title}: a heatmap of the window`, values, rows, cols, scale, cell));
+  const figure = el('figure', {
+    id: 'before-after', 'data-rows': String(w.rows), 'data-cols': String(w.cols), 'data-shown-rows': String(rows),
+    'data-shown-cols': String(cols), 'data-scale': String(w.scale), 'data-max-error': String(w.max_error),
+  });
+  const whole = rows === w.rows && cols === w.cols;
+  figure.append(
+    el('figcaption', {}, 'Before and after: the weights themselves'),
+    el('p', { id: 'before-after-window', class: 'hint' }, whole
+      ? `All ${num(w.rows)} × ${num(w.cols)} weights, one cell each.`
+      : `Rows 1–${num(rows)} of ${num(w.rows)}, columns 1–${num(cols)} of ${num(w.cols)} (the top-left corner), one cell per weight.`),
+    el('div', { class: 'heat-row' },
+      panel('heat-original', 'Original', w.original, w.scale),
+      panel('heat-restored', 'Restored (what the .lowbit gives back)', w.restored, w.scale),
+      panel('heat-error', 'Error (restored − original)', error, w.max_error)),
+    el('p', { class: 'hint' }, `Blue below zero, white at zero, red above: ±${fmt(w.scale, 3)} for the original and the restored weights, `
+      + `±${fmt(w.max_error, 3)} for the error (its own scale, so that small errors show).`),
+  );
+  return figure;
 }
 
 async function teach(name) {
   $('teach').hidden = false;
   $('teach-caption').textContent = `${name}: computing…`;
   $('teach-charts').replaceChildren();
+  state.tensorView = null;
   try {
     const v = await call('tensorView', { tensor: name, options: options() });
+    state.tensorView = v;
     $('teach-caption').textContent = `${v.name} (${v.shape.join(' × ')}): coded as ${v.chosen}, relative error ${fmt(v.chosen_error, 3)}.`;
     const charts = $('teach-charts');
+    if (v.before_after) charts.append(beforeAfterFigure(v.before_after));
     for (const [title, svg] of [
       ['Weights', v.histogram_svg],
       ['Restored weights', v.restored_histogram_svg],
@@ -1076,6 +1277,7 @@ function wire() {
   $('try-example').addEventListener('click', openExample);
   $('link-speed').addEventListener('change', () => { if (state.memoryReport) showMemory(state.memoryReport); });
   $('teach-close').addEventListener('click', () => { $('teach').hidden = true; });
+  $('tensor-filter').addEventListener('input', (e) => filterTensors(e.target.value));
   for (const b of document.querySelectorAll('#presets .preset')) b.addEventListener('click', () => usePreset(b.dataset.bpw));
   $('remeasure').addEventListener('click', () => { clearTimeout(estimateTimer); measure(); });
   $('try-embed').addEventListener('click', embedSentences);
@@ -1099,6 +1301,10 @@ function wire() {
   $('cancel').addEventListener('click', cancel);
   $('backend-choice').addEventListener('change', async (e) => {
     settingsToUrl();
+    if (document.body.dataset.phase === 'measuring') {
+      await measureAgainOnNewBackend();
+      return;
+    }
     const had = state.measuredKey;
     await applyBackend(e.target.value);
     // The worker dropped the measurement made with the other backend.
@@ -1141,6 +1347,8 @@ async function main() {
 window.lowbit = {
   call,
   lastReport: () => (state.result ? state.result.report_json : null),
+  // The teaching view's data (the before/after window's values among it).
+  lastTensorView: () => state.tensorView,
   // The tests make every measurement count as long (0) to see the question without a long run.
   setAskAfterSeconds: (s) => { state.askAfterSeconds = s; },
 };

@@ -1,9 +1,12 @@
 //! Writing: the `.lowbit` of a plan, streamed to any `Write` (header first, then each tensor's
-//! section encoded again from the input and checked against what the analysis measured).
+//! section encoded again from the input and checked against what the analysis measured), and what
+//! one tensor's section restores (the page's before/after view).
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use crate::backend::Backend;
+use crate::checkpoint::InputTensor;
 use crate::codec::{self, lossless, CodecParams, Shape2};
 use crate::container;
 use crate::dtype;
@@ -46,36 +49,13 @@ pub async fn write_container<S: Source + ?Sized>(
             return Err(Error::Cancelled);
         }
         progress.working_on(&t.name, i as u64 + 1, count);
-        let raw = crate::checkpoint::tensor_bytes(data, t)?;
         let bytes = match &record.codec {
-            CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
             CodecParams::SharedLowrank(_) => shared.members[i]
                 .take()
                 .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?,
-            // An importance file's values are not in the header: take them from the options.
-            CodecParams::Fwsvd(p) if p.importance.is_file() => {
-                let rows = opts
-                    .importance
-                    .as_ref()
-                    .map(|m| m.rows_for(&t.name, &t.shape))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or_default();
-                codec::fwsvd::encode_with_importance(
-                    &dtype::to_f32(t.dtype, &raw),
-                    Shape2::of(&t.shape).expect("checked"),
-                    p,
-                    &rows,
-                )?
-                .bytes
-            }
-            lossy => {
-                let values = dtype::to_f32(t.dtype, &raw);
-                drop(raw);
-                lossy
-                    .encode_on(backend, &values, Shape2::of(&t.shape).expect("checked"))
-                    .await?
-                    .bytes
+            codec => {
+                let raw = crate::checkpoint::tensor_bytes(data, t)?;
+                encode_section(backend, codec, opts, t, raw).await?
             }
         };
         if bytes.len() as u64 != record.coded_bytes || container::crc32(&bytes) != record.crc32 {
@@ -110,4 +90,97 @@ pub async fn write_container<S: Source + ?Sized>(
     out.flush().map_err(io_err)?;
     plan.backend.fallback = backend.fallback();
     Ok(())
+}
+
+/// Tensor `t`'s section coded with `codec` from its bytes `raw`, as the `.lowbit` holds it. Not for
+/// shared-lowrank members: those are coded with their group ([`super::shared::encode_groups`]).
+async fn encode_section(
+    backend: &Backend,
+    codec: &CodecParams,
+    opts: &CompressOptions,
+    t: &InputTensor,
+    raw: Cow<'_, [u8]>,
+) -> Result<Vec<u8>> {
+    Ok(match codec {
+        CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
+        CodecParams::SharedLowrank(_) => {
+            return Err(Error::invalid(
+                "internal error: a shared-lowrank member is coded with its group",
+            ))
+        }
+        // An importance file's values are not in the header: take them from the options.
+        CodecParams::Fwsvd(p) if p.importance.is_file() => {
+            let rows = opts
+                .importance
+                .as_ref()
+                .map(|m| m.rows_for(&t.name, &t.shape))
+                .transpose()?
+                .flatten()
+                .unwrap_or_default();
+            codec::fwsvd::encode_with_importance(
+                &dtype::to_f32(t.dtype, &raw),
+                Shape2::of(&t.shape).expect("checked"),
+                p,
+                &rows,
+            )?
+            .bytes
+        }
+        lossy => {
+            let values = dtype::to_f32(t.dtype, &raw);
+            drop(raw);
+            lossy
+                .encode_on(backend, &values, Shape2::of(&t.shape).expect("checked"))
+                .await?
+                .bytes
+        }
+    })
+}
+
+/// The values the `.lowbit` of `plan` restores for tensor `i` (a float tensor), as f32: its
+/// section coded as [`write_container`] codes it from `data`, checked against the plan's record
+/// (so these are the file's very bytes, not a re-run that could differ), then decoded as
+/// `decompress` decodes it, through the tensor's own dtype (a BF16 tensor restores BF16 values).
+/// The page's teaching view shows them beside the originals.
+pub async fn restored_values<S: Source + ?Sized>(
+    backend: &Backend,
+    plan: &Plan,
+    opts: &CompressOptions,
+    data: &S,
+    i: usize,
+) -> Result<Vec<f32>> {
+    let t = &plan.checkpoint.tensors[i];
+    let record = &plan.manifest.tensors[i];
+    let (section, bases) = match &record.codec {
+        CodecParams::SharedLowrank(_) => {
+            let mut shared = super::shared::encode_groups(&plan.manifest, &|j| {
+                tensor_values(data, &plan.checkpoint.tensors[j])
+            })?;
+            let bases = plan
+                .manifest
+                .groups
+                .iter()
+                .zip(&shared.bases)
+                .map(|(g, bytes)| codec::shared_lowrank::decode_basis(bytes, g.cols, &g.basis))
+                .collect::<Result<Vec<_>>>()?;
+            let section = shared.members[i]
+                .take()
+                .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?;
+            (section, bases)
+        }
+        codec => {
+            let raw = crate::checkpoint::tensor_bytes(data, t)?;
+            (
+                encode_section(backend, codec, opts, t, raw).await?,
+                Vec::new(),
+            )
+        }
+    };
+    if section.len() as u64 != record.coded_bytes || container::crc32(&section) != record.crc32 {
+        return Err(Error::invalid(
+            "internal error: re-encoding gave other bytes than the analysis measured",
+        )
+        .in_tensor(&t.name));
+    }
+    let bytes = super::shared::decode_tensor(&section, record, &bases)?;
+    Ok(dtype::to_f32(record.dtype, &bytes))
 }

@@ -82,6 +82,20 @@ const small = path.join(OUT, 'small-model.safetensors');
 safetensors(small, modelTensors(96, 160, 3));
 const larger = path.join(OUT, 'larger-model.safetensors');
 safetensors(larger, modelTensors(768, 1024, 6));
+// A BERT-shaped model of 12 small layers (51 tensors, 0.2 M parameters, in the file's alphabetical
+// order: layer 10 before layer 2), for the table's blocks and search.
+const blocky = path.join(OUT, 'blocks-model.safetensors');
+{
+  const r = rng(5);
+  const t = (name, shape) => ({ name, shape, values: () => 0.05 * r() });
+  const tensors = [t('embeddings.word_embeddings.weight', [128, 64]), t('embeddings.LayerNorm.weight', [64]), t('pooler.dense.weight', [64, 64])];
+  for (let l = 0; l < 12; l++) {
+    const p = `encoder.layer.${l}.`;
+    tensors.push(t(`${p}attention.self.query.weight`, [64, 64]), t(`${p}attention.output.dense.weight`, [64, 64]),
+      t(`${p}intermediate.dense.weight`, [128, 64]), t(`${p}output.LayerNorm.weight`, [64]));
+  }
+  safetensors(blocky, tensors.sort((a, b) => (a.name < b.name ? -1 : 1)));
+}
 const corrupt = path.join(OUT, 'corrupt.safetensors');
 {
   // A header that promises more data than the file has.
@@ -437,6 +451,128 @@ await test('the tensor table sorts by a column', async () => {
   assert.deepEqual(values, [...values].sort((a, b) => a - b));
 });
 
+await test('the tensor table: blocks with their totals, folded when many; search; sorting lists flat; the keyboard', async () => {
+  await drop(blocky);
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  await setBpw(4);
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  const report = JSON.parse(await page.evaluate(() => window.lowbit.lastReport()));
+  // A sort chosen before stays for new results; clicking its column until it is none gives the blocks.
+  const sorted = '#tensor-table th[aria-sort]:not([aria-sort="none"]) button';
+  while (await page.$(sorted)) await page.click(sorted);
+  const rows = () => page.$$eval('#tensor-table tbody tr', (trs) => trs.map((tr) => ({
+    block: tr.dataset.block, tensor: tr.dataset.tensor, expanded: tr.querySelector('button[aria-expanded]')?.getAttribute('aria-expanded'),
+    parameters: Number(tr.dataset.parameters), bits: Number(tr.dataset.bits), worst: Number(tr.dataset.worstError), text: tr.cells[0].textContent })));
+  // Twelve blocks, in layer order, folded; the tensors outside any block at the top level.
+  let shown = await rows();
+  const blocks = shown.filter((r) => r.block);
+  assert.deepEqual(blocks.map((r) => r.block), Array.from({ length: 12 }, (_, l) => `encoder.layer.${l}.`));
+  assert.ok(blocks.every((r) => r.expanded === 'false'), 'the blocks are not folded');
+  assert.deepEqual(shown.filter((r) => r.tensor).map((r) => r.tensor).sort(),
+    ['embeddings.LayerNorm.weight', 'embeddings.word_embeddings.weight', 'pooler.dense.weight']);
+  // Each block's totals are its tensors' figures in the report.
+  for (const b of blocks) {
+    const own = report.tensors.filter((t) => t.name.startsWith(b.block));
+    assert.equal(own.length, 4);
+    assert.equal(b.parameters, own.reduce((s, t) => s + t.parameters, 0), b.block);
+    assert.equal(b.bits, own.reduce((s, t) => s + 8 * t.section_bytes, 0), b.block);
+    assert.equal(b.worst, Math.max(...own.map((t) => t.rel_error)), b.block);
+    assert.match(b.text, /4 tensors/);
+  }
+  // The keyboard: Enter on a block's toggle opens it, Enter on a tensor's row shows that tensor.
+  await page.focus('#tensor-table tr[data-block="encoder.layer.3."] button');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.getAttribute('#tensor-table tr[data-block="encoder.layer.3."] button', 'aria-expanded'), 'true');
+  assert.equal(await page.evaluate(() => document.activeElement.closest('tr').dataset.block), 'encoder.layer.3.');
+  shown = await rows();
+  assert.deepEqual(shown.filter((r) => r.tensor && r.tensor.startsWith('encoder.')).map((r) => r.tensor).sort(),
+    report.tensors.map((t) => t.name).filter((n) => n.startsWith('encoder.layer.3.')).sort());
+  await page.focus('#tensor-table tr[data-tensor="encoder.layer.3.intermediate.dense.weight"]');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => /^encoder\.layer\.3\.intermediate\.dense\.weight \(128 × 64\): coded as/.test(document.getElementById('teach-caption').textContent), null, { timeout: 120_000 });
+  // Search: only the matching tensors, their blocks open, the count said.
+  await page.fill('#tensor-filter', 'attention');
+  shown = await rows();
+  const want = report.tensors.map((t) => t.name).filter((n) => n.includes('attention'));
+  assert.deepEqual(shown.filter((r) => r.tensor).map((r) => r.tensor).sort(), [...want].sort());
+  assert.equal(shown.filter((r) => r.block).length, 12);
+  assert.ok(shown.filter((r) => r.block).every((r) => r.expanded === 'true' && /2 of 4 tensors match/.test(r.text)));
+  assert.match(await page.textContent('#tensor-count'), new RegExp(`^${want.length} of ${report.tensors.length} tensors match`));
+  await page.fill('#tensor-filter', 'LAYERNORM');
+  assert.equal(await page.getAttribute('#tensor-count', 'data-matches'), '13');
+  // Sorting lists the matches flat, ranked across blocks; a third click gives the blocks back.
+  await page.fill('#tensor-filter', 'attention');
+  const sortBy = () => page.click('#tensor-table th button:has-text("parameters")');
+  await sortBy();
+  shown = await rows();
+  assert.ok(shown.every((r) => r.tensor && r.tensor.includes('attention')) && shown.length === want.length);
+  await sortBy();
+  assert.equal(await page.getAttribute('#tensor-table th:nth-child(3)', 'aria-sort'), 'descending');
+  await sortBy();
+  assert.equal(await page.getAttribute('#tensor-table th:nth-child(3)', 'aria-sort'), 'none');
+  assert.equal((await rows()).filter((r) => r.block).length, 12);
+  // Cleared: every tensor again, the blocks folded as at first.
+  await page.fill('#tensor-filter', '');
+  shown = await rows();
+  assert.ok(shown.filter((r) => r.block).every((r) => r.expanded === 'false'));
+  assert.equal(shown.filter((r) => r.tensor).length, 3);
+  await page.locator('#results').screenshot({ path: path.join(OUT, '03b-tensor-blocks.png') });
+});
+
+await test('before and after: the teaching view shows a window of the original and of the restored weights, the .lowbit\'s (checked with the native CLI)', async () => {
+  await drop(small);
+  await waitPhase(['estimated', 'error']);
+  const { lowbitFile } = await compressAndCheck('before-after', await page.evaluate(() => document.getElementById('backend-status').dataset.used));
+  const restored = path.join(OUT, 'small-model.before-after.cli-restored.safetensors');
+  cli('decompress', lowbitFile, '-o', restored);
+  const original = readF32Tensors(small)['layer.0.weight'];
+  const back = readF32Tensors(restored)['layer.0.weight'];
+  await page.click('#tensor-table tbody tr[data-tensor="layer.0.weight"]');
+  await page.waitForSelector('#before-after canvas#heat-error', { timeout: 120_000 });
+  const v = await page.evaluate(() => window.lowbit.lastTensorView());
+  assert.equal(v.name, 'layer.0.weight');
+  const w = v.before_after;
+  assert.deepEqual([w.rows, w.cols, w.shown_rows, w.shown_cols], [96, 160, 96, 128]);
+  assert.match(await page.textContent('#before-after-window'), /^Rows 1–96 of 96, columns 1–128 of 160 \(the top-left corner\)/);
+  // The window's values: the file's originals, and what the native CLI restores from the .lowbit.
+  let maxError = 0;
+  let differ = 0;
+  for (let r = 0; r < w.shown_rows; r++) {
+    for (let c = 0; c < w.shown_cols; c++) {
+      const o = original.values[r * w.cols + c];
+      const b = back.values[r * w.cols + c];
+      assert.equal(w.original[r * w.shown_cols + c], o, `original at ${r}, ${c}`);
+      assert.equal(w.restored[r * w.shown_cols + c], b, `restored at ${r}, ${c}`);
+      maxError = Math.max(maxError, Math.abs(Math.fround(b - o)));
+      if (b !== o) differ++;
+    }
+  }
+  assert.ok(differ > 0, 'the restored window equals the original: a lossy code was expected at 4 bpw');
+  const figure = await page.evaluate(() => ({ ...document.getElementById('before-after').dataset }));
+  assert.equal(Number(figure.maxError), maxError);
+  assert.equal(Number(figure.scale), w.scale);
+  // Three canvases of one pixel per weight, with real pictures in them: many colours; the
+  // restored one close to the original but not the same; the error not blank.
+  const pixels = await page.evaluate(() => Object.fromEntries(['heat-original', 'heat-restored', 'heat-error'].map((id) => {
+    const c = document.getElementById(id);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const colours = new Set();
+    for (let i = 0; i < d.length; i += 4) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    return [id, { width: c.width, height: c.height, colours: colours.size, data: Array.from(d) }];
+  })));
+  for (const [id, p] of Object.entries(pixels)) {
+    assert.deepEqual([p.width, p.height], [128, 96], id);
+    assert.ok(p.colours > 20, `${id}: ${p.colours} colours`);
+  }
+  const a = pixels['heat-original'].data; const b = pixels['heat-restored'].data;
+  const mean = a.reduce((s, x, i) => s + Math.abs(x - b[i]), 0) / a.length;
+  assert.ok(mean > 0 && mean < 40, `original and restored pixels differ by ${mean} on average`);
+  await page.locator('#teach').screenshot({ path: path.join(OUT, '03c-before-after.png') });
+});
+
 await test('a corrupt file shows a clear error and the page stays usable', async () => {
   await drop(corrupt);
   await waitPhase('error');
@@ -730,6 +866,41 @@ await test('a file chosen during a measurement cancels it and is opened at once'
   assert.ok(await page.isHidden('#run'), 'the Working box is still shown');
   // The page goes on with the new file: the estimate is of it, and a compression works.
   assert.match(await page.textContent('#estimate'), /^Estimate: /);
+});
+
+await test('a backend chosen during a measurement stops it at once and measures the file again on the new one', async () => {
+  await chooseBackend('gpu');
+  // Scalar alone (set without a change event): the CPU's measurement of the larger file is quick.
+  await page.evaluate(() => { document.getElementById('method').value = 'scalar'; });
+  try {
+    await drop(larger);
+    await waitPhase('measuring', 60_000);
+    await page.waitForFunction(() => /working on/.test(document.getElementById('progress-text').textContent), null, { timeout: 60_000 });
+    await page.evaluate(() => {
+      window.lowbitPhases = [];
+      new MutationObserver(() => window.lowbitPhases.push(document.body.dataset.phase))
+        .observe(document.body, { attributes: true, attributeFilter: ['data-phase'] });
+    });
+    const t0 = Date.now();
+    await page.selectOption('#backend-choice', 'cpu');
+    await page.waitForFunction(() => document.getElementById('backend-status').dataset.used === 'cpu', null, { timeout: 15_000 })
+      .catch(() => assert.fail('the backend did not change in 15 s: the measurement on WebGPU went on'));
+    console.log(`      on the CPU ${Date.now() - t0} ms after the choice`);
+    await waitPhase(['estimated', 'error']);
+    assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+    const phases = await page.evaluate(() => window.lowbitPhases);
+    assert.deepEqual(phases.filter((p) => ['cancelling', 'measuring', 'cancelled'].includes(p)), ['cancelling', 'measuring'], phases.join(' '));
+    // The measurement kept is the CPU's, and the page says nothing of a cancellation.
+    const plan = await page.evaluate(() => window.lowbit.call('estimate', { options: {
+      bpw: Number(document.getElementById('bpw').value), max_error: null, method: 'scalar', overrides: [], allocator: 'knapsack', seed: 0 } }));
+    assert.equal(plan.backend.used, 'cpu');
+    assert.match(await page.textContent('#estimate'), /^Estimate: /);
+    assert.ok(await page.isHidden('#error') && await page.isHidden('#run'));
+  } finally {
+    await page.evaluate(() => { document.getElementById('method').value = 'auto'; });
+    await drop(small);
+    await waitPhase(['estimated', 'error']);
+  }
 });
 
 await test('first visit: the built-in example in one click, what the figures mean, presets, the version', async () => {
