@@ -41,6 +41,10 @@ pub enum Section {
     /// Compression time and peak memory on MiniLM and SmolLM2-135M, beside an earlier commit's
     /// build (made by the harness). Only with `--only speed`: it builds that commit first.
     Speed,
+    /// llama.cpp's own quantizer (llama-quantize, with and without llama-imatrix) on SmolLM2-135M,
+    /// judged by `lowbit eval`. Only with `--only llamacpp`: about an hour on 2 cores, and it needs
+    /// a llama.cpp build (benches/build_llamacpp.sh).
+    Llamacpp,
 }
 
 pub struct Options {
@@ -59,7 +63,13 @@ impl Options {
     fn runs(&self, section: Section) -> bool {
         match self.only {
             Some(only) => only == section,
-            None if matches!(section, Section::Web | Section::Speed | Section::RuntimeWeb) => false,
+            None if matches!(
+                section,
+                Section::Web | Section::Speed | Section::RuntimeWeb | Section::Llamacpp
+            ) =>
+            {
+                false
+            }
             None => {
                 !(self.quick
                     && matches!(
@@ -91,6 +101,7 @@ pub struct Results {
     pub runtime: Vec<Value>,
     pub runtime_web: Vec<Value>,
     pub speed: Vec<Value>,
+    pub llamacpp: Vec<Value>,
     pub failures: Vec<String>,
 }
 
@@ -153,7 +164,8 @@ pub fn run(options: &Options) -> Result<i32, String> {
         || options.runs(Section::Web)
         || options.runs(Section::Runtime)
         || options.runs(Section::RuntimeWeb)
-        || options.runs(Section::Speed);
+        || options.runs(Section::Speed)
+        || options.runs(Section::Llamacpp);
     let lowbit = if needs_lowbit {
         println!("[3/4] building lowbit (release)");
         prepare_lowbit(&paths)
@@ -213,6 +225,11 @@ pub fn run(options: &Options) -> Result<i32, String> {
         crate::speed::speed(&paths, options.repeat.unwrap_or(3), &lowbit, &mut results)?;
     }
 
+    if options.runs(Section::Llamacpp) {
+        println!("== llama.cpp's quantizer on SmolLM2-135M, with and without an imatrix");
+        crate::llamacpp::llamacpp(&paths, &lowbit, &mut results)?;
+    }
+
     let document = json!({
         "machine": machine,
         "python": python_env,
@@ -231,6 +248,7 @@ pub fn run(options: &Options) -> Result<i32, String> {
         "runtime": results.runtime,
         "runtime_web": results.runtime_web,
         "speed": results.speed,
+        "llamacpp": results.llamacpp,
         "failures": results.failures,
     });
     let markdown = report::markdown(&document);

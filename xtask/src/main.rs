@@ -4,6 +4,7 @@
 //! file and target directory, and depends on serde_json alone.
 
 mod bench;
+mod llamacpp;
 mod report;
 mod runtime;
 mod setup;
@@ -18,7 +19,7 @@ usage: cargo xtask test
        cargo xtask serve [--port N]
        cargo xtask build-web [--out DIR]
        cargo xtask test-web [--big] [--only=REGEX]
-       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web|runtime|speed] [--repeat N] [--xz] [--keep]
+       cargo xtask bench [--quick] [--only minilm|methods|lossless|kernels|vectors|sequences|web|runtime|speed|llamacpp] [--repeat N] [--xz] [--keep]
 
   test      every test (what CI runs): installs the wasm32 target, checks that the library builds
             for wasm32, cargo test, then the browser tests (test-web)
@@ -44,13 +45,16 @@ usage: cargo xtask test
             runtime (the model runtime on SmolLM2-135M and MiniLM against the numpy reference:
             perplexity, embedding cosines, tokens per second), or speed (compression time and peak
             memory on MiniLM beside the build of an earlier commit, which it builds first, and on
-            SmolLM2-135M; never in the full run)
+            SmolLM2-135M; never in the full run), or llamacpp (llama.cpp's llama-quantize on
+            SmolLM2-135M at Q8_0..Q2_K, with and without an imatrix from the tail of fortunes.txt,
+            judged by lowbit eval; needs benches/build_llamacpp.sh's build; never in the full run)
   --repeat N  runs of each lowbit compress/decompress, median reported (default 1 lossy, 3 lossless)
   --xz      add xz -9e to the lossless references (about 4 minutes more)
   --keep    keep compressed and restored files in target/bench/work
 
 environment: LOWBIT_DATA (data dir, default ~/.cache/lowbit-data),
-             LOWBIT_BIN (measure this lowbit binary instead of building one)";
+             LOWBIT_BIN (measure this lowbit binary instead of building one),
+             LLAMACPP_BIN (llama.cpp's tool folder; default: target/llama.cpp/build-*/bin)";
 
 fn parse_bench(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
@@ -79,9 +83,10 @@ fn parse_bench(args: &[String]) -> Result<Options, String> {
                     Some("runtime") => Section::Runtime,
                     Some("runtime-web") => Section::RuntimeWeb,
                     Some("speed") => Section::Speed,
+                    Some("llamacpp") => Section::Llamacpp,
                     other => {
                         return Err(format!(
-                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web, runtime, runtime-web or speed, not {other:?}"
+                            "--only takes minilm, methods, lossless, kernels, vectors, sequences, web, runtime, runtime-web, speed or llamacpp, not {other:?}"
                         ))
                     }
                 });

@@ -185,6 +185,10 @@ pub fn markdown(doc: &Value) -> String {
     if !sp.is_empty() {
         out += &crate::speed::markdown(&sp);
     }
+    let lc = doc["llamacpp"].as_array().cloned().unwrap_or_default();
+    if !lc.is_empty() {
+        out += &crate::llamacpp::markdown(&lc);
+    }
     out
 }
 
