@@ -75,6 +75,13 @@ pub fn build_web(out: &Path) -> Result<(), String> {
             "gpu",
             "--crate-type",
             "cdylib",
+            // WebAssembly SIMD (every current browser has it) for lowbit's own loops, whose lanes
+            // the compiler maps to 128-bit vectors without reordering any sum: the same
+            // results, faster (the model runtime's dot products). Dependencies are built as
+            // before.
+            "--",
+            "-C",
+            "target-feature=+simd128",
         ]),
     )?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
