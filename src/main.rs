@@ -615,6 +615,13 @@ struct CalibrateArgs {
     /// config and tokenizer must be beside the checkpoint).
     #[arg(long, value_name = "N", default_value_t = 0)]
     search: usize,
+    /// Decoders: how many tokens of the text the search judges each model on (more text fits
+    /// the text less and takes longer).
+    #[arg(long, value_name = "N", default_value_t = SearchOptions::new(0, String::new(), String::new()).tokens)]
+    search_tokens: usize,
+    /// Encoders: how many sentences (lines of 20 to 200 characters) the search judges on.
+    #[arg(long, value_name = "N", default_value_t = SearchOptions::new(0, String::new(), String::new()).sentences)]
+    search_sentences: usize,
 }
 
 impl CalibrateArgs {
@@ -636,8 +643,14 @@ impl CalibrateArgs {
                 "--search runs the model: it needs the model's config.json and tokenizer beside the checkpoint"
             );
         }
+        if self.search_tokens < 2 || self.search_sentences < 1 {
+            anyhow::bail!("--search-tokens must be at least 2 and --search-sentences at least 1");
+        }
         let (text, source) = self.text()?;
-        Ok(Some(SearchOptions::new(self.search, text, source)))
+        let mut options = SearchOptions::new(self.search, text, source);
+        options.tokens = self.search_tokens;
+        options.sentences = self.search_sentences;
+        Ok(Some(options))
     }
 
     /// The sensitivity this run compresses with, if any.

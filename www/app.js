@@ -1230,24 +1230,44 @@ async function teach(name) {
   }
 }
 
-/// The built-in example (`lowbit demo`'s checkpoint, made by the core), opened as a dropped file.
-async function openExample() {
+/// The built-in examples, opened as dropped files: `lowbit demo`'s checkpoint (made by the core),
+/// or a real genome served with the page (examples/lambda.fa, from the page's own origin).
+async function openExample(which) {
   if (state.pending.size) {
     state.file = null; // the run going on is of another file: stopped first
     setPhase('opening');
     await restartWorker();
   }
+  if (which === 'genome') {
+    let blob;
+    try {
+      const response = await fetch('examples/lambda.fa');
+      if (!response.ok) throw new Error(`the page's server answered ${response.status}`);
+      blob = await response.blob();
+    } catch (e) {
+      showError(`The example genome could not be read: ${e.message}`);
+      return;
+    }
+    await openFile(new File([blob], 'lambda.fa', { type: 'text/plain' }));
+    return;
+  }
   const bytes = await call('demoCheckpoint');
   await openFile(new File([bytes], 'demo.safetensors', { type: 'application/octet-stream' }));
 }
 
-/// A preset: a bits-per-weight budget (the size of a common llama.cpp format).
-function usePreset(bpw) {
-  document.querySelector('input[name=target][value=bpw]').checked = true;
-  $('bpw-row').hidden = false;
-  $('error-row').hidden = true;
-  $('bpw').value = bpw;
-  $('bpw-slider').value = bpw;
+/// A preset: a bits-per-weight budget (the size of a common llama.cpp format), or an error bound
+/// (the smallest file whose every tensor keeps its relative error under it).
+function usePreset({ bpw, maxError }) {
+  const byError = maxError !== undefined;
+  document.querySelector(`input[name=target][value=${byError ? 'error' : 'bpw'}]`).checked = true;
+  $('bpw-row').hidden = byError;
+  $('error-row').hidden = !byError;
+  if (byError) {
+    $('max-error').value = maxError;
+  } else {
+    $('bpw').value = bpw;
+    $('bpw-slider').value = bpw;
+  }
   settingsChanged();
 }
 
@@ -1274,11 +1294,12 @@ function wire() {
   for (const id of ['file-input', 'folder-input']) {
     $(id).addEventListener('change', (e) => openDropped(chosenFiles(e.target)));
   }
-  $('try-example').addEventListener('click', openExample);
+  $('try-example').addEventListener('click', () => openExample('checkpoint'));
+  $('try-genome').addEventListener('click', () => openExample('genome'));
   $('link-speed').addEventListener('change', () => { if (state.memoryReport) showMemory(state.memoryReport); });
   $('teach-close').addEventListener('click', () => { $('teach').hidden = true; });
   $('tensor-filter').addEventListener('input', (e) => filterTensors(e.target.value));
-  for (const b of document.querySelectorAll('#presets .preset')) b.addEventListener('click', () => usePreset(b.dataset.bpw));
+  for (const b of document.querySelectorAll('#presets .preset')) b.addEventListener('click', () => usePreset(b.dataset));
   $('remeasure').addEventListener('click', () => { clearTimeout(estimateTimer); measure(); });
   $('try-embed').addEventListener('click', embedSentences);
   $('try-generate').addEventListener('click', generateBoth);

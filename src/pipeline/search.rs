@@ -285,10 +285,7 @@ impl<S: Source + ?Sized> Search<'_, S> {
     ) -> Result<Vec<(usize, Vec<f32>)>> {
         let mut old = Vec::new();
         for &k in changed {
-            let (t, c) = (
-                self.ladders[k].tensor,
-                self.ladders[k].candidates[levels[k]],
-            );
+            let (t, c) = self.option(k, levels);
             let v = self.reconstruction(t, c).await?;
             let m = self.ladders[k].matrix;
             let previous = std::mem::replace(&mut matrices(model)[m].weight, v);
@@ -302,23 +299,23 @@ impl<S: Source + ?Sized> Search<'_, S> {
         for (k, previous) in old {
             let m = self.ladders[k].matrix;
             let tried = std::mem::replace(&mut matrices(model)[m].weight, previous);
-            let key = (
-                self.ladders[k].tensor,
-                self.ladders[k].candidates[levels[k]],
-            );
-            self.cache.put(key, tried);
+            self.cache.put(self.option(k, levels), tried);
         }
     }
 
     /// Keeps the values [`Search::apply`] replaced, those of the options `levels` names.
     fn restore_into_cache(&mut self, levels: &[usize], old: Vec<(usize, Vec<f32>)>) {
         for (k, previous) in old {
-            let key = (
-                self.ladders[k].tensor,
-                self.ladders[k].candidates[levels[k]],
-            );
-            self.cache.put(key, previous);
+            self.cache.put(self.option(k, levels), previous);
         }
+    }
+
+    /// The (tensor, candidate) ladder `k` is at in `levels`.
+    fn option(&self, k: usize, levels: &[usize]) -> (usize, usize) {
+        (
+            self.ladders[k].tensor,
+            self.ladders[k].candidates[levels[k]],
+        )
     }
 
     fn total(&self, levels: &[usize]) -> u64 {

@@ -408,6 +408,34 @@ mod search {
     }
 
     #[test]
+    fn the_cli_searches_and_reports_the_curve() {
+        let out = tempfile::tempdir().unwrap();
+        let model = fixture("tiny-llama");
+        let run = |extra: &[&str]| {
+            let mut args = vec!["compress", model.to_str().unwrap(), "-o", "m.lowbit"];
+            args.extend(["--bpw", "5", "--backend", "cpu", "--report", "r"]);
+            args.extend(extra);
+            crate::common::lowbit(&args, out.path())
+        };
+        let o = run(&["--search", "2", "--search-tokens", "64"]);
+        assert!(o.status.success(), "{}", crate::common::stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("r/report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["search"]["generations"], 2);
+        assert_eq!(report["search"]["units"], 64);
+        assert_eq!(report["search"]["curve"].as_array().unwrap().len(), 3);
+        let html = std::fs::read_to_string(out.path().join("r/report.html")).unwrap();
+        assert!(html.contains("Search: mean KL divergence"));
+        // Too little text to judge on is refused before anything is written.
+        std::fs::remove_file(out.path().join("m.lowbit")).unwrap();
+        let o = run(&["--search", "2", "--search-tokens", "1"]);
+        assert!(!o.status.success());
+        assert!(crate::common::stderr(&o).contains("--search-tokens"));
+        assert!(!out.path().join("m.lowbit").exists());
+    }
+
+    #[test]
     fn the_search_needs_the_model_files() {
         let mut opts = CompressOptions::new(Target::BitsPerWeight(5.0));
         opts.backend = lowbit::BackendChoice::Cpu;

@@ -750,6 +750,27 @@ await test('a FASTA file is compressed losslessly and restored byte for byte', a
   assert.deepEqual(records, ['one', 'two']);
 });
 
+await test('first visit: a real genome one click away, served by the page itself, coded losslessly', async () => {
+  const requestsBefore = requests.length;
+  await page.click('#try-genome');
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  assert.match(await page.textContent('#summary'), /^lambda\.fa: fasta file, /);
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  const lowbitFile = await downloadOf('#downloads a[download$=".lowbit"]', 'lambda.lowbit');
+  const restored = path.join(OUT, 'lambda.cli-restored.fa');
+  cli('decompress', lowbitFile, '-o', restored);
+  assert.ok(fs.readFileSync(restored).equals(fs.readFileSync(new URL('../../www/examples/lambda.fa', import.meta.url))));
+  const shown = await shownFigures();
+  assert.equal(shown['records, residues'], '1, 48,502');
+  // Below 2 bits per base (a real genome, not uniform letters).
+  assert.ok(Number(shown['bits per base (the bases\' stream)']) < 2, JSON.stringify(shown));
+  assert.ok(requests.slice(requestsBefore).some((r) => r.url === `${origin}/examples/lambda.fa`));
+  assertNoRequestOffOrigin(requestsBefore);
+});
+
 await test('a text file says what applies to it (no "0 records")', async () => {
   const text = path.join(OUT, 'notes.txt');
   fs.writeFileSync(text, 'hello world, this is a text file\nwith two lines\n');
@@ -925,6 +946,15 @@ await test('first visit: the built-in example in one click, what the figures mea
     const m = (await page.textContent('#estimate')).match(/([\d.]+) bits per weight/);
     assert.ok(m && Number(m[1]) <= bpw + 1e-9, `${label}: ${await page.textContent('#estimate')}`);
   }
+  // "Smallest that keeps X": the error bound, as `lowbit plan --max-error`.
+  await page.click('#presets button:has-text("under 1%")');
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  assert.ok(await page.isChecked('input[name=target][value=error]') && await page.isHidden('#bpw-row'));
+  assert.equal(await page.inputValue('#max-error'), '0.01');
+  const planned = JSON.parse(cli('plan', path.join(demoDir, 'demo.safetensors'), '--max-error', '0.01', '--json'));
+  const shown = Number((await page.textContent('#estimate')).match(/([\d.]+) bits per weight/)[1]);
+  assert.ok(Math.abs(shown - planned.output.bits_per_weight) < 1e-3, `${shown} vs ${planned.output.bits_per_weight}`);
   await page.click('#presets button:has-text("Q4_K_M")');
   await waitPhase(['estimated', 'error']);
   // Memory figures: the file's size, memory to load it, download time at a chosen speed.
