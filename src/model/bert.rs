@@ -143,6 +143,28 @@ impl Bert {
         Ok(out.chunks_exact(dim).map(<[f32]>::to_vec).collect())
     }
 
+    /// Up to `n` of `text`'s sentences (its lines of 20 to 200 characters, as
+    /// [`super::eval::sentences_of`] takes them) that fit the model: longer ones are left out, not
+    /// cut (a cut sentence is not one the model would be given). An error when none fits.
+    pub fn sentences_that_fit(&self, text: &str, n: usize) -> Result<Vec<String>> {
+        let mut sentences = Vec::new();
+        for sentence in super::eval::sentences_of(text, usize::MAX) {
+            if sentences.len() == n {
+                break;
+            }
+            if self.tokenizer.encode(&sentence)?.len() <= self.config.max_positions {
+                sentences.push(sentence);
+            }
+        }
+        if sentences.is_empty() {
+            return Err(Error::invalid(format!(
+                "the text has no line of 20 to 200 characters of at most {} tokens to embed",
+                self.config.max_positions
+            )));
+        }
+        Ok(sentences)
+    }
+
     /// The last layer's state of every token (`n x hidden`).
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Vec<f32>> {
         self.hidden_states_observed(ids, None)

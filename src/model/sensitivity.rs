@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::bert::Bert;
-use super::eval::{cosine, kl_divergence, sentences_of};
+use super::eval::{cosine, kl_divergence};
 use super::llama::Llama;
 use super::ops::{self, Linear};
 use super::Model;
@@ -272,23 +272,7 @@ fn measure_encoder(
     text: &str,
     o: &SensitivityOptions,
 ) -> Result<(usize, BTreeMap<String, f64>)> {
-    // Sentences longer than the model takes are left out (not cut: a cut sentence is not one
-    // the model would be given).
-    let mut sentences = Vec::new();
-    for sentence in sentences_of(text, usize::MAX) {
-        if sentences.len() == o.sentences {
-            break;
-        }
-        if m.tokenizer.encode(&sentence)?.len() <= m.config.max_positions {
-            sentences.push(sentence);
-        }
-    }
-    if sentences.is_empty() {
-        return Err(Error::invalid(format!(
-            "the text has no line of 20 to 200 characters of at most {} tokens to embed",
-            m.config.max_positions
-        )));
-    }
+    let sentences = m.sentences_that_fit(text, o.sentences)?;
     let reference = m.embed_sentences(&sentences)?;
     let mut out = BTreeMap::new();
     for i in 0..m.matrices_mut().len() {

@@ -36,7 +36,7 @@ use crate::codec::{CodecParams, Shape2};
 use crate::container;
 use crate::dtype;
 use crate::error::{Error, Result};
-use crate::model::eval::{cosine, kl_divergence, sentences_of};
+use crate::model::eval::{cosine, kl_divergence};
 use crate::model::ops::{self, Linear};
 use crate::model::sensitivity::OutputChange;
 use crate::model::weights::WeightSource;
@@ -437,21 +437,7 @@ impl Judge {
                 Ok(Judge::Decoder { windows, starts })
             }
             Model::Encoder(m) => {
-                let mut sentences = Vec::new();
-                for s in sentences_of(&options.text, usize::MAX) {
-                    if sentences.len() == options.sentences {
-                        break;
-                    }
-                    if m.tokenizer.encode(&s)?.len() <= m.config.max_positions {
-                        sentences.push(s);
-                    }
-                }
-                if sentences.is_empty() {
-                    return Err(Error::invalid(format!(
-                        "the calibration text has no line of 20 to 200 characters of at most {} tokens to embed",
-                        m.config.max_positions
-                    )));
-                }
+                let sentences = m.sentences_that_fit(&options.text, options.sentences)?;
                 let reference = m.embed_sentences(&sentences)?;
                 Ok(Judge::Encoder {
                     sentences,
