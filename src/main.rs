@@ -206,8 +206,9 @@ impl Settings {
             allocator: self.allocator.clone(),
             seed: self.seed,
             backend: self.backend.parse()?,
-            // `compress` measures it itself (CalibrateArgs) and passes it in.
+            // `compress` measures it itself (CalibrateArgs, `--calibrate FILE`) and passes it in.
             sensitivity: true,
+            calibration_text: String::new(),
         })
     }
 

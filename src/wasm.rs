@@ -219,6 +219,13 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The built-in paragraph the sensitivity is measured on when the calibration box is empty (the
+/// CLI's default text): the page shows it.
+#[wasm_bindgen]
+pub fn builtin_text() -> String {
+    BUILTIN_TEXT.to_string()
+}
+
 /// The built-in example checkpoint (`lowbit demo`'s, `demo::demo_checkpoint`): safetensors bytes
 /// the page opens as `demo.safetensors`.
 #[wasm_bindgen]
@@ -242,9 +249,14 @@ fn options_for(page: &Settings, backend: BackendChoice) -> Result<CompressOption
     SESSION.with(|s| {
         if let Some(s) = s.borrow().as_ref() {
             opts.model_files = s.model_files.clone();
-            // Measured by `analysed_for` before the analysis that uses it.
+            // Measured by `analysed_for` before the analysis that uses it, on this page's text.
             if page.sensitivity {
-                opts.sensitivity = s.sensitivity.clone().flatten();
+                let key = page.calibration_key();
+                opts.sensitivity = s
+                    .sensitivity
+                    .as_ref()
+                    .filter(|(k, _)| *k == key)
+                    .and_then(|(_, m)| m.clone());
             }
         }
     });
@@ -282,9 +294,10 @@ struct Session {
     analysed: Option<(String, Rc<Analysed>)>,
     /// The model files dropped with the file (and, for a `.lowbit`, those it stores).
     model_files: ModelFiles,
-    /// The model's measured sensitivity, once measured (`Some(None)`: the file is no model
-    /// lowbit runs).
-    sensitivity: Option<Option<Sensitivity>>,
+    /// The model's sensitivity, once measured, with the calibration text's key
+    /// (`Settings::calibration_key`) it was measured on (`None` beside it: the file is no model
+    /// lowbit runs). Only the last text's: a new text measures again.
+    sensitivity: Option<(String, Option<Sensitivity>)>,
 }
 
 impl Session {
@@ -526,7 +539,7 @@ async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<A
     }
     let (backend, choice, reason) = engine();
     if page.sensitivity {
-        measure_sensitivity(progress)?;
+        measure_sensitivity(page, progress)?;
     }
     let opts = options_for(page, choice)?;
     let a = Rc::new(
@@ -539,42 +552,58 @@ async fn analysed_for(page: &Settings, progress: &mut JsProgress) -> Result<Rc<A
     Ok(a)
 }
 
-/// The open checkpoint's sensitivity (measured once per file, as the CLI does by default: on
-/// the built-in text), or `None` when the files dropped with it are not a model lowbit runs.
-fn measure_sensitivity(progress: &mut JsProgress) -> Result<Option<Sensitivity>> {
+/// What the report calls the page's calibration text (the CLI: its file's name). Only the report
+/// holds it: the `.lowbit` does not, so the page's file equals `--calibrate FILE`'s.
+const CALIBRATION_SOURCE: &str = "calibration text";
+
+/// The open checkpoint's sensitivity on the page's calibration text (measured as the CLI does: on
+/// the built-in text by default, on `--calibrate`'s; kept for the last text, so a new budget does
+/// not run the model again), or `None` when the files dropped with it are not a model lowbit runs.
+fn measure_sensitivity(page: &Settings, progress: &mut JsProgress) -> Result<Option<Sensitivity>> {
+    let key = page.calibration_key();
+    let calibration = page.calibration()?;
     let (file, name, files, known) = session(|s| {
         Ok((
             s.file.clone(),
             s.name.clone(),
             s.model_files.clone(),
-            s.sensitivity.clone(),
+            s.sensitivity.clone().filter(|(k, _)| *k == key),
         ))
     })?;
-    if let Some(known) = known {
+    if let Some((_, known)) = known {
         return Ok(known);
     }
     let measured = match files.get("config.json") {
+        // As the CLI's `--calibrate`: a text given for no model is refused, not ignored.
+        None if calibration.is_some() => {
+            return Err(Error::option(
+                "calibration text: it needs the model's config.json and tokenizer dropped with the checkpoint",
+            ))
+        }
         None => None,
         Some(_) => {
             progress.stage("running the model to measure each weight's sensitivity", 1);
             let bytes = file.whole().map_err(|e| e.in_file(&name))?;
             let options = crate::model::sensitivity::SensitivityOptions::default();
-            // A model the runtime does not know is judged by weight error, as in the CLI.
-            let s = crate::api::measure_sensitivity(
-                &bytes,
-                &name,
-                &files,
-                BUILTIN_TEXT,
-                "built-in text",
-                &options,
-            )
-            .ok();
+            let (text, source) = match calibration {
+                Some(text) => (text, CALIBRATION_SOURCE),
+                None => (BUILTIN_TEXT, "built-in text"),
+            };
+            let s =
+                crate::api::measure_sensitivity(&bytes, &name, &files, text, source, &options);
             progress.advance(1, &name);
-            s
+            match (s, calibration) {
+                (Ok(s), _) => Some(s),
+                // A model the runtime does not know is judged by weight error, as in the CLI...
+                (Err(_), None) => None,
+                // ...unless a text was given: then, as `--calibrate`, the run stops (a text that
+                // gives no token or sentence says so).
+                (Err(e), Some(_)) => return Err(e),
+            }
         }
     };
     session(|s| {
-        s.sensitivity = Some(measured.clone());
+        s.sensitivity = Some((key, measured.clone()));
         Ok(())
     })?;
     Ok(measured)

@@ -81,7 +81,14 @@ function options() {
     overrides: $('overrides').value.split('\n').map((l) => l.trim()).filter(Boolean),
     allocator: $('allocator').value,
     seed: Number($('seed').value || 0),
+    calibration_text: calibrationText(),
   };
+}
+
+/// The calibration box's text ('' = the built-in paragraph), sent only while the box is shown:
+/// text typed for a model before is not this file's.
+function calibrationText() {
+  return $('calibration-row').hidden ? '' : $('calibration-text').value;
 }
 
 // --- settings in the URL (`#bpw=3&method=auto&...`) and as a CLI command ------------------------
@@ -150,6 +157,8 @@ function cliCommand() {
     words.push('--method', o.method);
     for (const rule of o.overrides) words.push('--keep', rule);
     words.push('--allocator', o.allocator, '--seed', $('seed').value || '0');
+    // The CLI reads the text from a file: the box's text saved under this name.
+    if (o.calibration_text) words.push('--calibrate', 'calibration.txt');
   }
   words.push('--backend', $('backend-choice').value);
   return words.map(shellWord).join(' ');
@@ -173,7 +182,7 @@ async function copyCli() {
 
 /// What the measurement depends on (the target does not: moving the slider re-allocates at once).
 function measureKey(o) {
-  return JSON.stringify([o.method, o.overrides, o.seed, state.backend && state.backend.used]);
+  return JSON.stringify([o.method, o.overrides, o.seed, state.backend && state.backend.used, o.calibration_text]);
 }
 
 // --- formatting -------------------------------------------------------------------------------
@@ -215,6 +224,7 @@ function clearError() {
   $('error').hidden = true;
   $('error').textContent = '';
   clearOverrideError();
+  clearCalibrationError();
 }
 
 /// The CLI's flag names in the core's messages, as the form calls them.
@@ -236,13 +246,17 @@ function pageMessage(message, name) {
   return name && !option ? `${name}: ${m}` : m.charAt(0).toUpperCase() + m.slice(1);
 }
 
-/// An error of a run on the open file: an override's next to the overrides field, others above.
+/// An error of a run on the open file: an override's next to the overrides field, the
+/// calibration text's (too long, or no token or sentence in it) next to its box, others above.
 function showRunError(e, name) {
   if (e.message === 'cancelled') return;
-  if (/^invalid option: override '/.test(e.message)) {
-    $('overrides-error').textContent = pageMessage(e.message);
-    $('overrides-error').hidden = false;
-    $('overrides').setAttribute('aria-invalid', 'true');
+  const field = /^invalid option: override '/.test(e.message) ? 'overrides'
+    : /^(invalid option: )?calibration text: /.test(e.message) ? 'calibration-text' : null;
+  if (field) {
+    const at = field === 'overrides' ? 'overrides-error' : 'calibration-error';
+    $(at).textContent = pageMessage(e.message);
+    $(at).hidden = false;
+    $(field).setAttribute('aria-invalid', 'true');
     setPhase('error');
     return;
   }
@@ -252,6 +266,11 @@ function clearOverrideError() {
   $('overrides-error').hidden = true;
   $('overrides-error').textContent = '';
   $('overrides').removeAttribute('aria-invalid');
+}
+function clearCalibrationError() {
+  $('calibration-error').hidden = true;
+  $('calibration-error').textContent = '';
+  $('calibration-text').removeAttribute('aria-invalid');
 }
 
 // --- progress ---------------------------------------------------------------------------------
@@ -562,6 +581,9 @@ async function openFile(file, dropped = {}) {
   $('settings').hidden = false;
   const vectorish = opened.kind === 'checkpoint';
   for (const id of ['bpw', 'bpw-slider', 'max-error', 'method', 'allocator', 'seed', 'overrides']) $(id).disabled = !vectorish;
+  // The model is run over the calibration text only when lowbit runs it (its config.json and
+  // tokenizer dropped with it): otherwise there is no text to give.
+  $('calibration-row').hidden = !(vectorish && runnable);
   if (vectorish) {
     await measure();
   } else {
@@ -1255,6 +1277,16 @@ async function openExample(which) {
   await openFile(new File([bytes], 'demo.safetensors', { type: 'application/octet-stream' }));
 }
 
+/// A .txt file chosen for the calibration box: its text goes into the box (decoded as UTF-8, as
+/// the CLI reads `--calibrate`'s file) and is measured as if typed.
+async function loadCalibrationFile(e) {
+  const file = e.target.files[0];
+  e.target.value = ''; // the same file chosen again loads again
+  if (!file) return;
+  $('calibration-text').value = await file.text();
+  settingsChanged();
+}
+
 /// A preset: a bits-per-weight budget (the size of a common llama.cpp format), or an error bound
 /// (the smallest file whose every tensor keeps its relative error under it).
 function usePreset({ bpw, maxError }) {
@@ -1317,6 +1349,9 @@ function wire() {
   }
   for (const id of ['method', 'allocator', 'seed']) $(id).addEventListener('change', settingsChanged);
   $('overrides').addEventListener('change', settingsChanged);
+  // On 'change' (the box left), not on every key: each new text runs the model again.
+  $('calibration-text').addEventListener('change', settingsChanged);
+  $('calibration-file').addEventListener('change', loadCalibrationFile);
   $('compress').addEventListener('click', compress);
   $('copy-cli').addEventListener('click', copyCli);
   $('cancel').addEventListener('click', cancel);
@@ -1355,6 +1390,7 @@ async function main() {
     await fillMethods();
     state.modelFileNames = await call('modelFileNames');
     $('try-sentences').value = (await call('exampleSentences')).join('\n');
+    $('builtin-text').textContent = await call('builtinText');
     $('version').textContent = await call('version');
     applyHash(); // after the method list is filled: a shared link's settings
     await applyBackend($('backend-choice').value);

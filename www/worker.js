@@ -10,6 +10,7 @@ const commands = {
   methods: () => lowbit.methods(),
   version: () => lowbit.version(),
   demoCheckpoint: () => lowbit.demo_checkpoint(),
+  builtinText: () => lowbit.builtin_text(),
   modelFileNames: () => lowbit.model_file_names(),
   open: ({ file, modelFiles }) => lowbit.open(file, modelFiles || undefined),
   backend: ({ choice }) => lowbit.set_backend(choice),

@@ -196,6 +196,10 @@ pub struct Settings {
     /// with the config and tokenizer of a model lowbit runs (`model::sensitivity`; the CLI's
     /// `--no-sensitivity` turns it off).
     pub sensitivity: bool,
+    /// The text the sensitivity is measured on, as the CLI's `--calibrate FILE` holds it; empty:
+    /// the built-in paragraph (the CLI's default). The page's calibration box sends it; the CLI
+    /// reads its file itself and leaves this empty.
+    pub calibration_text: String,
 }
 
 impl Default for Settings {
@@ -209,9 +213,16 @@ impl Default for Settings {
             seed: 0,
             backend: BackendChoice::Auto,
             sensitivity: true,
+            calibration_text: String::new(),
         }
     }
 }
+
+/// The longest calibration text the page takes: the measurement reads only the text's first
+/// tokens (a decoder: 128 by default) or sentences (an encoder: 32), so a megabyte is far more
+/// than it uses; more is most likely the wrong file loaded into the box, copied to the worker and
+/// tokenized for nothing.
+pub const MAX_CALIBRATION_BYTES: usize = 1 << 20;
 
 /// The method name that lets the allocator choose per tensor.
 pub const AUTO: &str = "auto";
@@ -264,7 +275,42 @@ impl Settings {
             ))
         })?;
         opts.validate()?;
+        self.calibration()?;
         Ok(opts)
+    }
+
+    /// The calibration text, `None` for the built-in one (an empty text), or an error when it is
+    /// longer than [`MAX_CALIBRATION_BYTES`].
+    pub fn calibration(&self) -> Result<Option<&str>> {
+        let text = self.calibration_text.as_str();
+        if text.len() > MAX_CALIBRATION_BYTES {
+            return Err(Error::option(format!(
+                "calibration text: {} bytes, more than the page takes ({} MiB): the measurement \
+                 reads only the text's beginning (the CLI's --calibrate takes a file of any length)",
+                text.len(),
+                MAX_CALIBRATION_BYTES >> 20
+            )));
+        }
+        Ok((!text.is_empty()).then_some(text))
+    }
+
+    /// What identifies the calibration text in [`Settings::analysis_key`]: `builtin`, or the
+    /// text's length and two checksums (a whole megabyte of text is not kept in every key).
+    pub fn calibration_key(&self) -> String {
+        let text = self.calibration_text.as_bytes();
+        if text.is_empty() {
+            return "builtin".into();
+        }
+        // FNV-1a beside the CRC-32: two unrelated 32- and 64-bit hashes, so that two texts
+        // a person pastes in turn never share a key.
+        let fnv = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!(
+            "{}:{:08x}:{fnv:016x}",
+            text.len(),
+            crate::checksum::crc32(text)
+        )
     }
 
     /// Sequences are always lossless: a bit budget, a codec choice or an override cannot apply to
@@ -290,9 +336,14 @@ impl Settings {
 
     /// What measured options depend on: everything but the target (the page re-allocates from one
     /// measurement for every position of its slider).
+    /// The calibration text counts only where the sensitivity is measured.
     pub fn analysis_key(&self) -> String {
+        let calibration = match self.sensitivity {
+            true => self.calibration_key(),
+            false => String::new(),
+        };
         format!(
-            "{}|{:?}|{}|{:?}|{}",
+            "{}|{:?}|{}|{:?}|{}|{calibration}",
             self.method, self.overrides, self.seed, self.backend, self.sensitivity
         )
     }
@@ -317,6 +368,49 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(!glob_match("a*b", "acbd"));
         assert!(glob_match("a*b*c", "aXbYbZc"));
+    }
+
+    #[test]
+    fn the_calibration_text_is_in_the_analysis_key_and_the_budget_is_not() {
+        let builtin = Settings::default();
+        let text = Settings {
+            calibration_text: "A text of one's own.\n".into(),
+            ..Settings::default()
+        };
+        let other = Settings {
+            calibration_text: "A text of one's own!\n".into(),
+            ..Settings::default()
+        };
+        let budget = Settings {
+            bpw: Some(2.5),
+            ..text.clone()
+        };
+        assert_ne!(builtin.analysis_key(), text.analysis_key());
+        assert_ne!(text.analysis_key(), other.analysis_key());
+        assert_eq!(text.analysis_key(), budget.analysis_key());
+        assert_eq!(builtin.calibration().unwrap(), None);
+        assert_eq!(text.calibration().unwrap(), Some("A text of one's own.\n"));
+        // Without the sensitivity the text is not read, so it does not count.
+        let off = |s: &Settings| Settings {
+            sensitivity: false,
+            ..s.clone()
+        };
+        assert_eq!(off(&builtin).analysis_key(), off(&text).analysis_key());
+    }
+
+    #[test]
+    fn a_calibration_text_over_the_limit_is_refused() {
+        let mut s = Settings {
+            calibration_text: "x".repeat(MAX_CALIBRATION_BYTES),
+            ..Settings::default()
+        };
+        assert!(s.options().is_ok());
+        s.calibration_text.push('x');
+        let e = s.options().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid option: calibration text: 1048577 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1281,6 +1281,153 @@ await test('Try it: a dropped .lowbit alone runs by itself; phone width fits', a
   await page.setViewportSize({ width: 1200, height: 900 });
 });
 
+// --- the calibration box: the text the model runs over to measure its sensitivity --------------
+
+/// Records every phase the page goes through from now on (`phasesSeen` reads them).
+const recordPhases = () => page.evaluate(() => {
+  window.phasesSeen = [];
+  new MutationObserver(() => window.phasesSeen.push(document.body.dataset.phase))
+    .observe(document.body, { attributes: true, attributeFilter: ['data-phase'] });
+});
+const phasesSeen = () => page.evaluate(() => window.phasesSeen);
+
+/// Sets the calibration box as a person does (typed, then the box left) and waits for the run.
+async function setCalibration(text, want = ['estimated', 'error', 'stale']) {
+  await page.fill('#calibration-text', text);
+  await page.dispatchEvent('#calibration-text', 'change');
+  await page.waitForTimeout(300); // the settings' 150 ms debounce, then the measurement starts
+  await waitPhase(want);
+}
+
+/// Drops a fixture model's folder (CPU kernels, `bpw`) and waits for its first measurement.
+async function dropFixture(model, bpw) {
+  await chooseBackend('cpu');
+  // The budget set before the drop (the form may be hidden: no file open yet), so that the first
+  // estimate is this budget's; and the phase reset, so that the wait sees this file's measurement.
+  await page.evaluate((b) => {
+    for (const id of ['bpw', 'bpw-slider']) document.getElementById(id).value = String(b);
+    document.querySelector('input[name=target][value=bpw]').click();
+    document.body.dataset.phase = 'test-dropping';
+  }, bpw);
+  const dir = path.join(FIXTURES, model);
+  await dropFiles(fs.readdirSync(dir).map((f) => path.join(dir, f)));
+  await waitPhase(['estimated', 'error']);
+  assert.equal(await phase(), 'estimated', await page.textContent('#error'));
+  return dir;
+}
+
+/// Compresses with the page's settings, downloads the .lowbit as `name`; returns it and the report.
+async function compressPage(name) {
+  await page.click('#compress');
+  await waitPhase(['done', 'error']);
+  assert.equal(await phase(), 'done', await page.textContent('#error'));
+  const report = JSON.parse(await page.evaluate(() => window.lowbit.lastReport()));
+  return { file: await downloadOf('#downloads a[download$=".lowbit"]', name), report };
+}
+
+const CALIBRATION = 'Tomorrow the river will be cold and the boats will stay in the harbour.\n'
+  + 'She counted the lanterns twice before the market closed for the night.\n';
+
+await test('calibration text (tiny-llama): the page\'s file = `lowbit compress --calibrate` on the same text, the empty box\'s = the CLI\'s default, and the two differ', async () => {
+  const dir = await dropFixture('tiny-llama', 4);
+  const model = path.join(dir, 'model.safetensors');
+  assert.ok(await page.isVisible('#calibration-row'), 'no calibration box for a model lowbit runs');
+  assert.equal(await page.inputValue('#calibration-text'), '');
+  assert.match(await page.getAttribute('#calibration-text', 'placeholder'), /built-in/);
+  // The built-in paragraph, shown on request, is the CLI's default text.
+  await page.click('#builtin-text-box summary');
+  assert.match(await page.textContent('#builtin-text'), /\w+ \w+ \w+/);
+  try {
+    const builtin = await compressPage('tiny-llama.builtin.lowbit');
+    const cliBuiltin = path.join(OUT, 'tiny-llama.builtin.cli.lowbit');
+    cli('compress', model, '-o', cliBuiltin, '--bpw', '4', '--backend', 'cpu', '--quiet');
+    assert.ok(fs.readFileSync(builtin.file).equals(fs.readFileSync(cliBuiltin)), 'empty box: the page\'s file differs from the CLI\'s default');
+    assert.equal(builtin.report.sensitivity.source, 'built-in text');
+
+    // A new text measures again; a new budget after it does not.
+    await recordPhases();
+    await setCalibration(CALIBRATION);
+    assert.equal(await phase(), 'estimated', await page.textContent('#calibration-error'));
+    assert.ok((await phasesSeen()).includes('measuring'), 'a new calibration text did not measure again');
+    await recordPhases();
+    await setBpw(4.5);
+    await setBpw(4);
+    assert.ok(!(await phasesSeen()).includes('measuring'), 'a new budget measured the sensitivity again');
+
+    const pasted = await compressPage('tiny-llama.pasted.lowbit');
+    const textFile = path.join(OUT, 'calibration.txt');
+    fs.writeFileSync(textFile, CALIBRATION);
+    const cliPasted = path.join(OUT, 'tiny-llama.calibrated.cli.lowbit');
+    cli('compress', model, '-o', cliPasted, '--bpw', '4', '--backend', 'cpu', '--quiet', '--calibrate', textFile);
+    const pageBytes = fs.readFileSync(pasted.file);
+    assert.ok(pageBytes.equals(fs.readFileSync(cliPasted)), 'the page\'s file differs from `lowbit compress --calibrate` on the same text');
+    assert.ok(!pageBytes.equals(fs.readFileSync(builtin.file)), 'the pasted text gave the built-in text\'s file');
+    // The text's label is the report's alone: the .lowbit holds neither it nor the CLI's file name.
+    assert.equal(pasted.report.sensitivity.source, 'calibration text');
+    assert.equal(pageBytes.indexOf('calibration text'), -1);
+    const same = pasted.report.tensors.filter((t, i) => t.sensitivity === builtin.report.tensors[i].sensitivity).length;
+    assert.ok(same < pasted.report.tensors.length, 'the pasted text gave the built-in text\'s sensitivities');
+    console.log(`      ${pageBytes.length} bytes = --calibrate's; ${pasted.report.sensitivity.units} tokens of it; ${same} of ${pasted.report.tensors.length} tensors' sensitivities as with the built-in text`);
+
+    // The same text loaded from a .txt file: the box holds it, and the run is the same.
+    await setCalibration('');
+    await page.evaluate(() => { document.body.dataset.phase = 'test-loading'; });
+    await page.setInputFiles('#calibration-file', textFile);
+    await page.waitForTimeout(300);
+    await waitPhase(['estimated', 'error', 'stale']);
+    assert.equal(await page.inputValue('#calibration-text'), CALIBRATION);
+    const loaded = await compressPage('tiny-llama.loaded.lowbit');
+    assert.ok(fs.readFileSync(loaded.file).equals(pageBytes), 'the text loaded from a file gave another file');
+    await page.click('#copy-cli');
+    assert.match(await page.inputValue('#cli-command'), / --calibrate calibration\.txt /);
+    await page.locator('#settings').screenshot({ path: path.join(OUT, '09-calibration-text.png') });
+  } finally {
+    await setCalibration('');
+  }
+});
+
+await test('calibration text: too long, or too short for an encoder\'s sentence, is said under the box (as the CLI says it)', async () => {
+  await dropFixture('tiny-bert', 8);
+  try {
+    await setCalibration('x'.repeat(2 ** 20 + 1));
+    assert.equal(await phase(), 'error');
+    assert.match(await page.textContent('#calibration-error'), /^Calibration text: 1048577 bytes, more than the page takes \(1 MiB\)/);
+    assert.equal(await page.getAttribute('#calibration-text', 'aria-invalid'), 'true');
+    assert.ok(await page.isHidden('#error'));
+
+    const short = 'Hi.';
+    await setCalibration(short);
+    assert.equal(await phase(), 'error');
+    const shown = await page.textContent('#calibration-error');
+    const textFile = path.join(OUT, 'short.txt');
+    fs.writeFileSync(textFile, short);
+    let cliMessage = '';
+    try {
+      cli('compress', path.join(FIXTURES, 'tiny-bert', 'model.safetensors'), '-o', path.join(OUT, 'short.lowbit'), '--bpw', '8', '--quiet', '--calibrate', textFile);
+    } catch (e) {
+      cliMessage = String(e.stderr);
+    }
+    // The CLI: "--calibrate: the model could not be run: short.txt: the text has no line ...".
+    const reason = cliMessage.split('short.txt: ')[1].trim();
+    assert.match(reason, /no line of 20 to 200 characters/);
+    assert.equal(shown, `Calibration text: ${reason}`);
+
+    await setCalibration('');
+    assert.equal(await phase(), 'estimated', await page.textContent('#calibration-error'));
+    assert.ok(await page.isHidden('#calibration-error'));
+    assert.equal(await page.getAttribute('#calibration-text', 'aria-invalid'), null);
+  } finally {
+    await setCalibration('');
+  }
+});
+
+await test('calibration text: no box for a checkpoint without a model lowbit runs', async () => {
+  await chooseBackend('cpu');
+  await drop(small);
+  await waitPhase(['estimated', 'error']);
+  assert.ok(await page.isHidden('#calibration-row'));
+});
+
 if (args.big) {
   await test('a checkpoint larger than 4 GiB goes through (File.slice, tensor by tensor)', async () => {
     // 16 byte buffers of 256 MiB (4 GiB of zeros in a sparse file: nothing on disk), then a 256 x
