@@ -7,7 +7,9 @@
 //! cargo run --release --example calibration_lab -- DIR CALIB_TEXT JUDGE_TEXT OUT_DIR BPW[,BPW..] [VARIANTS]
 //!
 //! VARIANTS (comma-separated): plain | sens | calib | rel:W | sum:W | search:N (the sensitivity-
-//! weighed choice, then N generations of `pipeline::search` on the calibration text)
+//! weighed choice, then N generations of `pipeline::search` on the calibration text) | cols (the
+//! sensitivity times each option's equivalent MSE, the scalar options on per-column steps).
+//! LAB_NO_STATS=1 drops the activation statistics (the analysis without them).
 //! (default: plain,sens)
 use std::time::Instant;
 
@@ -61,7 +63,7 @@ fn main() -> lowbit::Result<()> {
     // The activation statistics only matter to the variants that use them.
     let options = match variants
         .iter()
-        .any(|v| v == "calib" || v.contains("rel:") || v.contains("sum:"))
+        .any(|v| v == "calib" || v == "cols" || v.contains("rel:") || v.contains("sum:"))
     {
         true => CalibrationOptions::default(),
         false => CalibrationOptions {
@@ -70,7 +72,10 @@ fn main() -> lowbit::Result<()> {
             ..CalibrationOptions::default()
         },
     };
-    let stats = collect(&original, &calib, &options, &args[1])?;
+    let mut stats = collect(&original, &calib, &options, &args[1])?;
+    if std::env::var("LAB_NO_STATS").is_ok() {
+        stats.tensors.clear();
+    }
     eprintln!(
         "calibration: {} tokens, {} weights, {:.1} s",
         stats.tokens,
@@ -111,6 +116,12 @@ fn main() -> lowbit::Result<()> {
             for (t, an) in a.checkpoint.tensors.iter().zip(a.analyses.iter_mut()) {
                 let is_head = Some(t.name.as_str()) == head;
                 for c in an.candidates.iter_mut() {
+                    if kind == "cols" {
+                        // The per-column grid's options (analysed with the statistics), each
+                        // judged by its sensitivity times its equivalent MSE.
+                        c.distortion = c.distortion.weighed(sensitivity.for_tensor(&t.name));
+                        continue;
+                    }
                     if kind == "sens" || kind == "search" {
                         c.distortion = Distortion::RelativeMse(c.distortion.relative_mse())
                             .weighed(sensitivity.for_tensor(&t.name));
@@ -119,6 +130,7 @@ fn main() -> lowbit::Result<()> {
                     if let Distortion::OutputError {
                         output_error,
                         relative_mse,
+                        equivalent_mse,
                     } = c.distortion
                     {
                         c.distortion = match (kind, is_head) {
@@ -128,6 +140,7 @@ fn main() -> lowbit::Result<()> {
                             ("sum", true) => Distortion::OutputError {
                                 output_error: w * (output_error + relative_mse),
                                 relative_mse,
+                                equivalent_mse,
                             },
                             _ => c.distortion,
                         };

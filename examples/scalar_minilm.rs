@@ -35,7 +35,7 @@ fn main() {
         tensors.len()
     );
 
-    let mut configs: Vec<Params> = scalar::candidates(Shape2::new(1, 1), 0);
+    let mut configs: Vec<Params> = scalar::candidates(Shape2::new(1, 1), 0, false);
     if all {
         for rotate in [false, true] {
             for fineness in [0, 4, 8, 12, 16, 20, 24] {

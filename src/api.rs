@@ -375,6 +375,27 @@ pub fn calibrate(
     crate::model::calibrate::collect(&model, text, options, source).map_err(|e| e.in_file(source))
 }
 
+/// The input statistics of a llama.cpp importance matrix (`imatrix`, GGUF or legacy `.dat`, as
+/// `llama-imatrix` writes it) for the weights of checkpoint `file`, for [`compress_input`]'s
+/// `activations`: llama.cpp's weight names are mapped onto the checkpoint's
+/// (docs/CALIBRATION.md).
+pub fn read_imatrix(
+    file: &[u8],
+    file_name: &str,
+    imatrix: &[u8],
+    imatrix_name: &str,
+) -> Result<ActivationStats> {
+    let m = crate::io::imatrix::read(imatrix).map_err(|e| e.in_file(imatrix_name))?;
+    let (checkpoint, _) =
+        crate::checkpoint::Checkpoint::load(file, file_name).map_err(|e| e.in_file(file_name))?;
+    let weights: Vec<(String, Vec<usize>)> = checkpoint
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    crate::model::calibrate::from_imatrix(&m, &weights, imatrix_name)
+}
+
 /// Runs the model of checkpoint `file` (with its `model_files`) over `text`, once per weight
 /// matrix with that matrix perturbed, and returns each matrix's sensitivity, for
 /// [`compress_input`]'s `model.sensitivity` (docs/CALIBRATION.md). `source` names the text in

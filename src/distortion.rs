@@ -77,6 +77,11 @@ pub struct OutputWeights<'a> {
     pub norm_sq: f64,
 }
 
+/// The mean input energy `mean_j d_j` of a weight's columns.
+pub fn mean_energy(columns: &[f32]) -> f64 {
+    columns.iter().map(|&d| d as f64).sum::<f64>() / columns.len().max(1) as f64
+}
+
 impl<'a> OutputWeights<'a> {
     /// The weights `columns` of a row-major matrix `values` with `columns.len()` columns.
     pub fn new(values: &[f32], columns: &'a [f32]) -> OutputWeights<'a> {
@@ -112,6 +117,17 @@ impl<'a> OutputWeights<'a> {
             })
             .sum();
         relative_mse(err, self.norm_sq)
+    }
+
+    /// The relative MSE of isotropic noise that changes the output as much as an error of
+    /// relative output error `output_error` does, for a weight of sum of squares `weight_norm_sq`:
+    /// `sum_ij d_j E_ij^2 / (mean_j d_j * ||W||^2)`. Noise of relative MSE `delta` spread evenly
+    /// over the weights gives exactly `delta`, which is how a sensitivity is measured: so a
+    /// sensitivity times this figure predicts the model's change for errors shaped by the codec
+    /// (more where the inputs are weak, less where they are strong).
+    pub fn equivalent_mse(&self, output_error: f64, weight_norm_sq: f64) -> f64 {
+        let isotropic = mean_energy(self.columns) * weight_norm_sq;
+        relative_mse(output_error * self.norm_sq, isotropic)
     }
 }
 
@@ -155,11 +171,21 @@ pub enum Distortion {
     OutputError {
         output_error: f64,
         relative_mse: f64,
+        /// [`OutputWeights::equivalent_mse`]: what a sensitivity multiplies.
+        equivalent_mse: f64,
     },
     /// A weight of a model whose sensitivity was measured (`model::sensitivity`): the predicted
     /// change of the model's output, `sensitivity * relative_mse` (KL divergence for a decoder,
     /// `1 - cosine` of the embeddings for an encoder), and the relative MSE.
-    ModelLoss { sensitivity: f64, relative_mse: f64 },
+    ///
+    /// With input statistics for the weight, the sensitivity multiplies the error's
+    /// `equivalent_mse` ([`OutputWeights::equivalent_mse`]) instead of its relative MSE: an
+    /// error placed where the inputs are weak moves the output less than its MSE says.
+    ModelLoss {
+        sensitivity: f64,
+        relative_mse: f64,
+        equivalent_mse: f64,
+    },
 }
 
 impl Distortion {
@@ -176,15 +202,18 @@ impl Distortion {
     }
 
     /// What the allocator minimises: the relative MSE, the relative output error of a calibrated
-    /// linear weight, or `1 - recall@10` plus `1e-6` times the relative MSE for a vector dataset.
+    /// linear weight, the predicted output change of a model's weight (its sensitivity times the
+    /// relative MSE, or times the equivalent MSE of its output error with statistics), or
+    /// `1 - recall@10` plus `1e-6` times the relative MSE for a vector dataset.
     pub fn value(self) -> f64 {
         match self {
             Distortion::RelativeMse(relative_mse) => relative_mse,
             Distortion::OutputError { output_error, .. } => output_error,
             Distortion::ModelLoss {
                 sensitivity,
-                relative_mse,
-            } => sensitivity * relative_mse,
+                equivalent_mse,
+                ..
+            } => sensitivity * equivalent_mse,
             Distortion::Recall {
                 recall_at_10,
                 relative_mse,
@@ -192,15 +221,24 @@ impl Distortion {
         }
     }
 
-    /// This distortion weighed by a measured sensitivity: a relative MSE becomes the predicted
-    /// output change [`Distortion::ModelLoss`]; the other measures stay as they are (a vector
-    /// dataset's recall is its own judge, and a calibrated output error is not in the unit the
-    /// sensitivity was measured in).
+    /// This distortion weighed by a measured sensitivity: a relative MSE, or a calibrated output
+    /// error through its equivalent MSE, becomes the predicted output change
+    /// [`Distortion::ModelLoss`]; a vector dataset's recall stays as it is (its own judge).
     pub fn weighed(self, sensitivity: f64) -> Distortion {
         match self {
             Distortion::RelativeMse(relative_mse) => Distortion::ModelLoss {
                 sensitivity,
                 relative_mse,
+                equivalent_mse: relative_mse,
+            },
+            Distortion::OutputError {
+                relative_mse,
+                equivalent_mse,
+                ..
+            } => Distortion::ModelLoss {
+                sensitivity,
+                relative_mse,
+                equivalent_mse,
             },
             other => other,
         }
@@ -245,7 +283,26 @@ mod tests {
         let d = Distortion::OutputError {
             output_error: 0.5,
             relative_mse: 0.25,
+            equivalent_mse: 0.125,
         };
         assert_eq!((d.value(), d.relative_mse()), (0.5, 0.25));
+        let weighed = d.weighed(4.0);
+        assert_eq!((weighed.value(), weighed.relative_mse()), (0.5, 0.25));
+    }
+
+    #[test]
+    fn isotropic_noise_has_its_own_relative_mse_as_equivalent() {
+        // Noise of equal size on every weight: the equivalent MSE is the relative MSE, whatever
+        // the input energies; the same noise on the weak column only counts for less.
+        let w = [1.0f32, 2.0, 3.0, 4.0];
+        let out = OutputWeights::new(&w, &[1.0, 9.0]);
+        let noisy = [1.5f32, 2.5, 3.5, 4.5];
+        let rel = relative_mse(squared_error(&w, &noisy, DType::F32), 30.0);
+        let e = out.relative_error(&w, &noisy, DType::F32);
+        assert!((out.equivalent_mse(e, 30.0) - rel).abs() < 1e-12);
+        let weak_only = [1.5f32, 2.0, 3.5, 4.0];
+        let e = out.relative_error(&w, &weak_only, DType::F32);
+        let rel_weak = relative_mse(squared_error(&w, &weak_only, DType::F32), 30.0);
+        assert!((out.equivalent_mse(e, 30.0) - rel_weak / 5.0).abs() < 1e-9);
     }
 }

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lowbit::alloc::Allocator;
 use lowbit::api::{Compressed, Output};
 use lowbit::backend::{block_on, Backend, BackendChoice};
+use lowbit::model::calibrate::{ActivationStats, CalibrationOptions};
 use lowbit::model::device::Encoder;
 use lowbit::model::eval::BUILTIN_TEXT;
 use lowbit::model::eval::{Downstream, EvalOptions};
@@ -577,6 +578,8 @@ fn run(cli: Cli) -> Result<()> {
                 opts.search = calibrate.search(&files)?;
                 opts.model_files = files;
             }
+            let name = display_name(&input);
+            opts.activations = calibrate.activations(&bytes, &name, &opts.model_files)?;
             let mut bar = Bar::new(quiet);
             let report =
                 lowbit::api::plan_report(&bytes[..], &display_name(&input), &opts, &mut bar)?;
@@ -611,6 +614,11 @@ struct CalibrateArgs {
     /// Judge every tensor by its relative weight error alone, without running the model.
     #[arg(long, conflicts_with = "calibrate")]
     no_sensitivity: bool,
+    /// An importance matrix from llama.cpp's `llama-imatrix` (GGUF or legacy .dat): each weight's
+    /// inputs' energies per channel; the scalar grid then steps each input channel by its energy
+    /// and the options are judged by the output error they cause.
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
     /// After the allocation, search N generations for a better choice of options at the same
     /// size, judged by running the compressed model over the text (EvoPress-style; the model's
     /// config and tokenizer must be beside the checkpoint).
@@ -632,6 +640,30 @@ impl CalibrateArgs {
             Some(path) => (read_text(path)?, display_name(path)),
             None => (BUILTIN_TEXT.to_string(), "built-in text".to_string()),
         })
+    }
+
+    /// The input statistics this run compresses with: `--imatrix`'s, or those of the model run
+    /// over `--calibrate`'s text (not over the built-in paragraph: too few tokens to pay, see
+    /// docs/CALIBRATION.md), or none.
+    fn activations(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        files: &ModelFiles,
+    ) -> Result<Option<ActivationStats>> {
+        if let Some(path) = &self.imatrix {
+            let imatrix = open_input(path)?;
+            let stats = lowbit::api::read_imatrix(bytes, name, &imatrix, &display_name(path))?;
+            return Ok(Some(stats));
+        }
+        if self.calibrate.is_none() || files.get("config.json").is_none() {
+            return Ok(None);
+        }
+        let (text, source) = self.text()?;
+        let options = CalibrationOptions::default();
+        let stats = lowbit::api::calibrate(bytes, name, files, &text, &source, &options)
+            .context("--calibrate: the model could not be run")?;
+        Ok(Some(stats))
     }
 
     /// The search this run makes after its allocation, if any.
@@ -772,7 +804,7 @@ fn compress(
                 false => None,
             },
             files: model_files.clone(),
-            activations: None,
+            activations: extras.calibrate.activations(&bytes, &name, &model_files)?,
             sensitivity,
         },
         &mut bar,

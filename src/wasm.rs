@@ -18,6 +18,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendChoice};
 use crate::error::{Error, Result};
+use crate::model::calibrate::ActivationStats;
 use crate::model::config::Architecture;
 use crate::model::eval::{EvalOptions, BUILTIN_TEXT};
 use crate::model::files::MODEL_FILE_NAMES;
@@ -252,11 +253,13 @@ fn options_for(page: &Settings, backend: BackendChoice) -> Result<CompressOption
             // Measured by `analysed_for` before the analysis that uses it, on this page's text.
             if page.sensitivity {
                 let key = page.calibration_key();
-                opts.sensitivity = s
-                    .sensitivity
+                let measured = s.sensitivity.as_ref().filter(|(k, _)| *k == key);
+                opts.sensitivity = measured.and_then(|(_, m)| m.clone());
+                opts.activations = s
+                    .activations
                     .as_ref()
                     .filter(|(k, _)| *k == key)
-                    .and_then(|(_, m)| m.clone());
+                    .and_then(|(_, a)| a.clone());
             }
         }
     });
@@ -298,6 +301,10 @@ struct Session {
     /// (`Settings::calibration_key`) it was measured on (`None` beside it: the file is no model
     /// lowbit runs). Only the last text's: a new text measures again.
     sensitivity: Option<(String, Option<Sensitivity>)>,
+    /// The input statistics of the model's linear weights on the page's calibration text, with
+    /// that text's key (`None` beside it: the built-in paragraph, on which the CLI collects none
+    /// either, or no model).
+    activations: Option<(String, Option<ActivationStats>)>,
 }
 
 impl Session {
@@ -468,6 +475,7 @@ pub fn open(
             analysed: None,
             model_files: files,
             sensitivity: None,
+            activations: None,
         })
     });
     // Models loaded for the file before are not this file's.
@@ -602,8 +610,23 @@ fn measure_sensitivity(page: &Settings, progress: &mut JsProgress) -> Result<Opt
             }
         }
     };
+    // As the CLI's `--calibrate`: a text of the user's also gives the input statistics that the
+    // per-column scalar grid and the output error are computed from.
+    let activations = match (calibration, &measured) {
+        (Some(text), Some(_)) => {
+            progress.stage("running the model to collect its inputs' statistics", 1);
+            let bytes = file.whole().map_err(|e| e.in_file(&name))?;
+            let options = crate::model::calibrate::CalibrationOptions::default();
+            let stats =
+                crate::api::calibrate(&bytes, &name, &files, text, CALIBRATION_SOURCE, &options)?;
+            progress.advance(1, &name);
+            Some(stats)
+        }
+        _ => None,
+    };
     session(|s| {
-        s.sensitivity = Some((key, measured.clone()));
+        s.sensitivity = Some((key.clone(), measured.clone()));
+        s.activations = Some((key, activations));
         Ok(())
     })?;
     Ok(measured)

@@ -221,7 +221,7 @@ impl CodecParams {
     ) -> Result<Encoded> {
         debug_assert_eq!(values.len(), shape.len());
         match self {
-            CodecParams::Scalar(p) => scalar::encode_on(backend, values, shape, p).await,
+            CodecParams::Scalar(p) => scalar::encode_on(backend, values, shape, p, None).await,
             CodecParams::Vq(p) => vq::encode_on(backend, values, shape, p).await,
             CodecParams::Lowrank(p) => {
                 let mut out =
@@ -249,6 +249,21 @@ impl CodecParams {
             CodecParams::Lossless | CodecParams::Sequence(_) => {
                 unreachable!("lossless codecs work on raw bytes: call lossless::encode")
             }
+        }
+    }
+
+    /// [`Self::encode_on`] for a linear weight whose input energies `columns` (`d_j = E[x_j^2]`
+    /// per column) are known: the per-column scalar grid needs them, the other codecs ignore them.
+    pub async fn encode_weighted_on(
+        &self,
+        backend: &Backend,
+        values: &[f32],
+        shape: Shape2,
+        columns: Option<&[f32]>,
+    ) -> Result<Encoded> {
+        match self {
+            CodecParams::Scalar(p) => scalar::encode_on(backend, values, shape, p, columns).await,
+            other => other.encode_on(backend, values, shape).await,
         }
     }
 
@@ -291,18 +306,20 @@ pub struct MatrixCandidates {
 impl MatrixCandidates {
     /// Every codec's candidates for a `shape` tensor: all of them for a forced `method`, a
     /// measured subset for auto (`None`). `importance`: the tensor's row importances from an
-    /// importance file, if any (they bring fwsvd into auto).
+    /// importance file, if any (they bring fwsvd into auto). `columns`: the tensor's input
+    /// statistics are known (the scalar grid then steps each column by its input energy).
     pub fn for_tensor(
         shape: Shape2,
         seed: u64,
         method: Option<Method>,
         importance: Option<&[f64]>,
+        columns: bool,
     ) -> MatrixCandidates {
         let mut params: Vec<CodecParams> = Vec::new();
         let wants = |m: Method| method.is_none() || method == Some(m);
         if wants(Method::Scalar) {
             params.extend(
-                scalar::candidates(shape, seed)
+                scalar::candidates(shape, seed, columns)
                     .into_iter()
                     .map(CodecParams::Scalar),
             );
@@ -407,7 +424,7 @@ mod tests {
     fn every_codec(x: &[f32], shape: Shape2) -> Vec<(CodecParams, Vec<u8>)> {
         let mut out = Vec::new();
         for method in Method::ALL {
-            let c = MatrixCandidates::for_tensor(shape, 5, Some(method), None);
+            let c = MatrixCandidates::for_tensor(shape, 5, Some(method), None, false);
             let params = c
                 .independent
                 .into_iter()

@@ -13,6 +13,14 @@
 //!   of a row, each with its own scale and offset (stored as f16, counted as side information),
 //!   chosen by an MSE search (shrunk ranges and a least-squares refit, not just min/max), `bits`
 //!   bits per code before entropy coding.
+//! - [`Grid::Columns`]: the uniform grid with a step per input channel (column), for a linear
+//!   weight whose input statistics are known (`d_j = E[x_j^2]`, calibration or an importance
+//!   matrix). An error in column `j` changes the layer's output in proportion to `d_j`, so at a
+//!   given rate the expected output error `sum_j d_j step_j^2 / 12` is least when every column's
+//!   term is equal: `step_j` proportional to `d_j^(-1/2)` (reverse water-filling at high rate).
+//!   The columns are scaled by `2^(shift_j / 4)` before the uniform grid, `shift_j` the nearest
+//!   quarter octave of `sqrt(d_j)` relative to the geometric mean (one signed byte per column,
+//!   stored), and scaled back after it. Decoding needs only the section.
 //!
 //! Either grid may first apply a randomized Hadamard rotation to the rows ([`crate::rotation`]);
 //! the reconstruction is rotated back, so the error is measured in the original domain.
@@ -20,7 +28,8 @@
 //! Section layout (all little-endian), Uniform: `f32 step, f32 offset1, f32 offset2,
 //! u16 escape_limit, u8 context_mode, [u8 row_class; rows] if context_mode == 1,
 //! varint codes_len, codes (entropy block), escapes (zigzag varints)`. Grouped: `varint codes_len,
-//! codes (entropy block), [f16 scale, f16 minimum; groups]`.
+//! codes (entropy block), [f16 scale, f16 minimum; groups]`. Columns: `[i8 shift; cols]`, then the
+//! Uniform layout of the scaled matrix.
 //!
 //! What it does not do: vector quantization, mixed bit widths inside a tensor (the allocator
 //! chooses per tensor), non-finite weights (rejected: the caller stores such tensors losslessly).
@@ -44,6 +53,10 @@ pub enum Grid {
     /// `bits`-bit codes in groups of `group` elements of a row, each group with an f16 scale and
     /// offset.
     Grouped { bits: u8, group: u32 },
+    /// The uniform grid on the matrix with column `j` scaled by `2^(shift_j / 4)` (shifts from
+    /// the input statistics, [`column_shifts`], stored in the section): column `j`'s step is
+    /// the uniform step divided by that scale. `fineness` as in `Uniform`, on the scaled matrix.
+    Columns { fineness: i32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +73,7 @@ impl Params {
         match self.grid {
             Grid::Uniform { fineness } => format!("scalar ecsq f{fineness}{rot}"),
             Grid::Grouped { bits, group } => format!("scalar {bits}b g{group}{rot}"),
+            Grid::Columns { fineness } => format!("scalar ecsq f{fineness} cols{rot}"),
         }
     }
 }
@@ -82,27 +96,72 @@ const UNIFORM_HEADER: usize = 4 + 4 + 4 + 2 + 1;
 /// Grouped grids are not offered: measured on MiniLM, they are dominated by the uniform grid at
 /// every rate (see docs/CODECS-scalar.md). The rotation is not offered either: it makes the
 /// weights more Gaussian, which raises the entropy of uniform codes at a given MSE.
-pub fn candidates(_shape: Shape2, seed: u64) -> Vec<Params> {
+///
+/// With input statistics (`columns`), the same ladder on [`Grid::Columns`] instead: at the same
+/// rate it has the lower expected output error, which is what the allocator then minimises.
+pub fn candidates(_shape: Shape2, seed: u64, columns: bool) -> Vec<Params> {
     (FINENESS_MIN..=FINENESS_MAX)
         .map(|fineness| Params {
-            grid: Grid::Uniform { fineness },
+            grid: match columns {
+                true => Grid::Columns { fineness },
+                false => Grid::Uniform { fineness },
+            },
             rotate: false,
             seed,
         })
         .collect()
 }
 
+/// Largest column shift (in quarter octaves, either way): eight octaves of step.
+pub const MAX_SHIFT: i8 = 32;
+
+/// The column shifts of [`Grid::Columns`] for input energies `d_j` (one per column): the nearest
+/// quarter octave of `sqrt(d_j)` over the geometric mean of the positive energies, clamped to
+/// +-[`MAX_SHIFT`]. A column whose inputs are never seen (`d_j = 0`, or not finite) gets the
+/// coarsest step; with no positive energy at all every shift is 0 (the uniform grid).
+pub fn column_shifts(energies: &[f32]) -> Vec<i8> {
+    let usable = |d: f32| d.is_finite() && d > 0.0;
+    let logs: Vec<f64> = energies
+        .iter()
+        .filter(|&&d| usable(d))
+        .map(|&d| (d as f64).log2())
+        .collect();
+    if logs.is_empty() {
+        return vec![0; energies.len()];
+    }
+    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+    let max = MAX_SHIFT as f64;
+    energies
+        .iter()
+        .map(|&d| match usable(d) {
+            true => (2.0 * ((d as f64).log2() - mean)).round().clamp(-max, max) as i8,
+            false => -MAX_SHIFT,
+        })
+        .collect()
+}
+
+/// `2^(shift / 4)` as an f32, built from exact powers of two and four constants, so that the
+/// encoder and every decoder (native or WebAssembly) compute the same bits.
+fn column_gain(shift: i8) -> f32 {
+    const QUARTERS: [f32; 4] = [1.0, 1.189_207_1, std::f32::consts::SQRT_2, 1.681_792_8];
+    let octave = (shift as i32).div_euclid(4);
+    let power = f32::from_bits(((127 + octave) as u32) << 23);
+    QUARTERS[(shift as i32).rem_euclid(4) as usize] * power
+}
+
 pub fn encode(values: &[f32], shape: Shape2, p: &Params) -> Result<Encoded> {
-    backend::ready(encode_on(&Backend::Cpu, values, shape, p))
+    backend::ready(encode_on(&Backend::Cpu, values, shape, p, None))
 }
 
 /// [`encode`] with the rotation and the grouped grid's scale search on `backend` (the uniform
-/// grid's work is entropy coding, which stays on the CPU).
+/// grid's work is entropy coding, which stays on the CPU). `columns`: the input energies of the
+/// columns, which [`Grid::Columns`] needs (the other grids ignore them).
 pub async fn encode_on(
     backend: &Backend,
     values: &[f32],
     shape: Shape2,
     p: &Params,
+    columns: Option<&[f32]>,
 ) -> Result<Encoded> {
     if values.len() != shape.len() {
         return Err(Error::invalid(format!(
@@ -123,6 +182,15 @@ pub async fn encode_on(
     }
     let (bytes, side_bytes, mut reconstruction) = match p.grid {
         Grid::Uniform { fineness } => encode_uniform(&work, shape, fineness)?,
+        Grid::Columns { fineness } => {
+            let energies = columns.filter(|c| c.len() == shape.cols).ok_or_else(|| {
+                Error::invalid(format!(
+                    "the per-column grid needs the input statistics of the tensor's {} columns",
+                    shape.cols
+                ))
+            })?;
+            encode_columns(&work, shape, fineness, &column_shifts(energies))?
+        }
         Grid::Grouped { bits, group } => {
             check_grouped(bits, group)?;
             let fitted = backend
@@ -146,6 +214,7 @@ pub async fn encode_on(
 pub fn decode(bytes: &[u8], shape: Shape2, p: &Params) -> Result<Vec<f32>> {
     let mut out = match p.grid {
         Grid::Uniform { .. } => decode_uniform(bytes, shape)?,
+        Grid::Columns { .. } => decode_columns(bytes, shape)?,
         Grid::Grouped { bits, group } => decode_grouped(bytes, shape, bits, group)?,
     };
     if p.rotate {
@@ -337,6 +406,52 @@ fn decode_uniform(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
     if !r.is_done() {
         return Err(Error::corrupt("bytes left over in a scalar section"));
     }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-column steps: the uniform grid on the column-scaled matrix
+
+fn encode_columns(values: &[f32], shape: Shape2, fineness: i32, shifts: &[i8]) -> Result<Sections> {
+    let gains: Vec<f32> = shifts.iter().map(|&k| column_gain(k)).collect();
+    let mut scaled = values.to_vec();
+    for row in scaled.chunks_exact_mut(shape.cols.max(1)) {
+        row.iter_mut().zip(&gains).for_each(|(v, g)| *v *= g);
+    }
+    let (uniform, uniform_side, mut reconstruction) = encode_uniform(&scaled, shape, fineness)?;
+    drop(scaled);
+    unscale_columns(&mut reconstruction, &gains);
+    let mut bytes = Vec::with_capacity(shifts.len() + uniform.len());
+    bytes.extend(shifts.iter().map(|&k| k as u8));
+    bytes.extend_from_slice(&uniform);
+    Ok((bytes, uniform_side + shifts.len(), reconstruction))
+}
+
+/// Divides column `j` of a row-major matrix by `gains[j]`: the encoder's reconstruction and the
+/// decoder's output, one function so both give the same bits.
+fn unscale_columns(values: &mut [f32], gains: &[f32]) {
+    for row in values.chunks_exact_mut(gains.len().max(1)) {
+        row.iter_mut().zip(gains).for_each(|(v, g)| *v /= g);
+    }
+}
+
+fn decode_columns(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
+    if bytes.len() < shape.cols {
+        return Err(Error::corrupt(
+            "scalar section too short for its column shifts",
+        ));
+    }
+    let (shifts, uniform) = bytes.split_at(shape.cols);
+    let mut gains = Vec::with_capacity(shape.cols);
+    for &b in shifts {
+        let k = b as i8;
+        if !(-MAX_SHIFT..=MAX_SHIFT).contains(&k) {
+            return Err(Error::corrupt("scalar column shift out of range"));
+        }
+        gains.push(column_gain(k));
+    }
+    let mut out = decode_uniform(uniform, shape)?;
+    unscale_columns(&mut out, &gains);
     Ok(out)
 }
 
@@ -556,7 +671,7 @@ pub(super) mod tests {
     fn candidates_span_the_rates_in_order() {
         let shape = Shape2::new(100, 1000);
         let x = gaussian(shape.len(), 8);
-        let c = candidates(shape, 1);
+        let c = candidates(shape, 1, false);
         // Quarter-bit steps over ~1.2 to ~9 bits per weight: a modest count the analysis can afford.
         assert!(c.len() <= 36, "{} candidates", c.len());
         let rates: Vec<f64> = c
@@ -569,5 +684,103 @@ pub(super) mod tests {
             let json = serde_json::to_string(p).unwrap();
             assert_eq!(&serde_json::from_str::<Params>(&json).unwrap(), p);
         }
+    }
+
+    fn columns(fineness: i32) -> Params {
+        Params {
+            grid: Grid::Columns { fineness },
+            rotate: false,
+            seed: 7,
+        }
+    }
+
+    fn encode_columns_of(x: &[f32], shape: Shape2, p: &Params, d: &[f32]) -> Encoded {
+        backend::ready(encode_on(&Backend::Cpu, x, shape, p, Some(d))).unwrap()
+    }
+
+    #[test]
+    fn column_shifts_are_quarter_octaves_of_the_input_amplitude() {
+        // Energies 1, 16, 1/16 (geometric mean 1): amplitudes 1, 4, 1/4 = 0, +8, -8 quarter octaves.
+        assert_eq!(column_shifts(&[1.0, 16.0, 1.0 / 16.0]), vec![0, 8, -8]);
+        assert_eq!(column_shifts(&[4.0, 4.0]), vec![0, 0]);
+        // An unseen column gets the coarsest step; extremes are clamped.
+        assert_eq!(
+            column_shifts(&[1.0, 0.0, f32::NAN]),
+            vec![0, -MAX_SHIFT, -MAX_SHIFT]
+        );
+        assert_eq!(column_shifts(&[1e-30, 1e30]), vec![-MAX_SHIFT, MAX_SHIFT]);
+        assert_eq!(column_shifts(&[0.0, 0.0]), vec![0, 0]);
+        for k in -MAX_SHIFT..=MAX_SHIFT {
+            let want = 2f64.powf(k as f64 / 4.0);
+            assert!(
+                (column_gain(k) as f64 / want - 1.0).abs() < 1e-7,
+                "shift {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_column_steps_lower_the_output_error_at_the_same_rate() {
+        // Columns of inputs 1000x apart in energy: at about the same size, the per-column grid's
+        // output error (sum_j d_j e_j^2) is far below the uniform grid's.
+        let shape = Shape2::new(64, 128);
+        let x = gaussian(shape.len(), 9);
+        let d: Vec<f32> = (0..shape.cols)
+            .map(|j| if j % 2 == 0 { 1.0 } else { 1000.0 })
+            .collect();
+        let out = crate::distortion::OutputWeights::new(&x, &d);
+        let point = |e: &Encoded| {
+            (
+                e.bytes.len() as f64,
+                out.relative_error(&x, &e.reconstruction, crate::dtype::DType::F32),
+            )
+        };
+        let plain: Vec<(f64, f64)> = (0..24)
+            .map(|f| point(&encode(&x, shape, &uniform(f, false)).unwrap()))
+            .collect();
+        for f in [4, 8, 12] {
+            let (bytes, err) = point(&encode_columns_of(&x, shape, &columns(f), &d));
+            // The uniform grid's error at the smallest of its sizes at least as large.
+            let (_, plain_err) = plain.iter().find(|(b, _)| *b >= bytes).copied().unwrap();
+            assert!(
+                err < 0.7 * plain_err,
+                "f{f}: {err} vs {plain_err} at {bytes} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn the_per_column_grid_decodes_to_its_reconstruction_and_refuses_bad_shifts() {
+        let shape = Shape2::new(9, 33);
+        let x = gaussian(shape.len(), 10);
+        let d: Vec<f32> = (0..shape.cols).map(|j| (j as f32 * 0.37).exp()).collect();
+        for f in [-4, 6, 20] {
+            let p = columns(f);
+            let e = encode_columns_of(&x, shape, &p, &d);
+            let decoded = decode(&e.bytes, shape, &p).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&decoded), bits(&e.reconstruction), "f{f}");
+            assert!(e.side_bytes >= shape.cols);
+            let mut bad = e.bytes.clone();
+            bad[0] = 100; // shift 100 > MAX_SHIFT
+            assert!(decode(&bad, shape, &p).is_err());
+            assert!(decode(&e.bytes[..shape.cols - 1], shape, &p).is_err());
+        }
+        // Without the statistics the per-column grid cannot be encoded; with the wrong count neither.
+        assert!(encode(&x, shape, &columns(8)).is_err());
+        assert!(backend::ready(encode_on(
+            &Backend::Cpu,
+            &x,
+            shape,
+            &columns(8),
+            Some(&d[1..])
+        ))
+        .is_err());
+        // Equal energies: the uniform grid's codes, behind a row of zero shifts.
+        let flat = vec![2.0f32; shape.cols];
+        let e = encode_columns_of(&x, shape, &columns(8), &flat);
+        let u = encode(&x, shape, &uniform(8, false)).unwrap();
+        assert_eq!(&e.bytes[shape.cols..], &u.bytes[..]);
+        assert_eq!(e.reconstruction, u.reconstruction);
     }
 }

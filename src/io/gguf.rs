@@ -630,4 +630,4 @@ pub fn read<S: Source + ?Sized>(file: &S) -> Result<GgufFile> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

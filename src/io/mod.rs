@@ -11,6 +11,7 @@
 pub mod csv;
 pub mod fvecs;
 pub mod gguf;
+pub mod imatrix;
 pub mod npy;
 pub mod pytorch;
 pub mod safetensors;

@@ -62,10 +62,14 @@ impl MeasuredOption {
         let recall = vector.as_ref().and_then(|v| v.recall_at_10);
         let relative_mse = distortion::relative_mse(sq_error, norm_sq);
         let distortion = match (output, recall) {
-            (Some(w), None) => Distortion::OutputError {
-                output_error: w.relative_error(values, &encoded.reconstruction, dtype),
-                relative_mse,
-            },
+            (Some(w), None) => {
+                let output_error = w.relative_error(values, &encoded.reconstruction, dtype);
+                Distortion::OutputError {
+                    output_error,
+                    relative_mse,
+                    equivalent_mse: w.equivalent_mse(output_error, norm_sq),
+                }
+            }
             _ => Distortion::new(relative_mse, recall),
         };
         MeasuredOption {
@@ -344,7 +348,13 @@ impl<'a> TensorWork<'a> {
         let candidates = if whole {
             codec::MatrixCandidates::default()
         } else {
-            codec::MatrixCandidates::for_tensor(shape, seed, opts.method, importance.as_deref())
+            codec::MatrixCandidates::for_tensor(
+                shape,
+                seed,
+                opts.method,
+                importance.as_deref(),
+                opts.input_energies(&t.name, &t.shape).is_some(),
+            )
         };
         let mut jobs = Vec::new();
         if !whole {
@@ -410,8 +420,7 @@ impl<'a> TensorWork<'a> {
 
     /// The calibration statistics of this weight's input channels, when given.
     fn columns<'o>(&self, opts: &'o CompressOptions) -> Option<&'o [f32]> {
-        let stats = opts.activations.as_ref()?;
-        stats.columns_for(&self.t.name, &self.t.shape)
+        opts.input_energies(&self.t.name, &self.t.shape)
     }
 
     /// Runs piece `j` (reading the tensor first if no piece has yet).
@@ -707,8 +716,13 @@ async fn analyse_matrix(
     opts: &CompressOptions,
     analysis: &mut TensorAnalysis,
 ) -> Result<()> {
-    let candidates =
-        codec::MatrixCandidates::for_tensor(m.shape, m.seed, opts.method, m.importance);
+    let candidates = codec::MatrixCandidates::for_tensor(
+        m.shape,
+        m.seed,
+        opts.method,
+        m.importance,
+        m.output.is_some(),
+    );
     let mut jobs: Vec<Job> = (0..candidates.independent.len())
         .map(Job::Independent)
         .collect();
@@ -747,7 +761,8 @@ async fn run_job(
         }
         Job::Independent(i) => {
             let p = candidates.independent[i].clone();
-            let encoded = p.encode_on(backend, values, shape).await;
+            let columns = m.output.map(|o| o.columns);
+            let encoded = p.encode_weighted_on(backend, values, shape, columns).await;
             vec![m.measure(p, encoded)?]
         }
         Job::Lowrank => {

@@ -140,6 +140,13 @@ pub struct CompressOptions {
 }
 
 impl CompressOptions {
+    /// The input energies `d_j` of weight `name`'s columns from the calibration statistics, when
+    /// given for a matrix of this shape: what its options' output error and the per-column scalar
+    /// grid are computed from, at analysis and again when the chosen option is written.
+    pub fn input_energies(&self, name: &str, shape: &[usize]) -> Option<&[f32]> {
+        self.activations.as_ref()?.columns_for(name, shape)
+    }
+
     pub fn new(target: Target) -> Self {
         CompressOptions {
             target,

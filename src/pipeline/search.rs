@@ -244,6 +244,8 @@ struct Search<'a, S: ?Sized> {
     backend: &'a Backend,
     file: &'a S,
     plan: &'a Plan,
+    /// The input statistics the per-column scalar grid is encoded with.
+    opts: &'a CompressOptions,
     ladders: Vec<Ladder>,
     cache: Cache,
     /// Bytes the ladders may take in all.
@@ -264,7 +266,10 @@ impl<S: Source + ?Sized> Search<'_, S> {
             CodecParams::Lossless => values,
             lossy => {
                 let shape = Shape2::of(&tensor.shape).expect("a searched tensor is a matrix");
-                let r = lossy.encode_on(self.backend, &values, shape).await?;
+                let columns = self.opts.input_energies(&tensor.name, &tensor.shape);
+                let r = lossy
+                    .encode_weighted_on(self.backend, &values, shape, columns)
+                    .await?;
                 // The decoded tensor is stored in the checkpoint's element type.
                 dtype::to_f32(
                     tensor.dtype,
@@ -713,6 +718,7 @@ pub async fn improve<S: Source + ?Sized>(
         backend,
         file,
         plan,
+        opts,
         ladders,
         cache: Cache::default(),
         budget: 0,

@@ -128,9 +128,12 @@ async fn encode_section(
         lossy => {
             let values = dtype::to_f32(t.dtype, &raw);
             drop(raw);
+            let shape = Shape2::of(&t.shape).expect("checked");
+            let columns = opts.input_energies(&t.name, &t.shape);
             lossy
-                .encode_on(backend, &values, Shape2::of(&t.shape).expect("checked"))
-                .await?
+                .encode_weighted_on(backend, &values, shape, columns)
+                .await
+                .map_err(|e| e.in_tensor(&t.name))?
                 .bytes
         }
     })

@@ -259,35 +259,50 @@ fn distortion_measure(
     calibration: Option<&super::CalibrationSummary>,
     opts: &CompressOptions,
 ) -> String {
-    if let Some(s) = &opts.sensitivity {
-        let (what, units) = match s.measure {
-            OutputChange::KlDivergence => (
-                "mean KL divergence of the next-token distributions",
-                "tokens",
-            ),
-            OutputChange::OneMinusCosine => ("mean 1 - cosine of the embeddings", "sentences"),
-        };
-        return format!(
-            "sum over tensors of sensitivity x relative squared error ||W - W^||^2 / ||W||^2: \
-             the predicted change of the model's output ({what}), each weight matrix's \
-             sensitivity measured by running the original model over {} {units} of {} with that \
-             matrix perturbed (relative MSE {}); other tensors take the largest sensitivity",
-            s.units, s.source, s.delta
-        );
-    }
-    match calibration {
-        None => "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, every \
-                     tensor counting the same whatever its size"
-            .into(),
-        Some(c) => format!(
-            "sum over tensors of the relative output error sum_ij d_j (W_ij - W^_ij)^2 / \
-                 sum_ij d_j W_ij^2, d_j = E[x_j^2] the mean square of input channel j on the \
-                 calibration text ({}, {} tokens), for the {} weights with statistics; the \
-                 relative squared error ||W - W^||^2 / ||W||^2 for the others; every tensor \
-                 counting the same whatever its size",
+    let stats = |c: &super::CalibrationSummary| {
+        format!(
+            "d_j = E[x_j^2] the mean square of input channel j ({}, {} tokens; the scalar grid \
+             steps each input channel by it), for the {} weights with statistics, the relative \
+             squared error ||W - W^||^2 / ||W||^2 for the others",
             c.source, c.tokens, c.weights
+        )
+    };
+    let Some(s) = &opts.sensitivity else {
+        return match calibration {
+            None => "sum over tensors of the relative squared error ||W - W^||^2 / ||W||^2, \
+                     every tensor counting the same whatever its size"
+                .into(),
+            Some(c) => format!(
+                "sum over tensors of the relative output error sum_ij d_j (W_ij - W^_ij)^2 / \
+                 sum_ij d_j W_ij^2, {}; every tensor counting the same whatever its size",
+                stats(c)
+            ),
+        };
+    };
+    // With statistics, the sensitivity (measured with noise spread evenly over the weights)
+    // multiplies the relative squared error of the even noise that moves the output as much
+    // (`distortion::OutputWeights::equivalent_mse`).
+    let error = match calibration {
+        None => "relative squared error ||W - W^||^2 / ||W||^2".to_string(),
+        Some(c) => format!(
+            "output error sum_ij d_j (W_ij - W^_ij)^2 / (mean_j d_j ||W||^2), {}",
+            stats(c)
         ),
-    }
+    };
+    let (what, units) = match s.measure {
+        OutputChange::KlDivergence => (
+            "mean KL divergence of the next-token distributions",
+            "tokens",
+        ),
+        OutputChange::OneMinusCosine => ("mean 1 - cosine of the embeddings", "sentences"),
+    };
+    format!(
+        "sum over tensors of sensitivity x {error}: the predicted change of the model's output \
+         ({what}), each weight matrix's sensitivity measured by running the original model over \
+         {} {units} of {} with that matrix perturbed (relative MSE {}); other tensors take the \
+         largest sensitivity",
+        s.units, s.source, s.delta
+    )
 }
 
 /// Points of the Gaussian R(D) bound drawn in the report, from 1/16 to 8 bits per dimension.

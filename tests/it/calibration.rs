@@ -452,3 +452,154 @@ mod search {
         assert!(e.contains("config.json"), "{e}");
     }
 }
+
+// Importance matrices from llama.cpp (`--imatrix`) and statistics collected over `--calibrate`'s
+// text: the per-column scalar grid, chosen by output error.
+
+mod imatrix {
+    use super::sensitivity::fixture;
+    use crate::common::{lowbit, stderr};
+
+    /// llama.cpp's name of a Llama checkpoint weight (`None`: not a linear layer it measures).
+    fn gguf_name(name: &str) -> Option<String> {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (layer, kind) = rest.split_once('.')?;
+        let kind = match kind {
+            "self_attn.q_proj.weight" => "attn_q",
+            "self_attn.k_proj.weight" => "attn_k",
+            "self_attn.v_proj.weight" => "attn_v",
+            "self_attn.o_proj.weight" => "attn_output",
+            "mlp.gate_proj.weight" => "ffn_gate",
+            "mlp.up_proj.weight" => "ffn_up",
+            "mlp.down_proj.weight" => "ffn_down",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{kind}.weight"))
+    }
+
+    /// A legacy `.dat` importance matrix for tiny-llama: input channels alternately 1 and 300
+    /// in energy (`cols_off` columns more than each weight has, to make it wrong).
+    fn dat_for_tiny_llama(cols_off: usize) -> (Vec<u8>, usize) {
+        let ckpt = std::fs::read(fixture("tiny-llama").join("model.safetensors")).unwrap();
+        let (c, _) = lowbit::checkpoint::Checkpoint::load(&ckpt[..], "model.safetensors").unwrap();
+        let mut entries = Vec::new();
+        for t in &c.tensors {
+            if let Some(name) = gguf_name(&t.name) {
+                let cols = t.shape[1] + cols_off;
+                let values: Vec<f32> = (0..cols).map(|j| [1.0, 300.0][j % 2]).collect();
+                entries.push((name, values));
+            }
+        }
+        let mut b = (entries.len() as i32).to_le_bytes().to_vec();
+        for (name, values) in &entries {
+            b.extend((name.len() as i32).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend(1i32.to_le_bytes());
+            b.extend((values.len() as i32).to_le_bytes());
+            values.iter().for_each(|v| b.extend(v.to_le_bytes()));
+        }
+        (b, entries.len())
+    }
+
+    fn compress(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+        let model = fixture("tiny-llama");
+        let mut args = vec!["compress", model.to_str().unwrap(), "-o", "m.lowbit"];
+        args.extend(["--bpw", "4", "--backend", "cpu", "--report", "r"]);
+        args.extend(extra);
+        lowbit(&args, dir)
+    }
+
+    fn report(dir: &std::path::Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("r/report.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_imatrix_steps_each_input_channel_by_its_energy() {
+        let out = tempfile::tempdir().unwrap();
+        let (dat, weights) = dat_for_tiny_llama(0);
+        std::fs::write(out.path().join("i.dat"), &dat).unwrap();
+        let o = compress(out.path(), &["--imatrix", "i.dat"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r = report(out.path());
+        assert_eq!(r["calibration"]["source"], "i.dat");
+        // Every linear weight has statistics; the smallest ones are stored exactly (not analysed).
+        let with_stats: Vec<&str> = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| !t["input_energy"].is_null())
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(r["calibration"]["weights"], with_stats.len());
+        assert!(with_stats.len() >= weights / 2 && with_stats.len() <= weights);
+        assert!(
+            with_stats.iter().all(|n| gguf_name(n).is_some()),
+            "{with_stats:?}"
+        );
+        assert!(r["distortion_measure"]
+            .as_str()
+            .unwrap()
+            .contains("output error"));
+        let chosen: Vec<&str> = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["label"].as_str())
+            .collect();
+        assert!(chosen.iter().any(|c| c.contains("cols")), "{chosen:?}");
+        // The file restores without the importance matrix, and the same run gives the same bytes.
+        let first = std::fs::read(out.path().join("m.lowbit")).unwrap();
+        let o = lowbit(
+            &["decompress", "m.lowbit", "-o", "back.safetensors"],
+            out.path(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(compress(out.path(), &["--imatrix", "i.dat"])
+            .status
+            .success());
+        assert_eq!(std::fs::read(out.path().join("m.lowbit")).unwrap(), first);
+    }
+
+    #[test]
+    fn a_wrong_or_damaged_imatrix_is_a_named_error_and_writes_nothing() {
+        let out = tempfile::tempdir().unwrap();
+        let (wrong, _) = dat_for_tiny_llama(3);
+        std::fs::write(out.path().join("wrong.dat"), &wrong).unwrap();
+        let o = compress(out.path(), &["--imatrix", "wrong.dat"]);
+        let e = stderr(&o);
+        assert!(!o.status.success());
+        assert!(
+            e.contains("wrong.dat") && e.contains("blk.0.") && e.contains("columns"),
+            "{e}"
+        );
+        let (good, _) = dat_for_tiny_llama(0);
+        std::fs::write(out.path().join("cut.dat"), &good[..good.len() / 2]).unwrap();
+        let o = compress(out.path(), &["--imatrix", "cut.dat"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("cut.dat"), "{}", stderr(&o));
+        std::fs::write(out.path().join("text.dat"), b"not an imatrix at all").unwrap();
+        assert!(!compress(out.path(), &["--imatrix", "text.dat"])
+            .status
+            .success());
+        assert!(!out.path().join("m.lowbit").exists());
+    }
+
+    #[test]
+    fn a_calibration_text_gives_statistics_too() {
+        let out = tempfile::tempdir().unwrap();
+        let text = lowbit::model::eval::BUILTIN_TEXT.repeat(2);
+        std::fs::write(out.path().join("t.txt"), text).unwrap();
+        let o = compress(out.path(), &["--calibrate", "t.txt"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r = report(out.path());
+        assert_eq!(r["calibration"]["source"], "t.txt");
+        assert!(r["calibration"]["tokens"].as_u64().unwrap() > 100);
+        assert!(r["distortion_measure"]
+            .as_str()
+            .unwrap()
+            .contains("sensitivity x output error"));
+        // Without --calibrate (the built-in paragraph): no statistics.
+        assert!(compress(out.path(), &[]).status.success());
+        assert!(report(out.path())["calibration"].is_null());
+    }
+}

@@ -8,7 +8,7 @@ const VECTORS: &[u8] = include_bytes!("../../../tests/fixtures/gguf/vectors.gguf
 
 /// A GGUF writer for the tests: version, key/values (raw value bytes after the type), tensor
 /// infos (name, dims fastest-first, type id, offset), the data at `alignment`.
-struct Writer {
+pub(crate) struct Writer {
     version: u32,
     kv: Vec<(String, u32, Vec<u8>)>,
     infos: Vec<(String, Vec<u64>, u32, u64)>,
@@ -23,7 +23,7 @@ fn string(s: &[u8]) -> Vec<u8> {
 }
 
 impl Writer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Writer {
             version: 3,
             kv: Vec::new(),
@@ -34,7 +34,7 @@ impl Writer {
     }
 
     /// Appends a tensor's bytes at the next aligned offset.
-    fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: &[u8]) -> Self {
+    pub(crate) fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: &[u8]) -> Self {
         let offset = self.data.len().div_ceil(self.alignment as usize) * self.alignment as usize;
         self.data.resize(offset, 0);
         self.data.extend_from_slice(bytes);
@@ -43,12 +43,12 @@ impl Writer {
         self
     }
 
-    fn kv(mut self, key: &str, ty: u32, value: Vec<u8>) -> Self {
+    pub(crate) fn kv(mut self, key: &str, ty: u32, value: Vec<u8>) -> Self {
         self.kv.push((key.to_string(), ty, value));
         self
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend(self.version.to_le_bytes());
         out.extend((self.infos.len() as u64).to_le_bytes());
