@@ -182,16 +182,52 @@ fn applied_delta(original: &[f32], perturbed: &[f32]) -> f64 {
     e / n
 }
 
-/// A decoder's window of the text, with what the unperturbed model computes on it.
-struct Window {
-    ids: Vec<u32>,
+/// A decoder's window of a text, with what the original model computes on it: a run that
+/// changes layer `l` starts from `inputs[l]`, one that changes only a separate `lm_head` from
+/// `states`, and the changed model is judged against `logits`. The sensitivity and the search
+/// (`pipeline::search`, which keeps its parent's `inputs` and `states` here) judge this way.
+pub struct Window {
+    pub ids: Vec<u32>,
     /// The input of each layer.
-    inputs: Vec<Vec<f32>>,
+    pub inputs: Vec<Vec<f32>>,
     /// Final-norm states.
-    states: Vec<f32>,
-    logits: Vec<f32>,
-    /// Log-sum-exp of each position's logits.
-    lse: Vec<f64>,
+    pub states: Vec<f32>,
+    /// The original model's logits.
+    pub logits: Vec<f32>,
+    /// Log-sum-exp of each position's original logits.
+    pub lse: Vec<f64>,
+}
+
+impl Window {
+    /// The windows of `ids` (`context` tokens each, the last one shorter), each run by `m` from
+    /// an empty cache.
+    pub fn all_of(m: &Llama, ids: &[u32], context: usize) -> Result<Vec<Window>> {
+        let vocab = m.config.vocab_size;
+        ids.chunks(context.max(1))
+            .map(|w| {
+                let (inputs, states) = m.layer_inputs(w)?;
+                let logits = m.logits(&states, w.len());
+                let lse = logits.chunks_exact(vocab).map(ops::log_sum_exp).collect();
+                Ok(Window {
+                    ids: w.to_vec(),
+                    inputs,
+                    states,
+                    logits,
+                    lse,
+                })
+            })
+            .collect()
+    }
+
+    /// `KL(p_original || p_changed)` at each of the first `n` positions, `logits` the changed
+    /// model's (`vocab` per position).
+    pub fn kl(&self, logits: &[f32], n: usize, vocab: usize) -> Vec<f64> {
+        ops::par_map(n, |t| {
+            let new = &logits[t * vocab..][..vocab];
+            let old = &self.logits[t * vocab..][..vocab];
+            kl_divergence(old, self.lse[t], new, ops::log_sum_exp(new))
+        })
+    }
 }
 
 fn measure_decoder(
@@ -212,22 +248,7 @@ fn measure_decoder(
         ));
     }
     let vocab = m.config.vocab_size;
-    let context = o.context.min(m.config.max_positions);
-    let windows = ids
-        .chunks(context)
-        .map(|w| {
-            let (inputs, states) = m.layer_inputs(w)?;
-            let logits = m.logits(&states, w.len());
-            let lse = logits.chunks_exact(vocab).map(ops::log_sum_exp).collect();
-            Ok(Window {
-                ids: w.to_vec(),
-                inputs,
-                states,
-                logits,
-                lse,
-            })
-        })
-        .collect::<Result<Vec<Window>>>()?;
+    let windows = Window::all_of(m, &ids, o.context.min(m.config.max_positions))?;
     let mut out = BTreeMap::new();
     for i in 0..m.matrices_mut().len() {
         let (at, name, original) = {
@@ -248,12 +269,7 @@ fn measure_decoder(
                     None if m.output_is(&name) => m.logits(&w.states, n),
                     None => m.logits(&m.forward(&w.ids, &mut m.new_cache())?, n),
                 };
-                let kl = ops::par_map(n, |t| {
-                    let new = &logits[t * vocab..][..vocab];
-                    let old = &w.logits[t * vocab..][..vocab];
-                    kl_divergence(old, w.lse[t], new, ops::log_sum_exp(new))
-                });
-                sum += kl.iter().sum::<f64>();
+                sum += w.kl(&logits, n, vocab).iter().sum::<f64>();
                 count += n;
             }
             Ok(sum / count as f64)

@@ -36,9 +36,9 @@ use crate::codec::{CodecParams, Shape2};
 use crate::container;
 use crate::dtype;
 use crate::error::{Error, Result};
-use crate::model::eval::{cosine, kl_divergence};
-use crate::model::ops::{self, Linear};
-use crate::model::sensitivity::OutputChange;
+use crate::model::eval::cosine;
+use crate::model::ops::Linear;
+use crate::model::sensitivity::{OutputChange, Window};
 use crate::model::weights::WeightSource;
 use crate::model::Model;
 use crate::progress::Progress;
@@ -124,16 +124,6 @@ enum Start {
     Layer(usize),
     /// A separate output projection: only the logits.
     Output,
-}
-
-/// A decoder's window of the calibration text: the original model's next-token distributions,
-/// and the current parent's layer inputs (what a child that changes layer `l` starts from).
-struct Window {
-    ids: Vec<u32>,
-    logits: Vec<f32>,
-    lse: Vec<f64>,
-    inputs: Vec<Vec<f32>>,
-    states: Vec<f32>,
 }
 
 enum Judge {
@@ -422,23 +412,9 @@ impl Judge {
                         "the calibration text gave fewer than 2 tokens to run the model on",
                     ));
                 }
-                let vocab = m.config.vocab_size;
-                let context = CONTEXT.min(m.config.max_positions).max(1);
-                let windows = ids
-                    .chunks(context)
-                    .map(|w| {
-                        let (inputs, states) = m.layer_inputs(w)?;
-                        let logits = m.logits(&states, w.len());
-                        let lse = logits.chunks_exact(vocab).map(ops::log_sum_exp).collect();
-                        Ok(Window {
-                            ids: w.to_vec(),
-                            logits,
-                            lse,
-                            inputs,
-                            states,
-                        })
-                    })
-                    .collect::<Result<Vec<Window>>>()?;
+                // The windows' layer inputs and states are the current parent's
+                // ([`Judge::rebase`]); their logits stay the original model's.
+                let windows = Window::all_of(m, &ids, CONTEXT.min(m.config.max_positions))?;
                 Ok(Judge::Decoder { windows, starts })
             }
             Model::Encoder(m) => {
@@ -471,12 +447,7 @@ impl Judge {
                     };
                     let logits = m.logits(&states, n);
                     // As `lowbit eval` scores: every position that has a next token.
-                    let kl = ops::par_map(n - 1, |t| {
-                        let new = &logits[t * vocab..][..vocab];
-                        let old = &w.logits[t * vocab..][..vocab];
-                        kl_divergence(old, w.lse[t], new, ops::log_sum_exp(new))
-                    });
-                    sum += kl.iter().sum::<f64>();
+                    sum += w.kl(&logits, n - 1, vocab).iter().sum::<f64>();
                     count += n - 1;
                 }
                 Ok(sum / count.max(1) as f64)

@@ -1389,14 +1389,7 @@ fn web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), Stri
             .arg(format!("--chromium={chromium}"));
         let status = match setup::run(&mut cmd) {
             Ok(ran) => {
-                let line = ran
-                    .stdout
-                    .lines()
-                    .rev()
-                    .find(|l| l.starts_with('{'))
-                    .unwrap_or("{}");
-                let got: Value = serde_json::from_str(line)
-                    .map_err(|e| format!("bench.mjs said {line:?}: {e}"))?;
+                let got = last_json_line(&ran.stdout, "bench.mjs")?;
                 for key in [
                     "backend",
                     "adapter",
@@ -1426,4 +1419,15 @@ fn web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), Stri
         );
     }
     Ok(())
+}
+
+/// The last line of a script's output that is a JSON object (the browser benchmarks print their
+/// figures that way after their progress lines); `{}` when there is none.
+pub fn last_json_line(stdout: &str, script: &str) -> Result<Value, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("{}");
+    serde_json::from_str(line).map_err(|e| format!("{script} said {line:?}: {e}"))
 }

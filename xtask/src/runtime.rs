@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use crate::bench::{python, row, status_row, Lowbit, Results};
+use crate::bench::{last_json_line, python, row, status_row, Lowbit, Results};
 use crate::setup::{self, Paths};
 
 /// The first `n` lines of `text` the encoder evaluation takes (trimmed, 20 to 200 characters,
@@ -414,14 +414,7 @@ pub fn runtime_web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Res
                 .args(["--tokens=128", "--repeat=3"])
                 .arg(format!("--chromium={chromium}"));
             let ran = setup::run(&mut cmd)?;
-            let line = ran
-                .stdout
-                .lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .unwrap_or("{}");
-            let got: Value = serde_json::from_str(line)
-                .map_err(|e| format!("bench_tryit.mjs said {line:?}: {e}"))?;
+            let got = last_json_line(&ran.stdout, "bench_tryit.mjs")?;
             let status = got["status"].as_str().unwrap_or("failed: no status");
             if status != "ok" {
                 return Err(status.to_string());
@@ -436,7 +429,7 @@ pub fn runtime_web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Res
                 .map(|a| a.iter().filter_map(Value::as_f64).collect())
                 .unwrap_or_default();
             if runs.is_empty() {
-                return Err(format!("bench_tryit.mjs gave no {key}: {line}"));
+                return Err(format!("bench_tryit.mjs gave no {key}: {got}"));
             }
             record(&mut m, encoder, &mut runs);
             m.insert("load_seconds".into(), got["load_seconds"].clone());
