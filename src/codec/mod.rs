@@ -442,6 +442,13 @@ mod tests {
                 out.push((p, encoded.bytes));
             }
         }
+        // The per-column scalar grid, encoded with the input energies its shifts come from.
+        let energies: Vec<f32> = (0..shape.cols).map(|j| (1 + j % 7) as f32).collect();
+        let columns = MatrixCandidates::for_tensor(shape, 5, Some(Method::Scalar), None, true);
+        for p in columns.independent.into_iter().take(2) {
+            let encoded = ready(p.encode_weighted_on(&Backend::Cpu, x, shape, Some(&energies)));
+            out.push((p, encoded.expect("encodes").bytes));
+        }
         let stats = vectors::Stats::of(x, shape).expect("statistics");
         for method in [Method::Transform, Method::Pq] {
             let options =
