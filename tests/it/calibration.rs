@@ -241,11 +241,16 @@ mod sensitivity {
         let mut opts = CompressOptions::new(Target::BitsPerWeight(bpw));
         opts.backend = lowbit::BackendChoice::Cpu;
         opts.sensitivity = sensitivity;
+        compress_with(name, &opts)
+    }
+
+    /// The `.lowbit` of fixture model `name` with `opts`, and its report.
+    pub(super) fn compress_with(name: &str, opts: &CompressOptions) -> (Vec<u8>, lowbit::Report) {
         let mut out = Vec::new();
         let report = lowbit::compress(
             &checkpoint(name)[..],
             "model.safetensors",
-            &opts,
+            opts,
             &mut NoProgress,
             &mut out,
         )
@@ -316,7 +321,7 @@ mod search {
     use lowbit::pipeline::search::SearchOptions;
     use lowbit::{CompressOptions, NoProgress, Target};
 
-    use super::sensitivity::{checkpoint, fixture, load, sensitivity_of};
+    use super::sensitivity::{checkpoint, compress_with, fixture, load, sensitivity_of};
 
     /// The calibration text: the built-in one, or for the encoder its sentences that fit it.
     fn text(name: &str) -> String {
@@ -332,16 +337,7 @@ mod search {
         opts.sensitivity = Some(sensitivity_of(name));
         opts.model_files = crate::model::model_files(&fixture(name));
         opts.search = Some(SearchOptions::new(generations, text(name), "t".into()));
-        let mut out = Vec::new();
-        let report = lowbit::compress(
-            &checkpoint(name)[..],
-            "model.safetensors",
-            &opts,
-            &mut NoProgress,
-            &mut out,
-        )
-        .expect("compresses");
-        (out, report)
+        compress_with(name, &opts)
     }
 
     /// What the search's fitness is, measured on a written file by `lowbit eval`'s code: the

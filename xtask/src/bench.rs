@@ -1360,12 +1360,7 @@ fn web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Result<(), Stri
     }
     let _ = fs::remove_file(&packed);
 
-    let site = paths.root.join("target/web");
-    crate::web::build_web(&site)?;
-    let tests = paths.root.join("tests/web");
-    crate::web::npm_install(&tests)?;
-    let chromium = crate::web::chromium()?;
-    let (port, _) = crate::web::serve_in_background(site, 0)?;
+    let (port, tests, chromium) = crate::web::page_for_bench(&paths.root)?;
     for (label, backend, limit) in [
         ("page in Chromium, CPU forced (wasm, 1 worker)", "cpu", 3600),
         ("page in Chromium, WebGPU", "gpu", WEB_GPU_LIMIT_S),

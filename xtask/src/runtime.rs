@@ -337,12 +337,7 @@ pub fn runtime_web(paths: &Paths, lowbit: &Lowbit, results: &mut Results) -> Res
     fs::write(&sentence_file, sentences(&text, 256)).map_err(|e| e.to_string())?;
     let prompt = "The history of the printing press";
 
-    let site = paths.root.join("target/web");
-    crate::web::build_web(&site)?;
-    let tests = paths.root.join("tests/web");
-    crate::web::npm_install(&tests)?;
-    let chromium = crate::web::chromium()?;
-    let (port, _) = crate::web::serve_in_background(site, 0)?;
+    let (port, tests, chromium) = crate::web::page_for_bench(&paths.root)?;
 
     let models = [
         ("all-MiniLM-L6-v2", paths.minilm_dir()),

@@ -143,6 +143,19 @@ fn mime(path: &Path) -> &'static str {
 /// The request paths a server has answered.
 type RequestLog = Arc<Mutex<Vec<String>>>;
 
+/// A browser benchmark's set-up: the page built into `root/target/web` and served in the
+/// background on a free port, the browser scripts' node modules installed in `root/tests/web`,
+/// and Chromium found. Returns (port, that tests folder, Chromium's path).
+pub fn page_for_bench(root: &Path) -> Result<(u16, PathBuf, String), String> {
+    let site = root.join("target/web");
+    build_web(&site)?;
+    let tests = root.join("tests/web");
+    npm_install(&tests)?;
+    let chromium = chromium()?;
+    let (port, _) = serve_in_background(site, 0)?;
+    Ok((port, tests, chromium))
+}
+
 /// Serves `dir` on 127.0.0.1:`port` (0: any free port) from a background thread; returns the
 /// port and the list of request paths seen (the tests check that the page asks for nothing else).
 pub fn serve_in_background(dir: PathBuf, port: u16) -> Result<(u16, RequestLog), String> {
