@@ -94,6 +94,18 @@ def tensor_array(t):
     return a.reshape(shape)
 
 
+def hf_tensor(t, heads, kv_heads):
+    """A GGUF tensor as (Hugging Face name, float32 array in HF layout): dequantized, and the
+    rotary pairs of q_proj / k_proj put back in HF's order."""
+    name = hf_name(t.name)
+    a = tensor_array(t)
+    if ".self_attn.q_proj." in name:
+        a = unpermute_rotary(a, heads)
+    elif ".self_attn.k_proj." in name:
+        a = unpermute_rotary(a, kv_heads)
+    return name, a
+
+
 def write_safetensors(path, tensors):
     """F16 safetensors, tensors in name order (written here so that no extra package is needed)."""
     header, offset, blobs = {}, 0, []
@@ -158,12 +170,7 @@ def main():
 
     tensors = {}
     for t in reader.tensors:
-        name = hf_name(t.name)
-        a = tensor_array(t)
-        if ".self_attn.q_proj." in name:
-            a = unpermute_rotary(a, heads)
-        elif ".self_attn.k_proj." in name:
-            a = unpermute_rotary(a, kv_heads)
+        name, a = hf_tensor(t, heads, kv_heads)
         tensors[name] = a
 
     tokenizer, tokens, special = build_tokenizer(reader)

@@ -59,7 +59,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gguf_to_hf import hf_name, tensor_array, unpermute_rotary, write_safetensors  # noqa: E402
+from gguf_to_hf import hf_name, hf_tensor, tensor_array, unpermute_rotary, write_safetensors  # noqa: E402
 
 DEFAULT_TYPES = "Q8_0,Q6_K,Q5_K_M,Q5_0,Q4_K_M,IQ4_NL,IQ4_XS,Q4_0,Q3_K_M,Q2_K"
 DEFAULT_PURE = "Q4_0,IQ4_NL"
@@ -157,12 +157,7 @@ def restore(gguf_path, hf_dir, out_dir):
     tensors, types, data_bytes, params = {}, collections.Counter(), 0, 0
     embedding_type = None
     for t in reader.tensors:
-        name = hf_name(t.name)
-        a = tensor_array(t)
-        if ".self_attn.q_proj." in name:
-            a = unpermute_rotary(a, heads)
-        elif ".self_attn.k_proj." in name:
-            a = unpermute_rotary(a, kv_heads)
+        name, a = hf_tensor(t, heads, kv_heads)
         tensors[name] = a
         types[t.tensor_type.name] += 1
         if t.name == "token_embd.weight":

@@ -85,8 +85,7 @@ impl ActivationStats {
 
     /// The mean of `d_j` over the columns of weight `name` (the mean input energy per channel).
     pub fn mean_for(&self, name: &str) -> Option<f64> {
-        let d = self.tensors.get(name)?;
-        Some(d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64)
+        Some(crate::distortion::mean_energy(self.tensors.get(name)?))
     }
 }
 

@@ -516,8 +516,7 @@ impl<'a> TensorWork<'a> {
             return Ok(analysis);
         }
         if let Some(c) = columns {
-            analysis.input_energy =
-                Some(c.iter().map(|&d| d as f64).sum::<f64>() / c.len().max(1) as f64);
+            analysis.input_energy = Some(distortion::mean_energy(c));
         }
         finish(&mut analysis, self.t, opts, self.rule);
         Ok(analysis)
