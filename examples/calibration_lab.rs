@@ -149,7 +149,14 @@ fn main() -> lowbit::Result<()> {
             }
             let mut o = opts.clone();
             o.target = Target::BitsPerWeight(bpw);
-            let mut plan = lowbit::pipeline::allocate(&a, &o)?;
+            let mut a = a.clone();
+            let mut plan = backend::block_on(lowbit::pipeline::settle(
+                &Backend::Cpu,
+                &mut a,
+                &o,
+                &ckpt[..],
+                &mut NoProgress,
+            ))?;
             if kind == "search" {
                 let t = Instant::now();
                 // SEARCH_TOKENS / SEARCH_SENTENCES: how much of the calibration text it reads.

@@ -21,8 +21,8 @@ use crate::model::sensitivity::{Sensitivity, SensitivityOptions};
 use crate::model::weights::SafetensorsWeights;
 use crate::model::{Model, ModelFiles};
 use crate::pipeline::{
-    allocate, analyse_on, input_kind, search, write_container, Analysed, CompressOptions,
-    InputKind, Plan, Settings,
+    analyse_on, input_kind, search, settle, write_container, Analysed, CompressOptions, InputKind,
+    Plan, Settings,
 };
 use crate::progress::Progress;
 use crate::report::{build_report, Report};
@@ -70,8 +70,10 @@ pub async fn plan_on<S: Source + ?Sized>(
     opts: &CompressOptions,
     progress: &mut dyn Progress,
 ) -> Result<Plan> {
-    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
-    let mut plan = allocate(&a, opts)?;
+    let mut a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    let mut plan = settle(backend, &mut a, opts, file, progress)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
     plan.search = search::improve(backend, &mut plan, opts, file, progress)
         .await
         .map_err(|e| e.in_file(file_name))?;
@@ -131,8 +133,10 @@ pub async fn compress_on<S: Source + ?Sized>(
     progress: &mut dyn Progress,
     out: &mut dyn Write,
 ) -> Result<Report> {
-    let a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
-    let mut plan = allocate(&a, opts).map_err(|e| e.in_file(file_name))?;
+    let mut a = analyse_on(backend, backend_reason, file, file_name, opts, progress).await?;
+    let mut plan = settle(backend, &mut a, opts, file, progress)
+        .await
+        .map_err(|e| e.in_file(file_name))?;
     plan.search = search::improve(backend, &mut plan, opts, file, progress)
         .await
         .map_err(|e| e.in_file(file_name))?;

@@ -390,7 +390,7 @@ mod tests {
         ];
         for (file, opts) in &runs {
             let method = opts.method;
-            let a = block_on(pipeline::analyse_on(
+            let mut a = block_on(pipeline::analyse_on(
                 &cpu,
                 "test",
                 file,
@@ -399,7 +399,7 @@ mod tests {
                 progress,
             ))
             .unwrap();
-            let mut plan = pipeline::allocate(&a, opts).unwrap();
+            let mut plan = block_on(pipeline::settle(&cpu, &mut a, opts, file, progress)).unwrap();
             let mut lowbit = Vec::new();
             block_on(pipeline::write_container(
                 &cpu,

@@ -642,6 +642,29 @@ fn plan_for(a: &Analysed, page: &Settings) -> Result<Plan> {
     Ok(plan)
 }
 
+/// The plan for `page` with every chosen option's size exact (`pipeline::settle`: the options
+/// whose sizes the analysis estimated are coded), what `compress` writes. The analysis with
+/// those sizes replaces the session's, so later estimates start from them.
+async fn settled_plan(
+    backend: &Backend,
+    a: Rc<Analysed>,
+    page: &Settings,
+    opts: &crate::pipeline::CompressOptions,
+    progress: &mut JsProgress,
+) -> Result<(Rc<Analysed>, Plan)> {
+    let file = session(|s| Ok(s.file.clone()))?;
+    let mut a = Rc::unwrap_or_clone(a);
+    let mut plan = pipeline::settle(backend, &mut a, opts, file.as_ref(), progress).await?;
+    crate::pipeline::model::attach_files(&mut plan, &opts.model_files)?;
+    let a = Rc::new(a);
+    let key = page.analysis_key();
+    session(|s| {
+        s.analysed = Some((key, a.clone()));
+        Ok(())
+    })?;
+    Ok((a, plan))
+}
+
 /// Measures every tensor's options (the slow part) and returns the plan for the settings: the
 /// report of what would be written (`output.written` false), as JSON text.
 #[wasm_bindgen]
@@ -692,9 +715,11 @@ pub async fn compress(
         let a = analysed_for(&page, &mut progress)
             .await
             .map_err(|e| js_error(e.in_file(&name)))?;
-        let mut plan = plan_for(&a, &page).map_err(|e| js_error(e.in_file(&name)))?;
         let (backend, choice, _) = engine();
         let opts = options_for(&page, choice).map_err(js_error)?;
+        let (a, mut plan) = settled_plan(&backend, a, &page, &opts, &mut progress)
+            .await
+            .map_err(|e| js_error(e.in_file(&name)))?;
         let mut sink = BlobSink::new();
         let written = crate::api::write_plan_on(
             &backend,

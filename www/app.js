@@ -667,7 +667,7 @@ function showEstimate(plan) {
   showMemory(plan);
   const o = plan.output;
   delete $('estimate').dataset.note;
-  $('estimate').textContent = `Estimate: ${bytes(o.bytes)} (${num(o.bytes)} bytes), ${fmt(o.bits_per_weight, 4)} bits per weight, ratio ${fmt(o.ratio, 3)}, relative MSE ${fmt(o.rel_mse_2d, 3)}.`;
+  $('estimate').textContent = `Estimate: ${bytes(o.bytes)} (${num(o.bytes)} bytes), ${fmt(o.bits_per_weight, 4)} bits per weight, ratio ${fmt(o.ratio, 3)}, relative MSE ${fmt(o.rel_mse_2d, 3)}.${o.sizes_estimated ? ' Sizes estimated from the codes\' histograms: Compress codes the chosen options and keeps the file within the budget.' : ''}`;
   setPhase('estimated');
 }
 

@@ -76,6 +76,36 @@ pub struct Encoded {
     pub reconstruction: Vec<f32>,
 }
 
+/// An option measured without being coded: its section's length estimated from its symbols'
+/// histograms (every other byte of the section counted exactly), and the very values the coded
+/// section decodes to, so its error is exact. The analysis tries the scalar grids this way: only
+/// the option the allocator chooses is then coded (`pipeline::settle`).
+#[derive(Clone, Debug)]
+pub struct Estimated {
+    /// The section's estimated length.
+    pub bytes: u64,
+    /// How many of those bytes are side information (exact: tables and headers are written).
+    pub side_bytes: usize,
+    pub reconstruction: Vec<f32>,
+}
+
+/// An option as the analysis tries it: coded, or with its size estimated.
+#[derive(Clone, Debug)]
+pub enum Trial {
+    Coded(Encoded),
+    Estimated(Estimated),
+}
+
+impl Trial {
+    /// What the section decodes to.
+    pub fn reconstruction(&self) -> &[f32] {
+        match self {
+            Trial::Coded(e) => &e.reconstruction,
+            Trial::Estimated(e) => &e.reconstruction,
+        }
+    }
+}
+
 /// The methods a user can name (`--method`), and the per-tensor choice the allocator records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -265,6 +295,27 @@ impl CodecParams {
             CodecParams::Scalar(p) => scalar::encode_on(backend, values, shape, p, columns).await,
             other => other.encode_on(backend, values, shape).await,
         }
+    }
+
+    /// The option as the analysis tries it: the scalar grids that have an estimate
+    /// ([`scalar::estimate`]) are not coded, every other option is
+    /// ([`CodecParams::encode_weighted_on`]).
+    pub async fn trial_weighted_on(
+        &self,
+        backend: &Backend,
+        values: &[f32],
+        shape: Shape2,
+        columns: Option<&[f32]>,
+    ) -> Result<Trial> {
+        if let CodecParams::Scalar(p) = self {
+            if let Some(e) = scalar::estimate(values, shape, p, columns)? {
+                return Ok(Trial::Estimated(e));
+            }
+        }
+        Ok(Trial::Coded(
+            self.encode_weighted_on(backend, values, shape, columns)
+                .await?,
+        ))
     }
 
     /// Decodes a lossy section back to `shape.len()` f32 values.

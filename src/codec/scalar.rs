@@ -37,7 +37,7 @@
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::{put_varint, section, Encoded, Shape2};
+use super::{put_varint, section, Encoded, Estimated, Shape2};
 use crate::backend::{self, Backend, GroupFits};
 use crate::entropy;
 use crate::error::{Error, Result};
@@ -163,19 +163,7 @@ pub async fn encode_on(
     p: &Params,
     columns: Option<&[f32]>,
 ) -> Result<Encoded> {
-    if values.len() != shape.len() {
-        return Err(Error::invalid(format!(
-            "{} values for a {}x{} tensor",
-            values.len(),
-            shape.rows,
-            shape.cols
-        )));
-    }
-    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "scalar quantization needs finite weights, found {bad}"
-        )));
-    }
+    check_input(values, shape)?;
     let mut work = values.to_vec();
     if p.rotate && !work.is_empty() {
         backend.rotate(&mut work, shape.cols, p.seed, false).await?;
@@ -183,13 +171,8 @@ pub async fn encode_on(
     let (bytes, side_bytes, mut reconstruction) = match p.grid {
         Grid::Uniform { fineness } => encode_uniform(&work, shape, fineness)?,
         Grid::Columns { fineness } => {
-            let energies = columns.filter(|c| c.len() == shape.cols).ok_or_else(|| {
-                Error::invalid(format!(
-                    "the per-column grid needs the input statistics of the tensor's {} columns",
-                    shape.cols
-                ))
-            })?;
-            encode_columns(&work, shape, fineness, &column_shifts(energies))?
+            let shifts = column_shifts(energies_of(columns, shape)?);
+            encode_columns(&work, shape, fineness, &shifts)?
         }
         Grid::Grouped { bits, group } => {
             check_grouped(bits, group)?;
@@ -208,6 +191,68 @@ pub async fn encode_on(
         bytes,
         side_bytes,
         reconstruction,
+    })
+}
+
+/// What [`encode_on`] would give for `p`, without entropy coding: the section's length
+/// estimated from the codes' histograms, and the very values the section decodes to. `None` for
+/// the grids that have no estimate (the grouped grid, a rotation): those are coded.
+pub fn estimate(
+    values: &[f32],
+    shape: Shape2,
+    p: &Params,
+    columns: Option<&[f32]>,
+) -> Result<Option<Estimated>> {
+    check_input(values, shape)?;
+    let (bytes, side_bytes, reconstruction) = match (&p.grid, p.rotate) {
+        (Grid::Uniform { fineness }, false) => estimate_uniform(values, shape, *fineness)?,
+        (Grid::Columns { fineness }, false) => {
+            let shifts = column_shifts(energies_of(columns, shape)?);
+            let gains: Vec<f32> = shifts.iter().map(|&k| column_gain(k)).collect();
+            let scaled = scale_columns(values, shape, &gains);
+            let (bytes, side, mut reconstruction) = estimate_uniform(&scaled, shape, *fineness)?;
+            drop(scaled);
+            unscale_columns(&mut reconstruction, &gains);
+            (
+                bytes + shifts.len() as u64,
+                side + shifts.len(),
+                reconstruction,
+            )
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Estimated {
+        bytes,
+        side_bytes,
+        reconstruction,
+    }))
+}
+
+/// The checks every grid makes of its input: one value per element, all finite.
+fn check_input(values: &[f32], shape: Shape2) -> Result<()> {
+    if values.len() != shape.len() {
+        return Err(Error::invalid(format!(
+            "{} values for a {}x{} tensor",
+            values.len(),
+            shape.rows,
+            shape.cols
+        )));
+    }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "scalar quantization needs finite weights, found {bad}"
+        )));
+    }
+    Ok(())
+}
+
+/// The input energies [`Grid::Columns`] needs: one per column.
+fn energies_of(columns: Option<&[f32]>, shape: Shape2) -> Result<&[f32]> {
+    columns.filter(|c| c.len() == shape.cols).ok_or_else(|| {
+        Error::invalid(format!(
+            "the per-column grid needs the input statistics of the tensor's {} columns",
+            shape.cols
+        ))
     })
 }
 
@@ -252,6 +297,19 @@ fn dequantize_uniform(q: i32, step: f32, offsets: [f32; 2]) -> f32 {
     }
 }
 
+/// `x` rounded to the nearest integer, halves away from zero, clamped to +-1e9: what
+/// `x.round().clamp(-1e9, 1e9) as i32` gives, without the call to libm's `round` (the
+/// baseline x86-64 target has no rounding instruction, and this runs once per weight per
+/// option). Exact: below 2^53 an f64's fractional part `x - trunc(x)` is computed exactly.
+#[inline(always)]
+fn round_code(x: f64) -> i32 {
+    let x = x.clamp(-1.5e9, 1.5e9);
+    let t = x as i64; // truncation towards zero
+    let frac = x - t as f64;
+    let q = t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
+    q.clamp(-1_000_000_000, 1_000_000_000) as i32
+}
+
 fn row_class(row: &[f32], step: f64) -> u32 {
     let r = rms(row);
     if r <= 0.0 {
@@ -263,7 +321,72 @@ fn row_class(row: &[f32], step: f64) -> u32 {
 
 type Sections = (Vec<u8>, usize, Vec<f32>);
 
-fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sections> {
+/// A tensor's codes on the uniform grid, before entropy coding: what the section stores and
+/// what the size estimate counts.
+struct UniformCodes {
+    step: f32,
+    offsets: [f32; 2],
+    codes: Vec<i32>,
+    /// Largest magnitude with its own symbol (larger codes are escaped).
+    limit: u32,
+    /// Each row's context class (empty for a single row).
+    classes: Vec<u32>,
+}
+
+impl UniformCodes {
+    fn alphabet(&self) -> u32 {
+        2 * self.limit + 2
+    }
+
+    /// Code `q`'s symbol (the escape symbol, `2 * limit + 1`, for a code beyond the limit).
+    #[inline]
+    fn symbol(&self, q: i32) -> u32 {
+        match q.unsigned_abs() <= self.limit {
+            true => (q + self.limit as i32) as u32,
+            false => 2 * self.limit + 1,
+        }
+    }
+
+    /// Whether the row contexts may pay: more than one class.
+    fn contexts_differ(&self) -> bool {
+        !self.classes.is_empty() && self.classes.iter().any(|&c| c != self.classes[0])
+    }
+
+    /// The escaped codes, as the section stores them (zigzag varints).
+    fn escapes(&self) -> Vec<u8> {
+        let mut escapes = Vec::new();
+        for &q in &self.codes {
+            if q.unsigned_abs() > self.limit {
+                put_varint(&mut escapes, zigzag(q));
+            }
+        }
+        escapes
+    }
+
+    fn reconstruction(&self) -> Vec<f32> {
+        self.codes
+            .iter()
+            .map(|&q| dequantize_uniform(q, self.step, self.offsets))
+            .collect()
+    }
+
+    /// The section's bytes before the coded block: step, offsets, escape limit, context mode and
+    /// (mode 1) the row classes.
+    fn header(&self, mode: u8) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(UNIFORM_HEADER + self.classes.len() + 8);
+        bytes.extend_from_slice(&self.step.to_le_bytes());
+        bytes.extend_from_slice(&self.offsets[0].to_le_bytes());
+        bytes.extend_from_slice(&self.offsets[1].to_le_bytes());
+        bytes.extend_from_slice(&(self.limit as u16).to_le_bytes());
+        bytes.push(mode);
+        if mode == 1 {
+            bytes.extend(self.classes.iter().map(|&c| c as u8));
+        }
+        bytes
+    }
+}
+
+fn quantize_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<UniformCodes> {
     if !(-64..=96).contains(&fineness) {
         return Err(Error::option(format!(
             "uniform fineness {fineness} out of range"
@@ -275,21 +398,20 @@ fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sectio
         step = 1.0; // all zeros (or subnormal): every code is 0
     }
     let inv = 1.0 / step as f64;
-    let codes: Vec<i32> = values
-        .iter()
-        .map(|&v| (v as f64 * inv).round().clamp(-1e9, 1e9) as i32)
-        .collect();
+    let codes: Vec<i32> = values.iter().map(|&v| round_code(v as f64 * inv)).collect();
 
     // Least-squares reconstruction offsets per magnitude class (|q| = 1, |q| >= 2):
     // offset = mean(|q| - |x|/step), kept within half a bin.
     let mut sums = [0f64; 2];
     let mut counts = [0u64; 2];
+    let mut max_abs = 0u32;
     for (&q, &v) in codes.iter().zip(values) {
         if q != 0 {
             let m = q.unsigned_abs();
             let k = usize::from(m > 1);
             sums[k] += m as f64 - (v.abs() as f64) * inv;
             counts[k] += 1;
+            max_abs = max_abs.max(m);
         }
     }
     let offsets = [0, 1].map(|k| {
@@ -299,25 +421,7 @@ fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sectio
             (sums[k] / counts[k] as f64).clamp(-0.5, 0.5) as f32
         }
     });
-
-    let max_abs = codes.iter().map(|q| q.unsigned_abs()).max().unwrap_or(0);
-    let limit = max_abs.min(ESCAPE_LIMIT);
-    let alphabet = 2 * limit + 2;
-    let escape_symbol = 2 * limit + 1;
-    let mut escapes = Vec::new();
-    let symbols: Vec<u32> = codes
-        .iter()
-        .map(|&q| {
-            if q.unsigned_abs() <= limit {
-                (q + limit as i32) as u32
-            } else {
-                put_varint(&mut escapes, zigzag(q));
-                escape_symbol
-            }
-        })
-        .collect();
-
-    // Contexts: the row's RMS class. Keep them only when they pay for their tables and bytes.
+    // Contexts: the row's RMS class.
     let classes: Vec<u32> = if shape.rows > 1 && shape.cols > 0 {
         values
             .chunks_exact(shape.cols)
@@ -326,35 +430,90 @@ fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sectio
     } else {
         Vec::new()
     };
+    Ok(UniformCodes {
+        step,
+        offsets,
+        codes,
+        limit: max_abs.min(ESCAPE_LIMIT),
+        classes,
+    })
+}
+
+fn encode_uniform(values: &[f32], shape: Shape2, fineness: i32) -> Result<Sections> {
+    let u = quantize_uniform(values, shape, fineness)?;
+    let alphabet = u.alphabet();
+    let symbols: Vec<u32> = u.codes.iter().map(|&q| u.symbol(q)).collect();
+    // Keep the row contexts only when they pay for their tables and bytes.
     let plain = entropy::encode(&symbols, alphabet);
     let mut best = (0u8, plain);
-    if !classes.is_empty() && classes.iter().any(|&c| c != classes[0]) {
-        let with = entropy::encode_rows(&symbols, &classes, shape.cols, alphabet, ROW_CLASSES);
-        if with.bytes.len() + classes.len() < best.1.bytes.len() {
+    if u.contexts_differ() {
+        let with = entropy::encode_rows(&symbols, &u.classes, shape.cols, alphabet, ROW_CLASSES);
+        if with.bytes.len() + u.classes.len() < best.1.bytes.len() {
             best = (1, with);
         }
     }
     let (mode, coded) = best;
-
-    let mut bytes = Vec::with_capacity(UNIFORM_HEADER + coded.bytes.len() + escapes.len() + 8);
-    bytes.extend_from_slice(&step.to_le_bytes());
-    bytes.extend_from_slice(&offsets[0].to_le_bytes());
-    bytes.extend_from_slice(&offsets[1].to_le_bytes());
-    bytes.extend_from_slice(&(limit as u16).to_le_bytes());
-    bytes.push(mode);
-    if mode == 1 {
-        bytes.extend(classes.iter().map(|&c| c as u8));
-    }
+    let escapes = u.escapes();
+    let mut bytes = u.header(mode);
+    bytes.reserve(coded.bytes.len() + escapes.len() + 10);
     put_varint(&mut bytes, coded.bytes.len() as u64);
     let side_bytes = bytes.len() + coded.table_bytes;
     bytes.extend_from_slice(&coded.bytes);
     bytes.extend_from_slice(&escapes);
+    Ok((bytes, side_bytes, u.reconstruction()))
+}
 
-    let reconstruction = codes
+/// What [`encode_uniform`] would give, without entropy coding: the section's length estimated
+/// from the codes' histograms ([`entropy::estimate`]; every other byte counted exactly, the
+/// context mode chosen by the same rule on the estimates), its side information, and the very
+/// reconstruction the section decodes to.
+fn estimate_uniform(
+    values: &[f32],
+    shape: Shape2,
+    fineness: i32,
+) -> Result<(u64, usize, Vec<f32>)> {
+    let u = quantize_uniform(values, shape, fineness)?;
+    let alphabet = u.alphabet() as usize;
+    let cols = shape.cols.max(1);
+    let mut by_class = vec![0u32; alphabet * ROW_CLASSES as usize];
+    let mut plain = vec![0u32; alphabet];
+    if u.contexts_differ() {
+        for (row, &c) in u.codes.chunks(cols).zip(&u.classes) {
+            let h = &mut by_class[c as usize * alphabet..(c as usize + 1) * alphabet];
+            for &q in row {
+                h[u.symbol(q) as usize] += 1;
+            }
+        }
+        for h in by_class.chunks_exact(alphabet) {
+            plain.iter_mut().zip(h).for_each(|(p, &n)| *p += n);
+        }
+    } else {
+        for &q in &u.codes {
+            plain[u.symbol(q) as usize] += 1;
+        }
+    }
+    let mut best = (0u8, entropy::estimate(&plain, u.alphabet(), 1));
+    if u.contexts_differ() {
+        let with = entropy::estimate(&by_class, u.alphabet(), ROW_CLASSES);
+        if with.bytes + u.classes.len() < best.1.bytes {
+            best = (1, with);
+        }
+    }
+    let (mode, coded) = best;
+    let escapes: usize = u
+        .codes
         .iter()
-        .map(|&q| dequantize_uniform(q, step, offsets))
-        .collect();
-    Ok((bytes, side_bytes, reconstruction))
+        .filter(|q| q.unsigned_abs() > u.limit)
+        .map(|&q| varint_len(zigzag(q)))
+        .sum();
+    let before = u.header(mode).len() + varint_len(coded.bytes as u64);
+    let bytes = before + coded.bytes + escapes;
+    Ok((bytes as u64, before + coded.table_bytes, u.reconstruction()))
+}
+
+/// The length of `v` as a varint ([`put_varint`]).
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn decode_uniform(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
@@ -414,10 +573,7 @@ fn decode_uniform(bytes: &[u8], shape: Shape2) -> Result<Vec<f32>> {
 
 fn encode_columns(values: &[f32], shape: Shape2, fineness: i32, shifts: &[i8]) -> Result<Sections> {
     let gains: Vec<f32> = shifts.iter().map(|&k| column_gain(k)).collect();
-    let mut scaled = values.to_vec();
-    for row in scaled.chunks_exact_mut(shape.cols.max(1)) {
-        row.iter_mut().zip(&gains).for_each(|(v, g)| *v *= g);
-    }
+    let scaled = scale_columns(values, shape, &gains);
     let (uniform, uniform_side, mut reconstruction) = encode_uniform(&scaled, shape, fineness)?;
     drop(scaled);
     unscale_columns(&mut reconstruction, &gains);
@@ -425,6 +581,15 @@ fn encode_columns(values: &[f32], shape: Shape2, fineness: i32, shifts: &[i8]) -
     bytes.extend(shifts.iter().map(|&k| k as u8));
     bytes.extend_from_slice(&uniform);
     Ok((bytes, uniform_side + shifts.len(), reconstruction))
+}
+
+/// The matrix with column `j` multiplied by `gains[j]`.
+fn scale_columns(values: &[f32], shape: Shape2, gains: &[f32]) -> Vec<f32> {
+    let mut scaled = values.to_vec();
+    for row in scaled.chunks_exact_mut(shape.cols.max(1)) {
+        row.iter_mut().zip(gains).for_each(|(v, g)| *v *= g);
+    }
+    scaled
 }
 
 /// Divides column `j` of a row-major matrix by `gains[j]`: the encoder's reconstruction and the
@@ -557,6 +722,109 @@ pub(super) mod tests {
             .map(|(x, y)| ((x - y) as f64).powi(2))
             .sum::<f64>()
             / a.len() as f64
+    }
+
+    #[test]
+    fn codes_round_as_f64_round_does() {
+        let mut r = Rng::new(5);
+        let mut xs: Vec<f64> = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.499_999_999_999_999_94,
+            -0.499_999_999_999_999_94,
+            1e9,
+            -1e9,
+            1e9 + 0.5,
+            -1e9 - 0.5,
+            1e12,
+            -1e12,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            4_503_599_627_370_495.5,
+            f64::MIN_POSITIVE,
+        ];
+        xs.extend((0..100_000).map(|_| r.normal() * 10f64.powi(r.below(10) as i32 - 2)));
+        xs.extend((0..10_000).map(|i| i as f64 / 4.0 - 1250.0));
+        for x in xs {
+            let want = x.round().clamp(-1e9, 1e9) as i32;
+            assert_eq!(round_code(x), want, "{x}");
+        }
+    }
+
+    /// The size the analysis estimates for a scalar option is within a few bytes of its coded
+    /// section, and the reconstruction is the coded one's, bit for bit.
+    #[test]
+    fn estimates_are_close_to_the_coded_size_with_the_same_reconstruction() {
+        let energies: Vec<f32> = (0..48).map(|j| 0.01 + (j as f32).powi(3)).collect();
+        for (rows, cols, seed) in [
+            (1usize, 3000usize, 1u64),
+            (40, 48, 2),
+            (300, 48, 3),
+            (2, 48, 4),
+        ] {
+            let mut x = gaussian(rows * cols, seed);
+            // Rows of different scales (so the row contexts pay) and a few outliers (escapes).
+            for (r, row) in x.chunks_mut(cols).enumerate() {
+                row.iter_mut().for_each(|v| *v *= 1.0 + (r % 7) as f32);
+            }
+            x[7] = 4e4;
+            let shape = Shape2::new(rows, cols);
+            for fineness in [-4, 0, 6, 13, 28] {
+                for grid in [Grid::Uniform { fineness }, Grid::Columns { fineness }] {
+                    if matches!(grid, Grid::Columns { .. }) && cols != 48 {
+                        continue;
+                    }
+                    let p = Params {
+                        grid,
+                        rotate: false,
+                        seed: 0,
+                    };
+                    let columns = Some(&energies[..]);
+                    let coded =
+                        backend::ready(encode_on(&Backend::Cpu, &x, shape, &p, columns)).unwrap();
+                    let e = estimate(&x, shape, &p, columns)
+                        .unwrap()
+                        .expect("an estimate");
+                    let off = e.bytes as i64 - coded.bytes.len() as i64;
+                    assert!(
+                        off.abs() <= 12,
+                        "{rows}x{cols} {}: estimate {} against {}",
+                        p.label(),
+                        e.bytes,
+                        coded.bytes.len()
+                    );
+                    assert!(
+                        (e.side_bytes as i64 - coded.side_bytes as i64).abs() <= 1,
+                        "{}",
+                        p.label()
+                    );
+                    let same = e
+                        .reconstruction
+                        .iter()
+                        .zip(&coded.reconstruction)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{}", p.label());
+                }
+            }
+        }
+        assert!(estimate(
+            &[1.0; 4],
+            Shape2::new(2, 2),
+            &Params {
+                grid: Grid::Grouped { bits: 4, group: 2 },
+                rotate: false,
+                seed: 0
+            },
+            None
+        )
+        .unwrap()
+        .is_none());
     }
 
     pub(crate) fn uniform(fineness: i32, rotate: bool) -> Params {

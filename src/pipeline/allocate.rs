@@ -96,7 +96,7 @@ fn manifest_for(ckpt: &Checkpoint, analyses: &[TensorAnalysis], choice: &[usize]
                     codec: c.codec.clone(),
                     coded_bytes: c.coded_bytes,
                     side_bytes: c.side_bytes,
-                    crc32: c.crc32,
+                    crc32: c.manifest_crc(),
                 }
             })
             .collect(),
@@ -121,6 +121,11 @@ fn output_size(manifest: &Manifest) -> Result<(u64, u64)> {
     ))
 }
 
+/// The most bytes a file of `parameters` parameters may take at `bpw` bits per weight.
+pub(crate) fn allowed_bytes(bpw: f64, parameters: u64) -> u64 {
+    (bpw * parameters as f64 / 8.0).floor() as u64
+}
+
 /// The allocator: one measured option per tensor (or per sibling set), meeting `opts.target`.
 pub fn allocate(a: &Analysed, opts: &CompressOptions) -> Result<Plan> {
     opts.validate()?;
@@ -135,7 +140,7 @@ pub fn allocate(a: &Analysed, opts: &CompressOptions) -> Result<Plan> {
     let points = shared.points(&option_points(&checkpoint, &analyses));
     let choice = match opts.target {
         Target::BitsPerWeight(bpw) => {
-            let allowed = (bpw * checkpoint.parameters() as f64 / 8.0).floor() as u64;
+            let allowed = allowed_bytes(bpw, checkpoint.parameters());
             // The header's size depends a little on the choice: allocate, measure, shrink the
             // section budget by any excess, repeat (converges in one or two rounds).
             let cheapest: Vec<usize> = points

@@ -31,10 +31,13 @@ pub const SPECTRUM_LENGTH: usize = 64;
 #[derive(Clone, Debug)]
 pub struct MeasuredOption {
     pub codec: CodecParams,
+    /// The section's length: coded, or estimated from histograms when `crc32` is `None`.
     pub coded_bytes: u64,
     pub side_bytes: u64,
-    /// CRC-32 of the coded bytes (the manifest stores it; the header is written before the sections).
-    pub crc32: u32,
+    /// CRC-32 of the coded bytes (the manifest stores it; the header is written before the
+    /// sections). `None`: the option was not coded, its size is an estimate
+    /// ([`codec::Estimated`]); `pipeline::settle` codes it if the allocator chooses it.
+    pub crc32: Option<u32>,
     /// Sum of squared errors after conversion back to the tensor's dtype (0 for lossless).
     pub sq_error: f64,
     /// The distortion, in the measure the allocator minimises for this tensor: the relative MSE,
@@ -58,30 +61,106 @@ impl MeasuredOption {
         vector: Option<VectorMeasure>,
         output: Option<&OutputWeights>,
     ) -> MeasuredOption {
-        let sq_error = squared_error(values, &encoded.reconstruction, dtype);
-        let recall = vector.as_ref().and_then(|v| v.recall_at_10);
-        let relative_mse = distortion::relative_mse(sq_error, norm_sq);
-        let distortion = match (output, recall) {
-            (Some(w), None) => {
-                let output_error = w.relative_error(values, &encoded.reconstruction, dtype);
-                Distortion::OutputError {
-                    output_error,
-                    relative_mse,
-                    equivalent_mse: w.equivalent_mse(output_error, norm_sq),
-                }
-            }
-            _ => Distortion::new(relative_mse, recall),
-        };
+        let (sq_error, distortion) = figures(
+            values,
+            &encoded.reconstruction,
+            dtype,
+            norm_sq,
+            vector.as_ref(),
+            output,
+        );
         MeasuredOption {
             codec,
             coded_bytes: encoded.bytes.len() as u64,
             side_bytes: encoded.side_bytes as u64,
-            crc32: container::crc32(&encoded.bytes),
+            crc32: Some(container::crc32(&encoded.bytes)),
             sq_error,
             distortion,
             vector,
         }
     }
+
+    /// [`MeasuredOption::measure`] of an option tried for the analysis, coded or with its size
+    /// estimated.
+    pub fn measure_trial(
+        codec: CodecParams,
+        trial: &codec::Trial,
+        values: &[f32],
+        dtype: DType,
+        norm_sq: f64,
+        vector: Option<VectorMeasure>,
+        output: Option<&OutputWeights>,
+    ) -> MeasuredOption {
+        let e = match trial {
+            codec::Trial::Coded(e) => {
+                return Self::measure(codec, e, values, dtype, norm_sq, vector, output)
+            }
+            codec::Trial::Estimated(e) => e,
+        };
+        let (sq_error, distortion) = figures(
+            values,
+            &e.reconstruction,
+            dtype,
+            norm_sq,
+            vector.as_ref(),
+            output,
+        );
+        MeasuredOption {
+            codec,
+            coded_bytes: e.bytes,
+            side_bytes: e.side_bytes as u64,
+            crc32: None,
+            sq_error,
+            distortion,
+            vector,
+        }
+    }
+
+    /// The CRC a manifest records for this option: 0 for an estimate, which a plan holds only
+    /// until it is settled (`pipeline::settle`; the writer refuses a plan that is not).
+    pub fn manifest_crc(&self) -> u32 {
+        self.crc32.unwrap_or(0)
+    }
+
+    /// Whether the size is an estimate (the option was not coded).
+    pub fn is_estimate(&self) -> bool {
+        self.crc32.is_none()
+    }
+
+    /// The option's figures once coded: its exact size and CRC (the error is unchanged: an
+    /// estimate's reconstruction is the coded section's).
+    pub fn settle(&mut self, encoded: &[u8], side_bytes: u64) {
+        self.coded_bytes = encoded.len() as u64;
+        self.side_bytes = side_bytes;
+        self.crc32 = Some(container::crc32(encoded));
+    }
+}
+
+/// An option's squared error after conversion back to the dtype, and its distortion (see
+/// [`MeasuredOption::measure`]).
+fn figures(
+    values: &[f32],
+    reconstruction: &[f32],
+    dtype: DType,
+    norm_sq: f64,
+    vector: Option<&VectorMeasure>,
+    output: Option<&OutputWeights>,
+) -> (f64, Distortion) {
+    let sq_error = squared_error(values, reconstruction, dtype);
+    let recall = vector.and_then(|v| v.recall_at_10);
+    let relative_mse = distortion::relative_mse(sq_error, norm_sq);
+    let distortion = match (output, recall) {
+        (Some(w), None) => {
+            let output_error = w.relative_error(values, reconstruction, dtype);
+            Distortion::OutputError {
+                output_error,
+                relative_mse,
+                equivalent_mse: w.equivalent_mse(output_error, norm_sq),
+            }
+        }
+        _ => Distortion::new(relative_mse, recall),
+    };
+    (sq_error, distortion)
 }
 
 /// What is measured about a tensor coded as a vector dataset (rows = vectors).
@@ -142,7 +221,7 @@ fn exact_option(raw: &[u8], dtype: DType) -> Result<MeasuredOption> {
     Ok(MeasuredOption {
         codec: CodecParams::Lossless,
         coded_bytes: exact.bytes.len() as u64,
-        crc32: container::crc32(&exact.bytes),
+        crc32: Some(container::crc32(&exact.bytes)),
         side_bytes: exact.side_bytes as u64,
         sq_error: 0.0,
         distortion: Distortion::RelativeMse(0.0),
@@ -666,6 +745,22 @@ impl MatrixInput<'_> {
         Ok(self.measure_encoded(codec, &encoded?))
     }
 
+    fn measure_trial(&self, codec: CodecParams, trial: &codec::Trial) -> MeasuredOption {
+        let vector = self.queries.map(|q| VectorMeasure {
+            recall_at_10: q.recall(trial.reconstruction(), self.shape),
+            bits_per_dimension: Vec::new(),
+        });
+        MeasuredOption::measure_trial(
+            codec,
+            trial,
+            self.values,
+            self.dtype,
+            self.norm_sq,
+            vector,
+            self.output,
+        )
+    }
+
     fn measure_encoded(&self, codec: CodecParams, encoded: &codec::Encoded) -> MeasuredOption {
         let vector = self.queries.map(|q| VectorMeasure {
             recall_at_10: q.recall(&encoded.reconstruction, self.shape),
@@ -761,8 +856,8 @@ async fn run_job(
         Job::Independent(i) => {
             let p = candidates.independent[i].clone();
             let columns = m.output.map(|o| o.columns);
-            let encoded = p.encode_weighted_on(backend, values, shape, columns).await;
-            vec![m.measure(p, encoded)?]
+            let trial = p.trial_weighted_on(backend, values, shape, columns).await?;
+            vec![m.measure_trial(p, &trial)]
         }
         Job::Lowrank => {
             // Options sharing a truncated SVD are encoded together (one SVD each). Each encoding

@@ -3,8 +3,9 @@
 //! ```text
 //! detect   what kind of input a file is (checkpoint, .lowbit, sequence file)
 //! options  what the user asks for (Settings -> CompressOptions)
-//! analyse  every option of every tensor, measured by encoding it
+//! analyse  every option of every tensor, measured (coded, or the scalar grids' sizes estimated)
 //! allocate one option per tensor for the target -> Plan (with the container manifest)
+//! settle   the chosen options whose sizes were estimated coded, allocated again until all are exact
 //! search   (asked for) the allocator's choice improved by running the compressed model
 //! write    the .lowbit of a plan, streamed
 //! read     a .lowbit back to the original kind of file
@@ -25,6 +26,7 @@ pub mod model;
 pub mod options;
 pub mod read;
 pub mod search;
+pub mod settle;
 pub mod shared;
 pub mod write;
 
@@ -41,4 +43,5 @@ pub use options::{
     Target,
 };
 pub use read::{decode_tensor, decompress, DecompressSummary};
+pub use settle::settle;
 pub use write::write_container;

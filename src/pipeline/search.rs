@@ -644,7 +644,7 @@ impl<S: Source + ?Sized> Search<'_, S> {
 fn allowed_bytes(plan: &Plan, opts: &CompressOptions) -> u64 {
     match opts.target {
         Target::BitsPerWeight(bpw) => {
-            (bpw * plan.checkpoint.parameters() as f64 / 8.0).floor() as u64
+            super::allocate::allowed_bytes(bpw, plan.checkpoint.parameters())
         }
         Target::MaxError(_) => plan.output_bytes,
     }
@@ -730,7 +730,15 @@ pub async fn improve<S: Source + ?Sized>(
         progress.advance(1, "search");
     }
     let ladders = std::mem::take(&mut search.ladders);
-    let changed = finish(plan, &ladders, &history, allowed)?;
+    let changed = finish(
+        plan,
+        &ladders,
+        &history,
+        allowed,
+        (backend, opts, file),
+        progress,
+    )
+    .await?;
     Ok(Some(SearchSummary {
         source: options.source.clone(),
         measure: judge.measure(),
@@ -745,14 +753,19 @@ pub async fn improve<S: Source + ?Sized>(
 }
 
 /// Makes `plan` the best model found that fits: the last parent of `history`, or an earlier one
-/// when the header grew past the margin (down to the allocator's own choice, which fits).
+/// when the header grew past the margin or an estimated size past its estimate (down to the
+/// allocator's own choice, which fits). Each choice tried has its chosen options coded first
+/// (`coder`: where, with what options, from which file), so the fit is judged on exact sizes.
 /// Returns how many matrices changed option.
-fn finish(
+async fn finish<S: Source + ?Sized>(
     plan: &mut Plan,
     ladders: &[Ladder],
     history: &[Vec<usize>],
     allowed: u64,
+    coder: (&Backend, &CompressOptions, &S),
+    progress: &mut dyn Progress,
 ) -> Result<usize> {
+    let (backend, opts, file) = coder;
     let choice_of = |levels: &[usize]| {
         let mut choice = plan.choice.clone();
         for (l, &i) in ladders.iter().zip(levels) {
@@ -764,6 +777,7 @@ fn finish(
     for levels in history.iter().rev() {
         let mut tried = plan.clone();
         tried.rechoose(choice_of(levels))?;
+        super::settle::settle_choice(backend, &mut tried, opts, file, progress).await?;
         if tried.output_bytes <= allowed || levels == start {
             *plan = tried;
             break;

@@ -225,7 +225,7 @@ impl AllocatorItems {
             record.codec = c.codec.clone();
             record.coded_bytes = c.coded_bytes;
             record.side_bytes = c.side_bytes;
-            record.crc32 = c.crc32;
+            record.crc32 = c.manifest_crc();
         }
         manifest.groups = self
             .chosen_groups(item_choice)

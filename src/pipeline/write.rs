@@ -29,6 +29,20 @@ pub async fn write_container<S: Source + ?Sized>(
     progress: &mut dyn Progress,
     out: &mut dyn Write,
 ) -> Result<()> {
+    if let Some((t, _)) = plan
+        .checkpoint
+        .tensors
+        .iter()
+        .zip(&plan.analyses)
+        .zip(&plan.choice)
+        .find(|((_, a), &i)| a.candidates[i].is_estimate())
+        .map(|(ti, _)| ti)
+    {
+        return Err(Error::invalid(
+            "internal error: the plan holds an estimated size (it was not settled before writing)",
+        )
+        .in_tensor(&t.name));
+    }
     let header = container::encode_header(&plan.manifest)?;
     let io_err = |e| Error::io("output", e);
     out.write_all(&header).map_err(io_err)?;
@@ -55,7 +69,7 @@ pub async fn write_container<S: Source + ?Sized>(
                 .ok_or_else(|| Error::invalid("internal error: a group member was not coded"))?,
             codec => {
                 let raw = crate::checkpoint::tensor_bytes(data, t)?;
-                encode_section(backend, codec, opts, t, raw).await?
+                encode_section(backend, codec, opts, t, raw).await?.0
             }
         };
         if bytes.len() as u64 != record.coded_bytes || container::crc32(&bytes) != record.crc32 {
@@ -92,17 +106,18 @@ pub async fn write_container<S: Source + ?Sized>(
     Ok(())
 }
 
-/// Tensor `t`'s section coded with `codec` from its bytes `raw`, as the `.lowbit` holds it. Not for
-/// shared-lowrank members: those are coded with their group ([`super::shared::encode_groups`]).
-async fn encode_section(
+/// Tensor `t`'s section coded with `codec` from its bytes `raw`, as the `.lowbit` holds it, and
+/// how many of its bytes are side information. Not for shared-lowrank members: those are coded
+/// with their group ([`super::shared::encode_groups`]).
+pub(super) async fn encode_section(
     backend: &Backend,
     codec: &CodecParams,
     opts: &CompressOptions,
     t: &InputTensor,
     raw: Cow<'_, [u8]>,
-) -> Result<Vec<u8>> {
-    Ok(match codec {
-        CodecParams::Lossless => lossless::encode(&raw, t.dtype)?.bytes,
+) -> Result<(Vec<u8>, u64)> {
+    let coded = match codec {
+        CodecParams::Lossless => lossless::encode(&raw, t.dtype)?,
         CodecParams::SharedLowrank(_) => {
             return Err(Error::invalid(
                 "internal error: a shared-lowrank member is coded with its group",
@@ -123,7 +138,6 @@ async fn encode_section(
                 p,
                 &rows,
             )?
-            .bytes
         }
         lossy => {
             let values = dtype::to_f32(t.dtype, &raw);
@@ -134,9 +148,9 @@ async fn encode_section(
                 .encode_weighted_on(backend, &values, shape, columns)
                 .await
                 .map_err(|e| e.in_tensor(&t.name))?
-                .bytes
         }
-    })
+    };
+    Ok((coded.bytes, coded.side_bytes as u64))
 }
 
 /// The values the `.lowbit` of `plan` restores for tensor `i` (a float tensor), as f32: its
@@ -173,12 +187,18 @@ pub async fn restored_values<S: Source + ?Sized>(
         codec => {
             let raw = crate::checkpoint::tensor_bytes(data, t)?;
             (
-                encode_section(backend, codec, opts, t, raw).await?,
+                encode_section(backend, codec, opts, t, raw).await?.0,
                 Vec::new(),
             )
         }
     };
-    if section.len() as u64 != record.coded_bytes || container::crc32(&section) != record.crc32 {
+    // A plan the page shows before it is settled may hold an estimate's size (no CRC): the
+    // section is then the one `settle` will code, unchecked.
+    let estimate = plan.analyses[i].candidates[plan.choice[i]].is_estimate();
+    if !estimate
+        && (section.len() as u64 != record.coded_bytes
+            || container::crc32(&section) != record.crc32)
+    {
         return Err(Error::invalid(
             "internal error: re-encoding gave other bytes than the analysis measured",
         )

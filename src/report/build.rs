@@ -102,6 +102,7 @@ pub fn build_report(
             rel_mse_lossy: ratio_of(lossy_err, lossy_norm),
             rel_mse_2d: ratio_of(twod_err, twod_norm),
             written,
+            sizes_estimated: tensors.iter().any(|t| t.size_estimated),
         },
         distortion_measure: distortion_measure(calibration.as_ref(), opts),
         tensors,
@@ -205,6 +206,7 @@ fn tensor_report(
         codec: c.codec.clone(),
         label: c.codec.label(),
         section_bytes: section,
+        size_estimated: c.is_estimate(),
         payload_bytes: c.coded_bytes - c.side_bytes,
         side_bytes: c.side_bytes,
         bits_per_weight: 8.0 * section as f64 / numel,
@@ -222,6 +224,7 @@ fn tensor_report(
                 label: o.codec.label(),
                 bits_per_weight: 8.0 * container::section_len(t.numel(), o.coded_bytes) as f64
                     / numel,
+                estimated: o.is_estimate(),
                 rel_mse: o.distortion.relative_mse(),
                 chosen: i == ci,
             })

@@ -178,6 +178,15 @@ pub struct OutputSummary {
     pub rel_mse_2d: f64,
     /// Whether the file was written (false for `plan`).
     pub written: bool,
+    /// Some chosen option's size is an estimate (from its codes' histograms, not coded): the
+    /// page's live figures before the file is made. Every size of a written file, and of
+    /// `lowbit plan`, is coded.
+    #[serde(skip_serializing_if = "is_false")]
+    pub sizes_estimated: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -194,6 +203,9 @@ pub struct TensorReport {
     pub label: String,
     /// The section as stored (coded bytes + padding).
     pub section_bytes: u64,
+    /// `section_bytes` is an estimate (see [`OutputSummary::sizes_estimated`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub size_estimated: bool,
     pub payload_bytes: u64,
     pub side_bytes: u64,
     /// 8 * section_bytes / parameters (the header is reported once, for the file).
@@ -501,6 +513,9 @@ fn push_max_error_texts(
 pub struct OptionReport {
     pub label: String,
     pub bits_per_weight: f64,
+    /// The size is an estimate from the codes' histograms (the option was not coded).
+    #[serde(skip_serializing_if = "is_false")]
+    pub estimated: bool,
     pub rel_mse: f64,
     pub chosen: bool,
 }
@@ -605,10 +620,10 @@ impl Report {
                 format!(
                     "{} bytes{}",
                     o.bytes,
-                    if o.written {
-                        ""
-                    } else {
-                        " (planned, not written)"
+                    match (o.written, o.sizes_estimated) {
+                        (true, _) => "",
+                        (false, false) => " (planned, not written)",
+                        (false, true) => " (planned, not written; sizes estimated before coding)",
                     }
                 ),
             ),

@@ -53,11 +53,12 @@ fn whole_file_rate_and_mse(
     opts.method = Some(method);
     let mut quiet = NoProgress;
     let measure = lowbit::pipeline::analyse_on(&cpu, "test", file, "x.npy", &opts, &mut quiet);
-    let analysed = lowbit::backend::ready(measure).unwrap();
+    let mut analysed = lowbit::backend::ready(measure).unwrap();
     let mut out = Vec::new();
     for &budget in budgets {
         opts.target = Target::BitsPerWeight(budget);
-        let mut plan = lowbit::pipeline::allocate(&analysed, &opts).unwrap();
+        let settle = lowbit::pipeline::settle(&cpu, &mut analysed, &opts, file, &mut quiet);
+        let mut plan = lowbit::backend::ready(settle).unwrap();
         let mut lowbit_file = Vec::new();
         let write = lowbit::api::write_plan_on(
             &cpu,
