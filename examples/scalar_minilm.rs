@@ -35,7 +35,8 @@ fn main() {
         tensors.len()
     );
 
-    let mut configs: Vec<Params> = scalar::candidates(Shape2::new(1, 1), 0, false);
+    let mut configs: Vec<Params> =
+        scalar::candidates(Shape2::new(1, 1), 0, false, scalar::Ladder::Full);
     if all {
         for rotate in [false, true] {
             for fineness in [0, 4, 8, 12, 16, 20, 24] {

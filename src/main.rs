@@ -194,6 +194,11 @@ struct Settings {
     /// also tried for the tensors that have one.
     #[arg(long, value_name = "FILE")]
     importance: Option<PathBuf>,
+    /// Measure every rung of the scalar grid's ladder (quarter-bit steps) up front, instead of
+    /// one-bit rungs refined near the allocator's choice: slower, the reference the default is
+    /// checked against.
+    #[arg(long)]
+    exhaustive: bool,
 }
 
 impl Settings {
@@ -228,6 +233,7 @@ impl Settings {
     fn options(&self) -> Result<CompressOptions> {
         let mut opts = self.settings()?.options()?;
         opts.importance = self.importance()?;
+        opts.exhaustive = self.exhaustive;
         Ok(opts)
     }
 }

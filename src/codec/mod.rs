@@ -359,18 +359,20 @@ impl MatrixCandidates {
     /// measured subset for auto (`None`). `importance`: the tensor's row importances from an
     /// importance file, if any (they bring fwsvd into auto). `columns`: the tensor's input
     /// statistics are known (the scalar grid then steps each column by its input energy).
+    /// `ladder`: the scalar grid's whole ladder, or its coarse rungs ([`scalar::Ladder`]).
     pub fn for_tensor(
         shape: Shape2,
         seed: u64,
         method: Option<Method>,
         importance: Option<&[f64]>,
         columns: bool,
+        ladder: scalar::Ladder,
     ) -> MatrixCandidates {
         let mut params: Vec<CodecParams> = Vec::new();
         let wants = |m: Method| method.is_none() || method == Some(m);
         if wants(Method::Scalar) {
             params.extend(
-                scalar::candidates(shape, seed, columns)
+                scalar::candidates(shape, seed, columns, ladder)
                     .into_iter()
                     .map(CodecParams::Scalar),
             );
@@ -475,7 +477,14 @@ mod tests {
     fn every_codec(x: &[f32], shape: Shape2) -> Vec<(CodecParams, Vec<u8>)> {
         let mut out = Vec::new();
         for method in Method::ALL {
-            let c = MatrixCandidates::for_tensor(shape, 5, Some(method), None, false);
+            let c = MatrixCandidates::for_tensor(
+                shape,
+                5,
+                Some(method),
+                None,
+                false,
+                scalar::Ladder::Full,
+            );
             let params = c
                 .independent
                 .into_iter()
@@ -495,7 +504,14 @@ mod tests {
         }
         // The per-column scalar grid, encoded with the input energies its shifts come from.
         let energies: Vec<f32> = (0..shape.cols).map(|j| (1 + j % 7) as f32).collect();
-        let columns = MatrixCandidates::for_tensor(shape, 5, Some(Method::Scalar), None, true);
+        let columns = MatrixCandidates::for_tensor(
+            shape,
+            5,
+            Some(Method::Scalar),
+            None,
+            true,
+            scalar::Ladder::Full,
+        );
         for p in columns.independent.into_iter().take(2) {
             let encoded = ready(p.encode_weighted_on(&Backend::Cpu, x, shape, Some(&energies)));
             out.push((p, encoded.expect("encodes").bytes));

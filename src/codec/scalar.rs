@@ -99,8 +99,18 @@ const UNIFORM_HEADER: usize = 4 + 4 + 4 + 2 + 1;
 ///
 /// With input statistics (`columns`), the same ladder on [`Grid::Columns`] instead: at the same
 /// rate it has the lower expected output error, which is what the allocator then minimises.
-pub fn candidates(_shape: Shape2, seed: u64, columns: bool) -> Vec<Params> {
+///
+/// `ladder`: [`Ladder::Full`], every quarter bit; [`Ladder::Coarse`], every bit (a quarter of
+/// the options): the analysis measures those first and `pipeline::settle` measures the quarter
+/// bits near the allocator's choice ([`neighbours`]), which on MiniLM gave the full ladder's
+/// distortion within 0.1% (docs/CODECS-scalar.md).
+pub fn candidates(_shape: Shape2, seed: u64, columns: bool, ladder: Ladder) -> Vec<Params> {
+    let stride = match ladder {
+        Ladder::Full => 1,
+        Ladder::Coarse => COARSE_STRIDE,
+    };
     (FINENESS_MIN..=FINENESS_MAX)
+        .step_by(stride as usize)
         .map(|fineness| Params {
             grid: match columns {
                 true => Grid::Columns { fineness },
@@ -108,6 +118,42 @@ pub fn candidates(_shape: Shape2, seed: u64, columns: bool) -> Vec<Params> {
             },
             rotate: false,
             seed,
+        })
+        .collect()
+}
+
+/// Which rungs of the uniform grid's ladder [`candidates`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ladder {
+    /// Every fineness: quarter-bit steps.
+    Full,
+    /// Every [`COARSE_STRIDE`]-th fineness: one-bit steps.
+    Coarse,
+}
+
+/// The coarse ladder's step in fineness (4: one bit per weight at high rate).
+pub const COARSE_STRIDE: i32 = 4;
+
+/// The rungs of `p`'s ladder within `reach` finenesses of it (`p` itself left out), finest
+/// last: what refines the coarse ladder near a chosen option. Empty for a grid without a
+/// ladder (grouped, rotated).
+pub fn neighbours(p: &Params, reach: i32) -> Vec<Params> {
+    let (fineness, columns) = match (&p.grid, p.rotate) {
+        (Grid::Uniform { fineness }, false) => (*fineness, false),
+        (Grid::Columns { fineness }, false) => (*fineness, true),
+        _ => return Vec::new(),
+    };
+    let lo = (fineness - reach).max(FINENESS_MIN);
+    let hi = (fineness + reach).min(FINENESS_MAX);
+    (lo..=hi)
+        .filter(|&f| f != fineness)
+        .map(|f| Params {
+            grid: match columns {
+                true => Grid::Columns { fineness: f },
+                false => Grid::Uniform { fineness: f },
+            },
+            rotate: false,
+            seed: p.seed,
         })
         .collect()
 }
@@ -939,9 +985,22 @@ pub(super) mod tests {
     fn candidates_span_the_rates_in_order() {
         let shape = Shape2::new(100, 1000);
         let x = gaussian(shape.len(), 8);
-        let c = candidates(shape, 1, false);
+        let c = candidates(shape, 1, false, Ladder::Full);
         // Quarter-bit steps over ~1.2 to ~9 bits per weight: a modest count the analysis can afford.
         assert!(c.len() <= 36, "{} candidates", c.len());
+        // The coarse rungs are every fourth one, and a rung's neighbours fill the gaps.
+        let coarse = candidates(shape, 1, false, Ladder::Coarse);
+        assert_eq!(coarse.len(), c.len().div_ceil(COARSE_STRIDE as usize));
+        assert!(coarse.iter().all(|p| c.contains(p)));
+        for p in &coarse {
+            let near = neighbours(p, COARSE_STRIDE / 2);
+            assert!(!near.contains(p) && near.iter().all(|n| c.contains(n)));
+            assert!(
+                near.len() >= 2 && near.len() <= 4,
+                "{} neighbours",
+                near.len()
+            );
+        }
         let rates: Vec<f64> = c
             .iter()
             .map(|p| 8.0 * encode(&x, shape, p).unwrap().bytes.len() as f64 / x.len() as f64)

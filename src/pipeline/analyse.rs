@@ -433,6 +433,7 @@ impl<'a> TensorWork<'a> {
                 opts.method,
                 importance.as_deref(),
                 opts.input_energies(&t.name, &t.shape).is_some(),
+                ladder(opts, rule),
             )
         };
         let mut jobs = Vec::new();
@@ -600,6 +601,60 @@ impl<'a> TensorWork<'a> {
         finish(&mut analysis, self.t, opts, self.rule);
         Ok(analysis)
     }
+}
+
+/// The scalar ladder a weight matrix's analysis measures: the coarse rungs, which
+/// `pipeline::settle` refines near the allocator's choice, unless `--exhaustive` asks for every
+/// rung or an override `PATTERN=BITS` chooses by itself (it keeps one option, so nothing would be
+/// refined).
+fn ladder(opts: &CompressOptions, rule: Option<OverrideRule>) -> codec::scalar::Ladder {
+    match opts.exhaustive || matches!(rule, Some(OverrideRule::BitsPerWeight(_))) {
+        true => codec::scalar::Ladder::Full,
+        false => codec::scalar::Ladder::Coarse,
+    }
+}
+
+/// More options of weight matrix `t`, measured as its analysis measured the others (the same
+/// error, output error and sensitivity): the ladder's rungs `pipeline::settle` refines near the
+/// allocator's choice.
+pub async fn measure_more<S: Source + ?Sized>(
+    backend: &Backend,
+    file: &S,
+    t: &InputTensor,
+    opts: &CompressOptions,
+    codecs: &[CodecParams],
+) -> Result<Vec<MeasuredOption>> {
+    let shape = Shape2::of(&t.shape).expect("the reader checked that the element count fits");
+    // Read as `TensorWork::read` reads it, so the values are the analysis's.
+    let raw = crate::checkpoint::tensor_bytes(file, t)?;
+    let values = dtype::to_f32(t.dtype, &raw);
+    drop(raw);
+    let stats = Stats::of(&values);
+    let columns = opts.input_energies(&t.name, &t.shape);
+    let output = columns.map(|c| OutputWeights::new(&values, c));
+    let m = MatrixInput {
+        values: &values,
+        shape,
+        dtype: t.dtype,
+        norm_sq: stats.norm_sq,
+        seed: Rng::for_stream(opts.seed, &t.name).next_u64(),
+        importance: None,
+        queries: None,
+        output: output.as_ref(),
+    };
+    let sensitivity = opts.sensitivity.as_ref().map(|s| s.for_tensor(&t.name));
+    let mut out = Vec::with_capacity(codecs.len());
+    for codec in codecs {
+        let trial = codec
+            .trial_weighted_on(backend, &values, shape, columns)
+            .await?;
+        let mut option = m.measure_trial(codec.clone(), &trial);
+        if let Some(s) = sensitivity {
+            option.distortion = option.distortion.weighed(s);
+        }
+        out.push(option);
+    }
+    Ok(out)
 }
 
 /// Why a tensor is stored exactly without trying any lossy option, if it is: its dtype, its
@@ -816,6 +871,8 @@ async fn analyse_matrix(
         opts.method,
         m.importance,
         m.output.is_some(),
+        // A vector dataset's options are judged by recall, which the refinement does not know.
+        codec::scalar::Ladder::Full,
     );
     let mut jobs: Vec<Job> = (0..candidates.independent.len())
         .map(Job::Independent)

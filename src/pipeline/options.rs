@@ -137,6 +137,10 @@ pub struct CompressOptions {
     /// An evolutionary search after the allocation, judged by running the compressed model
     /// (`pipeline::search`; needs `model_files`).
     pub search: Option<super::search::SearchOptions>,
+    /// Measure the scalar grid's whole ladder up front (`--exhaustive`) instead of its coarse
+    /// rungs refined near the allocator's choice (`pipeline::settle`): the reference the faster
+    /// default is checked against.
+    pub exhaustive: bool,
 }
 
 impl CompressOptions {
@@ -161,6 +165,7 @@ impl CompressOptions {
             activations: None,
             sensitivity: None,
             search: None,
+            exhaustive: false,
         }
     }
 
