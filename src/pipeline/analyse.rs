@@ -15,6 +15,7 @@ use crate::rng::Rng;
 use crate::source::Source;
 
 use super::options::{glob_match, CompressOptions, OverrideRule};
+use super::screen;
 use super::shared::AllocatorItems;
 
 /// Tensors with fewer parameters than this are always coded losslessly: a lossy codec's side
@@ -327,6 +328,7 @@ async fn analyse_whole<S: Source + ?Sized>(
             importance: importance.as_deref(),
             queries: Some(&queries),
             output: None,
+            screen: None,
         };
         analyse_matrix(backend, &matrix, opts, &mut analysis).await?;
     }
@@ -407,6 +409,7 @@ struct Prepared<'a> {
     stats: Stats,
     /// With calibration statistics: `sum_ij d_j W_ij^2` ([`OutputWeights::norm_sq`]).
     output_norm_sq: Option<f64>,
+    screen: ScreenCache,
 }
 
 impl<'a> TensorWork<'a> {
@@ -495,6 +498,7 @@ impl<'a> TensorWork<'a> {
             values,
             stats,
             output_norm_sq,
+            screen: ScreenCache::new(),
         })
     }
 
@@ -528,6 +532,7 @@ impl<'a> TensorWork<'a> {
                     importance: self.importance.as_deref(),
                     queries: None,
                     output: output.as_ref(),
+                    screen: (!opts.exhaustive).then_some(&p.screen),
                 };
                 run_job(backend, &m, Some(&p.raw), &self.candidates, job).await
             }
@@ -641,6 +646,7 @@ pub async fn measure_more<S: Source + ?Sized>(
         importance: None,
         queries: None,
         output: output.as_ref(),
+        screen: None,
     };
     let sensitivity = opts.sensitivity.as_ref().map(|s| s.for_tensor(&t.name));
     let mut out = Vec::with_capacity(codecs.len());
@@ -788,7 +794,14 @@ struct MatrixInput<'a> {
     /// A calibrated linear weight's column statistics: each option's distortion is its relative
     /// output error.
     output: Option<&'a OutputWeights<'a>>,
+    /// Where the expensive codecs' screening keeps its sample and the scalar ladder on it
+    /// (`None`: every option is measured in full).
+    screen: Option<&'a ScreenCache>,
 }
+
+/// A matrix's sample and the scalar ladder measured on it, made by the first option screened
+/// ([`super::screen`]); `None` inside when the matrix is too small to screen.
+type ScreenCache = std::sync::OnceLock<Option<(screen::Sample, screen::Screen)>>;
 
 impl MatrixInput<'_> {
     /// The option `codec`, measured from its encoding.
@@ -798,6 +811,79 @@ impl MatrixInput<'_> {
         encoded: Result<codec::Encoded>,
     ) -> Result<MeasuredOption> {
         Ok(self.measure_encoded(codec, &encoded?))
+    }
+
+    /// Whether `codec` is screened out: tried on the matrix's sample, its distortion is clearly
+    /// above the scalar ladder's at its rate ([`super::screen`]). An option that fails on the
+    /// sample is measured in full (which reports the failure).
+    async fn screened_out(&self, backend: &Backend, codec: &CodecParams) -> bool {
+        let Some(cache) = self.screen.filter(|_| screen::screened(codec)) else {
+            return false;
+        };
+        let Some((sample, ladder)) = cache.get_or_init(|| self.sample_ladder()) else {
+            return false;
+        };
+        let columns = self.output.map(|o| o.columns);
+        let Ok(trial) = codec
+            .trial_weighted_on(backend, &sample.values, sample.shape, columns)
+            .await
+        else {
+            return false;
+        };
+        let output = columns.map(|c| OutputWeights::new(&sample.values, c));
+        let o = self
+            .on(sample, output.as_ref())
+            .measure_trial(codec.clone(), &trial);
+        ladder.dominates(
+            sample.full_rate(o.coded_bytes, o.side_bytes),
+            o.distortion.value(),
+        )
+    }
+
+    /// This matrix's sample and the coarse scalar ladder measured on it.
+    fn sample_ladder(&self) -> Option<(screen::Sample, screen::Screen)> {
+        let sample = screen::Sample::of(self.values, self.shape)?;
+        let columns = self.output.map(|o| o.columns);
+        let output = columns.map(|c| OutputWeights::new(&sample.values, c));
+        let m = self.on(&sample, output.as_ref());
+        let ladder = codec::scalar::candidates(
+            sample.shape,
+            self.seed,
+            columns.is_some(),
+            codec::scalar::Ladder::Coarse,
+        );
+        let points = ladder
+            .into_iter()
+            .filter_map(|p| {
+                let e = codec::scalar::estimate(&sample.values, sample.shape, &p, columns);
+                let trial = codec::Trial::Estimated(e.ok()??);
+                let o = m.measure_trial(CodecParams::Scalar(p), &trial);
+                Some((
+                    sample.full_rate(o.coded_bytes, o.side_bytes),
+                    o.distortion.value(),
+                ))
+            })
+            .collect();
+        Some((sample, screen::Screen::new(points)))
+    }
+
+    /// The sample seen as a matrix to measure options on (`output`: its output weights).
+    fn on<'s>(
+        &self,
+        sample: &'s screen::Sample,
+        output: Option<&'s OutputWeights<'s>>,
+    ) -> MatrixInput<'s> {
+        MatrixInput {
+            values: &sample.values,
+            shape: sample.shape,
+            dtype: self.dtype,
+            norm_sq: Stats::of(&sample.values).norm_sq,
+            seed: self.seed,
+            importance: None,
+            queries: None,
+            output,
+            screen: None,
+        }
     }
 
     fn measure_trial(&self, codec: CodecParams, trial: &codec::Trial) -> MeasuredOption {
@@ -912,6 +998,9 @@ async fn run_job(
         }
         Job::Independent(i) => {
             let p = candidates.independent[i].clone();
+            if m.screened_out(backend, &p).await {
+                return Ok(JobResult::Options(Vec::new()));
+            }
             let columns = m.output.map(|o| o.columns);
             let trial = p.trial_weighted_on(backend, values, shape, columns).await?;
             vec![m.measure_trial(p, &trial)]

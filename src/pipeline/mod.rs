@@ -5,6 +5,7 @@
 //! options  what the user asks for (Settings -> CompressOptions)
 //! analyse  every option of every tensor, measured (coded, or the scalar grids' sizes estimated)
 //! allocate one option per tensor for the target -> Plan (with the container manifest)
+//! screen   the expensive codecs tried on a sample of rows first, measured in full unless dominated
 //! settle   the chosen options whose sizes were estimated coded, allocated again until all are exact
 //! search   (asked for) the allocator's choice improved by running the compressed model
 //! write    the .lowbit of a plan, streamed
@@ -25,6 +26,7 @@ pub mod inspect;
 pub mod model;
 pub mod options;
 pub mod read;
+pub mod screen;
 pub mod search;
 pub mod settle;
 pub mod shared;
