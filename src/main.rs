@@ -215,6 +215,7 @@ impl Settings {
             // `compress` measures it itself (CalibrateArgs, `--calibrate FILE`) and passes it in.
             sensitivity: true,
             calibration_text: String::new(),
+            exhaustive: self.exhaustive,
         })
     }
 
@@ -233,7 +234,6 @@ impl Settings {
     fn options(&self) -> Result<CompressOptions> {
         let mut opts = self.settings()?.options()?;
         opts.importance = self.importance()?;
-        opts.exhaustive = self.exhaustive;
         Ok(opts)
     }
 }

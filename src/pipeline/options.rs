@@ -212,6 +212,8 @@ pub struct Settings {
     /// the built-in paragraph (the CLI's default). The page's calibration box sends it; the CLI
     /// reads its file itself and leaves this empty.
     pub calibration_text: String,
+    /// Measure every option in full (`--exhaustive`, [`CompressOptions::exhaustive`]).
+    pub exhaustive: bool,
 }
 
 impl Default for Settings {
@@ -226,6 +228,7 @@ impl Default for Settings {
             backend: BackendChoice::Auto,
             sensitivity: true,
             calibration_text: String::new(),
+            exhaustive: false,
         }
     }
 }
@@ -280,6 +283,7 @@ impl Settings {
             .collect::<Result<_>>()?;
         opts.seed = self.seed;
         opts.backend = self.backend;
+        opts.exhaustive = self.exhaustive;
         opts.allocator = Allocator::from_name(&self.allocator).ok_or_else(|| {
             Error::option(format!(
                 "unknown allocator '{}' (use greedy or knapsack)",
@@ -355,8 +359,8 @@ impl Settings {
             false => String::new(),
         };
         format!(
-            "{}|{:?}|{}|{:?}|{}|{calibration}",
-            self.method, self.overrides, self.seed, self.backend, self.sensitivity
+            "{}|{:?}|{}|{:?}|{}|{}|{calibration}",
+            self.method, self.overrides, self.seed, self.backend, self.sensitivity, self.exhaustive
         )
     }
 }

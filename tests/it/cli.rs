@@ -220,6 +220,40 @@ fn plan_writes_nothing_and_predicts_the_size() {
     );
 }
 
+/// The default measures the scalar ladder's one-bit rungs and refines near the choice;
+/// `--exhaustive` measures every rung. Both plans are exact (no size estimated) and within the
+/// budget, and `compress --exhaustive` writes the file its plan predicts.
+#[test]
+fn exhaustive_measures_the_whole_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("in.safetensors"), mixed_checkpoint()).unwrap();
+    let scalar_options = |extra: &[&str]| {
+        let mut args = vec!["plan", "in.safetensors", "--bpw", "4", "--json"];
+        args.extend_from_slice(extra);
+        let o = lowbit(&args, dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            plan["output"].get("sizes_estimated").is_none(),
+            "a plan's sizes are coded"
+        );
+        assert!(plan["output"]["bits_per_weight"].as_f64().unwrap() <= 4.0);
+        let count = plan["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["options"].as_array().unwrap())
+            .filter(|o| o["label"].as_str().unwrap().starts_with("scalar"))
+            .count();
+        (count, plan["output"]["bytes"].clone())
+    };
+    let (refined, _) = scalar_options(&[]);
+    let (whole, bytes) = scalar_options(&["--exhaustive"]);
+    assert!(refined < whole, "{refined} scalar options against {whole}");
+    let report = compress_ok(dir.path(), &["--bpw", "4", "--exhaustive"]);
+    assert_eq!(report["output"]["bytes"], bytes);
+}
+
 #[test]
 fn inspect_and_report_files() {
     let dir = tempfile::tempdir().unwrap();
