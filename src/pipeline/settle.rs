@@ -154,12 +154,9 @@ async fn measure_rungs<S: Source + ?Sized>(
     data: &S,
     progress: &mut dyn Progress,
 ) -> Result<Vec<Vec<super::MeasuredOption>>> {
-    let parameters: u64 = wanted
-        .iter()
-        .map(|(t, _)| checkpoint.tensors[*t].numel())
-        .sum();
-    progress.stage("refine the scalar ladder near the choice", parameters);
-    let measure = |k: usize| {
+    let tensors: Vec<usize> = wanted.iter().map(|(t, _)| *t).collect();
+    let stage = "refine the scalar ladder near the choice";
+    per_tensor(checkpoint, &tensors, stage, progress, |k| {
         let (t, codecs) = &wanted[k];
         let tensor = &checkpoint.tensors[*t];
         async move {
@@ -167,24 +164,45 @@ async fn measure_rungs<S: Source + ?Sized>(
                 .await
                 .map_err(|e| e.in_tensor(&tensor.name))
         }
-    };
+    })
+    .await
+}
+
+/// Runs `work(k)` for the `k`-th of `tensors` (indices into `checkpoint`) as one progress stage,
+/// the results in the order given: natively spread over the cores, in the browser one after
+/// another (stopping when cancelled). The first error in that order is the one returned.
+async fn per_tensor<T, F, Fut>(
+    checkpoint: &Checkpoint,
+    tensors: &[usize],
+    stage: &str,
+    progress: &mut dyn Progress,
+    work: F,
+) -> Result<Vec<T>>
+where
+    T: Send,
+    // Shared by the threads natively (`SourceBound` is `Sync` there, nothing in the browser).
+    F: Fn(usize) -> Fut + crate::source::SourceBound,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let parameters: u64 = tensors.iter().map(|&t| checkpoint.tensors[t].numel()).sum();
+    progress.stage(stage, parameters);
     #[cfg(not(target_arch = "wasm32"))]
-    let measured: Vec<Result<Vec<super::MeasuredOption>>> =
-        crate::parallel::map(wanted.len(), |k| crate::backend::block_on(measure(k)));
+    let done: Vec<Result<T>> =
+        crate::parallel::map(tensors.len(), |k| crate::backend::block_on(work(k)));
     #[cfg(target_arch = "wasm32")]
-    let measured: Vec<Result<Vec<super::MeasuredOption>>> = {
-        let mut out = Vec::with_capacity(wanted.len());
-        for k in 0..wanted.len() {
+    let done: Vec<Result<T>> = {
+        let mut out = Vec::with_capacity(tensors.len());
+        for k in 0..tensors.len() {
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
-            out.push(measure(k).await);
+            out.push(work(k).await);
         }
         out
     };
-    let measured = measured.into_iter().collect::<Result<Vec<_>>>()?;
-    progress.advance(parameters, "refine the scalar ladder near the choice");
-    Ok(measured)
+    let done = done.into_iter().collect::<Result<Vec<_>>>()?;
+    progress.advance(parameters, stage);
+    Ok(done)
 }
 
 /// The chosen options whose sizes are estimates: (tensor, the option), in tensor order.
@@ -213,38 +231,24 @@ async fn code_options<S: Source + ?Sized>(
     data: &S,
     progress: &mut dyn Progress,
 ) -> Result<Vec<(Vec<u8>, u64)>> {
-    let parameters: u64 = chosen
-        .iter()
-        .map(|(t, _)| checkpoint.tensors[*t].numel())
-        .sum();
-    progress.stage("code the chosen options", parameters);
-    let code = |k: usize| {
-        let (t, option) = &chosen[k];
-        let tensor = &checkpoint.tensors[*t];
-        async move {
-            let raw = crate::checkpoint::tensor_bytes(data, tensor)?;
-            encode_section(backend, &option.codec, opts, tensor, raw)
-                .await
-                .map_err(|e| e.in_tensor(&tensor.name))
-        }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    let coded: Vec<Result<(Vec<u8>, u64)>> =
-        crate::parallel::map(chosen.len(), |k| crate::backend::block_on(code(k)));
-    #[cfg(target_arch = "wasm32")]
-    let coded: Vec<Result<(Vec<u8>, u64)>> = {
-        let mut out = Vec::with_capacity(chosen.len());
-        for k in 0..chosen.len() {
-            if progress.cancelled() {
-                return Err(Error::Cancelled);
+    let tensors: Vec<usize> = chosen.iter().map(|(t, _)| *t).collect();
+    per_tensor(
+        checkpoint,
+        &tensors,
+        "code the chosen options",
+        progress,
+        |k| {
+            let (t, option) = &chosen[k];
+            let tensor = &checkpoint.tensors[*t];
+            async move {
+                let raw = crate::checkpoint::tensor_bytes(data, tensor)?;
+                encode_section(backend, &option.codec, opts, tensor, raw)
+                    .await
+                    .map_err(|e| e.in_tensor(&tensor.name))
             }
-            out.push(code(k).await);
-        }
-        out
-    };
-    let coded = coded.into_iter().collect::<Result<Vec<_>>>()?;
-    progress.advance(parameters, "code the chosen options");
-    Ok(coded)
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
